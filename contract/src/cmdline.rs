@@ -1,0 +1,265 @@
+//! Kernel command line keys read by oa-init, and their parsing.
+//!
+//! The one table of keys is [`KEYS`]; `docs/boot-contract.md` mirrors it and a unit test in this
+//! module checks that the document names every key.
+
+use std::fmt;
+
+/// Where the root image is (`oa.root=`).
+pub const ROOT: &str = "oa.root";
+/// Expected sha256 (hex) of the root image (`oa.sha256=`).
+pub const SHA256: &str = "oa.sha256";
+/// Copy the root image into RAM before mounting it (`oa.copytoram`).
+pub const COPYTORAM: &str = "oa.copytoram";
+/// Persistence device (`oa.persist=`).
+pub const PERSIST: &str = "oa.persist";
+/// Where the persistence key comes from (`oa.persist.key=`).
+pub const PERSIST_KEY: &str = "oa.persist.key";
+/// Run-time configuration URL or path (`oa.config=`).
+pub const CONFIG: &str = "oa.config";
+/// Boot from a named earlier snapshot (`oa.rollback=`).
+pub const ROLLBACK: &str = "oa.rollback";
+/// Drop to an emergency shell on failure (`oa.shell`).
+pub const SHELL: &str = "oa.shell";
+/// Print debug output from oa-init (`oa.debug`).
+pub const DEBUG: &str = "oa.debug";
+
+/// One row of the key table: name, whether it takes a value, what it means.
+pub struct Key {
+    pub name: &'static str,
+    pub takes_value: bool,
+    pub doc: &'static str,
+}
+
+/// Every key oa-init understands. Keep `docs/boot-contract.md` in step (a test checks it).
+pub const KEYS: &[Key] = &[
+    Key { name: ROOT, takes_value: true, doc: "where the root image is: LABEL=, PARTLABEL=, UUID=, PARTUUID=, a /dev path, or an http:// URL" },
+    Key { name: SHA256, takes_value: true, doc: "expected sha256 (hex) of the root image; a mismatch stops the boot" },
+    Key { name: COPYTORAM, takes_value: false, doc: "copy the root image into RAM so the boot medium can be removed" },
+    Key { name: PERSIST, takes_value: true, doc: "the persistence device" },
+    Key { name: PERSIST_KEY, takes_value: true, doc: "where the persistence key comes from" },
+    Key { name: CONFIG, takes_value: true, doc: "URL or path of the per-machine run-time configuration" },
+    Key { name: ROLLBACK, takes_value: true, doc: "boot from a named earlier snapshot of the persistent state" },
+    Key { name: SHELL, takes_value: false, doc: "on failure, start an emergency shell instead of halting" },
+    Key { name: DEBUG, takes_value: false, doc: "print debug output from oa-init" },
+];
+
+/// How the root image is located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSpec {
+    /// Filesystem label (for a squashfs inside a labelled filesystem, or an ISO9660/FAT volume).
+    Label(String),
+    /// GPT partition name.
+    PartLabel(String),
+    /// Filesystem UUID.
+    Uuid(String),
+    /// GPT partition UUID.
+    PartUuid(String),
+    /// A device or file path such as `/dev/vda`.
+    Path(String),
+    /// An HTTP URL, fetched into RAM.
+    Http(String),
+}
+
+impl RootSpec {
+    pub fn parse(s: &str) -> Result<RootSpec, CmdlineError> {
+        let s = s.trim();
+        let err = || CmdlineError::BadValue { key: ROOT, value: s.to_string(), expected: "LABEL=, PARTLABEL=, UUID=, PARTUUID=, /dev/..., or http://..." };
+        if let Some(v) = s.strip_prefix("LABEL=") {
+            if v.is_empty() { return Err(err()); }
+            Ok(RootSpec::Label(v.to_string()))
+        } else if let Some(v) = s.strip_prefix("PARTLABEL=") {
+            if v.is_empty() { return Err(err()); }
+            Ok(RootSpec::PartLabel(v.to_string()))
+        } else if let Some(v) = s.strip_prefix("PARTUUID=") {
+            if v.is_empty() { return Err(err()); }
+            Ok(RootSpec::PartUuid(v.to_ascii_lowercase()))
+        } else if let Some(v) = s.strip_prefix("UUID=") {
+            if v.is_empty() { return Err(err()); }
+            Ok(RootSpec::Uuid(v.to_ascii_lowercase()))
+        } else if s.starts_with("http://") {
+            Ok(RootSpec::Http(s.to_string()))
+        } else if s.starts_with('/') {
+            Ok(RootSpec::Path(s.to_string()))
+        } else {
+            Err(err())
+        }
+    }
+}
+
+impl fmt::Display for RootSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootSpec::Label(v) => write!(f, "LABEL={v}"),
+            RootSpec::PartLabel(v) => write!(f, "PARTLABEL={v}"),
+            RootSpec::Uuid(v) => write!(f, "UUID={v}"),
+            RootSpec::PartUuid(v) => write!(f, "PARTUUID={v}"),
+            RootSpec::Path(v) | RootSpec::Http(v) => f.write_str(v),
+        }
+    }
+}
+
+/// The oa.* keys of a kernel command line, typed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootArgs {
+    pub root: Option<RootSpec>,
+    pub sha256: Option<String>,
+    pub copytoram: bool,
+    pub persist: Option<String>,
+    pub persist_key: Option<String>,
+    pub config: Option<String>,
+    pub rollback: Option<String>,
+    pub shell: bool,
+    pub debug: bool,
+    /// `oa.*` keys this version does not know; oa-init warns about them.
+    pub unknown: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmdlineError {
+    BadValue { key: &'static str, value: String, expected: &'static str },
+    MissingValue { key: &'static str },
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdlineError::BadValue { key, value, expected } => {
+                write!(f, "kernel command line: {key}={value:?} is not valid; expected {expected}")
+            }
+            CmdlineError::MissingValue { key } => write!(f, "kernel command line: {key} needs a value ({key}=...)"),
+        }
+    }
+}
+
+impl std::error::Error for CmdlineError {}
+
+/// Split a kernel command line into words the way the kernel does: whitespace separates,
+/// double quotes group (and are removed).
+pub fn split(cmdline: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_quotes = false;
+    let mut have = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => { in_quotes = !in_quotes; have = true; }
+            c if c.is_whitespace() && !in_quotes => {
+                if have { out.push(std::mem::take(&mut cur)); have = false; }
+            }
+            c => { cur.push(c); have = true; }
+        }
+    }
+    if have { out.push(cur); }
+    out
+}
+
+impl BootArgs {
+    /// Parse the `oa.*` keys of a whole kernel command line; other words are ignored.
+    pub fn parse(cmdline: &str) -> Result<BootArgs, CmdlineError> {
+        let mut a = BootArgs::default();
+        for word in split(cmdline) {
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (word.clone(), None),
+            };
+            if !key.starts_with("oa.") { continue; }
+            let need = |k: &'static str| value.clone().filter(|v| !v.is_empty()).ok_or(CmdlineError::MissingValue { key: k });
+            match key.as_str() {
+                ROOT => a.root = Some(RootSpec::parse(&need(ROOT)?)?),
+                SHA256 => {
+                    let v = need(SHA256)?.to_ascii_lowercase();
+                    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(CmdlineError::BadValue { key: SHA256, value: v, expected: "64 hexadecimal digits" });
+                    }
+                    a.sha256 = Some(v);
+                }
+                COPYTORAM => a.copytoram = flag(value.as_deref()),
+                PERSIST => a.persist = Some(need(PERSIST)?),
+                PERSIST_KEY => a.persist_key = Some(need(PERSIST_KEY)?),
+                CONFIG => a.config = Some(need(CONFIG)?),
+                ROLLBACK => a.rollback = Some(need(ROLLBACK)?),
+                SHELL => a.shell = flag(value.as_deref()),
+                DEBUG => a.debug = flag(value.as_deref()),
+                _ => a.unknown.push(word.clone()),
+            }
+        }
+        Ok(a)
+    }
+
+    /// Render the keys that are set, in table order, as command line words.
+    pub fn render(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(r) = &self.root { v.push(format!("{ROOT}={r}")); }
+        if let Some(s) = &self.sha256 { v.push(format!("{SHA256}={s}")); }
+        if self.copytoram { v.push(COPYTORAM.to_string()); }
+        if let Some(s) = &self.persist { v.push(format!("{PERSIST}={s}")); }
+        if let Some(s) = &self.persist_key { v.push(format!("{PERSIST_KEY}={s}")); }
+        if let Some(s) = &self.config { v.push(format!("{CONFIG}={s}")); }
+        if let Some(s) = &self.rollback { v.push(format!("{ROLLBACK}={s}")); }
+        if self.shell { v.push(SHELL.to_string()); }
+        if self.debug { v.push(DEBUG.to_string()); }
+        v
+    }
+}
+
+/// A flag key is on when present without a value or with 1/yes/true/on.
+fn flag(value: Option<&str>) -> bool {
+    match value {
+        None => true,
+        Some(v) => matches!(v, "1" | "yes" | "true" | "on" | "y"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_keys() {
+        let sha = "a".repeat(64);
+        let a = BootArgs::parse(&format!(
+            "console=ttyS0 oa.root=PARTLABEL=oa-root oa.sha256={sha} oa.copytoram oa.shell=0 oa.debug quiet oa.frob=1"
+        ))
+        .unwrap();
+        assert_eq!(a.root, Some(RootSpec::PartLabel("oa-root".into())));
+        assert_eq!(a.sha256.as_deref(), Some(sha.as_str()));
+        assert!(a.copytoram);
+        assert!(!a.shell);
+        assert!(a.debug);
+        assert_eq!(a.unknown, vec!["oa.frob=1".to_string()]);
+    }
+
+    #[test]
+    fn render_roundtrips() {
+        let a = BootArgs {
+            root: Some(RootSpec::Http("http://10.0.2.2/rootfs.squashfs".into())),
+            sha256: Some("0".repeat(64)),
+            shell: true,
+            ..Default::default()
+        };
+        let b = BootArgs::parse(&a.render().join(" ")).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(BootArgs::parse("oa.sha256=xyz").is_err());
+        assert!(BootArgs::parse("oa.root=").is_err());
+        assert!(BootArgs::parse("oa.root=vda").is_err());
+    }
+
+    #[test]
+    fn quotes_group_words() {
+        assert_eq!(split(r#"a "b c" d"#), vec!["a", "b c", "d"]);
+    }
+
+    #[test]
+    fn docs_name_every_key() {
+        let doc = include_str!("../../docs/boot-contract.md");
+        for k in KEYS {
+            assert!(doc.contains(&format!("`{}", k.name)), "docs/boot-contract.md does not document {}", k.name);
+        }
+        assert!(doc.contains(crate::READY_LINE));
+    }
+}
