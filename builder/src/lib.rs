@@ -1,1 +1,23 @@
+//! The oa builder: profile -> root filesystem -> squashfs, initramfs and kernel -> output
+//! folder with a manifest; and the QEMU runner that boots it.
+//!
+//! Modules follow the build flow: [`profile`] (read, compose, validate), [`apt`] and [`deb`]
+//! (packages), [`kernel`], [`rootfs`], [`squashfs`], [`initramfs`], [`build`] (the pipeline and
+//! its cache), [`qemu`] (booting). [`commands`] holds one function per CLI subcommand.
+
+pub mod apt;
+pub mod build;
+pub mod cli;
+pub mod commands;
+pub mod deb;
+pub mod error;
+pub mod fsutil;
+pub mod hash;
+pub mod initbin;
+pub mod initramfs;
+pub mod kernel;
 pub mod profile;
+pub mod qemu;
+pub mod rootfs;
+pub mod squashfs;
+pub mod tool;

@@ -1,1 +1,216 @@
+//! The QEMU test harness: boot an oa output, watch the serial console for patterns with
+//! deadlines, type into it, and keep the whole console log (always written to
+//! `target/qemu-logs/<test>.log`; its path and tail are printed when a test fails).
+//!
+//! Machines are started from the same [`oa_builder::qemu::Spec`] that `oa run` uses, so the
+//! tests boot exactly what users boot.
 
+use oa_builder::qemu::Spec;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The workspace root (the tests run with the package folder as cwd).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("qemu-tests lives in the workspace").to_path_buf()
+}
+
+/// The `oa` binary the tests drive: `$OA_BIN`, else `target/release/oa` (built by `make test`).
+pub fn oa_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("OA_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = workspace().join("target/release/oa");
+    assert!(p.is_file(), "{} is missing: run the QEMU tests through `make test` (it builds oa and oa-init first) or set OA_BIN", p.display());
+    p
+}
+
+/// Build `profile` once per test process into `target/qemu-tests/<name>` and return the folder.
+pub fn built(profile: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let map = BUILT.get_or_init(|| Mutex::new(Default::default()));
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = map.get(profile) {
+        return p.clone();
+    }
+    let out = workspace().join("target/qemu-tests").join(profile);
+    let st = std::process::Command::new(oa_bin())
+        .current_dir(workspace())
+        .args(["build", profile, "--out"])
+        .arg(&out)
+        .status()
+        .expect("running oa build");
+    assert!(st.success(), "oa build {profile} failed ({st})");
+    map.insert(profile.to_string(), out.clone());
+    out
+}
+
+/// A machine under test.
+pub struct Machine {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<Vec<u8>>,
+    console: Vec<u8>,
+    /// Everything before this offset has been matched already.
+    pos: usize,
+    started: Instant,
+    log: PathBuf,
+}
+
+impl Machine {
+    /// Boot `spec`; `name` names the log file (use the test's name).
+    pub fn boot(name: &str, spec: &Spec) -> Machine {
+        let mut child = spec
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e} (is QEMU installed? `make deps`)", spec.binary()));
+        let (tx, rx) = mpsc::channel();
+        for mut r in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let dir = workspace().join("target/qemu-logs");
+        let _ = std::fs::create_dir_all(&dir);
+        let stdin = child.stdin.take();
+        Machine { name: name.into(), child, stdin, rx, console: Vec::new(), pos: 0, started: Instant::now(), log: dir.join(format!("{name}.log")) }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The whole console so far.
+    pub fn console(&self) -> String {
+        String::from_utf8_lossy(&self.console).to_string()
+    }
+
+    fn pump(&mut self, wait: Duration) -> bool {
+        match self.rx.recv_timeout(wait) {
+            Ok(chunk) => {
+                self.console.extend_from_slice(&chunk);
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    /// Wait until `pattern` appears on the console after the previous match; returns the line
+    /// holding it. Panics (with the log) at the deadline or when QEMU exits first.
+    pub fn expect(&mut self, pattern: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = String::from_utf8_lossy(&self.console[self.pos..]).to_string();
+            if let Some(i) = text.find(pattern) {
+                let line_start = text[..i].rfind('\n').map(|x| x + 1).unwrap_or(0);
+                let line_end = text[i..].find('\n').map(|x| i + x).unwrap_or(text.len());
+                // Advance by bytes of the lossy text; console output is ASCII in practice.
+                self.pos += text[..i + pattern.len()].len();
+                return text[line_start..line_end].trim_end().to_string();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.fail(&format!("no `{pattern}` on the console within {timeout:?}"));
+            }
+            if !self.pump((deadline - now).min(Duration::from_millis(100))) {
+                // QEMU closed its output: drain and give it one last look.
+                if !String::from_utf8_lossy(&self.console[self.pos..]).contains(pattern) {
+                    self.fail(&format!("QEMU exited before `{pattern}` appeared"));
+                }
+            }
+        }
+    }
+
+    /// Assert `pattern` does not appear within `within` (reads the console for that long).
+    pub fn expect_absent(&mut self, pattern: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if !self.pump(Duration::from_millis(100)) {
+                break;
+            }
+        }
+        if String::from_utf8_lossy(&self.console[self.pos..]).contains(pattern) {
+            self.fail(&format!("`{pattern}` appeared on the console but must not"));
+        }
+    }
+
+    /// Type a line into the serial console.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("console input");
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("writing to the console");
+        stdin.flush().expect("flushing the console");
+    }
+
+    /// Wait for QEMU to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.drain(Duration::from_millis(300));
+                return st;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("QEMU did not exit within {timeout:?}"));
+            }
+            self.pump(Duration::from_millis(50));
+        }
+    }
+
+    /// Collect what the reader threads still deliver, for at most `max`.
+    fn drain(&mut self, max: Duration) {
+        let end = Instant::now() + max;
+        while Instant::now() < end {
+            match self.rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(c) => self.console.extend_from_slice(&c),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    fn save_log(&self) {
+        let _ = std::fs::write(&self.log, &self.console);
+    }
+
+    /// Stop the test with the reason, the log's path and its last lines.
+    pub fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.drain(Duration::from_millis(300));
+        self.save_log();
+        let text = self.console();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!(
+            "[{}] {why} (after {:.1}s)\nwhole console log: {}\n--- last lines ---\n{}",
+            self.name,
+            self.started.elapsed().as_secs_f64(),
+            self.log.display(),
+            tail.join("\n")
+        );
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(c) = self.rx.try_recv() {
+            self.console.extend_from_slice(&c);
+        }
+        self.save_log();
+    }
+}

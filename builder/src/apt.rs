@@ -1,0 +1,170 @@
+//! Debian packages from the host's apt: resolve a name to the exact version apt would install,
+//! fetch it with `apt-get download` into the package cache (outside the repository), verify its
+//! sha256 against apt's index, and reuse it on later builds.
+
+use crate::deb;
+use crate::error::{Error, IoContext, Result};
+use crate::hash;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A package as apt's index describes it.
+#[derive(Debug, Clone)]
+pub struct PackageInfo {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// File name in the pool (`busybox-static_1.35.0-4+b1_amd64.deb`).
+    pub file_name: String,
+    pub sha256: String,
+    pub depends: Vec<String>,
+}
+
+/// Debian architecture name for an oa arch.
+pub fn debian_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Ask apt which version of `name` it would install for `arch` (Debian arch name).
+pub fn show(name: &str, arch: &str) -> Result<PackageInfo> {
+    let spec = format!("{name}:{arch}");
+    let out = Command::new("apt-cache")
+        .args(["show", "--no-all-versions", &spec])
+        .output()
+        .map_err(|e| Error::ToolMissing {
+            tool: "apt-cache".into(),
+            why: e.to_string(),
+            hint: "oa fetches Debian packages with apt; run it on Debian or Ubuntu (make deps)".into(),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.trim().is_empty() {
+        return Err(Error::Package {
+            package: spec,
+            reason: format!(
+                "apt does not know it ({}). Check the name in the profile; if it is right, run `apt-get update`{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                if arch != "amd64" { format!(" after `dpkg --add-architecture {arch}`") } else { String::new() }
+            ),
+        });
+    }
+    let stanza = text.split("\n\n").next().unwrap_or("");
+    let c = deb::Control::parse(stanza);
+    let field = |k: &str| {
+        c.get(k).map(str::to_string).ok_or_else(|| Error::Package { package: spec.clone(), reason: format!("apt-cache show has no {k} field") })
+    };
+    let filename = field("Filename")?;
+    Ok(PackageInfo {
+        name: field("Package")?,
+        version: field("Version")?,
+        arch: field("Architecture")?,
+        file_name: filename.rsplit('/').next().unwrap_or(&filename).to_string(),
+        sha256: field("SHA256")?,
+        depends: c.depends(),
+    })
+}
+
+/// The folder of downloaded .deb files.
+pub struct PackageCache {
+    pub dir: PathBuf,
+}
+
+impl PackageCache {
+    pub fn new(cache_root: &Path) -> PackageCache {
+        PackageCache { dir: cache_root.join("debs") }
+    }
+
+    /// The .deb for `name` (Debian arch `arch`), downloaded if not cached. Returns its path and
+    /// apt's description of it.
+    pub fn fetch(&self, name: &str, arch: &str) -> Result<(PathBuf, PackageInfo)> {
+        std::fs::create_dir_all(&self.dir).ctx("creating package cache", &self.dir)?;
+        let info = match show(name, arch) {
+            Ok(info) => info,
+            Err(e) => {
+                // Offline and apt has no index: a cached copy is still a valid, verified input.
+                if let Some((path, info)) = self.newest_cached(name, arch) {
+                    eprintln!("warning: {e}; using cached {}", path.display());
+                    return Ok((path, info));
+                }
+                return Err(e);
+            }
+        };
+        let path = self.dir.join(&info.file_name);
+        let verified = self.dir.join(format!("{}.sha256", info.file_name));
+        if path.exists() && std::fs::read_to_string(&verified).is_ok_and(|s| s.trim() == info.sha256) {
+            return Ok((path, info));
+        }
+        eprintln!("    downloading {} {} ({})", info.name, info.version, info.arch);
+        let tmp = tempfile_dir(&self.dir)?;
+        let out = Command::new("apt-get")
+            .current_dir(&tmp)
+            .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+            .arg(format!("{}:{}={}", info.name, info.arch, info.version))
+            .output()
+            .map_err(|e| Error::ToolMissing { tool: "apt-get".into(), why: e.to_string(), hint: "install apt".into() })?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::Package {
+                package: name.into(),
+                reason: format!("apt-get download failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            });
+        }
+        let got = std::fs::read_dir(&tmp)
+            .ctx("listing download folder", &tmp)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .ok_or_else(|| Error::Package { package: name.into(), reason: "apt-get download wrote no .deb file".into() })?;
+        let digest = hash::sha256_file(&got)?;
+        if digest != info.sha256 {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::Package {
+                package: name.into(),
+                reason: format!("downloaded file has sha256 {digest}, apt's index says {}", info.sha256),
+            });
+        }
+        std::fs::rename(&got, &path).ctx("moving download into the cache", &path)?;
+        std::fs::write(&verified, &info.sha256).ctx("writing", &verified)?;
+        let _ = std::fs::remove_dir_all(&tmp);
+        Ok((path, info))
+    }
+
+    /// The newest verified cached .deb of `name` for `arch`, when apt cannot be asked.
+    fn newest_cached(&self, name: &str, arch: &str) -> Option<(PathBuf, PackageInfo)> {
+        let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+        for e in std::fs::read_dir(&self.dir).ok()?.flatten() {
+            let p = e.path();
+            let f = p.file_name()?.to_string_lossy().to_string();
+            if f.starts_with(&format!("{name}_")) && f.ends_with(&format!("_{arch}.deb")) && self.dir.join(format!("{f}.sha256")).exists() {
+                let t = e.metadata().ok()?.modified().ok()?;
+                if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
+                    best = Some((t, p));
+                }
+            }
+        }
+        let (_, path) = best?;
+        let c = deb::control(&path).ok()?;
+        let sha256 = std::fs::read_to_string(self.dir.join(format!("{}.sha256", path.file_name()?.to_string_lossy()))).ok()?;
+        Some((
+            path.clone(),
+            PackageInfo {
+                name: name.into(),
+                version: c.get("Version")?.into(),
+                arch: arch.into(),
+                file_name: path.file_name()?.to_string_lossy().into(),
+                sha256: sha256.trim().into(),
+                depends: c.depends(),
+            },
+        ))
+    }
+}
+
+/// A fresh private directory inside `parent`.
+pub fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
+    let p = parent.join(format!(".tmp-{}-{}", std::process::id(), hash::unique_suffix()));
+    std::fs::create_dir_all(&p).ctx("creating temporary folder", &p)?;
+    Ok(p)
+}

@@ -1,0 +1,118 @@
+//! Command-line definitions for `oa` (clap). Every option's doc comment is its `--help` text.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// oa (Orchestration Architect): turn a text profile into a bootable appliance.
+///
+/// A profile (profiles/NAME.toml) says which kernel, packages, overlays and services the
+/// appliance has. `oa build` makes vmlinuz, initramfs.img and rootfs.squashfs from it,
+/// `oa run` boots the result in QEMU.
+#[derive(Debug, Parser)]
+#[command(name = "oa", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Build a profile into an output folder (vmlinuz, initramfs.img, rootfs.squashfs, manifest.json).
+    Build(BuildArgs),
+    /// Boot a profile (built first when needed) or an output folder in QEMU.
+    Run(RunArgs),
+    /// Show the resolved profile and which file each value came from.
+    Info(InfoArgs),
+    /// Draw the include graph of a profile and the build pipeline (DOT or Mermaid).
+    Graph(GraphArgs),
+    #[command(name = "__kvm-probe", hide = true)]
+    KvmProbe,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CommonBuild {
+    /// Cache folder for downloaded packages and stage outputs [default: $XDG_CACHE_HOME/oa or ~/.cache/oa].
+    #[arg(long, env = "OA_CACHE_DIR", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Rebuild every stage even when the cache holds it.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The oa-init binary to use [default: found next to `oa` or in the cargo target folder].
+    #[arg(long, env = "OA_INIT_BIN", value_name = "PATH")]
+    pub init: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Profile file, or a bare name for profiles/NAME.toml.
+    pub profile: PathBuf,
+    /// Output folder [default: out/<profile name>]. Replaced only when the build succeeds.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonBuild,
+    /// Print the build report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AccelArg {
+    /// KVM when it really works here, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A profile (file or bare name; built first, using the cache) or an output folder of `oa build`.
+    pub target: PathBuf,
+    /// Do not attach the terminal: watch the console until the ready line, then stop QEMU.
+    /// Exit 0 when ready was reached, 1 on a boot failure, 2 on timeout. Implied when stdin is not a terminal.
+    #[arg(long)]
+    pub until_ready: bool,
+    /// Deadline for --until-ready, in seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+    /// Extra kernel command line words (e.g. `oa.shell`), appended.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub append: Vec<String>,
+    /// Guest memory in MiB [default: from the profile, else 512].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u32>,
+    /// Save the whole console output to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Output folder when building a profile [default: out/<profile name>].
+    #[arg(long, short, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonBuild,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Profile file, or a bare name for profiles/NAME.toml.
+    pub profile: PathBuf,
+    /// Print the resolved profile as TOML only.
+    #[arg(long)]
+    pub toml: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    /// Profile file, or a bare name for profiles/NAME.toml.
+    pub profile: PathBuf,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+}

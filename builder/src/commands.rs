@@ -1,0 +1,151 @@
+//! One function per `oa` subcommand. Each returns the process exit code, or an error the
+//! caller prints for people.
+
+use crate::build::{self, Options};
+use crate::cli::{AccelArg, BuildArgs, CommonBuild, GraphArgs, GraphFormat, InfoArgs, RunArgs};
+use crate::error::Result;
+use crate::profile;
+use crate::qemu::{self, Accel, Outcome};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn options(common: &CommonBuild, out: Option<PathBuf>) -> Options {
+    Options {
+        out,
+        cache_root: common.cache.clone().unwrap_or_else(build::default_cache_root),
+        no_cache: common.no_cache,
+        init_bin: common.init.clone(),
+        progress: true,
+    }
+}
+
+pub fn build(a: BuildArgs) -> Result<i32> {
+    let resolved = profile::load(&a.profile)?;
+    let report = build::build(&resolved, &options(&a.common, a.out))?;
+    if a.json {
+        let stages: Vec<_> = report
+            .stages
+            .iter()
+            .map(|s| serde_json::json!({"stage": s.name, "seconds": s.duration.as_secs_f64(), "cached": s.cached, "detail": s.detail}))
+            .collect();
+        let j = serde_json::json!({"out": report.out, "seconds": report.total.as_secs_f64(), "stages": stages, "manifest": report.manifest});
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+    }
+    eprintln!("built {} in {:.1}s -> {}", report.manifest.profile, report.total.as_secs_f64(), report.out.display());
+    Ok(0)
+}
+
+pub fn run(a: RunArgs) -> Result<i32> {
+    let (dir, memory) = if a.target.join(oa_contract::manifest::FILE_NAME).is_file() {
+        (a.target.clone(), None)
+    } else {
+        let resolved = profile::load(&a.target)?;
+        let report = build::build(&resolved, &options(&a.common, a.out.clone()))?;
+        (report.out, Some(resolved.profile.qemu.memory_mib))
+    };
+    let m = build::read_manifest(&dir)?;
+    let accel = match a.accel {
+        AccelArg::Auto => qemu::detect_accel(&m.arch),
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Tcg => Accel::Tcg,
+    };
+    let mut spec = qemu::Spec::from_output(&dir, &m, accel);
+    spec.append.extend(a.append.iter().flat_map(|s| s.split_whitespace().map(str::to_string)));
+    if let Some(mem) = a.memory.or(memory) {
+        spec.memory_mib = mem;
+    }
+    let interactive = !a.until_ready && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if interactive {
+        let st = qemu::run_interactive(&spec)?;
+        return Ok(st.code().unwrap_or(1));
+    }
+    eprintln!("oa: booting {} in QEMU ({accel:?}), waiting up to {}s for `{}`", dir.display(), a.timeout, oa_contract::READY_LINE);
+    let outcome = qemu::run_until_ready(&spec, Duration::from_secs(a.timeout), true, a.log.as_deref())?;
+    Ok(match outcome {
+        Outcome::Ready(t, _) => {
+            eprintln!("\noa: ready after {:.2}s", t.as_secs_f64());
+            0
+        }
+        Outcome::Fatal(l) => {
+            eprintln!("\noa: boot failed: {l}");
+            1
+        }
+        Outcome::Exited(st) => {
+            eprintln!("\noa: QEMU exited ({st}) before the ready line");
+            1
+        }
+        Outcome::TimedOut(t) => {
+            eprintln!("\noa: no ready line after {:.0}s; QEMU stopped", t.as_secs_f64());
+            2
+        }
+    })
+}
+
+pub fn info(a: InfoArgs) -> Result<i32> {
+    let resolved = profile::load(&a.profile)?;
+    if a.toml {
+        print!("{}", resolved.to_toml());
+    } else {
+        print!("{}", resolved.render_info());
+    }
+    Ok(0)
+}
+
+pub fn graph(a: GraphArgs) -> Result<i32> {
+    let resolved = profile::load(&a.profile)?;
+    let name = |p: &Path| p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let pipeline = [
+        ("profile", "packages"),
+        ("packages", "kernel"),
+        ("packages", "rootfs"),
+        ("overlays", "rootfs"),
+        ("oa-init", "rootfs"),
+        ("oa-init", "initramfs"),
+        ("kernel", "initramfs"),
+        ("kernel", "vmlinuz"),
+        ("rootfs", "rootfs.squashfs"),
+        ("initramfs", "initramfs.img"),
+        ("vmlinuz", "manifest.json"),
+        ("rootfs.squashfs", "manifest.json"),
+        ("initramfs.img", "manifest.json"),
+    ];
+    let top = resolved.files.last().map(|p| name(p)).unwrap_or_default();
+    match a.format {
+        GraphFormat::Dot => {
+            println!("digraph oa {{\n  rankdir=LR;\n  subgraph cluster_includes {{\n    label=\"includes\";");
+            for f in &resolved.files {
+                println!("    \"{}\" [shape=note];", name(f));
+            }
+            for (from, to) in &resolved.includes {
+                println!("    \"{}\" -> \"{}\" [label=include];", name(from), name(to));
+            }
+            println!("  }}\n  subgraph cluster_pipeline {{\n    label=\"build pipeline\";");
+            for (a, b) in pipeline {
+                println!("    \"{a}\" -> \"{b}\";");
+            }
+            println!("  }}\n  \"{top}\" -> \"profile\" [style=dashed];\n}}");
+        }
+        GraphFormat::Mermaid => {
+            println!("flowchart LR");
+            println!("  subgraph includes");
+            for (i, f) in resolved.files.iter().enumerate() {
+                println!("    f{i}[\"{}\"]", name(f));
+            }
+            let idx = |p: &PathBuf| resolved.files.iter().position(|f| f == p).unwrap_or(0);
+            for (from, to) in &resolved.includes {
+                println!("    f{} -->|include| f{}", idx(from), idx(to));
+            }
+            println!("  end\n  subgraph pipeline");
+            let id = |s: &str| s.replace(['.', '-'], "_");
+            for (a, b) in pipeline {
+                println!("    {}[\"{a}\"] --> {}[\"{b}\"]", id(a), id(b));
+            }
+            println!("  end");
+            if !resolved.files.is_empty() {
+                println!("  f{} -.-> profile", resolved.files.len() - 1);
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,50 @@
+//! The builder's error type: every variant says what was being done to which thing, and the
+//! CLI prints it for people (with a hint where there is something obvious to do).
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, #[source] source: std::io::Error },
+
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+
+    #[error("`{tool}` is not installed ({why}); {hint}")]
+    ToolMissing { tool: String, why: String, hint: String },
+
+    #[error("`{command}` failed with {status}:\n{output}")]
+    ToolFailed { command: String, status: String, output: String },
+
+    #[error("Debian package `{package}`: {reason}")]
+    Package { package: String, reason: String },
+
+    #[error("reading .deb archive {}: {reason}", path.display())]
+    Deb { path: PathBuf, reason: String },
+
+    #[error("kernel: {0}")]
+    Kernel(String),
+
+    #[error("oa-init binary: {0}")]
+    InitBinary(String),
+
+    #[error("output directory {}: {reason}", path.display())]
+    Output { path: PathBuf, reason: String },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach "what was done to which path" to an io::Error.
+pub trait IoContext<T> {
+    fn ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io { action, path: path.into(), source })
+    }
+}

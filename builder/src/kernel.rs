@@ -1,0 +1,185 @@
+//! The kernel: taken from a Debian package, unpacked once into the cache, with an index of its
+//! modules (name -> file, dependencies from each module's `.modinfo`, like depmod) so the
+//! initramfs can carry exactly the modules a profile asks for plus their dependency closure.
+
+use crate::deb;
+use crate::error::{Error, IoContext, Result};
+use object::{Object, ObjectSection};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// An unpacked kernel package.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// Root of the unpacked package (holds `boot/` and `lib/modules/`).
+    pub root: PathBuf,
+    /// `uname -r` of this kernel.
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    pub index: ModuleIndex,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModuleIndex {
+    /// Module name (underscores) -> file relative to the package root, and its dependencies.
+    pub modules: BTreeMap<String, ModuleInfo>,
+    /// Names of modules built into the kernel (from modules.builtin).
+    pub builtin: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModuleInfo {
+    pub path: String,
+    pub depends: Vec<String>,
+}
+
+/// Module names use `_` and `-` interchangeably; the kernel reports `_`.
+pub fn normalize(name: &str) -> String {
+    name.trim().trim_end_matches(".ko").replace('-', "_")
+}
+
+const INDEX_FILE: &str = ".oa-modindex.json";
+const COMPLETE: &str = ".oa-complete";
+
+impl Kernel {
+    /// Unpack `deb_path` into `cache_root/kernels/<file stem>/` (once; a marker file says the
+    /// unpack finished) and index its modules.
+    pub fn from_deb(deb_path: &Path, cache_root: &Path) -> Result<Kernel> {
+        let stem = deb_path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let kernels = cache_root.join("kernels");
+        let root = kernels.join(&stem);
+        if !root.join(COMPLETE).exists() {
+            std::fs::create_dir_all(&kernels).ctx("creating", &kernels)?;
+            let tmp = crate::apt::tempfile_dir(&kernels)?;
+            eprintln!("    unpacking kernel package {}", deb_path.display());
+            let keep = |p: &Path| p.starts_with("boot") || p.starts_with("lib/modules") || p.starts_with("usr/lib/modules") || p.starts_with("usr/lib/linux-image");
+            deb::extract(deb_path, &tmp, &keep)?;
+            let index = build_index(&tmp)?;
+            let json = serde_json::to_vec(&index).map_err(|e| Error::Other(e.to_string()))?;
+            std::fs::write(tmp.join(INDEX_FILE), json).ctx("writing module index in", &tmp)?;
+            std::fs::write(tmp.join(COMPLETE), b"").ctx("marking complete", &tmp)?;
+            if root.exists() {
+                std::fs::remove_dir_all(&root).ctx("removing stale unpack", &root)?;
+            }
+            std::fs::rename(&tmp, &root).ctx("moving unpacked kernel into place", &root)?;
+        }
+        Self::open(&root)
+    }
+
+    /// Open an unpacked kernel tree (made by [`Kernel::from_deb`]).
+    pub fn open(root: &Path) -> Result<Kernel> {
+        let release = find_release(root)?;
+        let vmlinuz = root.join("boot").join(format!("vmlinuz-{release}"));
+        if !vmlinuz.exists() {
+            return Err(Error::Kernel(format!("{} has modules for {release} but no boot/vmlinuz-{release}", root.display())));
+        }
+        let idx_path = root.join(INDEX_FILE);
+        let index: ModuleIndex = match std::fs::read(&idx_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Kernel(format!("{}: {e}", idx_path.display())))?,
+            Err(_) => build_index(root)?,
+        };
+        Ok(Kernel { root: root.to_path_buf(), release, vmlinuz, index })
+    }
+
+    /// The files (relative to [`Kernel::root`]) of `wanted` and their dependencies, in load
+    /// order (dependencies first). Built-in modules are skipped; unknown names are an error.
+    pub fn module_closure(&self, wanted: &[String]) -> Result<Vec<String>> {
+        let mut order = Vec::new();
+        let mut seen = BTreeSet::new();
+        for w in wanted {
+            let name = normalize(w);
+            if self.index.builtin.contains(&name) {
+                continue;
+            }
+            if !self.index.modules.contains_key(&name) {
+                return Err(Error::Kernel(format!(
+                    "module `{w}` is neither a module nor built into kernel {}; check [kernel] modules in the profile",
+                    self.release
+                )));
+            }
+            self.visit(&name, &mut seen, &mut order, &mut Vec::new())?;
+        }
+        Ok(order)
+    }
+
+    fn visit(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<String>, stack: &mut Vec<String>) -> Result<()> {
+        if seen.contains(name) || self.index.builtin.contains(name) {
+            return Ok(());
+        }
+        if stack.iter().any(|s| s == name) {
+            return Err(Error::Kernel(format!("module dependency cycle: {} -> {name}", stack.join(" -> "))));
+        }
+        let info = self.index.modules.get(name).ok_or_else(|| {
+            Error::Kernel(format!("module `{}` needs `{name}`, which kernel {} does not have", stack.last().map(String::as_str).unwrap_or("?"), self.release))
+        })?;
+        stack.push(name.to_string());
+        for d in &info.depends {
+            self.visit(d, seen, order, stack)?;
+        }
+        stack.pop();
+        seen.insert(name.to_string());
+        order.push(info.path.clone());
+        Ok(())
+    }
+}
+
+fn find_release(root: &Path) -> Result<String> {
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let dir = root.join(base);
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            let mut rels: Vec<String> = rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+            rels.sort();
+            if let Some(r) = rels.pop() {
+                return Ok(r);
+            }
+        }
+    }
+    Err(Error::Kernel(format!("{} holds no lib/modules/<release>: the package is not a kernel image package", root.display())))
+}
+
+fn build_index(root: &Path) -> Result<ModuleIndex> {
+    let release = find_release(root)?;
+    let base = if root.join("lib/modules").join(&release).exists() { "lib/modules" } else { "usr/lib/modules" };
+    let moddir = root.join(base).join(&release);
+    let mut index = ModuleIndex::default();
+    if let Ok(s) = std::fs::read_to_string(moddir.join("modules.builtin")) {
+        for line in s.lines() {
+            if let Some(f) = Path::new(line.trim()).file_name() {
+                index.builtin.insert(normalize(&f.to_string_lossy()));
+            }
+        }
+    }
+    for entry in walkdir::WalkDir::new(&moddir) {
+        let entry = entry.map_err(|e| Error::Kernel(format!("walking {}: {e}", moddir.display())))?;
+        let p = entry.path();
+        let fname = p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        if !fname.ends_with(".ko") {
+            continue; // compressed modules (.ko.xz/.ko.zst) are a later addition
+        }
+        let data = std::fs::read(p).ctx("reading module", p)?;
+        let (name, depends) = modinfo(&data).map_err(|e| Error::Kernel(format!("{}: {e}", p.display())))?;
+        let name = name.unwrap_or_else(|| normalize(&fname));
+        let rel = p.strip_prefix(root).unwrap_or(p).to_string_lossy().to_string();
+        index.modules.insert(name, ModuleInfo { path: rel, depends });
+    }
+    Ok(index)
+}
+
+/// `name=` and `depends=` from a module's `.modinfo` section.
+pub fn modinfo(data: &[u8]) -> std::result::Result<(Option<String>, Vec<String>), String> {
+    let file = object::File::parse(data).map_err(|e| format!("not an ELF module: {e}"))?;
+    let sec = file.section_by_name(".modinfo").ok_or("no .modinfo section")?;
+    let bytes = sec.data().map_err(|e| e.to_string())?;
+    let mut name = None;
+    let mut depends = Vec::new();
+    for field in bytes.split(|b| *b == 0) {
+        let f = String::from_utf8_lossy(field);
+        if let Some(v) = f.strip_prefix("name=") {
+            name = Some(normalize(v));
+        } else if let Some(v) = f.strip_prefix("depends=") {
+            depends.extend(v.split(',').filter(|s| !s.is_empty()).map(normalize));
+        }
+    }
+    Ok((name, depends))
+}

@@ -1,0 +1,391 @@
+//! The profile model: per-file partial profiles, their composition, and the resolved,
+//! validated [`Profile`] the builder works from.
+//!
+//! * [`load`] reads a top-level profile file, follows `include = [...]` depth-first (includes
+//!   merged in order before the including file, each file once), validates every file
+//!   strictly (unknown keys and wrong types are errors with `file:line:column`), merges the
+//!   [`PartialProfile`]s with [`merge`], applies defaults and returns a [`Resolved`]: the typed
+//!   [`Profile`], the files in merge order, the include edges and, for every leaf, the file(s)
+//!   it came from.
+//! * [`merge`] is associative and [`PartialProfile::default()`] (the empty file) is its
+//!   identity; the rules are in [`merge`](self::merge) (module docs).
+//!
+//! Conventions chosen here:
+//! * `name` is not inherited: only the top-level file's `name` counts (default: its file
+//!   stem); an included file's `name` applies only when that file is built on its own.
+//! * `include` is consumed by the loader; a resolved partial has no includes.
+//! * `Profile::services` is sorted by service name (services are supervised concurrently; the
+//!   order carries no meaning and sorting keeps hashes stable).
+//! * Set-lists are deduplicated; an `env` entry cannot be overridden by a later file (env is a
+//!   set-list), so two entries for the same variable are an error naming both files.
+//! * Overlay paths are canonicalised (absolute, symlinks resolved) when their file is read.
+
+#[macro_use]
+pub mod merge;
+mod error;
+mod load;
+mod render;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{Location, ProfileError};
+pub use load::{find_profile, load, load_from};
+pub use merge::{Empty, Leaf, Leaves, Merge, SetList};
+
+// ---------------------------------------------------------------------------------------------
+// Enumerations
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $text)] $variant, )*
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The spelling used in profiles.
+            pub fn as_str(self) -> &'static str {
+                match self { $( $name::$variant => $text, )* }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Target CPU architecture.
+    pub enum Arch {
+        X86_64 = "x86_64",
+        Aarch64 = "aarch64",
+    }
+}
+
+impl Arch {
+    /// Debian's name for the architecture (`dpkg --print-architecture`).
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    /// Debian's kernel metapackage for the architecture, the default `kernel.package`.
+    pub fn default_kernel_package(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "linux-image-amd64",
+            Arch::Aarch64 => "linux-image-arm64",
+        }
+    }
+}
+
+string_enum! {
+    /// What the root filesystem is built from.
+    pub enum Base {
+        Busybox = "busybox",
+        Debian = "debian",
+        Arch = "arch",
+    }
+}
+
+string_enum! {
+    /// What runs as PID 1 after switch_root.
+    pub enum InitSystem {
+        /// oa-init supervises the profile's services.
+        Oa = "oa",
+        /// oa-init execs /sbin/init (systemd).
+        Systemd = "systemd",
+    }
+}
+
+string_enum! {
+    /// When the supervisor restarts a service.
+    pub enum Restart {
+        Always = "always",
+        OnFailure = "on-failure",
+        Never = "never",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partial profiles: what one file says. Everything optional; unknown keys are errors.
+
+partial_section! {
+    /// One profile file as written (or several merged): every field optional.
+    /// `PartialProfile::default()` is the empty profile, the identity of [`merge`].
+    #[serde(expecting = "a profile table")]
+    pub struct PartialProfile {
+        /// Profile name (top-level file only; default: the top-level file's stem).
+        pub name: Option<String>,
+        pub description: Option<String>,
+        /// Other profile files, relative to this file's directory (consumed by the loader).
+        pub include: SetList,
+        pub arch: Option<Arch>,
+        pub base: Option<Base>,
+        pub hostname: Option<String>,
+        /// Overlay directories (absolute after loading).
+        pub overlays: SetList,
+        pub kernel: PartialKernel,
+        pub packages: PartialPackages,
+        pub init: PartialInit,
+        pub services: BTreeMap<String, PartialService>,
+        pub qemu: PartialQemu,
+    }
+}
+
+partial_section! {
+    /// `[kernel]`
+    #[serde(expecting = "a [kernel] table")]
+    pub struct PartialKernel {
+        pub package: Option<String>,
+        pub cmdline: SetList,
+        pub modules: SetList,
+    }
+}
+
+partial_section! {
+    /// `[packages]`
+    #[serde(expecting = "a [packages] table")]
+    pub struct PartialPackages {
+        pub debian: SetList,
+    }
+}
+
+partial_section! {
+    /// `[init]`
+    #[serde(expecting = "an [init] table")]
+    pub struct PartialInit {
+        pub system: Option<InitSystem>,
+        pub console_shell: Option<bool>,
+        pub emergency_shell: Option<bool>,
+    }
+}
+
+partial_section! {
+    /// `[services.<name>]`
+    #[serde(expecting = "a service table like { command = [\"/bin/prog\"] }")]
+    pub struct PartialService {
+        /// argv; replaced whole by a later file.
+        pub command: Option<Vec<String>>,
+        pub restart: Option<Restart>,
+        pub env: SetList,
+    }
+}
+
+partial_section! {
+    /// `[qemu]`
+    #[serde(expecting = "a [qemu] table")]
+    pub struct PartialQemu {
+        pub memory_mib: Option<u32>,
+        pub cpus: Option<u32>,
+    }
+}
+
+/// Layer `b` on top of `a`. Associative; `PartialProfile::default()` is a two-sided identity.
+pub fn merge(a: &PartialProfile, b: &PartialProfile) -> PartialProfile {
+    a.merge(b)
+}
+
+impl PartialProfile {
+    /// Parse one profile file's text strictly (no includes followed, no paths resolved).
+    /// Errors carry `file:line:column`; `file` is only used in messages.
+    pub fn from_toml_str(file: &std::path::Path, text: &str) -> Result<Self, ProfileError> {
+        toml::from_str(text).map_err(|e| ProfileError::Invalid {
+            at: Location::from_span(file, text, e.span()),
+            message: humane(e.message()),
+        })
+    }
+
+    /// The partial as TOML (empty parts left out).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render profile: {e}\n"))
+    }
+}
+
+/// serde/toml wording, put the way a profile author thinks about it.
+fn humane(message: &str) -> String {
+    let one_line = message.trim_end().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+    one_line
+        .replace("expected a sequence", "expected an array")
+        .replace("expected u32", "expected a whole number from 0 to 4294967295")
+        .replace("expected a boolean", "expected true or false")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resolved profile: typed, validated, defaults applied.
+
+/// Default `qemu.memory_mib`.
+pub const DEFAULT_MEMORY_MIB: u32 = 512;
+/// Smallest accepted `qemu.memory_mib`.
+pub const MIN_MEMORY_MIB: u32 = 128;
+
+/// The validated profile with defaults applied. `Serialize` is deterministic (no maps), so
+/// it can be hashed for cache keys: see [`Profile::content_hash`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: String,
+    pub description: Option<String>,
+    pub arch: Arch,
+    pub base: Base,
+    pub hostname: String,
+    /// Overlay directories, absolute and canonical, in first-occurrence order.
+    pub overlays: Vec<PathBuf>,
+    pub kernel: Kernel,
+    pub packages: Packages,
+    pub init: Init,
+    /// Sorted by name.
+    pub services: Vec<Service>,
+    pub qemu: Qemu,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kernel {
+    /// Debian package holding the kernel (default: `linux-image-amd64` / `linux-image-arm64`).
+    pub package: String,
+    /// Extra kernel command line parameters (default none).
+    pub cmdline: Vec<String>,
+    /// Modules the initramfs carries and loads, in this order (default none: the builder adds
+    /// what it needs for booting itself).
+    pub modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packages {
+    /// Debian packages extracted into the rootfs.
+    pub debian: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Init {
+    pub system: InitSystem,
+    pub console_shell: bool,
+    pub emergency_shell: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    /// argv; `command[0]` is absolute.
+    pub command: Vec<String>,
+    pub restart: Restart,
+    /// `KEY=VALUE` entries, at most one per KEY.
+    pub env: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Qemu {
+    pub memory_mib: u32,
+    pub cpus: u32,
+}
+
+impl Profile {
+    /// Hex SHA-256 of the profile's canonical JSON form: equal profiles, equal hashes.
+    /// Covers overlay *paths*, not the files in them.
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).expect("a Profile always serialises");
+        hex::encode(Sha256::digest(json))
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The profile as a fully specified, self-contained profile file: loading it gives back
+    /// an equal `Profile` (overlay paths are absolute).
+    pub fn to_toml(&self) -> String {
+        PartialProfile::from(self).to_toml_string()
+    }
+}
+
+impl From<&Profile> for PartialProfile {
+    /// Every field set: the profile as one file.
+    fn from(p: &Profile) -> Self {
+        let strings = |v: &[String]| SetList::from(v.to_vec());
+        PartialProfile {
+            name: Some(p.name.clone()),
+            description: p.description.clone(),
+            include: SetList::new(),
+            arch: Some(p.arch),
+            base: Some(p.base),
+            hostname: Some(p.hostname.clone()),
+            overlays: p.overlays.iter().map(|o| o.to_string_lossy().into_owned()).collect(),
+            kernel: PartialKernel {
+                package: Some(p.kernel.package.clone()),
+                cmdline: strings(&p.kernel.cmdline),
+                modules: strings(&p.kernel.modules),
+            },
+            packages: PartialPackages { debian: strings(&p.packages.debian) },
+            init: PartialInit {
+                system: Some(p.init.system),
+                console_shell: Some(p.init.console_shell),
+                emergency_shell: Some(p.init.emergency_shell),
+            },
+            services: p
+                .services
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        PartialService {
+                            command: Some(s.command.clone()),
+                            restart: Some(s.restart),
+                            env: strings(&s.env),
+                        },
+                    )
+                })
+                .collect(),
+            qemu: PartialQemu { memory_mib: Some(p.qemu.memory_mib), cpus: Some(p.qemu.cpus) },
+        }
+    }
+}
+
+/// A loaded profile: the typed result plus where everything came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub profile: Profile,
+    /// Every file read, canonical paths, in merge order (the top-level file last).
+    pub files: Vec<PathBuf>,
+    /// Include edges `(includer, included)`, canonical paths, in the order they were met
+    /// (an edge to a file already merged is listed too: diamonds show as two edges).
+    pub includes: Vec<(PathBuf, PathBuf)>,
+    /// For each leaf that some file set, by dotted key (`hostname`, `kernel.cmdline`,
+    /// `services.hello.command`): for a scalar, the one file whose value won; for a set-list,
+    /// one file per element of the resolved list (the file that first added it), parallel to
+    /// the list. Keys left at their defaults are absent.
+    pub origins: BTreeMap<String, Vec<PathBuf>>,
+    /// The merged partial profile (before defaults), for tools that want it.
+    pub merged: PartialProfile,
+}
+
+impl Resolved {
+    /// The top-level file.
+    pub fn top(&self) -> &std::path::Path {
+        self.files.last().expect("a resolved profile has at least one file")
+    }
+
+    /// The files (set of) that the value at `key` came from, if any file set it.
+    pub fn origin_files(&self, key: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for f in self.origins.get(key).into_iter().flatten() {
+            if !out.contains(f) {
+                out.push(f.clone());
+            }
+        }
+        out
+    }
+}

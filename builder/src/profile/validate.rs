@@ -1,0 +1,425 @@
+//! Semantic checks: per file (with positions) and on the merged profile; defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::error::{Location, ProfileError};
+use super::{
+    Arch, Base, Init, InitSystem, Kernel, Packages, PartialProfile, Profile, Qemu, Restart,
+    Service, SetList, DEFAULT_MEMORY_MIB, MIN_MEMORY_MIB,
+};
+
+/// One step of a path into a TOML document, for pointing errors at the right place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Seg<'a> {
+    /// The value under a key.
+    Key(&'a str),
+    /// The key itself (for errors about a key, such as a bad service name).
+    KeyName(&'a str),
+    /// The array element whose string value is this.
+    Elem(&'a str),
+    /// The array element at this index.
+    Index(usize),
+}
+
+/// A profile file's text and its span-carrying parse, to locate values.
+pub(crate) struct Source<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+    doc: Option<toml_edit::ImDocument<&'a str>>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(path: &'a Path, text: &'a str) -> Self {
+        Source { path, text, doc: toml_edit::ImDocument::parse(text).ok() }
+    }
+
+    /// The location of the value at `segs`, or of the deepest part of it that exists.
+    pub fn at(&self, segs: &[Seg<'_>]) -> Location {
+        let Some(doc) = &self.doc else { return Location::file(self.path) };
+        let mut item: &toml_edit::Item = doc.as_item();
+        let mut best: Option<std::ops::Range<usize>> = None;
+        for seg in segs {
+            let next = match *seg {
+                Seg::Key(k) => item.get(k),
+                Seg::KeyName(k) => {
+                    if let Some(span) =
+                        item.as_table_like().and_then(|t| t.key(k)).and_then(|k| k.span())
+                    {
+                        best = Some(span);
+                    }
+                    break;
+                }
+                Seg::Index(i) => item.get(i),
+                Seg::Elem(v) => item
+                    .as_array()
+                    .and_then(|a| a.iter().position(|x| x.as_str() == Some(v)))
+                    .and_then(|i| item.get(i)),
+            };
+            match next {
+                Some(n) => {
+                    item = n;
+                    if let Some(span) = n.span() {
+                        best = Some(span);
+                    }
+                }
+                None => break,
+            }
+        }
+        Location::from_span(self.path, self.text, best)
+    }
+
+    fn invalid(&self, segs: &[Seg<'_>], message: impl Into<String>) -> ProfileError {
+        ProfileError::Invalid { at: self.at(segs), message: message.into() }
+    }
+}
+
+/// RFC 1123 host name: dot-separated labels of 1..=63 letters, digits and `-`, not starting
+/// or ending with `-`; at most 253 characters.
+pub fn is_valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Service names: `[a-z0-9][a-z0-9_-]*`, at most 64 characters.
+pub fn is_valid_service_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.len() <= 64
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Profile names (used as output directory names): `[A-Za-z0-9][A-Za-z0-9._-]*`.
+pub fn is_valid_profile_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Debian package names (policy 5.6.7) with an optional `:arch` qualifier.
+pub fn is_valid_debian_package(name: &str) -> bool {
+    let (pkg, arch) = match name.split_once(':') {
+        Some((p, a)) => (p, Some(a)),
+        None => (name, None),
+    };
+    let mut bytes = pkg.bytes();
+    let pkg_ok = pkg.len() >= 2
+        && matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.'));
+    let arch_ok = arch.map_or(true, |a| {
+        !a.is_empty() && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    pkg_ok && arch_ok
+}
+
+fn is_valid_module_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn is_valid_env_key(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Check one file's values and resolve its overlay paths (relative to the file's directory)
+/// to canonical absolute paths.
+pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
+
+    if let Some(name) = &part.name {
+        if !is_valid_profile_name(name) {
+            return Err(src.invalid(
+                &[Key("name")],
+                format!(
+                    "invalid profile name `{name}`: use letters, digits, `.`, `_` and `-`, \
+                     starting with a letter or digit (it names the output directory)"
+                ),
+            ));
+        }
+    }
+    if let Some(h) = &part.hostname {
+        if !is_valid_hostname(h) {
+            return Err(src.invalid(
+                &[Key("hostname")],
+                format!(
+                    "invalid hostname `{h}`: use labels of 1 to 63 letters, digits and `-` \
+                     (not at the start or end of a label), separated by dots (RFC 1123)"
+                ),
+            ));
+        }
+    }
+
+    // Overlays: relative to this file's directory, must be existing directories.
+    let dir = src.path.parent().unwrap_or(Path::new("/"));
+    let mut overlays = SetList::new();
+    for o in part.overlays.iter() {
+        let looked_for = dir.join(o);
+        let canon = match looked_for.canonicalize() {
+            Ok(c) if c.is_dir() => c,
+            Ok(c) => {
+                return Err(src.invalid(
+                    &[Key("overlays"), Elem(o)],
+                    format!("overlay `{o}` is not a directory ({})", c.display()),
+                ))
+            }
+            Err(_) => {
+                return Err(src.invalid(
+                    &[Key("overlays"), Elem(o)],
+                    format!(
+                        "overlay directory `{o}` not found (looked for {}); overlay paths are \
+                         relative to the directory of the file that names them",
+                        looked_for.display()
+                    ),
+                ))
+            }
+        };
+        let Some(canon) = canon.to_str() else {
+            return Err(src.invalid(
+                &[Key("overlays"), Elem(o)],
+                format!("overlay path {} is not valid UTF-8", canon.display()),
+            ));
+        };
+        overlays.insert(canon);
+    }
+    part.overlays = overlays;
+
+    // Kernel.
+    if let Some(pkg) = &part.kernel.package {
+        if !is_valid_debian_package(pkg) {
+            return Err(src.invalid(
+                &[Key("kernel"), Key("package")],
+                format!("invalid Debian package name `{pkg}` for the kernel"),
+            ));
+        }
+    }
+    for m in part.kernel.modules.iter() {
+        if !is_valid_module_name(m) {
+            return Err(src.invalid(
+                &[Key("kernel"), Key("modules"), Elem(m)],
+                format!(
+                    "invalid kernel module name `{m}`: give the module's name (like \
+                     `virtio_blk`), not a path or a file name"
+                ),
+            ));
+        }
+    }
+    for c in part.kernel.cmdline.iter() {
+        if c.is_empty() || c.chars().any(|ch| ch.is_control()) {
+            return Err(src.invalid(
+                &[Key("kernel"), Key("cmdline"), Elem(c)],
+                format!("invalid kernel command line parameter {c:?}: empty or with control characters"),
+            ));
+        }
+    }
+
+    // Packages.
+    for p in part.packages.debian.iter() {
+        if !is_valid_debian_package(p) {
+            return Err(src.invalid(
+                &[Key("packages"), Key("debian"), Elem(p)],
+                format!(
+                    "invalid Debian package name `{p}`: lower-case letters, digits, `+`, `-` and \
+                     `.`, optionally `:arch`"
+                ),
+            ));
+        }
+    }
+
+    // Services.
+    for (name, svc) in &part.services {
+        if !is_valid_service_name(name) {
+            return Err(src.invalid(
+                &[Key("services"), KeyName(name)],
+                format!(
+                    "invalid service name `{name}`: use lower-case letters, digits, `_` and `-`, \
+                     starting with a letter or digit"
+                ),
+            ));
+        }
+        if let Some(cmd) = &svc.command {
+            match cmd.first() {
+                None => {
+                    return Err(src.invalid(
+                        &[Key("services"), Key(name), Key("command")],
+                        format!(
+                            "service `{name}`: `command` is empty; give the program and its \
+                             arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]"
+                        ),
+                    ))
+                }
+                Some(prog) if !prog.starts_with('/') => {
+                    return Err(src.invalid(
+                        &[Key("services"), Key(name), Key("command"), Index(0)],
+                        format!(
+                            "service `{name}`: command[0] `{prog}` is not an absolute path; \
+                             write the full path, e.g. `/bin/{prog}` (there is no PATH search)"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        for e in svc.env.iter() {
+            let ok = e.split_once('=').is_some_and(|(k, _)| is_valid_env_key(k));
+            if !ok {
+                return Err(src.invalid(
+                    &[Key("services"), Key(name), Key("env"), Elem(e)],
+                    format!(
+                        "service `{name}`: env entry `{e}` is not KEY=VALUE (KEY: letters, digits \
+                         and `_`, not starting with a digit)"
+                    ),
+                ));
+            }
+        }
+    }
+
+    // QEMU.
+    if let Some(m) = part.qemu.memory_mib {
+        if m < MIN_MEMORY_MIB {
+            return Err(src.invalid(
+                &[Key("qemu"), Key("memory_mib")],
+                format!("qemu.memory_mib = {m} is too small: give at least {MIN_MEMORY_MIB}"),
+            ));
+        }
+    }
+    if let Some(0) = part.qemu.cpus {
+        return Err(src.invalid(&[Key("qemu"), Key("cpus")], "qemu.cpus must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Apply defaults and check what only the merged profile can show.
+pub(crate) fn finalize(
+    merged: &PartialProfile,
+    top: &Path,
+    stem_source: &Path,
+    files: &[PathBuf],
+    parts: &[PartialProfile],
+    origins: &BTreeMap<String, Vec<PathBuf>>,
+) -> Result<Profile, ProfileError> {
+    let name = match &merged.name {
+        Some(n) => n.clone(),
+        None => {
+            let stem = stem_source.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            if !is_valid_profile_name(&stem) {
+                return Err(ProfileError::Invalid {
+                    at: Location::file(top),
+                    message: format!(
+                        "the file name `{stem}` is not a valid profile name; add \
+                         `name = \"...\"` (letters, digits, `.`, `_`, `-`)"
+                    ),
+                });
+            }
+            stem
+        }
+    };
+
+    let Some(hostname) = merged.hostname.clone() else {
+        let suggestion: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect::<String>()
+            .trim_matches('-')
+            .to_string();
+        let suggestion = if is_valid_hostname(&suggestion) { suggestion } else { "oa".into() };
+        return Err(ProfileError::MissingHostname {
+            file: top.to_path_buf(),
+            files: files.to_vec(),
+            suggestion,
+        });
+    };
+
+    let arch = merged.arch.unwrap_or(Arch::X86_64);
+    let mut services = Vec::new();
+    for (sname, svc) in &merged.services {
+        let defined_in = || -> Vec<PathBuf> {
+            files
+                .iter()
+                .zip(parts)
+                .filter(|(_, p)| p.services.contains_key(sname))
+                .map(|(f, _)| f.clone())
+                .collect()
+        };
+        let Some(command) = svc.command.clone() else {
+            return Err(ProfileError::Inconsistent {
+                files: defined_in(),
+                message: format!(
+                    "service `{sname}` has no `command`; add `command = [\"/path/to/program\", ...]` \
+                     under [services.{sname}]"
+                ),
+            });
+        };
+        // env is a set-list: two different entries for one variable cannot both hold.
+        let env_key = format!("services.{sname}.env");
+        let env_files = origins.get(&env_key);
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, e) in svc.env.iter().enumerate() {
+            let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+            if let Some(&j) = seen.get(key) {
+                let file_of = |ix: usize| {
+                    env_files
+                        .and_then(|f| f.get(ix))
+                        .map(|f| super::error::shown(f))
+                        .unwrap_or_else(|| "?".into())
+                };
+                return Err(ProfileError::Inconsistent {
+                    files: defined_in(),
+                    message: format!(
+                        "service `{sname}` sets {key} twice: `{}` (from {}) and `{}` (from {}); \
+                         env is a set-list, so a later file adds entries but cannot replace one: \
+                         set {key} in one file only",
+                        svc.env.as_slice()[j],
+                        file_of(j),
+                        e,
+                        file_of(i)
+                    ),
+                });
+            }
+            seen.insert(key, i);
+        }
+        services.push(Service {
+            name: sname.clone(),
+            command,
+            restart: svc.restart.unwrap_or(Restart::Always),
+            env: svc.env.as_slice().to_vec(),
+        });
+    }
+
+    Ok(Profile {
+        name,
+        description: merged.description.clone(),
+        arch,
+        base: merged.base.unwrap_or(Base::Busybox),
+        hostname,
+        overlays: merged.overlays.iter().map(PathBuf::from).collect(),
+        kernel: Kernel {
+            package: merged
+                .kernel
+                .package
+                .clone()
+                .unwrap_or_else(|| arch.default_kernel_package().to_string()),
+            cmdline: merged.kernel.cmdline.as_slice().to_vec(),
+            modules: merged.kernel.modules.as_slice().to_vec(),
+        },
+        packages: Packages { debian: merged.packages.debian.as_slice().to_vec() },
+        init: Init {
+            system: merged.init.system.unwrap_or(InitSystem::Oa),
+            console_shell: merged.init.console_shell.unwrap_or(true),
+            emergency_shell: merged.init.emergency_shell.unwrap_or(true),
+        },
+        services,
+        qemu: Qemu {
+            memory_mib: merged.qemu.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+            cpus: merged.qemu.cpus.unwrap_or(1),
+        },
+    })
+}

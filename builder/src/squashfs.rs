@@ -1,0 +1,21 @@
+//! Packing the root filesystem tree as squashfs with `mksquashfs` (the standard tool users trust),
+//! reproducibly: all files owned by root, fixed timestamps, no appending to an old image.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+use std::process::Command;
+
+/// Pack `tree` into `out` (which must not exist yet; the caller renames it into place).
+pub fn pack(tree: &Path, out: &Path) -> Result<()> {
+    let mut cmd = Command::new("mksquashfs");
+    cmd.arg(tree)
+        .arg(out)
+        .args(["-noappend", "-all-root", "-comp", "zstd", "-quiet", "-no-progress"])
+        .args(["-mkfs-time", "0", "-all-time", "0"])
+        .args(["-processors", "2"]);
+    crate::tool::run(&mut cmd, "mksquashfs", "install squashfs-tools (`make deps` does it)")?;
+    if !out.exists() {
+        return Err(Error::Other(format!("mksquashfs succeeded but wrote no {}", out.display())));
+    }
+    Ok(())
+}

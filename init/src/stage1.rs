@@ -1,0 +1,209 @@
+//! Stage 1, PID 1 in the initramfs: mounts, modules, find + verify the root image, assemble the
+//! overlay root, switch_root, exec stage 2.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::mount::MsFlags;
+use oa_contract::cmdline::BootArgs;
+use oa_contract::config::InitramfsConfig;
+use oa_contract::{initramfs_paths, mounts as mp, rootfs_paths};
+
+use crate::bootargs;
+use crate::console;
+use crate::devices;
+use crate::emergency;
+use crate::error::{Error, IoContext, Result, SysContext};
+use crate::loopdev;
+use crate::modules;
+use crate::mounts;
+use crate::rootimage;
+use crate::switch_root;
+
+/// A failed step: what it was, the error, and what to do when the error has no better hint.
+struct Failure {
+    what: &'static str,
+    err: Error,
+    hint: &'static str,
+}
+
+trait Step<T> {
+    fn step(self, what: &'static str, hint: &'static str) -> std::result::Result<T, Failure>;
+}
+
+impl<T> Step<T> for Result<T> {
+    fn step(self, what: &'static str, hint: &'static str) -> std::result::Result<T, Failure> {
+        self.map_err(|err| Failure { what, err, hint })
+    }
+}
+
+const HINT_REBUILD: &str = "the initramfs looks incomplete or damaged: rebuild it with oa build";
+const HINT_SHELL: &str = "add oa.shell to the kernel command line to look around in an emergency shell";
+
+pub fn run() -> ! {
+    emergency::set_stage(1);
+    match boot() {
+        Ok(never) => match never {},
+        Err(f) => emergency::fail(f.what, &f.err, f.hint),
+    }
+}
+
+fn ms(since: Instant) -> u128 {
+    since.elapsed().as_millis()
+}
+
+fn read_config() -> Result<InitramfsConfig> {
+    let path = Path::new("/").join(initramfs_paths::CONFIG);
+    let text = std::fs::read_to_string(&path).ctx("read", &path)?;
+    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.display().to_string(), source })
+}
+
+fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
+    let t0 = Instant::now();
+
+    // 1. API filesystems and the console.
+    let mounted = mounts::mount_api_filesystems().step("mount API filesystems", HINT_REBUILD)?;
+    console::attach();
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        console::warn(&format!("cannot disable ctrl-alt-del reboot: {e}"));
+    }
+    let what = if mounted.is_empty() { "already mounted".to_string() } else { format!("mounted {}", mounted.join(" ")) };
+    console::stage("mounts", &what);
+
+    // 2. Command line (oa.shell first, leniently, so a later failure knows) and the config.
+    let raw = std::fs::read_to_string("/proc/cmdline").ctx("read", "/proc/cmdline").step("read the kernel command line", HINT_SHELL)?;
+    emergency::allow_shell(bootargs::shell_requested(&raw));
+    let cfg = read_config().step("read the initramfs configuration", HINT_REBUILD)?;
+    let args = bootargs::merge(&cfg.default_cmdline, raw.trim()).map_err(Error::from).step("parse the kernel command line", HINT_SHELL)?;
+    emergency::allow_shell(args.shell);
+    console::set_debug(args.debug);
+    for u in &args.unknown {
+        console::warn(&format!("unknown kernel command line key {u} (ignored)"));
+    }
+    let rendered = args.render().join(" ");
+    console::stage("cmdline", &format!("profile={} {}", cfg.profile, if rendered.is_empty() { "(no oa.* keys)" } else { &rendered }));
+    if let Ok(u) = nix::sys::utsname::uname() {
+        let running = u.release().to_string_lossy();
+        if !cfg.kernel_release.is_empty() && running != cfg.kernel_release.as_str() {
+            console::warn(&format!("kernel {running} is running but the initramfs modules are for {}", cfg.kernel_release));
+        }
+    }
+
+    // 3. Kernel modules.
+    let t = Instant::now();
+    let r = modules::load_all(Path::new("/"), &cfg.modules);
+    for (m, why) in &r.failed {
+        console::warn(&format!("module {m} not loaded: {why}"));
+    }
+    console::stage("modules", &format!("loaded {} modules in {} ms", r.loaded, ms(t)));
+    if r.present > 0 || !r.failed.is_empty() {
+        console::debug(&format!("modules: {} already present, {} failed", r.present, r.failed.len()));
+    }
+
+    // 4.+5. Find and verify the root image.
+    let root = find_and_verify(&args)?;
+
+    // 6. Mount lower (squashfs), rw (tmpfs), overlay.
+    let t = Instant::now();
+    assemble(&root).step("assemble the root filesystem", HINT_SHELL)?;
+    console::stage("overlay", &format!("{} (squashfs, read-only) + tmpfs => {} in {} ms", root.display(), mp::SYSROOT, ms(t)));
+    save_bootargs(&args);
+
+    // 7. switch_root and exec stage 2 (or systemd).
+    let sysroot = Path::new(mp::SYSROOT);
+    let (init, argv) = next_init(sysroot).step("choose the init of the root filesystem", HINT_REBUILD)?;
+    switch_root::switch_root(sysroot).step("switch_root", HINT_SHELL)?;
+    emergency::set_stage(2);
+    console::stage("switch_root", &format!("{} is now /, exec {} ({} ms since stage 1 started)", mp::SYSROOT, argv.join(" "), ms(t0)));
+    exec(&init, &argv).step("start the init of the root filesystem", HINT_REBUILD)
+}
+
+fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
+    let t = Instant::now();
+    let found = devices::find_root(args.root.as_ref(), args.sha256.as_deref()).step("find the root image", HINT_SHELL)?;
+    let how = match &args.root {
+        Some(s) => format!("oa.root={s}"),
+        None => "scan for a squashfs image".to_string(),
+    };
+    console::stage("root", &format!("found {} ({how}) in {} ms", found.path.display(), ms(t)));
+    match (&args.sha256, &found.verified_sha256) {
+        (Some(_), Some(_)) => console::stage("verify", "sha256 matches (checked while scanning)"),
+        (Some(want), None) => {
+            let t = Instant::now();
+            let (got, len) = rootimage::hash(&found.path).step("verify the root image", HINT_SHELL)?;
+            if &got != want {
+                return Err(Failure {
+                    what: "verify the root image",
+                    err: Error::HashMismatch { device: found.path.display().to_string(), expected: want.clone(), actual: got },
+                    hint: "",
+                });
+            }
+            console::stage("verify", &format!("sha256 matches ({len} bytes of {} in {} ms)", found.path.display(), ms(t)));
+        }
+        (None, _) => console::stage("verify", "skipped (no oa.sha256= given)"),
+    }
+    Ok(found.path)
+}
+
+/// Mount the root image read-only at LOWER, a tmpfs at RW, the overlay of both at SYSROOT.
+fn assemble(image: &Path) -> Result<()> {
+    let md = std::fs::metadata(image).ctx("stat", image)?;
+    let dev = if md.is_file() {
+        let d = loopdev::attach_readonly(image)?;
+        console::debug(&format!("{} attached to {}", image.display(), d.display()));
+        d
+    } else {
+        image.to_path_buf()
+    };
+    let lower = Path::new(mp::LOWER);
+    let rw = Path::new(mp::RW);
+    let sysroot = Path::new(mp::SYSROOT);
+    let dev_s = dev.display().to_string();
+    mounts::ensure_dir(lower)?;
+    mounts::mount(&dev_s, lower, "squashfs", MsFlags::MS_RDONLY, None)?;
+    mounts::ensure_dir(rw)?;
+    mounts::mount("tmpfs", rw, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    let upper = rw.join("upper");
+    let work = rw.join("work");
+    mounts::ensure_dir(&upper)?;
+    mounts::ensure_dir(&work)?;
+    mounts::ensure_dir(sysroot)?;
+    let data = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+    mounts::mount("overlay", sysroot, "overlay", MsFlags::empty(), Some(&data))
+}
+
+fn save_bootargs(args: &BootArgs) {
+    if let Err(e) = std::fs::write(bootargs::SAVED, args.render().join(" ") + "\n") {
+        console::warn(&format!("write {}: {e} (stage 2 will read /proc/cmdline only)", bootargs::SAVED));
+    }
+}
+
+/// The init to exec in the new root: oa-init stage2, or /sbin/init when system.json says
+/// `"init": "systemd"`. Checked before switch_root, while the emergency shell still exists.
+fn next_init(sysroot: &Path) -> Result<(String, Vec<String>)> {
+    let cfg_path = sysroot.join(rootfs_paths::SYSTEM_CONFIG);
+    let systemd = std::fs::read_to_string(&cfg_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("init").and_then(|i| i.as_str()) == Some("systemd"));
+    let (init, argv) = if systemd {
+        ("/sbin/init".to_string(), vec!["/sbin/init".to_string()])
+    } else {
+        let p = format!("/{}", rootfs_paths::INIT);
+        (p.clone(), vec![p, "stage2".to_string()])
+    };
+    let inside = sysroot.join(init.trim_start_matches('/'));
+    // symlink_metadata is not enough (/sbin/init is usually a symlink): follow it.
+    if std::fs::metadata(&inside).is_err() && std::fs::symlink_metadata(&inside).is_err() {
+        return Err(Error::Unexpected { what: inside.display().to_string(), why: "missing in the root image".into() });
+    }
+    Ok((init, argv))
+}
+
+fn exec(init: &str, argv: &[String]) -> Result<std::convert::Infallible> {
+    let c = |s: &str| CString::new(s).map_err(|_| Error::Unexpected { what: s.into(), why: "contains a NUL byte".into() });
+    let path = c(init)?;
+    let argv: Vec<CString> = argv.iter().map(|a| c(a)).collect::<Result<_>>()?;
+    nix::unistd::execv(&path, &argv).sys("exec", init)
+}

@@ -1,0 +1,93 @@
+//! Stage 2, PID 1 in the real root: hostname, /dev/pts and /dev/shm, services, console shell,
+//! the ready line, then supervise until a shutdown signal.
+
+use std::path::Path;
+
+use nix::mount::MsFlags;
+use oa_contract::config::{InitSystem, SystemConfig};
+use oa_contract::rootfs_paths;
+
+use crate::bootargs;
+use crate::console;
+use crate::emergency;
+use crate::error::{Error, IoContext, Result, SysContext};
+use crate::mounts;
+use crate::signals::Signals;
+use crate::supervisor::{Supervisor, Unit};
+
+pub fn run() -> ! {
+    emergency::set_stage(2);
+    if let Err((what, e)) = boot() {
+        emergency::fail(what, &e, "add oa.shell to the kernel command line to look around in an emergency shell; rebuild the image if the file is wrong");
+    }
+    unreachable_pid1()
+}
+
+fn unreachable_pid1() -> ! {
+    // boot() only returns on error; keep PID 1 alive regardless.
+    crate::shutdown::pause_forever()
+}
+
+fn read_system_config() -> Result<SystemConfig> {
+    let path = Path::new("/").join(rootfs_paths::SYSTEM_CONFIG);
+    let text = std::fs::read_to_string(&path).ctx("read", &path)?;
+    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.display().to_string(), source })
+}
+
+type Failed = (&'static str, Error);
+
+fn boot() -> std::result::Result<(), Failed> {
+    // Normally moved in from stage 1; mounted here when booted without the oa initramfs.
+    mounts::mount_api_filesystems().map_err(|e| ("mount API filesystems", e))?;
+    console::attach();
+    let cmdline = std::fs::read_to_string(bootargs::SAVED).or_else(|_| std::fs::read_to_string("/proc/cmdline")).unwrap_or_default();
+    emergency::allow_shell(bootargs::shell_requested(&cmdline));
+    if let Ok(a) = bootargs::merge(&[], cmdline.trim()) {
+        console::set_debug(a.debug);
+    }
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+
+    let cfg = read_system_config().map_err(|e| ("read the system configuration", e))?;
+    if cfg.init == InitSystem::Systemd {
+        let e = nix::unistd::execv(c"/sbin/init", &[c"/sbin/init"]).sys("exec", "/sbin/init");
+        return Err(("start systemd", e.err().unwrap_or(Error::Unexpected { what: "exec".into(), why: "returned".into() })));
+    }
+    mount_dev_extras().map_err(|e| ("mount /dev/pts and /dev/shm", e))?;
+    if !cfg.hostname.is_empty() {
+        nix::unistd::sethostname(&cfg.hostname).sys("sethostname", &cfg.hostname).map_err(|e| ("set the hostname", e))?;
+    }
+    let signals = Signals::install().map_err(|e| ("install signal handling", e))?;
+
+    let mut units = Vec::new();
+    for s in &cfg.services {
+        units.push(Unit::service(s).map_err(|e| ("prepare a service", e))?);
+    }
+    if cfg.console_shell {
+        units.push(Unit::console_shell(&cfg.hostname).map_err(|e| ("prepare the console shell", e))?);
+    }
+    let n = units.len();
+    let mut sup = Supervisor::new(units, signals);
+    sup.start_all();
+    console::stage("services", &format!("started {n} (uptime {})", uptime()));
+    console::ready(&cfg.hostname, &cfg.profile);
+    sup.run()
+}
+
+fn mount_dev_extras() -> Result<()> {
+    mounts::ensure_mounted(
+        "devpts",
+        Path::new("/dev/pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0620,ptmxmode=0666"),
+    )?;
+    mounts::ensure_mounted("shm", Path::new("/dev/shm"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    Ok(())
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(|u| format!("{u} s")))
+        .unwrap_or_else(|| "unknown".into())
+}
