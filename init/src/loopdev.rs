@@ -72,8 +72,15 @@ fn info_for(file: &Path) -> LoopInfo64 {
     info
 }
 
-/// Attach `file` read-only to a free loop device and return the device path.
-pub fn attach_readonly(file: &Path) -> Result<PathBuf> {
+/// An attached loop device. The device is set up with autoclear: it detaches when its last
+/// user goes away, so keep this (the open device) until the device is mounted.
+pub struct Attached {
+    pub path: PathBuf,
+    _open: std::fs::File,
+}
+
+/// Attach `file` read-only to a free loop device.
+pub fn attach_readonly(file: &Path) -> Result<Attached> {
     // /dev/loop-control appears once the loop module is loaded.
     let start = Instant::now();
     while !Path::new(LOOP_CONTROL).exists() && start.elapsed() < WAIT {
@@ -93,7 +100,7 @@ pub fn attach_readonly(file: &Path) -> Result<PathBuf> {
     // SAFETY: cfg is a fully initialised struct loop_config that lives across the call; both
     // fds are open.
     match unsafe { ioctls::loop_configure(loopf.as_raw_fd(), &cfg) } {
-        Ok(_) => return Ok(dev),
+        Ok(_) => return Ok(Attached { path: dev, _open: loopf }),
         Err(Errno::EINVAL) | Err(Errno::ENOTTY) => {} // kernel older than 5.8: fall back
         Err(e) => return Err(Error::Sys { op: "LOOP_CONFIGURE", path: format!("{} with {}", dev.display(), file.display()), source: e }),
     }
@@ -102,5 +109,5 @@ pub fn attach_readonly(file: &Path) -> Result<PathBuf> {
     let info = info_for(file);
     // SAFETY: info is a fully initialised struct loop_info64 that lives across the call.
     unsafe { ioctls::loop_set_status64(loopf.as_raw_fd(), &info) }.sys("LOOP_SET_STATUS64 on", &dev)?;
-    Ok(dev)
+    Ok(Attached { path: dev, _open: loopf })
 }

@@ -39,6 +39,9 @@ pub fn shutdown(action: Action, groups: &[Pid]) -> ! {
     console::info(&format!("shutdown: {}", action.name()));
     for &g in groups {
         let _ = killpg(g, Signal::SIGTERM);
+        // Interactive shells ignore SIGTERM but exit on hangup; stopped jobs need SIGCONT.
+        let _ = killpg(g, Signal::SIGHUP);
+        let _ = killpg(g, Signal::SIGCONT);
     }
     // Everything else (orphans adopted by PID 1); kill(-1) spares PID 1 itself.
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);

@@ -149,19 +149,22 @@ fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
 /// Mount the root image read-only at LOWER, a tmpfs at RW, the overlay of both at SYSROOT.
 fn assemble(image: &Path) -> Result<()> {
     let md = std::fs::metadata(image).ctx("stat", image)?;
-    let dev = if md.is_file() {
-        let d = loopdev::attach_readonly(image)?;
-        console::debug(&format!("{} attached to {}", image.display(), d.display()));
-        d
+    // Keep the loop device open until it is mounted (it is set up with autoclear).
+    let attached = if md.is_file() {
+        let a = loopdev::attach_readonly(image)?;
+        console::debug(&format!("{} attached to {}", image.display(), a.path.display()));
+        Some(a)
     } else {
-        image.to_path_buf()
+        None
     };
+    let dev = attached.as_ref().map_or_else(|| image.to_path_buf(), |a| a.path.clone());
     let lower = Path::new(mp::LOWER);
     let rw = Path::new(mp::RW);
     let sysroot = Path::new(mp::SYSROOT);
     let dev_s = dev.display().to_string();
     mounts::ensure_dir(lower)?;
     mounts::mount(&dev_s, lower, "squashfs", MsFlags::MS_RDONLY, None)?;
+    drop(attached);
     mounts::ensure_dir(rw)?;
     mounts::mount("tmpfs", rw, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
     let upper = rw.join("upper");

@@ -115,9 +115,9 @@ impl Machine {
         let deadline = Instant::now() + timeout;
         loop {
             let text = String::from_utf8_lossy(&self.console[self.pos..]).to_string();
-            if let Some(i) = text.find(pattern) {
+            // A match counts once its line is complete, so the caller sees the whole line.
+            if let Some((i, line_end)) = text.find(pattern).and_then(|i| text[i..].find('\n').map(|e| (i, i + e))) {
                 let line_start = text[..i].rfind('\n').map(|x| x + 1).unwrap_or(0);
-                let line_end = text[i..].find('\n').map(|x| i + x).unwrap_or(text.len());
                 // Advance by bytes of the lossy text; console output is ASCII in practice.
                 self.pos += text[..i + pattern.len()].len();
                 return text[line_start..line_end].trim_end().to_string();

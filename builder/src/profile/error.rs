@@ -16,7 +16,11 @@ pub struct Location {
 impl Location {
     /// The whole file, no position.
     pub fn file(file: &Path) -> Self {
-        Location { file: file.to_path_buf(), line: None, column: None }
+        Location {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+        }
     }
 
     /// The position of byte offset `span.start` in `text`.
@@ -24,7 +28,11 @@ impl Location {
         match span {
             Some(span) => {
                 let (line, column) = line_col(text, span.start);
-                Location { file: file.to_path_buf(), line: Some(line), column: Some(column) }
+                Location {
+                    file: file.to_path_buf(),
+                    line: Some(line),
+                    column: Some(column),
+                }
             }
             None => Location::file(file),
         }
@@ -81,7 +89,11 @@ fn shown_list(paths: &[PathBuf], sep: &str) -> String {
 pub enum ProfileError {
     /// The top-level profile file does not exist.
     #[error("profile `{}` not found{}", .path.display(), not_found_hint(.path, .suggestion, .available))]
-    NotFound { path: PathBuf, suggestion: Option<PathBuf>, available: Vec<String> },
+    NotFound {
+        path: PathBuf,
+        suggestion: Option<PathBuf>,
+        available: Vec<String>,
+    },
 
     /// The top-level path is a directory or something else that is not a file.
     #[error("profile `{}` is not a file; give the path of a profile's .toml file", .path.display())]
@@ -105,7 +117,11 @@ pub enum ProfileError {
          to the directory of the file that names them",
         .looked_for.display()
     )]
-    IncludeNotFound { at: Location, include: String, looked_for: PathBuf },
+    IncludeNotFound {
+        at: Location,
+        include: String,
+        looked_for: PathBuf,
+    },
 
     /// A file includes itself, directly or through others. `cycle` starts and ends with the
     /// same file.
@@ -118,12 +134,19 @@ pub enum ProfileError {
          file it includes (files read: {})",
         shown(.file), shown_list(.files, ", ")
     )]
-    MissingHostname { file: PathBuf, files: Vec<PathBuf>, suggestion: String },
+    MissingHostname {
+        file: PathBuf,
+        files: Vec<PathBuf>,
+        suggestion: String,
+    },
 
     /// The merged profile is inconsistent (e.g. a service without `command`): `files` are
     /// the files involved.
     #[error("{}: {message}", shown_list(.files, ", "))]
-    Inconsistent { files: Vec<PathBuf>, message: String },
+    Inconsistent {
+        files: Vec<PathBuf>,
+        message: String,
+    },
 }
 
 fn not_found_hint(path: &Path, suggestion: &Option<PathBuf>, available: &[String]) -> String {
@@ -137,7 +160,10 @@ fn not_found_hint(path: &Path, suggestion: &Option<PathBuf>, available: &[String
         }
     }
     if !available.is_empty() {
-        out.push_str(&format!("; profiles available here: {}", available.join(", ")));
+        out.push_str(&format!(
+            "; profiles available here: {}",
+            available.join(", ")
+        ));
     }
     out
 }

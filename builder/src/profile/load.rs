@@ -11,26 +11,42 @@ use super::{PartialProfile, Resolved};
 /// Load the profile at `path` (a path to a .toml file, or a bare name `NAME` looked up as
 /// `profiles/NAME.toml` in the current directory), follow its includes, validate and resolve.
 pub fn load(path: &Path) -> Result<Resolved, ProfileError> {
-    let cwd = std::env::current_dir()
-        .map_err(|source| ProfileError::Read { path: PathBuf::from("."), source })?;
+    let cwd = std::env::current_dir().map_err(|source| ProfileError::Read {
+        path: PathBuf::from("."),
+        source,
+    })?;
     load_from(path, &cwd)
 }
 
 /// [`load`] with relative paths (and bare names) taken relative to `cwd`.
 pub fn load_from(path: &Path, cwd: &Path) -> Result<Resolved, ProfileError> {
     let found = find_profile(path, cwd)?;
-    let top = found
-        .canonicalize()
-        .map_err(|source| ProfileError::Read { path: found.clone(), source })?;
+    let top = found.canonicalize().map_err(|source| ProfileError::Read {
+        path: found.clone(),
+        source,
+    })?;
 
     let mut loader = Loader::default();
     loader.visit(&top, true)?;
-    let Loader { files, parts, includes, .. } = loader;
+    let Loader {
+        files,
+        parts,
+        includes,
+        ..
+    } = loader;
 
-    let merged = parts.iter().fold(PartialProfile::default(), |acc, p| acc.merge(p));
+    let merged = parts
+        .iter()
+        .fold(PartialProfile::default(), |acc, p| acc.merge(p));
     let origins = compute_origins(&files, &parts);
     let profile = finalize(&merged, &top, &found, &files, &parts, &origins)?;
-    Ok(Resolved { profile, files, includes, origins, merged })
+    Ok(Resolved {
+        profile,
+        files,
+        includes,
+        origins,
+        merged,
+    })
 }
 
 /// Find the top-level profile file for a command-line argument, relative to `cwd`:
@@ -44,7 +60,10 @@ pub fn find_profile(arg: &Path, cwd: &Path) -> Result<PathBuf, ProfileError> {
     let bare = arg.components().count() == 1
         && matches!(arg.components().next(), Some(Component::Normal(_)));
     let has_toml = arg.to_string_lossy().ends_with(".toml");
-    let file_name = arg.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = arg
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if bare {
         let candidate = PathBuf::from("profiles").join(if has_toml {
             file_name.clone()
@@ -56,7 +75,9 @@ pub fn find_profile(arg: &Path, cwd: &Path) -> Result<PathBuf, ProfileError> {
         }
     }
     if direct.exists() {
-        return Err(ProfileError::NotAFile { path: arg.to_path_buf() });
+        return Err(ProfileError::NotAFile {
+            path: arg.to_path_buf(),
+        });
     }
     let suggestion = if bare {
         let stem = file_name.strip_suffix(".toml").unwrap_or(&file_name);
@@ -67,7 +88,11 @@ pub fn find_profile(arg: &Path, cwd: &Path) -> Result<PathBuf, ProfileError> {
         None
     };
     let available = list_profiles(&cwd.join("profiles"));
-    Err(ProfileError::NotFound { path: arg.to_path_buf(), suggestion, available })
+    Err(ProfileError::NotFound {
+        path: arg.to_path_buf(),
+        suggestion,
+        available,
+    })
 }
 
 /// Names of the `*.toml` files in `dir`, sorted.
@@ -100,8 +125,10 @@ impl Loader {
     /// Depth-first: this file's includes in order, then the file itself. `path` is canonical.
     fn visit(&mut self, path: &Path, is_top: bool) -> Result<(), ProfileError> {
         self.stack.push(path.to_path_buf());
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ProfileError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut part = PartialProfile::from_toml_str(path, &text)?;
         let src = Source::new(path, &text);
         check_file(&src, &mut part)?;
@@ -186,4 +213,3 @@ pub(crate) fn compute_origins(
     }
     origins
 }
-

@@ -217,10 +217,18 @@ impl PartialProfile {
 
 /// serde/toml wording, put the way a profile author thinks about it.
 fn humane(message: &str) -> String {
-    let one_line = message.trim_end().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+    let one_line = message
+        .trim_end()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
     one_line
         .replace("expected a sequence", "expected an array")
-        .replace("expected u32", "expected a whole number from 0 to 4294967295")
+        .replace(
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        )
         .replace("expected a boolean", "expected true or false")
 }
 
@@ -323,13 +331,19 @@ impl From<&Profile> for PartialProfile {
             arch: Some(p.arch),
             base: Some(p.base),
             hostname: Some(p.hostname.clone()),
-            overlays: p.overlays.iter().map(|o| o.to_string_lossy().into_owned()).collect(),
+            overlays: p
+                .overlays
+                .iter()
+                .map(|o| o.to_string_lossy().into_owned())
+                .collect(),
             kernel: PartialKernel {
                 package: Some(p.kernel.package.clone()),
                 cmdline: strings(&p.kernel.cmdline),
                 modules: strings(&p.kernel.modules),
             },
-            packages: PartialPackages { debian: strings(&p.packages.debian) },
+            packages: PartialPackages {
+                debian: strings(&p.packages.debian),
+            },
             init: PartialInit {
                 system: Some(p.init.system),
                 console_shell: Some(p.init.console_shell),
@@ -349,7 +363,10 @@ impl From<&Profile> for PartialProfile {
                     )
                 })
                 .collect(),
-            qemu: PartialQemu { memory_mib: Some(p.qemu.memory_mib), cpus: Some(p.qemu.cpus) },
+            qemu: PartialQemu {
+                memory_mib: Some(p.qemu.memory_mib),
+                cpus: Some(p.qemu.cpus),
+            },
         }
     }
 }
@@ -375,7 +392,9 @@ pub struct Resolved {
 impl Resolved {
     /// The top-level file.
     pub fn top(&self) -> &std::path::Path {
-        self.files.last().expect("a resolved profile has at least one file")
+        self.files
+            .last()
+            .expect("a resolved profile has at least one file")
     }
 
     /// The files (set of) that the value at `key` came from, if any file set it.
@@ -389,3 +408,6 @@ impl Resolved {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -31,20 +31,28 @@ pub(crate) struct Source<'a> {
 
 impl<'a> Source<'a> {
     pub fn new(path: &'a Path, text: &'a str) -> Self {
-        Source { path, text, doc: toml_edit::ImDocument::parse(text).ok() }
+        Source {
+            path,
+            text,
+            doc: toml_edit::ImDocument::parse(text).ok(),
+        }
     }
 
     /// The location of the value at `segs`, or of the deepest part of it that exists.
     pub fn at(&self, segs: &[Seg<'_>]) -> Location {
-        let Some(doc) = &self.doc else { return Location::file(self.path) };
+        let Some(doc) = &self.doc else {
+            return Location::file(self.path);
+        };
         let mut item: &toml_edit::Item = doc.as_item();
         let mut best: Option<std::ops::Range<usize>> = None;
         for seg in segs {
             let next = match *seg {
                 Seg::Key(k) => item.get(k),
                 Seg::KeyName(k) => {
-                    if let Some(span) =
-                        item.as_table_like().and_then(|t| t.key(k)).and_then(|k| k.span())
+                    if let Some(span) = item
+                        .as_table_like()
+                        .and_then(|t| t.key(k))
+                        .and_then(|k| k.span())
                     {
                         best = Some(span);
                     }
@@ -70,7 +78,10 @@ impl<'a> Source<'a> {
     }
 
     fn invalid(&self, segs: &[Seg<'_>], message: impl Into<String>) -> ProfileError {
-        ProfileError::Invalid { at: self.at(segs), message: message.into() }
+        ProfileError::Invalid {
+            at: self.at(segs),
+            message: message.into(),
+        }
     }
 }
 
@@ -82,7 +93,9 @@ pub fn is_valid_hostname(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -113,15 +126,25 @@ pub fn is_valid_debian_package(name: &str) -> bool {
     let mut bytes = pkg.bytes();
     let pkg_ok = pkg.len() >= 2
         && matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.'));
-    let arch_ok = arch.map_or(true, |a| {
-        !a.is_empty() && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    });
+        && bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
+        });
+    let arch_ok = match arch {
+        None => true,
+        Some(a) => {
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }
+    };
     pkg_ok && arch_ok
 }
 
 fn is_valid_module_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn is_valid_env_key(key: &str) -> bool {
@@ -216,7 +239,9 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
         if c.is_empty() || c.chars().any(|ch| ch.is_control()) {
             return Err(src.invalid(
                 &[Key("kernel"), Key("cmdline"), Elem(c)],
-                format!("invalid kernel command line parameter {c:?}: empty or with control characters"),
+                format!(
+                    "invalid kernel command line parameter {c:?}: empty or with control characters"
+                ),
             ));
         }
     }
@@ -309,7 +334,11 @@ pub(crate) fn finalize(
     let name = match &merged.name {
         Some(n) => n.clone(),
         None => {
-            let stem = stem_source.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            let stem = stem_source
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
             if !is_valid_profile_name(&stem) {
                 return Err(ProfileError::Invalid {
                     at: Location::file(top),
@@ -326,11 +355,21 @@ pub(crate) fn finalize(
     let Some(hostname) = merged.hostname.clone() else {
         let suggestion: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect::<String>()
             .trim_matches('-')
             .to_string();
-        let suggestion = if is_valid_hostname(&suggestion) { suggestion } else { "oa".into() };
+        let suggestion = if is_valid_hostname(&suggestion) {
+            suggestion
+        } else {
+            "oa".into()
+        };
         return Err(ProfileError::MissingHostname {
             file: top.to_path_buf(),
             files: files.to_vec(),
@@ -410,7 +449,9 @@ pub(crate) fn finalize(
             cmdline: merged.kernel.cmdline.as_slice().to_vec(),
             modules: merged.kernel.modules.as_slice().to_vec(),
         },
-        packages: Packages { debian: merged.packages.debian.as_slice().to_vec() },
+        packages: Packages {
+            debian: merged.packages.debian.as_slice().to_vec(),
+        },
         init: Init {
             system: merged.init.system.unwrap_or(InitSystem::Oa),
             console_shell: merged.init.console_shell.unwrap_or(true),
