@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A package as apt's index describes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PackageInfo {
     pub name: String,
     pub version: String,
@@ -29,8 +29,53 @@ pub fn debian_arch(arch: &str) -> &str {
     }
 }
 
+/// A fingerprint of what `apt-cache show` answers from: the package lists and apt's config.
+/// When it is unchanged, an earlier answer is still the answer.
+fn apt_fingerprint() -> String {
+    let mut k = hash::Key::new("apt-index");
+    for dir in ["/var/lib/apt/lists", "/etc/apt", "/etc/apt/sources.list.d", "/etc/apt/apt.conf.d"] {
+        let Ok(rd) = std::fs::read_dir(dir) else { continue };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if let Ok(md) = e.metadata() {
+                let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+                k.add("f", e.path().as_os_str().as_encoded_bytes()).add("len", &md.len().to_le_bytes()).add("mtime", &mtime.to_le_bytes());
+            }
+        }
+    }
+    k.hex()
+}
+
+/// [`show_uncached`], memoised in `memo_file` for as long as apt's index is unchanged.
+pub fn show_memo(name: &str, arch: &str, memo_file: &Path) -> Result<PackageInfo> {
+    #[derive(serde::Serialize, serde::Deserialize, Default)]
+    struct Memo {
+        fingerprint: String,
+        entries: std::collections::BTreeMap<String, PackageInfo>,
+    }
+    let fp = apt_fingerprint();
+    let mut memo: Memo = std::fs::read(memo_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    if memo.fingerprint != fp {
+        memo = Memo { fingerprint: fp, entries: Default::default() };
+    }
+    let key = format!("{name}:{arch}");
+    if let Some(info) = memo.entries.get(&key) {
+        return Ok(info.clone());
+    }
+    let info = show_uncached(name, arch)?;
+    memo.entries.insert(key, info.clone());
+    if let Ok(json) = serde_json::to_vec(&memo) {
+        let tmp = memo_file.with_extension(format!("tmp-{}", std::process::id()));
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, memo_file);
+        }
+    }
+    Ok(info)
+}
+
 /// Ask apt which version of `name` it would install for `arch` (Debian arch name).
-pub fn show(name: &str, arch: &str) -> Result<PackageInfo> {
+pub fn show_uncached(name: &str, arch: &str) -> Result<PackageInfo> {
     let spec = format!("{name}:{arch}");
     let out = Command::new("apt-cache")
         .args(["show", "--no-all-versions", &spec])
@@ -81,7 +126,7 @@ impl PackageCache {
     /// apt's description of it.
     pub fn fetch(&self, name: &str, arch: &str) -> Result<(PathBuf, PackageInfo)> {
         std::fs::create_dir_all(&self.dir).ctx("creating package cache", &self.dir)?;
-        let info = match show(name, arch) {
+        let info = match show_memo(name, arch, &self.dir.join("apt-resolved.json")) {
             Ok(info) => info,
             Err(e) => {
                 // Offline and apt has no index: a cached copy is still a valid, verified input.
