@@ -71,11 +71,10 @@ impl Progress {
             eprintln!("==> [{}/{TOTAL_STAGES}] {name}", self.n);
         }
         let t = Instant::now();
-        let (v, cached, detail) = f().map_err(|e| {
+        let (v, cached, detail) = f().inspect_err(|_| {
             if self.on {
                 eprintln!("==> [{}/{TOTAL_STAGES}] {name}: FAILED after {:.1}s", self.n, t.elapsed().as_secs_f64());
             }
-            e
         })?;
         let d = t.elapsed();
         if self.on {

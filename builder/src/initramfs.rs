@@ -66,9 +66,8 @@ impl Archive {
     /// Write the uncompressed newc stream. Parents sort before their children (BTreeMap order
     /// of `a` < `a/b`), as the kernel's unpacker needs.
     pub fn write_cpio(&self, out: &mut dyn Write) -> Result<()> {
-        let mut ino = 1u32;
         let w = |out: &mut dyn Write, b: &[u8]| out.write_all(b).ctx("writing initramfs", "<cpio stream>");
-        for (name, m) in &self.members {
+        for (ino, (name, m)) in (1u32..).zip(&self.members) {
             let (mode, data, rdev): (u32, std::borrow::Cow<[u8]>, (u32, u32)) = match m {
                 Member::Dir { mode } => (0o040000 | mode, (&[][..]).into(), (0, 0)),
                 Member::File { mode, source } => {
@@ -87,7 +86,6 @@ impl Archive {
             w(out, &[0u8; 3][..pad4(110 + name.len() + 1)])?;
             w(out, &data)?;
             w(out, &[0u8; 3][..pad4(data.len())])?;
-            ino += 1;
         }
         let trailer = "TRAILER!!!";
         w(out, header(0, 0, 0, (0, 0), trailer.len() as u32 + 1).as_bytes())?;

@@ -49,4 +49,7 @@ pub mod mounts {
     pub const RW: &str = "/run/oa/rw";
     /// Where the overlay is assembled before switch_root.
     pub const SYSROOT: &str = "/sysroot";
+    /// The merged oa.* arguments stage 1 hands to stage 2 (the initramfs defaults are gone
+    /// after switch_root).
+    pub const SAVED_CMDLINE: &str = "/run/oa/cmdline";
 }

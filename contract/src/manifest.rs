@@ -10,6 +10,24 @@ pub mod artifact {
     pub const KERNEL: &str = "vmlinuz";
     pub const INITRAMFS: &str = "initramfs.img";
     pub const ROOTFS: &str = "rootfs.squashfs";
+    /// The bootable GPT disk image (BIOS and UEFI), when the profile asks for one.
+    pub const DISK_IMAGE: &str = "disk.img";
+    /// The block map of [`DISK_IMAGE`] (bmaptool's XML format): the ranges `oa flash` and
+    /// `bmaptool copy` must write; the rest of the device is don't-care.
+    pub const DISK_BMAP: &str = "disk.img.bmap";
+    /// [`DISK_IMAGE`] converted to qcow2, for VM users, when the profile asks for it.
+    pub const DISK_QCOW2: &str = "disk.qcow2";
+}
+
+/// GPT partition names (PARTLABEL) in `disk.img`. oa-init finds the root image by
+/// `oa.root=PARTLABEL=oa-root`; the persistence partition is created empty (no signature).
+pub mod partlabel {
+    /// The EFI system partition (FAT): kernel, initramfs, systemd-boot and syslinux.
+    pub const ESP: &str = "oa-esp";
+    /// The root image (squashfs), written at the start of the partition.
+    pub const ROOT: &str = "oa-root";
+    /// Reserved for persistence, left blank (all zeros) for oa-init to format.
+    pub const PERSIST: &str = "oa-persist";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use oa_contract::cmdline::{split, BootArgs, CmdlineError, SHELL};
 
 /// Where stage 1 leaves the merged arguments for stage 2 (the defaults baked into the
 /// initramfs are gone after switch_root).
-pub const SAVED: &str = "/run/oa/cmdline";
+pub const SAVED: &str = oa_contract::mounts::SAVED_CMDLINE;
 
 fn quote(word: &str) -> String {
     if word.chars().any(char::is_whitespace) {

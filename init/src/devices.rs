@@ -69,7 +69,7 @@ fn names(devs: &[BlockDev]) -> String {
 pub fn read_gpt(disk: &BlockDev) -> Result<Option<Vec<gpt::Partition>>> {
     let sector: u64 = read_trim(&Path::new(SYS_BLOCK).join(&disk.name).join("queue/logical_block_size"))
         .and_then(|s| s.parse().ok())
-        .filter(|&s: &u64| s >= 512 && s <= 65536)
+        .filter(|s: &u64| (512..=65536).contains(s))
         .unwrap_or(512);
     let mut f = std::fs::File::open(&disk.dev).ctx("open", &disk.dev)?;
     let mut hdr = vec![0u8; sector as usize];

@@ -74,7 +74,7 @@ pub fn parse_header(sector: &[u8]) -> Result<Option<Header>, String> {
         entry_size: u32_at(sector, 84),
         entries_crc: u32_at(sector, 88),
     };
-    if h.entry_size < 128 || h.entry_size % 8 != 0 || h.entry_size > 4096 {
+    if h.entry_size < 128 || h.entry_size & 7 != 0 || h.entry_size > 4096 {
         return Err(format!("partition entry size {} is invalid", h.entry_size));
     }
     if h.num_entries > 4096 {

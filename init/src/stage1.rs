@@ -1,6 +1,9 @@
 //! Stage 1, PID 1 in the initramfs: mounts, modules, find + verify the root image, assemble the
 //! overlay root, switch_root, exec stage 2.
 
+// A failure is built once, on the cold path: its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -80,6 +83,17 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     console::set_debug(args.debug);
     for u in &args.unknown {
         console::warn(&format!("unknown kernel command line key {u} (ignored)"));
+    }
+    for (given, key, consequence) in [
+        (args.copytoram, "oa.copytoram", "the root image is used in place"),
+        (args.persist.is_some(), "oa.persist=", "changes are kept in RAM only and lost at shutdown"),
+        (args.persist_key.is_some(), "oa.persist.key=", "no persistence device is opened"),
+        (args.config.is_some(), "oa.config=", "the run-time configuration is not applied"),
+        (args.rollback.is_some(), "oa.rollback=", "the current state is booted"),
+    ] {
+        if given {
+            console::warn(&format!("{key} is not supported yet by this oa-init: {consequence}"));
+        }
     }
     let rendered = args.render().join(" ");
     console::stage("cmdline", &format!("profile={} {}", cfg.profile, if rendered.is_empty() { "(no oa.* keys)" } else { &rendered }));
