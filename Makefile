@@ -11,7 +11,17 @@ PROFILE ?= tiny
 # Debian packages the build and the tests use. QEMU is installed in an apt-get call of its own:
 # with the machine's newer qemu-utils, installing it together with others fails ("generated
 # breaks") while a call of its own replaces qemu-utils and works.
-DEB_PACKAGES := squashfs-tools cpio
+DEB_PACKAGES := squashfs-tools cpio mtools syslinux syslinux-common systemd-boot-efi ovmf bmap-tools mmdebstrap pacman-package-manager makepkg arch-install-scripts libarchive-tools zstd openssh-client
+# Persistence (issue 3): oa-storage links libcryptsetup and libbtrfsutil (bindgen needs clang);
+# mkfs.btrfs goes into the initramfs; cryptsetup-bin is for the tests (the header opens with
+# the standard tool).
+DEB_PACKAGES += libcryptsetup-dev libbtrfsutil-dev clang pkg-config btrfs-progs cryptsetup-bin e2fsprogs
+# Netboot (issue 5): iPXE boot files (undionly.kpxe, ipxe.efi), dnsmasq as the reference DHCP
+# and TFTP server in the tests and the benchmark, ip(8) for the test network namespaces.
+DEB_PACKAGES += ipxe dnsmasq iproute2 python3
+# arm64 and the Raspberry Pi (issue 7): a cross linker for oa-init (aarch64 musl).
+DEB_PACKAGES += gcc-aarch64-linux-gnu
+AARCH64_TARGET := aarch64-unknown-linux-musl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_QEMU := qemu-system-x86
 
@@ -31,11 +41,22 @@ deps:
 	  if [ -z "$$fresh" ]; then echo "==> apt-get update (package lists missing or older than a day; oa build downloads kernels with apt)"; $(SUDO) apt-get update -q || exit 1; fi; \
 	fi
 	@command -v qemu-system-x86_64 >/dev/null || { echo "error: qemu-system-x86_64 still missing after apt-get install $(DEB_QEMU)"; exit 1; }
+	@# qemu-img (qcow2 outputs): installing qemu-system-x86 removes the machine's newer qemu-utils,
+	@# so Debian's is installed afterwards, in a call of its own.
+	@command -v qemu-img >/dev/null || { echo "==> installing qemu-utils (qemu-img)"; DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends qemu-utils || exit 1; }
 	@command -v mksquashfs >/dev/null || { echo "error: mksquashfs missing after apt-get install squashfs-tools"; exit 1; }
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	@# arm64: Debian's arm64 kernel and busybox come from the arm64 architecture's package lists;
+	@# QEMU for aarch64 and qemu-user (to list the arm64 busybox's applets) each in a call of their own.
+	@dpkg --print-foreign-architectures | grep -qx arm64 || { echo "==> dpkg --add-architecture arm64"; $(SUDO) dpkg --add-architecture arm64 && $(SUDO) apt-get update -q || exit 1; }
+	@for p in qemu-system-arm qemu-user-static; do dpkg -s $$p >/dev/null 2>&1 || { echo "==> installing $$p"; DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$p || exit 1; }; done
+	@command -v qemu-system-aarch64 >/dev/null && command -v qemu-aarch64-static >/dev/null || { echo "error: qemu-system-aarch64 or qemu-aarch64-static missing after installing qemu-system-arm qemu-user-static"; exit 1; }
+	@rustup target list --installed | grep -qx $(AARCH64_TARGET) || rustup target add $(AARCH64_TARGET)
 
 build: deps
 	$(CARGO) build --release -p oa-init --target $(MUSL_TARGET)
+	$(CARGO) build --release -p oa-init --target $(AARCH64_TARGET)
+	$(CARGO) build --release -p oa-storage
 	$(CARGO) build --release -p oa-builder
 
 # Build the default profile and boot it: interactive on a terminal (Ctrl-A X quits),

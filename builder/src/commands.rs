@@ -2,8 +2,8 @@
 //! caller prints for people.
 
 use crate::build::{self, Options};
-use crate::cli::{AccelArg, BuildArgs, CommonBuild, GraphArgs, GraphFormat, InfoArgs, RunArgs};
-use crate::error::Result;
+use crate::cli::{AccelArg, BuildArgs, CommonBuild, FirmwareArg, FlashArgs, GraphArgs, GraphFormat, InfoArgs, RunArgs};
+use crate::error::{Error, Result};
 use crate::profile;
 use crate::qemu::{self, Accel, Outcome};
 use std::io::IsTerminal;
@@ -37,21 +37,63 @@ pub fn build(a: BuildArgs) -> Result<i32> {
 }
 
 pub fn run(a: RunArgs) -> Result<i32> {
-    let (dir, memory) = if a.target.join(oa_contract::manifest::FILE_NAME).is_file() {
+    // TARGET may be a disk image file (e.g. one written by `oa flash --allow-file`).
+    let image_file = a.target.is_file() && qemu::is_disk_image(&a.target);
+    let (dir, memory) = if image_file {
+        (a.target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(), None)
+    } else if a.target.join(oa_contract::manifest::FILE_NAME).is_file() {
         (a.target.clone(), None)
     } else {
         let resolved = profile::load(&a.target)?;
         let report = build::build(&resolved, &options(&a.common, a.out.clone()))?;
         (report.out, Some(resolved.profile.qemu.memory_mib))
     };
-    let m = build::read_manifest(&dir)?;
+    // A bare image file may have no manifest beside it: disk images are x86_64.
+    let m = if image_file { build::read_manifest(&dir).ok() } else { Some(build::read_manifest(&dir)?) };
+    let arch = m.as_ref().map_or_else(|| "x86_64".to_string(), |m| m.arch.clone());
     let accel = match a.accel {
-        AccelArg::Auto => qemu::detect_accel(&m.arch),
+        AccelArg::Auto => qemu::detect_accel(&arch),
         AccelArg::Kvm => Accel::Kvm,
         AccelArg::Tcg => Accel::Tcg,
     };
-    let mut spec = qemu::Spec::from_output(&dir, &m, accel);
-    spec.append.extend(a.append.iter().flat_map(|s| s.split_whitespace().map(str::to_string)));
+    // UEFI: this run's copy of the variable store lives until QEMU is done.
+    let mut _vars = None;
+    let firmware = match a.firmware {
+        FirmwareArg::Bios => qemu::Firmware::Bios,
+        FirmwareArg::Uefi => {
+            let (fw, guard) = qemu::UefiFiles::locate(&arch)?.for_run(&std::env::temp_dir())?;
+            _vars = Some(guard);
+            fw
+        }
+    };
+    let mut spec = match (&m, image_file || a.disk) {
+        (_, true) => {
+            if !a.append.is_empty() {
+                return Err(Error::Other(
+                    "--append works when oa loads the kernel itself; a disk boot takes its command line from the image's boot loader (syslinux.cfg, loader/entries/oa.conf): rebuild with the words in [kernel] cmdline, or boot without --disk".into(),
+                ));
+            }
+            let path = if image_file {
+                a.target.clone()
+            } else {
+                let disk = m.as_ref().and_then(|m| m.artifact(oa_contract::manifest::artifact::DISK_IMAGE)).ok_or_else(|| Error::Output {
+                    path: dir.clone(),
+                    reason: "has no disk.img; add `[image] disk = true` to the profile and build again".into(),
+                })?;
+                dir.join(&disk.path)
+            };
+            // The built image stays as built (snapshot); an image file named directly is the
+            // VM's disk and keeps what the guest writes.
+            qemu::Spec::from_disk(&arch, qemu::DiskBoot::detect(&path, !image_file)?, firmware, accel)
+        }
+        (Some(m), false) => {
+            let mut s = qemu::Spec::from_output(&dir, m, accel);
+            s.firmware = firmware;
+            s.append.extend(a.append.iter().flat_map(|s| s.split_whitespace().map(str::to_string)));
+            s
+        }
+        (None, false) => return Err(Error::Output { path: dir.clone(), reason: "no manifest.json".into() }),
+    };
     if let Some(mem) = a.memory.or(memory) {
         spec.memory_mib = mem;
     }
@@ -60,7 +102,11 @@ pub fn run(a: RunArgs) -> Result<i32> {
         let st = qemu::run_interactive(&spec)?;
         return Ok(st.code().unwrap_or(1));
     }
-    eprintln!("oa: booting {} in QEMU ({accel:?}), waiting up to {}s for `{}`", dir.display(), a.timeout, oa_contract::READY_LINE);
+    let what = match &spec.disk {
+        Some(d) => format!("disk image {} ({}, {})", d.path.display(), d.format, if matches!(spec.firmware, qemu::Firmware::Uefi { .. }) { "UEFI" } else { "BIOS" }),
+        None => dir.display().to_string(),
+    };
+    eprintln!("oa: booting {what} in QEMU ({accel:?}), waiting up to {}s for `{}`", a.timeout, oa_contract::READY_LINE);
     let outcome = qemu::run_until_ready(&spec, Duration::from_secs(a.timeout), true, a.log.as_deref())?;
     Ok(match outcome {
         Outcome::Ready(t, _) => {
@@ -80,6 +126,20 @@ pub fn run(a: RunArgs) -> Result<i32> {
             2
         }
     })
+}
+
+/// `oa flash`: see [`crate::flash`].
+pub fn flash(a: FlashArgs) -> Result<i32> {
+    let opts = crate::flash::Options { image: a.image, device: a.device, yes: a.yes, bmap: a.bmap, no_bmap: a.no_bmap, allow_file: a.allow_file, progress: true };
+    let r = crate::flash::flash(&opts)?;
+    eprintln!(
+        "oa flash: wrote and verified {} on {} in {:.1}s{}",
+        crate::image::bmap::human(r.written),
+        opts.device.display(),
+        r.duration.as_secs_f64(),
+        if r.used_bmap { " (block map: unmapped ranges skipped)" } else { "" }
+    );
+    Ok(0)
 }
 
 pub fn info(a: InfoArgs) -> Result<i32> {

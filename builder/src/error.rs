@@ -32,6 +32,9 @@ pub enum Error {
     #[error("output directory {}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
 
+    #[error(transparent)]
+    Flash(#[from] crate::flash::FlashError),
+
     #[error("{0}")]
     Other(String),
 }

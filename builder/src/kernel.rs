@@ -20,6 +20,22 @@ pub struct Kernel {
     pub index: ModuleIndex,
 }
 
+impl Kernel {
+    /// Device trees shipped with the kernel (`usr/lib/linux-image-<release>/<vendor>/*.dtb`),
+    /// whose file name starts with `prefix` (`bcm2` for the Raspberry Pis: bcm2711, bcm2837).
+    pub fn device_trees(&self, prefix: &str) -> Vec<PathBuf> {
+        let dir = self.root.join(format!("usr/lib/linux-image-{}", self.release));
+        let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .flatten()
+            .map(|e| e.into_path())
+            .filter(|p| p.extension().is_some_and(|x| x == "dtb") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModuleIndex {
     /// Module name (underscores) -> file relative to the package root, and its dependencies.
@@ -40,7 +56,8 @@ pub fn normalize(name: &str) -> String {
 }
 
 const INDEX_FILE: &str = ".oa-modindex.json";
-const COMPLETE: &str = ".oa-complete";
+/// Marks a finished unpack; the suffix changes when what an unpack keeps changes.
+pub const COMPLETE: &str = ".oa-complete-v2";
 
 impl Kernel {
     /// Unpack `deb_path` into `cache_root/kernels/<file stem>/` (once; a marker file says the
@@ -53,7 +70,14 @@ impl Kernel {
             std::fs::create_dir_all(&kernels).ctx("creating", &kernels)?;
             let tmp = crate::apt::tempfile_dir(&kernels)?;
             eprintln!("    unpacking kernel package {}", deb_path.display());
-            let keep = |p: &Path| p.starts_with("boot") || p.starts_with("lib/modules") || p.starts_with("usr/lib/modules") || p.starts_with("usr/lib/linux-image");
+            // Path::starts_with compares whole components, so the device-tree folder
+            // (usr/lib/linux-image-<release>/) is matched on the string.
+            let keep = |p: &Path| {
+                p.starts_with("boot")
+                    || p.starts_with("lib/modules")
+                    || p.starts_with("usr/lib/modules")
+                    || p.to_string_lossy().starts_with("usr/lib/linux-image-")
+            };
             deb::extract(deb_path, &tmp, &keep)?;
             let index = build_index(&tmp)?;
             let json = serde_json::to_vec(&index).map_err(|e| Error::Other(e.to_string()))?;
@@ -65,6 +89,21 @@ impl Kernel {
             std::fs::rename(&tmp, &root).ctx("moving unpacked kernel into place", &root)?;
         }
         Self::open(&root)
+    }
+
+    /// Index the modules of an unpacked kernel tree (`boot/vmlinuz-<rel>` and
+    /// `[usr/]lib/modules/<rel>/`, uncompressed `.ko`) made by another source than a .deb
+    /// (an Arch `linux` package: bases/arch.rs), and mark it complete.
+    pub fn index_tree(root: &Path) -> Result<()> {
+        let index = build_index(root)?;
+        let json = serde_json::to_vec(&index).map_err(|e| Error::Other(e.to_string()))?;
+        std::fs::write(root.join(INDEX_FILE), json).ctx("writing module index in", root)?;
+        std::fs::write(root.join(COMPLETE), b"").ctx("marking complete", root)
+    }
+
+    /// Is this unpacked kernel tree complete (see [`Kernel::index_tree`])?
+    pub fn tree_complete(root: &Path) -> bool {
+        root.join(COMPLETE).exists()
     }
 
     /// Open an unpacked kernel tree (made by [`Kernel::from_deb`]).

@@ -6,18 +6,24 @@
 //! its cache), [`qemu`] (booting). [`commands`] holds one function per CLI subcommand.
 
 pub mod apt;
+pub mod bases;
 pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod deb;
+pub mod elfdeps;
 pub mod error;
+pub mod flash;
 pub mod fsutil;
 pub mod hash;
+pub mod image;
 pub mod initbin;
 pub mod initramfs;
 pub mod kernel;
 pub mod profile;
 pub mod qemu;
 pub mod rootfs;
+pub mod serve;
+pub mod rpi;
 pub mod squashfs;
 pub mod tool;

@@ -9,8 +9,10 @@ fn main() {
     let result = match cli.command {
         Cmd::Build(a) => commands::build(a),
         Cmd::Run(a) => commands::run(a),
+        Cmd::Serve(a) => oa_builder::serve::serve(a),
         Cmd::Info(a) => commands::info(a),
         Cmd::Graph(a) => commands::graph(a),
+        Cmd::Flash(a) => commands::flash(a),
         Cmd::KvmProbe => std::process::exit(if oa_builder::qemu::kvm_probe() { 0 } else { 1 }),
     };
     match result {

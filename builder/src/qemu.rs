@@ -1,5 +1,10 @@
 //! Booting an output in QEMU: the command line (a pure function, unit-tested), choosing KVM
 //! only when it really works, and watching the serial console for the ready line.
+//!
+//! Two ways to boot: the kernel and initramfs loaded by QEMU (`-kernel`, the root image as
+//! `/dev/vda`), or a disk image (`disk.img`, qcow2) started by the firmware and its boot
+//! loader, as a real machine does. The firmware is SeaBIOS (QEMU's default) or OVMF (UEFI,
+//! Debian's `ovmf`): its code read-only and a copy of the variable store per run.
 
 use crate::error::{Error, Result};
 use oa_contract::manifest::{artifact, Manifest};
@@ -32,6 +37,106 @@ pub struct Spec {
     pub interactive: bool,
     /// Extra QEMU arguments, appended as given.
     pub extra: Vec<String>,
+    /// Boot this disk image through the firmware instead of `kernel`/`initrd`/`root_image`/`append`.
+    pub disk: Option<DiskBoot>,
+    /// SeaBIOS or OVMF.
+    pub firmware: Firmware,
+}
+
+/// The firmware QEMU starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default for x86.
+    Bios,
+    /// UEFI: the firmware code (read-only) and this run's own copy of the variable store.
+    Uefi { code: PathBuf, vars: PathBuf },
+}
+
+/// A disk image attached as the first virtio disk and booted by the firmware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskBoot {
+    pub path: PathBuf,
+    /// QEMU's format name: `raw` or `qcow2`.
+    pub format: String,
+    /// Writes go to a temporary overlay that QEMU drops at exit; the file is not changed.
+    pub snapshot: bool,
+}
+
+impl DiskBoot {
+    /// `path` with its format read from its first bytes (qcow2's magic, else raw).
+    pub fn detect(path: &Path, snapshot: bool) -> Result<DiskBoot> {
+        let mut magic = [0u8; 4];
+        let mut f = std::fs::File::open(path).map_err(|e| Error::Io { action: "opening disk image", path: path.to_path_buf(), source: e })?;
+        let n = f.read(&mut magic).map_err(|e| Error::Io { action: "reading disk image", path: path.to_path_buf(), source: e })?;
+        let format = if n == 4 && &magic == b"QFI\xfb" { "qcow2" } else { "raw" };
+        Ok(DiskBoot { path: path.to_path_buf(), format: format.into(), snapshot })
+    }
+}
+
+/// Is `path` a disk image `oa run` can boot (a raw disk with an MBR/GPT boot signature, or qcow2)?
+pub fn is_disk_image(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let n = f.read(&mut head).unwrap_or(0);
+    (n >= 4 && &head[..4] == b"QFI\xfb") || (n == 512 && head[510] == 0x55 && head[511] == 0xaa)
+}
+
+/// The UEFI firmware files of a Debian host: OVMF (x86_64, package `ovmf`) or AAVMF
+/// (aarch64, package `qemu-efi-aarch64`).
+#[derive(Debug, Clone)]
+pub struct UefiFiles {
+    pub code: PathBuf,
+    /// The pristine variable store, copied for each run.
+    pub vars_template: PathBuf,
+}
+
+impl UefiFiles {
+    pub fn locate(arch: &str) -> Result<UefiFiles> {
+        Self::locate_in(Path::new("/"), arch)
+    }
+
+    pub fn locate_in(root: &Path, arch: &str) -> Result<UefiFiles> {
+        let (pairs, package): (&[(&str, &str)], &str) = match arch {
+            "aarch64" => (&[("usr/share/AAVMF/AAVMF_CODE.fd", "usr/share/AAVMF/AAVMF_VARS.fd")], "qemu-efi-aarch64"),
+            _ => (
+                &[
+                    ("usr/share/OVMF/OVMF_CODE_4M.fd", "usr/share/OVMF/OVMF_VARS_4M.fd"),
+                    ("usr/share/OVMF/OVMF_CODE.fd", "usr/share/OVMF/OVMF_VARS.fd"),
+                ],
+                "ovmf",
+            ),
+        };
+        for (code, vars) in pairs {
+            let (code, vars) = (root.join(code), root.join(vars));
+            if code.is_file() && vars.is_file() {
+                return Ok(UefiFiles { code, vars_template: vars });
+            }
+        }
+        Err(Error::ToolMissing {
+            tool: format!("UEFI firmware for {arch}"),
+            why: format!("{} not found", root.join(pairs[0].0).display()),
+            hint: format!("install it: apt-get install {package} (`make deps` does it), or boot with --firmware bios"),
+        })
+    }
+
+    /// Copy the variable store for one run into `dir`: the [`Firmware`] for the [`Spec`] and
+    /// a guard that deletes the copy when dropped (keep it alive while QEMU runs).
+    pub fn for_run(&self, dir: &Path) -> Result<(Firmware, VarsCopy)> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.to_path_buf(), source: e })?;
+        let vars = dir.join(format!("oa-uefi-vars-{}-{}.fd", std::process::id(), crate::hash::unique_suffix()));
+        std::fs::copy(&self.vars_template, &vars).map_err(|e| Error::Io { action: "copying the UEFI variable store to", path: vars.clone(), source: e })?;
+        Ok((Firmware::Uefi { code: self.code.clone(), vars: vars.clone() }, VarsCopy(vars)))
+    }
+}
+
+/// One run's UEFI variable store; removed when dropped.
+#[derive(Debug)]
+pub struct VarsCopy(pub PathBuf);
+
+impl Drop for VarsCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl Spec {
@@ -52,6 +157,26 @@ impl Spec {
             accel,
             interactive: false,
             extra: Vec::new(),
+            disk: None,
+            firmware: Firmware::Bios,
+        }
+    }
+
+    /// Boot the disk image `disk` through `firmware` (its boot loader holds the command line).
+    pub fn from_disk(arch: &str, disk: DiskBoot, firmware: Firmware, accel: Accel) -> Spec {
+        Spec {
+            arch: arch.to_string(),
+            kernel: PathBuf::new(),
+            initrd: PathBuf::new(),
+            root_image: None,
+            append: Vec::new(),
+            memory_mib: 512,
+            cpus: 1,
+            accel,
+            interactive: false,
+            extra: Vec::new(),
+            disk: Some(disk),
+            firmware,
         }
     }
 
@@ -73,15 +198,25 @@ impl Spec {
         push(&["-m", &mem, "-smp", &cpus]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
         push(&["-serial", if self.interactive { "mon:stdio" } else { "stdio" }]);
-        let k = self.kernel.display().to_string();
-        let i = self.initrd.display().to_string();
-        push(&["-kernel", &k, "-initrd", &i]);
-        if let Some(r) = &self.root_image {
-            let d = format!("file={},format=raw,if=virtio,readonly=on", r.display());
-            push(&["-drive", &d]);
+        if let Firmware::Uefi { code, vars } = &self.firmware {
+            let c = format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display());
+            let v = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
+            push(&["-drive", &c, "-drive", &v]);
         }
-        let append = self.append.join(" ");
-        push(&["-append", &append]);
+        if let Some(d) = &self.disk {
+            let drive = format!("file={},format={},if=none,id=disk0{}", d.path.display(), d.format, if d.snapshot { ",snapshot=on" } else { "" });
+            push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+        } else {
+            let k = self.kernel.display().to_string();
+            let i = self.initrd.display().to_string();
+            push(&["-kernel", &k, "-initrd", &i]);
+            if let Some(r) = &self.root_image {
+                let d = format!("file={},format=raw,if=virtio,readonly=on", r.display());
+                push(&["-drive", &d]);
+            }
+            let append = self.append.join(" ");
+            push(&["-append", &append]);
+        }
         a.extend(self.extra.iter().cloned());
         a
     }
@@ -200,7 +335,11 @@ pub fn spawn(spec: &Spec) -> Result<Child> {
             hint: format!("install it: apt-get install {} (`make deps` does it)", if spec.arch == "aarch64" { "qemu-system-arm" } else { "qemu-system-x86" }),
         });
     }
-    for f in [&spec.kernel, &spec.initrd] {
+    let files = match &spec.disk {
+        Some(d) => vec![&d.path],
+        None => vec![&spec.kernel, &spec.initrd],
+    };
+    for f in files {
         if !f.is_file() {
             return Err(Error::Output { path: f.clone(), reason: "missing; rebuild with `oa build`".into() });
         }
@@ -314,6 +453,67 @@ mod tests {
         assert!(a.contains("-append console=ttyS0 oa.root=/dev/vda"));
         assert!(a.contains("-serial stdio"));
         assert_eq!(s.binary(), "qemu-system-x86_64");
+    }
+
+    #[test]
+    fn disk_boot_under_bios_and_uefi() {
+        let disk = DiskBoot { path: "/o/disk.img".into(), format: "raw".into(), snapshot: true };
+        let s = Spec::from_disk("x86_64", disk.clone(), Firmware::Bios, Accel::Tcg);
+        let a = s.args().join(" ");
+        assert!(a.contains("-drive file=/o/disk.img,format=raw,if=none,id=disk0,snapshot=on -device virtio-blk-pci,drive=disk0,bootindex=0"), "{a}");
+        assert!(!a.contains("-kernel") && !a.contains("-append") && !a.contains("pflash"), "{a}");
+        let uefi = Firmware::Uefi { code: "/fw/CODE.fd".into(), vars: "/tmp/vars.fd".into() };
+        let q = DiskBoot { path: "/o/disk.qcow2".into(), format: "qcow2".into(), snapshot: false };
+        let a = Spec::from_disk("x86_64", q, uefi, Accel::Tcg).args().join(" ");
+        assert!(a.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/tmp/vars.fd"), "{a}");
+        assert!(a.contains("file=/o/disk.qcow2,format=qcow2,if=none,id=disk0 -device"), "{a}");
+        // The firmware goes before the disk; -kernel boots can use OVMF too.
+        let m = Manifest { schema: 1, profile: "t".into(), arch: "x86_64".into(), kernel_release: "6".into(), cmdline: vec![], artifacts: vec![], builder: "oa".into() };
+        let mut k = Spec::from_output(Path::new("/o"), &m, Accel::Tcg);
+        k.firmware = Firmware::Uefi { code: "/c".into(), vars: "/v".into() };
+        let a = k.args().join(" ");
+        assert!(a.contains("unit=1,file=/v") && a.contains("-kernel /o/vmlinuz"), "{a}");
+    }
+
+    #[test]
+    fn missing_uefi_firmware_names_the_package() {
+        let root = tempfile::tempdir().unwrap();
+        let e = UefiFiles::locate_in(root.path(), "x86_64").unwrap_err().to_string();
+        assert!(e.contains("OVMF_CODE_4M.fd") && e.contains("apt-get install ovmf") && e.contains("--firmware bios"), "{e}");
+    }
+
+    #[test]
+    fn vars_copy_is_private_and_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let fw = root.path().join("usr/share/OVMF");
+        std::fs::create_dir_all(&fw).unwrap();
+        std::fs::write(fw.join("OVMF_CODE_4M.fd"), b"code").unwrap();
+        std::fs::write(fw.join("OVMF_VARS_4M.fd"), b"vars").unwrap();
+        let u = UefiFiles::locate_in(root.path(), "x86_64").unwrap();
+        let (f1, g1) = u.for_run(root.path()).unwrap();
+        let (f2, _g2) = u.for_run(root.path()).unwrap();
+        assert_ne!(f1, f2, "each run has its own variable store");
+        let Firmware::Uefi { vars, .. } = f1 else { panic!() };
+        assert_eq!(std::fs::read(&vars).unwrap(), b"vars");
+        drop(g1);
+        assert!(!vars.exists());
+    }
+
+    #[test]
+    fn disk_images_are_recognised_by_content() {
+        let d = tempfile::tempdir().unwrap();
+        let raw = d.path().join("a.img");
+        let mut b = vec![0u8; 1024];
+        b[510] = 0x55;
+        b[511] = 0xaa;
+        std::fs::write(&raw, &b).unwrap();
+        let q = d.path().join("b");
+        std::fs::write(&q, b"QFI\xfb\0\0\0\x03").unwrap();
+        let t = d.path().join("p.toml");
+        std::fs::write(&t, "hostname = \"x\"\n").unwrap();
+        assert!(is_disk_image(&raw) && is_disk_image(&q) && !is_disk_image(&t));
+        assert_eq!(DiskBoot::detect(&q, false).unwrap().format, "qcow2");
+        assert_eq!(DiskBoot::detect(&raw, true).unwrap().format, "raw");
     }
 
     #[test]

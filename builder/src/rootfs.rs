@@ -91,10 +91,24 @@ fn busybox_links(root: &Path, arch: &str) -> Result<()> {
     if !bb.exists() {
         return Err(Error::Other("base = \"busybox\" but no package put /bin/busybox in the root filesystem; add busybox-static to [packages] debian".into()));
     }
-    if arch != std::env::consts::ARCH {
-        return Err(Error::Other(format!("listing busybox applets of a {arch} busybox on a {} host is not supported yet", std::env::consts::ARCH)));
-    }
-    let out = crate::tool::run(std::process::Command::new(&bb).arg("--list-full"), "busybox", "the busybox binary from the package must run")?;
+    // The applet list comes from the binary itself; a foreign-arch busybox runs under QEMU's
+    // user-mode emulator (qemu-user-static), which is what the cross build needs anyway.
+    let mut cmd = if arch == std::env::consts::ARCH {
+        std::process::Command::new(&bb)
+    } else {
+        let emu = format!("qemu-{arch}-static");
+        if crate::tool::which(&emu).is_none() {
+            return Err(Error::ToolMissing {
+                tool: emu,
+                why: format!("needed to list the applets of the {arch} busybox on this {} host", std::env::consts::ARCH),
+                hint: "apt-get install qemu-user-static (`make deps` does it)".into(),
+            });
+        }
+        let mut c = std::process::Command::new(emu);
+        c.arg(&bb);
+        c
+    };
+    let out = crate::tool::run(cmd.arg("--list-full"), "busybox", "the busybox binary from the package must run")?;
     for applet in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let link = root.join(applet);
         if link.symlink_metadata().is_ok() {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use oa_builder::profile::{
     merge, Arch, Base, InitSystem, Merge, PartialInit, PartialKernel, PartialPackages,
-    PartialProfile, PartialQemu, PartialService, Restart, SetList,
+    PartialImage, PartialProfile, PartialQemu, PartialService, Restart, SetList,
 };
 use proptest::prelude::*;
 
@@ -84,11 +84,20 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
         });
     let qemu = (prop::option::of(128u32..4096), prop::option::of(1u32..8))
         .prop_map(|(memory_mib, cpus)| PartialQemu { memory_mib, cpus });
-    let sections = (kernel, set_list(), init, services(), qemu);
-    (top, sections).prop_map(
+    let image = (
+        prop::option::of(any::<bool>()),
+        prop::option::of(any::<bool>()),
+        prop::option::of(0u32..256),
+        prop::option::of(8u32..64),
+    )
+        .prop_map(|(disk, qcow2, persistence_mib, esp_mib)| PartialImage { disk, qcow2, persistence_mib, esp_mib });
+    let sections = (kernel, set_list(), init, services(), qemu, image);
+    let os = (set_list(), set_list(), opt_word());
+    (top, sections, os).prop_map(
         |(
             (name, description, include, arch, base, hostname, overlays),
-            (kernel, debian, init, services, qemu),
+            (kernel, debian, init, services, qemu, image),
+            (arch_packages, enable_units, timezone),
         )| PartialProfile {
             name,
             description,
@@ -98,10 +107,17 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
             hostname,
             overlays,
             kernel,
-            packages: PartialPackages { debian },
+            packages: PartialPackages { debian, arch: arch_packages },
             init,
             services,
             qemu,
+            image,
+            persistence: Default::default(),
+            system: oa_builder::profile::PartialSystem { enable_units, timezone, ..Default::default() },
+            debian: Default::default(),
+            pacman: Default::default(),
+            users: Default::default(),
+            files: Default::default(),
         },
     )
 }
@@ -151,6 +167,7 @@ proptest! {
         prop_assert_eq!(&m.kernel.package, &b.kernel.package.clone().or(a.kernel.package.clone()));
         prop_assert_eq!(m.qemu.memory_mib, b.qemu.memory_mib.or(a.qemu.memory_mib));
         prop_assert_eq!(m.init.console_shell, b.init.console_shell.or(a.init.console_shell));
+        prop_assert_eq!(m.image.persistence_mib, b.image.persistence_mib.or(a.image.persistence_mib));
     }
 
     #[test]

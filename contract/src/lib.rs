@@ -31,6 +31,30 @@ pub mod initramfs_paths {
     pub const MODULES_DIR: &str = "lib/modules";
     /// Optional busybox for the emergency shell.
     pub const BUSYBOX: &str = "bin/busybox";
+    /// JSON [`crate::config::PersistConfig`], present when the profile has `[persistence]`.
+    pub const PERSIST_CONFIG: &str = "etc/oa/persist.json";
+    /// Where a `keyfile` of the profile is put (only as secret as the image).
+    pub const PERSIST_KEYFILE: &str = "etc/oa/persist.key";
+}
+
+/// `oa-storage` (glibc, dynamic) and the tools it runs, with their shared libraries, at the same
+/// paths in the initramfs and the root image. They run through the bundled dynamic loader:
+/// `<LOADER> --library-path <LIBDIR> <STORAGE> ...`, so they never mix with the root's own libs.
+pub mod storage_paths {
+    pub const STORAGE: &str = "/usr/lib/oa/oa-storage";
+    pub const MKFS_BTRFS: &str = "/usr/lib/oa/mkfs.btrfs";
+    pub const LIBDIR: &str = "/usr/lib/oa/lib";
+    pub const LOADER: &str = "/usr/lib/oa/lib/ld.so";
+    /// Mount point of the btrfs top level (subvolid 5): `state`, `snapshots/`, `meta/`.
+    pub const TOP: &str = "/run/oa/persist";
+    /// [`crate::config::PersistRuntime`] written by `oa-storage setup`.
+    pub const RUNTIME: &str = "/run/oa/persist.json";
+    /// Exit status of `oa-storage setup`: the device was not found.
+    pub const EXIT_MISSING: i32 = 2;
+    /// Exit status: the key was wrong (after the retries).
+    pub const EXIT_KEY: i32 = 3;
+    /// Exit status: the device holds data oa did not make, or formatting is not allowed.
+    pub const EXIT_REFUSED: i32 = 4;
 }
 
 /// Paths inside the root filesystem.

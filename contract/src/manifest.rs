@@ -7,6 +7,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Artifact names (also the file names in the output directory).
 pub mod artifact {
+    /// Raspberry Pi boot tree (a folder) and SD card image.
+    pub const RPI_TREE: &str = "rpi";
+    pub const RPI_IMAGE: &str = "rpi.img";
     pub const KERNEL: &str = "vmlinuz";
     pub const INITRAMFS: &str = "initramfs.img";
     pub const ROOTFS: &str = "rootfs.squashfs";

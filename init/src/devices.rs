@@ -136,7 +136,11 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
             Some(RootSpec::PartUuid(u)) => find_partition(&devs, &|p| p.uuid.eq_ignore_ascii_case(u), &mut gpt_errors),
             Some(RootSpec::Label(_)) => return Err(Error::NotSupported { what: "oa.root=LABEL= (filesystem labels)".into() }),
             Some(RootSpec::Uuid(_)) => return Err(Error::NotSupported { what: "oa.root=UUID= (filesystem UUIDs)".into() }),
-            Some(RootSpec::Http(u)) => return Err(Error::NotSupported { what: format!("oa.root={u} (fetching the root image over HTTP)") }),
+            Some(RootSpec::Http(u)) => {
+                // Network boot: bring the NIC up, DHCP, download into RAM (crate::net).
+                let (path, sha) = crate::net::fetch_root(u, sha256)?;
+                return Ok(Found { path, verified_sha256: sha256.map(|_| sha) });
+            }
             None => {
                 // Scan: the first device holding a squashfs image (whose digest matches, when
                 // oa.sha256= is given). Whole disks and partitions both count.

@@ -10,6 +10,8 @@ mod gpt;
 mod loopdev;
 mod modules;
 mod mounts;
+mod net;
+mod persist;
 mod process;
 mod rootimage;
 mod shutdown;
@@ -37,6 +39,10 @@ As PID 1 (started by the kernel):
 As a command:
   oa-init help          this text
   oa-init version       print the version
+  oa-init status        persistence: state of the device, mapping, btrfs, subvolumes, key slots,
+                        snapshots, boot counting
+  oa-init snapshot list | create NAME | rollback NAME|previous | delete NAME
+                        snapshots of the persistent state (a rollback applies at the next boot)
 
 Signals to PID 1: SIGUSR2 poweroff, SIGUSR1 halt, SIGTERM/SIGINT reboot.
 ";
@@ -73,6 +79,7 @@ fn cli(args: &[String]) -> i32 {
             println!("oa-init {VERSION}");
             0
         }
+        Some("status" | "snapshot") => persist::cli(&args[1..]),
         Some(s @ ("stage1" | "stage2")) => {
             eprintln!("oa-init: {s} runs only as PID 1 (started by the kernel or by stage 1)");
             2

@@ -86,10 +86,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     }
     for (given, key, consequence) in [
         (args.copytoram, "oa.copytoram", "the root image is used in place"),
-        (args.persist.is_some(), "oa.persist=", "changes are kept in RAM only and lost at shutdown"),
-        (args.persist_key.is_some(), "oa.persist.key=", "no persistence device is opened"),
         (args.config.is_some(), "oa.config=", "the run-time configuration is not applied"),
-        (args.rollback.is_some(), "oa.rollback=", "the current state is booted"),
     ] {
         if given {
             console::warn(&format!("{key} is not supported yet by this oa-init: {consequence}"));
@@ -118,10 +115,16 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     // 4.+5. Find and verify the root image.
     let root = find_and_verify(&args)?;
 
-    // 6. Mount lower (squashfs), rw (tmpfs), overlay.
+    // 5b. Persistence (oa-storage, persist.rs): the state subvolume at /run/oa/rw, or tmpfs.
+    let upper = crate::persist::setup(&args)
+        .map_err(|(why, hint)| Failure { what: "set up persistence", err: Error::Unexpected { what: "persistence".into(), why }, hint })?;
+    let persistent = matches!(upper, crate::persist::Upper::Persistent);
+
+    // 6. Mount lower (squashfs), rw (tmpfs unless persistent), overlay.
     let t = Instant::now();
-    assemble(&root).step("assemble the root filesystem", HINT_SHELL)?;
-    console::stage("overlay", &format!("{} (squashfs, read-only) + tmpfs => {} in {} ms", root.display(), mp::SYSROOT, ms(t)));
+    assemble(&root, persistent).step("assemble the root filesystem", HINT_SHELL)?;
+    let rw_kind = if persistent { "persistent state (btrfs on LUKS2)" } else { "tmpfs" };
+    console::stage("overlay", &format!("{} (squashfs, read-only) + {rw_kind} => {} in {} ms", root.display(), mp::SYSROOT, ms(t)));
     save_bootargs(&args);
 
     // 7. switch_root and exec stage 2 (or systemd).
@@ -161,7 +164,7 @@ fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
 }
 
 /// Mount the root image read-only at LOWER, a tmpfs at RW, the overlay of both at SYSROOT.
-fn assemble(image: &Path) -> Result<()> {
+fn assemble(image: &Path, persistent: bool) -> Result<()> {
     let md = std::fs::metadata(image).ctx("stat", image)?;
     // Keep the loop device open until it is mounted (it is set up with autoclear).
     let attached = if md.is_file() {
@@ -180,7 +183,9 @@ fn assemble(image: &Path) -> Result<()> {
     mounts::mount(&dev_s, lower, "squashfs", MsFlags::MS_RDONLY, None)?;
     drop(attached);
     mounts::ensure_dir(rw)?;
-    mounts::mount("tmpfs", rw, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    if !persistent {
+        mounts::mount("tmpfs", rw, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    }
     let upper = rw.join("upper");
     let work = rw.join("work");
     mounts::ensure_dir(&upper)?;

@@ -70,6 +70,7 @@ fn boot() -> std::result::Result<(), Failed> {
     sup.start_all();
     console::stage("services", &format!("started {n} (uptime {})", uptime()));
     console::ready(&cfg.hostname, &cfg.profile);
+    crate::persist::mark_good();
     sup.run()
 }
 

@@ -1,3 +1,24 @@
-//! oa-pxe: the netboot server (proxyDHCP/DHCP, TFTP, HTTP) that `oa serve` runs.
+//! oa-pxe: the netboot server that `oa serve` and the standalone `oa-pxe` run.
 //!
-//! Not built yet: this crate holds the place in the workspace for the PXE server issue.
+//! One process, one [`config::Config`]: DHCP ([`dhcp`], proxyDHCP by default, full DHCP with
+//! leases kept on disk when asked), TFTP ([`tftp`], read-only, RFC 1350 + 2347/2348/2349 +
+//! 7440) and HTTP ([`http`], hyper, GET/HEAD with byte ranges), all serving one `oa build`
+//! output folder and the iPXE boot files. Which client gets which file is decided by
+//! [`boot`] (DHCP option 93, the iPXE user class, per-MAC overrides from a folder).
+//! Every path a client names is resolved by [`fsroot`], which never leaves the served root.
+//!
+//! Not for: DNS, IPv6, writing files (TFTP WRQ is refused), DHCP relaying.
+
+pub mod boot;
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod dhcp;
+pub mod fsroot;
+pub mod http;
+pub mod mac;
+pub mod server;
+pub mod tftp;
+
+pub use config::{Config, Mode};
+pub use server::Server;

@@ -5,6 +5,8 @@
 //! Machines are started from the same [`oa_builder::qemu::Spec`] that `oa run` uses, so the
 //! tests boot exactly what users boot.
 
+pub mod netns;
+
 use oa_builder::qemu::Spec;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -64,13 +66,18 @@ pub struct Machine {
 impl Machine {
     /// Boot `spec`; `name` names the log file (use the test's name).
     pub fn boot(name: &str, spec: &Spec) -> Machine {
-        let mut child = spec
-            .command()
+        Machine::start(name, spec.command())
+    }
+
+    /// Start any QEMU command line (for machines `Spec` does not describe, such as raspi3b).
+    pub fn start(name: &str, mut cmd: std::process::Command) -> Machine {
+        let program = cmd.get_program().to_string_lossy().to_string();
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e} (is QEMU installed? `make deps`)", spec.binary()));
+            .unwrap_or_else(|e| panic!("starting {program}: {e} (is QEMU installed? `make deps`)"));
         let (tx, rx) = mpsc::channel();
         for mut r in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
             let tx = tx.clone();
@@ -213,4 +220,41 @@ impl Drop for Machine {
         }
         self.save_log();
     }
+}
+
+/// Build a variant of a shipped profile once per test process: the file
+/// `target/qemu-tests/profiles/<name>.toml` includes `profiles/<base>.toml` and adds `extra`
+/// (TOML); the output goes to `target/qemu-tests/<name>`.
+pub fn built_variant(name: &str, base: &str, extra: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let map = BUILT.get_or_init(|| Mutex::new(Default::default()));
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = map.get(name) {
+        return p.clone();
+    }
+    let dir = workspace().join("target/qemu-tests/profiles");
+    std::fs::create_dir_all(&dir).expect("creating the test profiles folder");
+    let file = dir.join(format!("{name}.toml"));
+    let base = workspace().join("profiles").join(format!("{base}.toml"));
+    std::fs::write(&file, format!("# Written by the QEMU tests.\ninclude = [{:?}]\n{extra}", base.display().to_string())).expect("writing the test profile");
+    let out = workspace().join("target/qemu-tests").join(name);
+    let st = std::process::Command::new(oa_bin())
+        .current_dir(workspace())
+        .arg("build")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("running oa build");
+    assert!(st.success(), "oa build {} failed ({st})", file.display());
+    map.insert(name.to_string(), out.clone());
+    out
+}
+
+/// UEFI firmware for one machine: OVMF's code and a private copy of its variable store under
+/// `target/qemu-tests/uefi-vars/`, deleted when the returned guard is dropped (keep it alive
+/// while the machine runs).
+pub fn uefi_firmware(arch: &str) -> (oa_builder::qemu::Firmware, oa_builder::qemu::VarsCopy) {
+    let files = oa_builder::qemu::UefiFiles::locate(arch).unwrap_or_else(|e| panic!("{e}"));
+    files.for_run(&workspace().join("target/qemu-tests/uefi-vars")).unwrap_or_else(|e| panic!("{e}"))
 }

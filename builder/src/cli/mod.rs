@@ -21,10 +21,14 @@ pub enum Cmd {
     Build(BuildArgs),
     /// Boot a profile (built first when needed) or an output folder in QEMU.
     Run(RunArgs),
+    /// Netboot an output folder: proxyDHCP (or full DHCP), TFTP and HTTP in one process (docs/pxe.md).
+    Serve(ServeArgs),
     /// Show the resolved profile and which file each value came from.
     Info(InfoArgs),
     /// Draw the include graph of a profile and the build pipeline (DOT or Mermaid).
     Graph(GraphArgs),
+    /// Write a disk image to a USB stick or disk: checks, confirmation, progress, verify.
+    Flash(FlashArgs),
     #[command(name = "__kvm-probe", hide = true)]
     KvmProbe,
 }
@@ -92,6 +96,53 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonBuild,
+    /// Boot the output's disk.img through the firmware and its boot loader (as a machine
+    /// booting the USB stick does), instead of loading the kernel directly. Writes go to a
+    /// temporary overlay: the built image is not changed. Implied when TARGET is a disk image
+    /// file (raw or qcow2), which is then attached writable.
+    #[arg(long)]
+    pub disk: bool,
+    /// Firmware: bios (SeaBIOS, QEMU's default) or uefi (OVMF from Debian's `ovmf`; each run
+    /// gets its own copy of the variable store).
+    #[arg(long, value_enum, default_value_t = FirmwareArg::Bios)]
+    pub firmware: FirmwareArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirmwareArg {
+    /// SeaBIOS (legacy BIOS boot: syslinux on the disk image).
+    Bios,
+    /// OVMF (UEFI boot: systemd-boot on the disk image).
+    Uefi,
+}
+
+/// `oa flash IMAGE DEVICE`.
+///
+/// Refuses a device that is mounted, used as swap, held by device-mapper/RAID or holds the
+/// running system, a partition (give the whole disk), a read-only device, a regular file
+/// (unless --allow-file) and a device smaller than the image; nothing is written then. Shows
+/// what is on the device and asks before writing. Writes only the ranges the block map lists,
+/// syncs, reads them back and compares checksums. If anything fails once writing has started,
+/// the first and last MiB are zeroed so that nothing half-written boots.
+#[derive(Debug, clap::Args)]
+pub struct FlashArgs {
+    /// The disk image (e.g. out/tiny/disk.img), or an output folder of `oa build` (its disk.img).
+    pub image: PathBuf,
+    /// The whole disk to write, e.g. /dev/sdb (`lsblk` lists them); not a partition.
+    pub device: PathBuf,
+    /// Do not ask for confirmation (for scripts). Needed when stdin is not a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Block map listing the ranges to write [default: IMAGE.bmap when it exists].
+    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
+    pub bmap: Option<PathBuf>,
+    /// Write the whole image even when a block map is there.
+    #[arg(long)]
+    pub no_bmap: bool,
+    /// Accept a regular file as DEVICE (tests, VM disks): an existing file keeps its size like
+    /// a disk, a missing one is created with the image's size.
+    #[arg(long)]
+    pub allow_file: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,4 +166,10 @@ pub struct GraphArgs {
     pub profile: PathBuf,
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub options: oa_pxe::cli::Options,
 }

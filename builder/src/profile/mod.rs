@@ -25,6 +25,7 @@ pub mod merge;
 mod error;
 mod load;
 mod render;
+mod system;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,10 @@ use serde::{Deserialize, Serialize};
 pub use error::{Location, ProfileError};
 pub use load::{find_profile, load, load_from};
 pub use merge::{Empty, Leaf, Leaves, Merge, SetList};
+pub use system::{
+    Debian, File, Pacman, PacmanRepo, PartialDebian, PartialFile, PartialPacman, PartialPacmanRepo, PartialSystem,
+    PartialUser, System, User, DEFAULT_SIG_LEVEL,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Enumerations
@@ -143,6 +148,21 @@ partial_section! {
         pub init: PartialInit,
         pub services: BTreeMap<String, PartialService>,
         pub qemu: PartialQemu,
+        pub image: PartialImage,
+        /// `[rpi]`: Raspberry Pi boot tree and SD card image (docs/rpi.md).
+        pub rpi: PartialRpi,
+        /// `[debian]`: mmdebstrap source for `base = "debian"` (docs/bases.md).
+        pub debian: PartialDebian,
+        /// `[pacman]`: repositories for `base = "arch"`.
+        pub pacman: PartialPacman,
+        /// `[users.<name>]`
+        pub users: BTreeMap<String, PartialUser>,
+        /// `[system]`: timezone, locale, systemd units.
+        pub system: PartialSystem,
+        /// `[files."<absolute path>"]`: files generated from the profile.
+        pub files: BTreeMap<String, PartialFile>,
+        /// `[persistence]`: encrypted btrfs persistence (docs/persistence.md).
+        pub persistence: PartialPersistence,
     }
 }
 
@@ -161,6 +181,8 @@ partial_section! {
     #[serde(expecting = "a [packages] table")]
     pub struct PartialPackages {
         pub debian: SetList,
+        /// Arch packages installed with pacman (`base = "arch"`).
+        pub arch: SetList,
     }
 }
 
@@ -191,6 +213,87 @@ partial_section! {
     pub struct PartialQemu {
         pub memory_mib: Option<u32>,
         pub cpus: Option<u32>,
+    }
+}
+
+partial_section! {
+    /// `[rpi]`: the Raspberry Pi outputs (see docs/rpi.md).
+    #[serde(expecting = "an [rpi] table")]
+    pub struct PartialRpi {
+        /// Write the `rpi/` boot tree and `rpi.img` (needs `arch = "aarch64"`).
+        pub enable: Option<bool>,
+        /// `"package"` (Debian's raspi-firmware, non-free-firmware) or an absolute folder
+        /// holding bootcode.bin, start*.elf, fixup*.dat.
+        pub firmware: Option<String>,
+        /// Extra lines for config.txt, after the generated ones.
+        pub config: SetList,
+    }
+}
+
+partial_section! {
+    /// `[image]`: the disk image outputs (see docs/disk-image.md).
+    #[serde(expecting = "an [image] table")]
+    pub struct PartialImage {
+        /// Write `disk.img` (GPT, BIOS + UEFI bootable) and its `.bmap`.
+        pub disk: Option<bool>,
+        /// Also write `disk.qcow2` (needs `disk = true`).
+        pub qcow2: Option<bool>,
+        /// Size of the blank `oa-persist` partition in MiB; 0: none.
+        pub persistence_mib: Option<u32>,
+        /// Size of the EFI system partition in MiB (default: fitted to its files).
+        pub esp_mib: Option<u32>,
+    }
+}
+
+string_enum! {
+    /// Where the persistence key comes from.
+    pub enum KeySource {
+        /// Typed at the console at every boot.
+        Passphrase = "passphrase",
+        /// A file shipped in the initramfs: only as secret as the image.
+        Keyfile = "keyfile",
+        /// Fetched over the network (not implemented yet).
+        Network = "network",
+    }
+}
+
+string_enum! {
+    /// Consent to format the persistence device.
+    pub enum PersistFormat {
+        /// Never format: the device must hold an oa volume already.
+        Never = "never",
+        /// Format it when it is blank (all zeros at its start and end).
+        IfBlank = "if-blank",
+    }
+}
+
+string_enum! {
+    /// Key slot PBKDF.
+    pub enum Pbkdf {
+        Argon2id = "argon2id",
+        Pbkdf2 = "pbkdf2",
+    }
+}
+
+partial_section! {
+    /// `[persistence]`: encrypted btrfs persistence (see docs/persistence.md).
+    #[serde(expecting = "a [persistence] table")]
+    pub struct PartialPersistence {
+        /// `PARTLABEL=..`, `LABEL=..`, `UUID=..` or `/dev/...`.
+        pub device: Option<String>,
+        pub key: Option<KeySource>,
+        /// With `key = "keyfile"`: the file, relative to the profile file naming it.
+        pub keyfile: Option<String>,
+        pub passphrase_retries: Option<u32>,
+        /// Paths that persist (default: the whole overlay upper layer).
+        pub paths: SetList,
+        pub snapshots_keep: Option<u32>,
+        pub optional: Option<bool>,
+        pub format: Option<PersistFormat>,
+        pub boot_attempts: Option<u32>,
+        pub pbkdf: Option<Pbkdf>,
+        pub pbkdf_memory_kib: Option<u32>,
+        pub pbkdf_iterations: Option<u32>,
     }
 }
 
@@ -235,6 +338,11 @@ fn humane(message: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // The resolved profile: typed, validated, defaults applied.
 
+/// Smallest accepted `image.esp_mib` (a FAT16 ESP with room for its files).
+pub const MIN_ESP_MIB: u32 = 8;
+/// Largest accepted `image.esp_mib` and `image.persistence_mib` (4 TiB).
+pub const MAX_PARTITION_MIB: u32 = 4 * 1024 * 1024;
+
 /// Default `qemu.memory_mib`.
 pub const DEFAULT_MEMORY_MIB: u32 = 512;
 /// Smallest accepted `qemu.memory_mib`.
@@ -257,6 +365,44 @@ pub struct Profile {
     /// Sorted by name.
     pub services: Vec<Service>,
     pub qemu: Qemu,
+    pub image: Image,
+    pub rpi: Rpi,
+    pub debian: Debian,
+    pub pacman: Pacman,
+    /// Sorted by name.
+    pub users: Vec<User>,
+    pub system: System,
+    /// Sorted by path.
+    pub files: Vec<File>,
+    /// `[persistence]`, when the profile has a `device`.
+    pub persistence: Option<Persistence>,
+}
+
+/// `[persistence]` resolved, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persistence {
+    pub device: String,
+    pub key: KeySource,
+    /// Absolute path of the key file (with `key = "keyfile"`).
+    pub keyfile: Option<PathBuf>,
+    /// Default 3.
+    pub passphrase_retries: u32,
+    /// Default empty: the whole upper layer.
+    pub paths: Vec<String>,
+    /// Default 5.
+    pub snapshots_keep: u32,
+    /// Default false.
+    pub optional: bool,
+    /// Default `never`.
+    pub format: PersistFormat,
+    /// Default 0 (off).
+    pub boot_attempts: u32,
+    /// Default `argon2id`.
+    pub pbkdf: Pbkdf,
+    /// Default 0: benchmarked by libcryptsetup.
+    pub pbkdf_memory_kib: u32,
+    /// Default 0: benchmarked by libcryptsetup (2 s).
+    pub pbkdf_iterations: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,8 +418,11 @@ pub struct Kernel {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Packages {
-    /// Debian packages extracted into the rootfs.
+    /// Debian packages extracted into the rootfs (`base = "busybox"`) or installed by
+    /// mmdebstrap (`base = "debian"`).
     pub debian: Vec<String>,
+    /// Arch packages installed with pacman (`base = "arch"`).
+    pub arch: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,6 +446,30 @@ pub struct Service {
 pub struct Qemu {
     pub memory_mib: u32,
     pub cpus: u32,
+}
+
+/// `[rpi]`: Raspberry Pi outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rpi {
+    /// `rpi/` tree + `rpi.img` (default false).
+    pub enable: bool,
+    /// `package` (default) or an absolute firmware folder.
+    pub firmware: String,
+    /// Extra config.txt lines.
+    pub config: Vec<String>,
+}
+
+/// `[image]`: which disk image outputs to make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// `disk.img` + `disk.img.bmap` (default false).
+    pub disk: bool,
+    /// `disk.qcow2` (default false; only with `disk`).
+    pub qcow2: bool,
+    /// Blank `oa-persist` partition size in MiB (default 0: none).
+    pub persistence_mib: u32,
+    /// ESP size in MiB; `None`: fitted to the files it holds.
+    pub esp_mib: Option<u32>,
 }
 
 impl Profile {
@@ -343,6 +516,7 @@ impl From<&Profile> for PartialProfile {
             },
             packages: PartialPackages {
                 debian: strings(&p.packages.debian),
+                arch: strings(&p.packages.arch),
             },
             init: PartialInit {
                 system: Some(p.init.system),
@@ -366,6 +540,39 @@ impl From<&Profile> for PartialProfile {
             qemu: PartialQemu {
                 memory_mib: Some(p.qemu.memory_mib),
                 cpus: Some(p.qemu.cpus),
+            },
+            image: PartialImage {
+                disk: Some(p.image.disk),
+                qcow2: Some(p.image.qcow2),
+                persistence_mib: Some(p.image.persistence_mib),
+                esp_mib: p.image.esp_mib,
+            },
+            rpi: PartialRpi {
+                enable: Some(p.rpi.enable),
+                firmware: Some(p.rpi.firmware.clone()),
+                config: SetList::from(p.rpi.config.clone()),
+            },
+            debian: system::partial_debian(&p.debian),
+            pacman: system::partial_pacman(&p.pacman),
+            users: system::partial_users(&p.users),
+            system: system::partial_system(&p.system),
+            files: system::partial_files(&p.files),
+            persistence: match &p.persistence {
+                None => PartialPersistence::default(),
+                Some(x) => PartialPersistence {
+                    device: Some(x.device.clone()),
+                    key: Some(x.key),
+                    keyfile: x.keyfile.as_ref().map(|k| k.to_string_lossy().into_owned()),
+                    passphrase_retries: Some(x.passphrase_retries),
+                    paths: strings(&x.paths),
+                    snapshots_keep: Some(x.snapshots_keep),
+                    optional: Some(x.optional),
+                    format: Some(x.format),
+                    boot_attempts: Some(x.boot_attempts),
+                    pbkdf: Some(x.pbkdf),
+                    pbkdf_memory_kib: Some(x.pbkdf_memory_kib),
+                    pbkdf_iterations: Some(x.pbkdf_iterations),
+                },
             },
         }
     }

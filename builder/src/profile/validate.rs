@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Location, ProfileError};
 use super::{
-    Arch, Base, Init, InitSystem, Kernel, Packages, PartialProfile, Profile, Qemu, Restart,
-    Service, SetList, DEFAULT_MEMORY_MIB, MIN_MEMORY_MIB,
+    Arch, Base, Image, Rpi, Init, KeySource, Pbkdf, Persistence, PersistFormat, InitSystem, Kernel, Packages, PartialProfile, Profile, Qemu, Restart,
+    Service, SetList, DEFAULT_MEMORY_MIB, MAX_PARTITION_MIB, MIN_ESP_MIB, MIN_MEMORY_MIB,
 };
 
 /// One step of a path into a TOML document, for pointing errors at the right place.
@@ -319,7 +319,105 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
     if let Some(0) = part.qemu.cpus {
         return Err(src.invalid(&[Key("qemu"), Key("cpus")], "qemu.cpus must be at least 1"));
     }
+
+    // Image.
+    if let Some(m) = part.image.esp_mib {
+        if !(MIN_ESP_MIB..=MAX_PARTITION_MIB).contains(&m) {
+            return Err(src.invalid(
+                &[Key("image"), Key("esp_mib")],
+                format!(
+                    "image.esp_mib = {m} is out of range: give {MIN_ESP_MIB} to \
+                     {MAX_PARTITION_MIB}, or leave it out to fit the ESP to its files"
+                ),
+            ));
+        }
+    }
+    check_persistence(src, part)?;
+    if let Some(m) = part.image.persistence_mib {
+        if m > MAX_PARTITION_MIB {
+            return Err(src.invalid(
+                &[Key("image"), Key("persistence_mib")],
+                format!("image.persistence_mib = {m} is too large: at most {MAX_PARTITION_MIB} (4 TiB)"),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// `[persistence]`: device syntax, paths absolute, the key file resolved (relative to this file).
+fn check_persistence(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
+    let p = &mut part.persistence;
+    if let Some(d) = &p.device {
+        let ok = ["PARTLABEL=", "LABEL=", "UUID="].iter().any(|k| d.strip_prefix(k).is_some_and(|v| !v.is_empty())) || d.starts_with("/dev/");
+        if !ok || d.contains(char::is_whitespace) {
+            return Err(src.invalid(
+                &[Key("persistence"), Key("device")],
+                format!("persistence.device `{d}`: give PARTLABEL=.., LABEL=.., UUID=.. or a /dev/... path"),
+            ));
+        }
+    }
+    for x in p.paths.iter() {
+        if !x.starts_with('/') || x == "/" || x.split('/').any(|c| c == "..") {
+            return Err(src.invalid(
+                &[Key("persistence"), Key("paths"), Elem(x)],
+                format!("persistence.paths entry `{x}`: give an absolute directory below / such as /etc or /home"),
+            ));
+        }
+    }
+    if let Some(k) = p.keyfile.clone() {
+        let dir = src.path.parent().unwrap_or(Path::new("/"));
+        let looked = dir.join(&k);
+        match looked.canonicalize() {
+            Ok(c) if c.is_file() => p.keyfile = Some(c.to_string_lossy().into_owned()),
+            _ => {
+                return Err(src.invalid(
+                    &[Key("persistence"), Key("keyfile")],
+                    format!("persistence.keyfile `{k}` not found (looked for {}); it is relative to the file naming it", looked.display()),
+                ))
+            }
+        }
+    }
+    if let Some(0) = p.snapshots_keep {
+        return Err(src.invalid(&[Key("persistence"), Key("snapshots_keep")], "persistence.snapshots_keep must be at least 1"));
+    }
+    if let Some(0) = p.passphrase_retries {
+        return Err(src.invalid(&[Key("persistence"), Key("passphrase_retries")], "persistence.passphrase_retries must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `[persistence]` with defaults, or `None` when the profile has none.
+fn finalize_persistence(merged: &PartialProfile, files: &[PathBuf], parts: &[PartialProfile]) -> Result<Option<Persistence>, ProfileError> {
+    let p = &merged.persistence;
+    let from = || -> Vec<PathBuf> {
+        files.iter().zip(parts).filter(|(_, x)| !super::merge::Empty::is_empty(&x.persistence)).map(|(f, _)| f.clone()).collect()
+    };
+    let Some(device) = p.device.clone() else {
+        if super::merge::Empty::is_empty(p) {
+            return Ok(None);
+        }
+        return Err(ProfileError::Inconsistent { files: from(), message: "[persistence] has no `device`; add device = \"PARTLABEL=oa-persist\" (or LABEL=, UUID=, /dev/...)".into() });
+    };
+    let key = p.key.unwrap_or(KeySource::Passphrase);
+    let keyfile = p.keyfile.clone().map(PathBuf::from);
+    if key == KeySource::Keyfile && keyfile.is_none() {
+        return Err(ProfileError::Inconsistent { files: from(), message: "[persistence] key = \"keyfile\" needs keyfile = \"path/to/file\"".into() });
+    }
+    Ok(Some(Persistence {
+        device,
+        key,
+        keyfile: if key == KeySource::Keyfile { keyfile } else { None },
+        passphrase_retries: p.passphrase_retries.unwrap_or(3),
+        paths: p.paths.as_slice().to_vec(),
+        snapshots_keep: p.snapshots_keep.unwrap_or(5),
+        optional: p.optional.unwrap_or(false),
+        format: p.format.unwrap_or(PersistFormat::Never),
+        boot_attempts: p.boot_attempts.unwrap_or(0),
+        pbkdf: p.pbkdf.unwrap_or(Pbkdf::Argon2id),
+        pbkdf_memory_kib: p.pbkdf_memory_kib.unwrap_or(0),
+        pbkdf_iterations: p.pbkdf_iterations.unwrap_or(0),
+    }))
 }
 
 /// Apply defaults and check what only the merged profile can show.
@@ -433,6 +531,59 @@ pub(crate) fn finalize(
         });
     }
 
+    let rpi = Rpi {
+        enable: merged.rpi.enable.unwrap_or(false),
+        firmware: merged.rpi.firmware.clone().unwrap_or_else(|| "package".to_string()),
+        config: merged.rpi.config.as_slice().to_vec(),
+    };
+    if rpi.enable && arch != Arch::Aarch64 {
+        return Err(ProfileError::Inconsistent {
+            files: files.to_vec(),
+            message: "rpi.enable = true needs arch = \"aarch64\" (the Raspberry Pi outputs are arm64)".into(),
+        });
+    }
+    if rpi.firmware != "package" && !rpi.firmware.starts_with('/') {
+        return Err(ProfileError::Inconsistent {
+            files: files.to_vec(),
+            message: format!("rpi.firmware = {:?}: give \"package\" or an absolute folder path", rpi.firmware),
+        });
+    }
+    let image = Image {
+        disk: merged.image.disk.unwrap_or(false),
+        qcow2: merged.image.qcow2.unwrap_or(false),
+        persistence_mib: merged.image.persistence_mib.unwrap_or(0),
+        esp_mib: merged.image.esp_mib,
+    };
+    if image.qcow2 && !image.disk {
+        let files: Vec<PathBuf> = files
+            .iter()
+            .zip(parts)
+            .filter(|(_, p)| p.image.qcow2.is_some() || p.image.disk.is_some())
+            .map(|(f, _)| f.clone())
+            .collect();
+        return Err(ProfileError::Inconsistent {
+            files,
+            message: "image.qcow2 = true needs image.disk = true (disk.qcow2 is converted from \
+                      disk.img); add `disk = true` under [image]"
+                .into(),
+        });
+    }
+
+    // Full-OS bases and customisation (profile/system.rs).
+    let inconsistent = |message: String| ProfileError::Inconsistent { files: files.to_vec(), message };
+    let pacman = super::system::finalize_pacman(&merged.pacman).map_err(inconsistent)?;
+    let users = super::system::finalize_users(&merged.users).map_err(inconsistent)?;
+    let system = super::system::finalize_system(&merged.system).map_err(inconsistent)?;
+    let gen_files = super::system::finalize_files(&merged.files).map_err(inconsistent)?;
+    if merged.base == Some(Base::Arch) && pacman.repos.is_empty() {
+        return Err(inconsistent("base = \"arch\" needs at least one repository: add [pacman.repos.core] servers = [\"...\"] (docs/bases.md)".into()));
+    }
+    if merged.base == Some(Base::Arch) && merged.packages.arch.is_empty() {
+        return Err(inconsistent("base = \"arch\" needs packages: add [packages] arch = [\"base\", \"linux\", ...]".into()));
+    }
+
+    let persistence = finalize_persistence(merged, files, parts)?;
+
     Ok(Profile {
         name,
         description: merged.description.clone(),
@@ -451,6 +602,7 @@ pub(crate) fn finalize(
         },
         packages: Packages {
             debian: merged.packages.debian.as_slice().to_vec(),
+            arch: merged.packages.arch.as_slice().to_vec(),
         },
         init: Init {
             system: merged.init.system.unwrap_or(InitSystem::Oa),
@@ -462,5 +614,13 @@ pub(crate) fn finalize(
             memory_mib: merged.qemu.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
             cpus: merged.qemu.cpus.unwrap_or(1),
         },
+        image,
+        rpi,
+        debian: super::system::finalize_debian(&merged.debian),
+        pacman,
+        users,
+        system,
+        files: gen_files,
+        persistence,
     })
 }

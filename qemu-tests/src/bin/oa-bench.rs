@@ -3,7 +3,9 @@
 //! (a) QEMU start -> ready line for tiny, (b) the same kernel with a busybox-only initramfs that
 //! prints the line at once (the floor), and their ratio (oa-init's overhead); (c) a cold
 //! `oa build` of tiny (`--no-cache`: every stage redone, downloads excluded) against a second
-//! build with nothing changed.
+//! build with nothing changed. (d) the disk image of tiny: the time to write it (GPT, FAT,
+//! boot loaders, root partition, block map) and its size against the sum of the artifacts in
+//! it, and boots of it under SeaBIOS and OVMF.
 
 use oa_builder::apt::PackageCache;
 use oa_builder::build::{default_cache_root, read_manifest};
@@ -53,6 +55,118 @@ fn main() {
     println!("  oa build tiny, cold (--no-cache)     {:>7.2} s", cold.as_secs_f64());
     println!("  oa build tiny, nothing changed       {:>7.2} s", warm.as_secs_f64());
     println!("  warm / cold (goal < 0.10)            {:>7.3}", warm.as_secs_f64() / cold.as_secs_f64());
+
+    bench_disk_image(&out, &m, o);
+
+    if std::env::var_os("OA_BENCH_SKIP_DEBIAN").is_none() {
+        bench_debian_ssh(&ws);
+    }
+}
+
+/// debian-ssh (docs/bases.md): cold build (mmdebstrap from the mirror, every stage), warm
+/// build (nothing changed), warm rebuild after one overlay file changed, image size against
+/// the installed size, and one boot to the ready line (systemd, TCG).
+fn bench_debian_ssh(ws: &Path) {
+    let dir = ws.join("target/bench/debian-ssh");
+    let overlay = dir.join("overlay/etc");
+    std::fs::create_dir_all(&overlay).expect("bench folder");
+    std::fs::write(overlay.join("oa-bench"), "1\n").expect("overlay file");
+    let profile = dir.join("debian-ssh-bench.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "include = [\"{}\"]\nname = \"debian-ssh-bench\"\noverlays = [\"overlay\"]\n",
+            ws.join("profiles/debian-ssh.toml").display()
+        ),
+    )
+    .expect("bench profile");
+    let out = dir.join("out");
+    let run = |no_cache: bool| -> (Duration, String) {
+        let mut c = Command::new(oa_bin());
+        c.current_dir(ws).arg("build").arg(&profile).arg("--out").arg(&out);
+        if no_cache {
+            c.arg("--no-cache");
+        }
+        let t = Instant::now();
+        let o = c.output().expect("running oa build");
+        let e = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "oa build debian-ssh failed:\n{e}");
+        (t.elapsed(), e)
+    };
+    let (cold, cold_log) = run(true);
+    let (warm, _) = run(false);
+    std::fs::write(overlay.join("oa-bench"), "2\n").expect("overlay file");
+    let (overlay_rebuild, log) = run(false);
+    let stage = |log: &str, name: &str| log.lines().find(|l| l.trim_start().starts_with(&format!("{name}:"))).unwrap_or("").trim().to_string();
+    // "rootfs: 179740 KiB of files packed to 49624 KiB (13.58s)"
+    let rootfs_line = stage(&log, "rootfs");
+    let nums: Vec<u64> = rootfs_line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let m = read_manifest(&out).expect("manifest");
+    let mut spec = Spec::from_output(&out, &m, detect_accel(&m.arch));
+    spec.memory_mib = 1024;
+    let booted = boot(&spec, "debian-ssh");
+    println!();
+    println!("oa bench: debian-ssh (mmdebstrap + systemd + OpenSSH)");
+    println!("  oa build, cold (--no-cache, mirror)  {:>7.2} s   [{}]", cold.as_secs_f64(), stage(&cold_log, "base"));
+    println!("  oa build, nothing changed            {:>7.2} s", warm.as_secs_f64());
+    println!("  oa build, one overlay file changed   {:>7.2} s   [{}]", overlay_rebuild.as_secs_f64(), stage(&log, "base"));
+    if nums.len() >= 2 {
+        println!("  installed rootfs                     {:>7.1} MiB", nums[0] as f64 / 1024.0);
+        println!("  rootfs.squashfs (zstd)               {:>7.1} MiB   ratio {:.3}", nums[1] as f64 / 1024.0, nums[1] as f64 / nums[0] as f64);
+    }
+    println!("  boot to ready (systemd, 1 GiB)       {:>7.2} s", booted.as_secs_f64());
+}
+
+/// (d) tiny's disk image: write time (median of 3, straight from the library so only the image
+/// is timed), size and overhead against its artifacts, and one boot each under BIOS and UEFI.
+fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot: Duration) {
+    use oa_builder::image::{self, boot::BootFiles, DiskSpec};
+    use oa_builder::qemu::{DiskBoot, Firmware, UefiFiles};
+    use oa_contract::manifest::artifact;
+    use std::os::unix::fs::MetadataExt;
+    let files = BootFiles::locate(&m.arch).expect("boot loader files (make deps)");
+    let cl = image::disk_cmdline(&m.cmdline);
+    let f = |n: &str| out.join(n);
+    let (kernel, initrd, rootfs) = (f(artifact::KERNEL), f(artifact::INITRAMFS), f(artifact::ROOTFS));
+    let spec = DiskSpec { title: &m.profile, arch: &m.arch, kernel: &kernel, initrd: &initrd, rootfs: &rootfs, cmdline: &cl, persistence_mib: 0, esp_mib: None, seed: b"bench" };
+    let img = out.join("bench-disk.img");
+    let mut times = Vec::new();
+    let mut disk = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let d = image::write_disk(&spec, &files, &img).expect("writing the disk image");
+        times.push(t.elapsed());
+        disk = Some(d);
+    }
+    let disk = disk.expect("three runs");
+    let write = median(&mut times);
+    let qcow2 = out.join("bench-disk.qcow2");
+    let t = Instant::now();
+    image::write_qcow2(&img, &qcow2).expect("qemu-img convert");
+    let qcow2_time = t.elapsed();
+    let size = std::fs::metadata(&img).expect("image").len();
+    let allocated = std::fs::metadata(&img).expect("image").blocks() * 512;
+    let qsize = std::fs::metadata(&qcow2).expect("qcow2").len();
+    let parts: u64 = [&kernel, &initrd, &rootfs].iter().map(|p| std::fs::metadata(p).expect("artifact").len()).sum();
+    let mapped = disk.bmap.mapped_bytes();
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let accel = detect_accel(&m.arch);
+    let bios = boot(&Spec::from_disk(&m.arch, DiskBoot::detect(&img, true).expect("disk"), Firmware::Bios, accel), "disk.img, SeaBIOS + syslinux");
+    let (fw, _vars) = UefiFiles::locate(&m.arch).and_then(|u| u.for_run(&std::env::temp_dir())).expect("OVMF (make deps)");
+    let uefi = boot(&Spec::from_disk(&m.arch, DiskBoot::detect(&img, true).expect("disk"), fw, accel), "disk.img, OVMF + systemd-boot");
+    let _ = std::fs::remove_file(&img);
+    let _ = std::fs::remove_file(&qcow2);
+    println!();
+    println!("oa bench: disk image of tiny (GPT, ESP {} MiB, root {} MiB)", disk.layout.partitions[0].size() >> 20, disk.layout.partitions[1].size() >> 20);
+    println!("  write disk.img + bmap (median of 3)  {:>7.2} s", write.as_secs_f64());
+    println!("  qemu-img convert to qcow2            {:>7.2} s", qcow2_time.as_secs_f64());
+    println!("  kernel + initramfs + rootfs          {:>7.2} MiB", mib(parts));
+    println!("  disk.img size                        {:>7.2} MiB   overhead {:.2} MiB ({:.1}%)", mib(size), mib(size - parts), (size - parts) as f64 * 100.0 / parts as f64);
+    println!("  disk.img allocated (sparse)          {:>7.2} MiB", mib(allocated));
+    println!("  bmap: mapped (what oa flash writes)  {:>7.2} MiB   overhead {:.2} MiB", mib(mapped), mib(mapped.saturating_sub(parts)));
+    println!("  disk.qcow2                           {:>7.2} MiB", mib(qsize));
+    println!("  boot to ready, SeaBIOS + syslinux    {:>7.2} s   ({:.2}x the -kernel boot)", bios.as_secs_f64(), bios.as_secs_f64() / kernel_boot.as_secs_f64());
+    println!("  boot to ready, OVMF + systemd-boot   {:>7.2} s   ({:.2}x the -kernel boot)", uefi.as_secs_f64(), uefi.as_secs_f64() / kernel_boot.as_secs_f64());
 }
 
 fn oa_build(ws: &Path, out: &Path, no_cache: bool) {

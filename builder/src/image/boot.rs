@@ -1,0 +1,161 @@
+//! Boot loaders for the disk image, from Debian's packages on the build host:
+//!
+//! * BIOS: syslinux. `gptmbr.bin` (package `syslinux`) is the MBR boot code; it boots the GPT
+//!   partition marked "legacy BIOS bootable", the ESP, whose boot sector and `ldlinux.sys` /
+//!   `ldlinux.c32` are written by the mtools-based installer `syslinux --install --offset`
+//!   (package `syslinux`), working on the image file. `/syslinux.cfg` names the kernel.
+//! * UEFI: systemd-boot (`systemd-bootx64.efi` from `systemd-boot-efi`) as the removable-media
+//!   path `EFI/BOOT/BOOTX64.EFI`, with `loader/loader.conf` and `loader/entries/oa.conf`.
+//!
+//! Why systemd-boot and not a unified kernel image: both loaders then read the *same*
+//! `vmlinuz` and `initramfs.img` from the ESP (a UKI would carry a second copy of both, and
+//! syslinux cannot load a PE binary), and Debian 12 ships the stub but not `ukify`, so a UKI
+//! would mean assembling PE sections with objcopy at hand-computed addresses. The command
+//! line is the same text in `syslinux.cfg` and in the loader entry; a test checks it.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Host files the disk image needs, found under a root (`/` in use; a test root in tests).
+#[derive(Debug, Clone)]
+pub struct BootFiles {
+    /// syslinux's MBR boot code for GPT disks (440 bytes).
+    pub gptmbr: PathBuf,
+    /// The syslinux installer (mtools flavour: works on an image file).
+    pub syslinux: PathBuf,
+    /// systemd-boot for x86-64 UEFI.
+    pub systemd_boot: PathBuf,
+}
+
+impl BootFiles {
+    pub fn locate(arch: &str) -> Result<BootFiles> {
+        Self::locate_in(Path::new("/"), arch)
+    }
+
+    /// Find the files under `root`; a missing one is a [`Error::ToolMissing`] naming the
+    /// Debian package to install.
+    pub fn locate_in(root: &Path, arch: &str) -> Result<BootFiles> {
+        if arch != "x86_64" {
+            return Err(Error::Other(format!(
+                "disk images are made for x86_64 only (syslinux and the x86-64 systemd-boot); the profile's arch is {arch}: set [image] disk = false"
+            )));
+        }
+        let find = |candidates: &[&str], package: &str, what: &str| -> Result<PathBuf> {
+            for c in candidates {
+                let p = root.join(c.trim_start_matches('/'));
+                if p.is_file() {
+                    return Ok(p);
+                }
+            }
+            Err(Error::ToolMissing {
+                tool: what.to_string(),
+                why: format!("none of {} exists", candidates.iter().map(|c| root.join(c.trim_start_matches('/')).display().to_string()).collect::<Vec<_>>().join(", ")),
+                hint: format!("install the Debian package: apt-get install {package} (`make deps` does it)"),
+            })
+        };
+        Ok(BootFiles {
+            gptmbr: find(&["usr/lib/SYSLINUX/gptmbr.bin", "usr/lib/syslinux/mbr/gptmbr.bin", "usr/share/syslinux/gptmbr.bin"], "syslinux", "gptmbr.bin (syslinux's GPT MBR)")?,
+            syslinux: find(&["usr/bin/syslinux"], "syslinux", "syslinux (the boot loader installer)")?,
+            systemd_boot: find(&["usr/lib/systemd/boot/efi/systemd-bootx64.efi"], "systemd-boot-efi", "systemd-bootx64.efi (systemd-boot)")?,
+        })
+    }
+
+    /// The MBR boot code, checked to fit the 440 bytes before the disk signature.
+    pub fn mbr_code(&self) -> Result<Vec<u8>> {
+        let code = std::fs::read(&self.gptmbr).map_err(|e| Error::Io { action: "reading", path: self.gptmbr.clone(), source: e })?;
+        if code.is_empty() || code.len() > 440 {
+            return Err(Error::Other(format!("{} is {} bytes; MBR boot code must be 1 to 440 bytes", self.gptmbr.display(), code.len())));
+        }
+        Ok(code)
+    }
+}
+
+/// Where the files are on the ESP (FAT paths).
+pub mod esp {
+    pub const KERNEL: &str = "vmlinuz";
+    pub const INITRD: &str = "initramfs.img";
+    pub const SYSLINUX_CFG: &str = "syslinux.cfg";
+    pub const EFI_BOOT: &str = "EFI/BOOT/BOOTX64.EFI";
+    pub const LOADER_CONF: &str = "loader/loader.conf";
+    pub const ENTRY: &str = "loader/entries/oa.conf";
+    /// Folders to create, parents first.
+    pub const DIRS: &[&str] = &["EFI", "EFI/BOOT", "loader", "loader/entries"];
+}
+
+/// `syslinux.cfg`: boot the one entry at once, console on the first serial port too.
+pub fn syslinux_cfg(title: &str, cmdline: &[String]) -> String {
+    format!(
+        "# Written by `oa build`. BIOS boot (syslinux); UEFI boots the same files with systemd-boot.\n\
+         SERIAL 0 115200\n\
+         DEFAULT oa\n\
+         PROMPT 0\n\
+         TIMEOUT 0\n\
+         LABEL oa\n\
+         \x20 MENU LABEL {title}\n\
+         \x20 LINUX /{}\n\
+         \x20 INITRD /{}\n\
+         \x20 APPEND {}\n",
+        esp::KERNEL,
+        esp::INITRD,
+        cmdline.join(" ")
+    )
+}
+
+/// `loader/loader.conf`: the oa entry, no menu (hold a key at start to see it), no editor.
+pub fn loader_conf() -> String {
+    "# Written by `oa build`.\ndefault oa.conf\ntimeout 0\neditor no\nconsole-mode keep\n".to_string()
+}
+
+/// `loader/entries/oa.conf`: the systemd-boot entry (Boot Loader Specification type #1).
+pub fn loader_entry(title: &str, cmdline: &[String]) -> String {
+    format!(
+        "# Written by `oa build`. The same kernel, initramfs and command line as syslinux.cfg.\n\
+         title {title}\n\
+         linux /{}\n\
+         initrd /{}\n\
+         options {}\n",
+        esp::KERNEL,
+        esp::INITRD,
+        cmdline.join(" ")
+    )
+}
+
+/// The command line a boot loader config holds: the `APPEND` or `options` line.
+pub fn config_cmdline(config: &str) -> Option<String> {
+    config.lines().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix("APPEND ").or_else(|| l.strip_prefix("options ")).map(str::to_string)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_loaders_get_the_same_command_line() {
+        let cl: Vec<String> = ["console=ttyS0", "oa.sha256=ab", "oa.root=PARTLABEL=oa-root"].iter().map(|s| s.to_string()).collect();
+        let s = syslinux_cfg("tiny", &cl);
+        let e = loader_entry("tiny", &cl);
+        assert_eq!(config_cmdline(&s), config_cmdline(&e));
+        assert_eq!(config_cmdline(&s).unwrap(), "console=ttyS0 oa.sha256=ab oa.root=PARTLABEL=oa-root");
+        assert!(s.contains("LINUX /vmlinuz") && s.contains("INITRD /initramfs.img") && s.contains("TIMEOUT 0"));
+        assert!(e.contains("linux /vmlinuz") && e.contains("initrd /initramfs.img"));
+        assert!(loader_conf().contains("default oa.conf"));
+    }
+
+    #[test]
+    fn missing_packages_are_named() {
+        let root = tempfile::tempdir().unwrap();
+        let e = BootFiles::locate_in(root.path(), "x86_64").unwrap_err().to_string();
+        assert!(e.contains("gptmbr.bin") && e.contains("apt-get install syslinux"), "{e}");
+        std::fs::create_dir_all(root.path().join("usr/lib/SYSLINUX")).unwrap();
+        std::fs::write(root.path().join("usr/lib/SYSLINUX/gptmbr.bin"), [0u8; 440]).unwrap();
+        std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+        std::fs::write(root.path().join("usr/bin/syslinux"), b"").unwrap();
+        let e = BootFiles::locate_in(root.path(), "x86_64").unwrap_err().to_string();
+        assert!(e.contains("systemd-bootx64.efi") && e.contains("apt-get install systemd-boot-efi"), "{e}");
+        let e = BootFiles::locate_in(root.path(), "aarch64").unwrap_err().to_string();
+        assert!(e.contains("x86_64 only") && e.contains("disk = false"), "{e}");
+    }
+}

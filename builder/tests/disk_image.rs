@@ -1,0 +1,147 @@
+//! The disk image writer with the real tools (mtools, syslinux, systemd-boot's file), checked
+//! from outside with other tools: util-linux's `partx` and `blkid` read the partition table
+//! and the filesystems, mtools reads the ESP, `bmaptool copy` checks the block map. No QEMU
+//! here: qemu-tests/tests/disk.rs boots the image under SeaBIOS and OVMF.
+
+use oa_builder::image::{self, boot::BootFiles, DiskSpec};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MIB: u64 = 1 << 20;
+
+fn tool(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e} (run `make deps`)"));
+    assert!(o.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+struct Inputs {
+    _dir: tempfile::TempDir,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    rootfs: PathBuf,
+    out: PathBuf,
+}
+
+/// A stand-in kernel and initramfs (the writer does not look inside them) and a real squashfs.
+fn inputs() -> Inputs {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinuz");
+    let initrd = dir.path().join("initramfs.img");
+    std::fs::write(&kernel, (0..3 * MIB).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(&initrd, vec![7u8; 700_000]).unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), "disk-test\n").unwrap();
+    let rootfs = dir.path().join("rootfs.squashfs");
+    tool("mksquashfs", &[tree.to_str().unwrap(), rootfs.to_str().unwrap(), "-noappend", "-quiet", "-no-progress"]);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    Inputs { kernel, initrd, rootfs, out, _dir: dir }
+}
+
+fn cmdline() -> Vec<String> {
+    image::disk_cmdline(&["console=ttyS0".to_string(), "oa.sha256=abc".to_string()])
+}
+
+fn spec<'a>(i: &'a Inputs, cl: &'a [String], persistence_mib: u32) -> DiskSpec<'a> {
+    DiskSpec { title: "disk-test", arch: "x86_64", kernel: &i.kernel, initrd: &i.initrd, rootfs: &i.rootfs, cmdline: cl, persistence_mib, esp_mib: None, seed: b"test seed" }
+}
+
+#[test]
+fn the_image_has_the_partitions_filesystems_and_boot_files() {
+    let i = inputs();
+    let files = BootFiles::locate("x86_64").expect("boot loader files (make deps)");
+    let cl = cmdline();
+    let img = i.out.join("disk.img");
+    let disk = image::write_disk(&spec(&i, &cl, 32), &files, &img).unwrap();
+    let p = img.to_str().unwrap();
+
+    // The partition table as util-linux reads it (libblkid checks both GPT CRCs).
+    let parts = tool("partx", &["--raw", "--noheadings", "--output", "NR,START,SECTORS,NAME,TYPE,FLAGS", p]);
+    let rows: Vec<Vec<&str>> = parts.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(rows.len(), 3, "{parts}");
+    assert_eq!(rows[0][3], "oa-esp");
+    assert_eq!(rows[0][4], "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+    assert_eq!(rows[0][5], "0x4", "legacy BIOS bootable: {parts}");
+    assert_eq!((rows[1][3], rows[2][3]), ("oa-root", "oa-persist"));
+    assert_eq!(rows[2][2], (32 * 2048).to_string());
+    for r in &rows {
+        assert_eq!(r[1].parse::<u64>().unwrap() % 2048, 0, "aligned to 1 MiB: {r:?}");
+    }
+
+    // The MBR boot code is syslinux's gptmbr.bin.
+    let data = std::fs::read(&img).unwrap();
+    let mbr = std::fs::read(&files.gptmbr).unwrap();
+    assert_eq!(&data[..mbr.len()], &mbr[..]);
+
+    // Filesystems: FAT on the ESP (with syslinux's boot sector), the squashfs byte for byte.
+    let esp = &disk.layout.partitions[0];
+    let root = &disk.layout.partitions[1];
+    let t = tool("blkid", &["-p", "-O", &esp.offset().to_string(), "-o", "export", p]);
+    assert!(t.contains("TYPE=vfat") && t.contains("LABEL=OA-ESP"), "{t}");
+    assert_eq!(&data[esp.offset() as usize + 3..esp.offset() as usize + 11], b"SYSLINUX");
+    let sq = std::fs::read(&i.rootfs).unwrap();
+    assert!(data[root.offset() as usize..root.offset() as usize + sq.len()] == sq[..]);
+    let t = tool("blkid", &["-p", "-O", &root.offset().to_string(), "-o", "export", p]);
+    assert!(t.contains("TYPE=squashfs"), "{t}");
+
+    // The persistence partition is blank: no signature for oa-init to refuse.
+    let persist = &disk.layout.partitions[2];
+    assert!(data[persist.offset() as usize..(persist.offset() + persist.size()) as usize].iter().all(|&b| b == 0));
+
+    // The ESP's files, read back with mtools.
+    let fat = format!("{p}@@{}", esp.offset());
+    let listing = tool("mdir", &["-i", &fat, "-a", "-b", "-/", "::/"]);
+    for f in ["::/vmlinuz", "::/initramfs.img", "::/syslinux.cfg", "::/ldlinux.sys", "::/ldlinux.c32", "::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/loader/entries/oa.conf"] {
+        assert!(listing.lines().any(|l| l.eq_ignore_ascii_case(f)), "{f} on the ESP:\n{listing}");
+    }
+    let read = |f: &str| tool("mtype", &["-i", &fat, &format!("::/{f}")]);
+    let copy = i.out.join("k");
+    tool("mcopy", &["-i", &fat, "::/vmlinuz", copy.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&i.kernel).unwrap());
+    let (sys, entry) = (read("syslinux.cfg"), read("loader/entries/oa.conf"));
+    let want = "console=ttyS0 oa.sha256=abc oa.root=PARTLABEL=oa-root";
+    assert_eq!(image::boot::config_cmdline(&sys).as_deref(), Some(want), "{sys}");
+    assert_eq!(image::boot::config_cmdline(&entry).as_deref(), Some(want), "{entry}");
+
+    // The block map: maps the table, the ESP, the root image and the edges of the blank
+    // partition; leaves the rest of it out; bmaptool accepts it and copies a bootable image.
+    let b = &disk.bmap;
+    let mapped = |off: u64| b.ranges.iter().any(|r| r.first * 4096 <= off && off < (r.last + 1) * 4096);
+    assert!(mapped(0) && mapped(esp.offset() + esp.size() - 1) && mapped(root.offset()) && mapped(persist.offset()));
+    assert!(mapped(persist.offset() + persist.size() - 1) && mapped(disk.layout.size_bytes() - 1));
+    assert!(!mapped(persist.offset() + persist.size() / 2));
+    std::fs::write(i.out.join("disk.img.bmap"), b.to_xml()).unwrap();
+    let dst = i.out.join("copy.img");
+    tool("bmaptool", &["copy", p, dst.to_str().unwrap()]);
+    let parts2 = tool("partx", &["--raw", "--noheadings", "--output", "NR,START,SECTORS,NAME,TYPE,FLAGS", dst.to_str().unwrap()]);
+    assert_eq!(parts, parts2);
+}
+
+#[test]
+fn the_same_inputs_give_the_same_bytes() {
+    let i = inputs();
+    let files = BootFiles::locate("x86_64").expect("boot loader files (make deps)");
+    let cl = cmdline();
+    let a = i.out.join("a.img");
+    let b = i.out.join("b.img");
+    image::write_disk(&spec(&i, &cl, 0), &files, &a).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a different wall-clock second
+    image::write_disk(&spec(&i, &cl, 0), &files, &b).unwrap();
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "disk.img is reproducible");
+}
+
+#[test]
+fn a_too_small_esp_is_refused_with_the_size_needed() {
+    let i = inputs();
+    let files = BootFiles::locate("x86_64").expect("boot loader files (make deps)");
+    let cl = cmdline();
+    let mut s = spec(&i, &cl, 0);
+    s.esp_mib = Some(8);
+    std::fs::write(&i.kernel, vec![1u8; 9 * MIB as usize]).unwrap();
+    let img = i.out.join("disk.img");
+    let e = image::write_disk(&s, &files, &img).unwrap_err().to_string();
+    assert!(e.contains("image.esp_mib = 8 is too small") && e.contains("at least"), "{e}");
+    assert!(!Path::new(&img).exists(), "nothing written");
+}

@@ -1,0 +1,272 @@
+//! `oa flash` through the real binary, against loop devices (real block devices, so the
+//! sysfs, /proc/self/mountinfo and /proc/swaps checks run for real) and plain files.
+//! Needs root (loop devices, mount, swapon), as `make test` has here.
+//!
+//! Every refusal is checked for its message, a non-zero exit, and that the device's bytes are
+//! unchanged afterwards.
+
+use oa_builder::image::bmap::Bmap;
+use oa_builder::image::gpt::{self, Layout, PartSpec};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const MIB: u64 = 1 << 20;
+
+fn oa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oa")).args(args).stdin(Stdio::null()).output().expect("running oa")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(o.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A loop device on a file of `size` bytes filled with `fill`; detached when dropped.
+struct Loop {
+    dev: String,
+    _backing: PathBuf,
+}
+
+impl Loop {
+    fn new(dir: &Path, name: &str, size: u64, fill: u8) -> Loop {
+        let backing = dir.join(name);
+        std::fs::write(&backing, vec![fill; size as usize]).unwrap();
+        let dev = run("losetup", &["--find", "--show", "--partscan", backing.to_str().unwrap()]);
+        Loop { dev, _backing: backing }
+    }
+    fn read(&self) -> Vec<u8> {
+        std::fs::read(&self.dev).unwrap()
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+/// A small GPT disk image with data in two places, its bmap beside it (`disk.img.bmap`).
+/// Returns (image, the byte range of a hole that the bmap leaves unmapped).
+fn test_image(dir: &Path, size_mib: u64) -> (PathBuf, (u64, u64)) {
+    let layout = Layout::plan(
+        &[
+            PartSpec { label: "oa-esp".into(), type_guid: gpt::types::ESP, size_bytes: MIB, attributes: 0 },
+            PartSpec { label: "oa-root".into(), type_guid: gpt::types::LINUX_DATA, size_bytes: (size_mib - 3) * MIB, attributes: 0 },
+        ],
+        b"flash-test",
+    );
+    assert_eq!(layout.size_bytes(), size_mib * MIB);
+    let img = dir.join("disk.img");
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(layout.size_bytes()).unwrap();
+    for (off, bytes) in layout.table_writes(&[0x90; 440]) {
+        f.write_all_at(&bytes, off).unwrap();
+    }
+    let root = layout.partition("oa-root").unwrap();
+    f.write_all_at(&[0x5a; 8192], root.offset() + 4096).unwrap();
+    drop(f);
+    let b = Bmap::create(&img, &layout.table_ranges()).unwrap();
+    std::fs::write(dir.join("disk.img.bmap"), b.to_xml()).unwrap();
+    let hole = (root.offset() + MIB / 2, root.offset() + MIB);
+    assert!(b.ranges.iter().all(|r| (r.last + 1) * 4096 <= hole.0 || r.first * 4096 >= hole.1), "the hole is unmapped");
+    (img, hole)
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn image_larger_than_the_device_is_refused_and_nothing_is_written() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let lo = Loop::new(d.path(), "small", 4 * MIB, 0xaa);
+    let before = lo.read();
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev, "--yes"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("larger than") && e.contains(&lo.dev) && e.contains("4.0 MiB"), "{e}");
+    assert!(lo.read() == before, "the device is untouched");
+}
+
+#[test]
+fn a_partition_is_refused_naming_the_whole_disk() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let lo = Loop::new(d.path(), "disk", 16 * MIB, 0);
+    // Put a partition table on the loop device and have the kernel add its partitions (the
+    // host kernel may not parse GPT itself: partx adds them with BLKPG).
+    run(env!("CARGO_BIN_EXE_oa"), &["flash", img.to_str().unwrap(), &lo.dev, "--yes"]);
+    let part = format!("{}p1", lo.dev);
+    if !Path::new(&part).exists() {
+        run("partx", &["-a", &lo.dev]);
+    }
+    assert!(Path::new(&part).exists(), "{part} after partx");
+    let before = lo.read();
+    let o = oa(&["flash", img.to_str().unwrap(), &part, "--yes"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    let disk = lo.dev.trim_start_matches("/dev/");
+    assert!(e.contains(&format!("partition 1 of /dev/{disk}")) && e.contains(&format!("give the whole disk /dev/{disk}")), "{e}");
+    assert!(lo.read() == before);
+}
+
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_mounted_device_is_refused() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let lo = Loop::new(d.path(), "mounted", 16 * MIB, 0);
+    run("mkfs.ext4", &["-q", &lo.dev]);
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run("mount", &[&lo.dev, mnt.to_str().unwrap()]);
+    let _m = Mount(mnt.clone());
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev, "--yes"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("in use") && e.contains(&format!("{} is mounted at {}", lo.dev, mnt.display())), "{e}");
+    // The filesystem is still there.
+    assert!(oa_builder::flash::describe(&std::fs::read(&lo.dev).unwrap()[..70 * 1024]).contains(&"ext2/3/4 filesystem".to_string()));
+}
+
+struct Swap(String);
+
+impl Drop for Swap {
+    fn drop(&mut self) {
+        let _ = Command::new("swapoff").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_swap_device_is_refused() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let lo = Loop::new(d.path(), "swap", 16 * MIB, 0);
+    run("mkswap", &[&lo.dev]);
+    run("swapon", &[&lo.dev]);
+    let _s = Swap(lo.dev.clone());
+    let before = lo.read();
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev, "--yes"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains(&format!("{} is used as swap", lo.dev)), "{e}");
+    assert!(lo.read() == before);
+}
+
+#[test]
+fn writes_only_the_mapped_ranges_of_a_loop_device_and_verifies() {
+    let d = scratch();
+    let (img, hole) = test_image(d.path(), 8);
+    let lo = Loop::new(d.path(), "target", 32 * MIB, 0xaa);
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev, "--yes"]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("wrote and verified") && e.contains("block map"), "{e}");
+    assert!(e.contains("holds: data of unknown kind"), "the device's old content is shown: {e}");
+    let dev = lo.read();
+    let image = std::fs::read(&img).unwrap();
+    let b = Bmap::parse(&std::fs::read_to_string(d.path().join("disk.img.bmap")).unwrap()).unwrap();
+    for r in &b.ranges {
+        let (a, z) = r.bytes(b.block_size, b.image_size);
+        assert!(dev[a as usize..z as usize] == image[a as usize..z as usize], "mapped range {a}..{z} written");
+    }
+    // Unmapped: skipped, so the old bytes are still there; beyond the image too.
+    assert!(dev[hole.0 as usize..hole.1 as usize].iter().all(|&x| x == 0xaa));
+    assert!(dev[image.len()..].iter().all(|&x| x == 0xaa));
+    // The device now describes as the image's GPT.
+    assert!(oa_builder::flash::describe(&dev[..70 * 1024]).contains(&"GPT partition table".to_string()));
+
+    // --no-bmap writes everything, holes included.
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev, "--yes", "--no-bmap"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(lo.read()[..image.len()] == image[..]);
+}
+
+#[test]
+fn without_yes_and_without_a_terminal_nothing_is_written() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let lo = Loop::new(d.path(), "ask", 16 * MIB, 0x11);
+    let before = lo.read();
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("not confirmed") && e.contains("--yes") && e.contains("nothing was written"), "{e}");
+    assert!(e.contains(&lo.dev) && e.contains("16.0 MiB"), "the device is shown before asking: {e}");
+    assert!(lo.read() == before);
+}
+
+#[test]
+fn regular_files_need_allow_file_and_keep_their_size() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let f = d.path().join("stick.img");
+    std::fs::write(&f, vec![0u8; 4 * MIB as usize]).unwrap();
+    let o = oa(&["flash", img.to_str().unwrap(), f.to_str().unwrap(), "--yes"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--allow-file"), "{}", stderr(&o));
+    let o = oa(&["flash", img.to_str().unwrap(), f.to_str().unwrap(), "--yes", "--allow-file"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("larger than"), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 4 * MIB);
+    // A new file is created with the image's size.
+    let n = d.path().join("new.img");
+    let o = oa(&["flash", img.to_str().unwrap(), n.to_str().unwrap(), "--yes", "--allow-file"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&n).unwrap().len(), 8 * MIB);
+    // A partition path, a folder and a character device are not disks.
+    let o = oa(&["flash", img.to_str().unwrap(), "/dev/null", "--yes"]);
+    assert!(stderr(&o).contains("character device"), "{}", stderr(&o));
+    let o = oa(&["flash", img.to_str().unwrap(), "/dev/oa-no-such-disk", "--yes", "--allow-file"]);
+    assert!(stderr(&o).contains("no such device"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_damaged_image_fails_the_check_and_the_device_is_wiped() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    // Change a mapped byte after the bmap was made: the image no longer matches its bmap.
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&[0x77], 2 * MIB + 4096 + 10).unwrap();
+    drop(f);
+    let lo = Loop::new(d.path(), "wipe", 16 * MIB, 0xaa);
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev, "--yes"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("sha256") && e.contains("block map"), "{e}");
+    assert!(e.contains("overwritten with zeros so that nothing half-written boots"), "{e}");
+    let dev = lo.read();
+    let zero = |a: u64, b: u64| dev[a as usize..b as usize].iter().all(|&x| x == 0);
+    assert!(zero(0, MIB), "first MiB wiped");
+    assert!(zero(7 * MIB, 8 * MIB), "the image's last MiB (backup GPT) wiped");
+    assert!(zero(15 * MIB, 16 * MIB), "the device's last MiB wiped");
+}
+
+#[test]
+fn a_bmap_for_another_image_is_refused_before_writing() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let other = scratch();
+    test_image(other.path(), 9);
+    let lo = Loop::new(d.path(), "bmap", 16 * MIB, 0xaa);
+    let before = lo.read();
+    let bm = other.path().join("disk.img.bmap");
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev, "--yes", "--bmap", bm.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is for an image of"), "{}", stderr(&o));
+    assert!(lo.read() == before);
+}

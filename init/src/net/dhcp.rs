@@ -1,0 +1,212 @@
+//! A DHCP client for stage 1 (dhcproto): DISCOVER, take the first OFFER that carries an
+//! address (proxyDHCP offers carry none), REQUEST it, wait for the ACK. UDP on port 68 bound
+//! to the interface (SO_BINDTODEVICE), broadcast flag set so replies come as broadcasts
+//! before the interface has an address. Bounded: 5 rounds with growing timeouts.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use dhcproto::v4::{self, Message, MessageType, Opcode};
+use dhcproto::{Decodable, Decoder, Encodable};
+use nix::libc;
+
+use super::link::Nic;
+use crate::console;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub server: Ipv4Addr,
+    pub lease_secs: u32,
+}
+
+const ROUNDS: u32 = 5;
+
+fn base(mac: &[u8; 6], xid: u32, mt: MessageType) -> Message {
+    let mut m = Message::new_with_id(xid, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, mac);
+    m.set_flags(v4::Flags::default().set_broadcast());
+    let o = m.opts_mut();
+    o.insert(v4::DhcpOption::MessageType(mt));
+    let mut cid = vec![1u8];
+    cid.extend_from_slice(mac);
+    o.insert(v4::DhcpOption::ClientIdentifier(cid));
+    o.insert(v4::DhcpOption::MaxMessageSize(1500));
+    o.insert(v4::DhcpOption::ClassIdentifier(b"oa-init".to_vec()));
+    o.insert(v4::DhcpOption::ParameterRequestList(vec![
+        v4::OptionCode::SubnetMask,
+        v4::OptionCode::Router,
+        v4::OptionCode::DomainNameServer,
+        v4::OptionCode::AddressLeaseTime,
+        v4::OptionCode::ServerIdentifier,
+    ]));
+    m
+}
+
+pub fn discover(mac: &[u8; 6], xid: u32) -> Message {
+    base(mac, xid, MessageType::Discover)
+}
+
+pub fn request(mac: &[u8; 6], xid: u32, ip: Ipv4Addr, server: Ipv4Addr) -> Message {
+    let mut m = base(mac, xid, MessageType::Request);
+    m.opts_mut().insert(v4::DhcpOption::RequestedIpAddress(ip));
+    m.opts_mut().insert(v4::DhcpOption::ServerIdentifier(server));
+    m
+}
+
+/// Is `buf` a reply to us (xid and MAC), and of which type? Malformed packets are `None`.
+pub fn reply_for(buf: &[u8], mac: &[u8; 6], xid: u32) -> Option<Message> {
+    if buf.len() < 240 || buf[2] != 6 {
+        return None;
+    }
+    let m = Message::decode(&mut Decoder::new(buf)).ok()?;
+    (m.opcode() == Opcode::BootReply && m.xid() == xid && m.chaddr() == mac && m.opts().msg_type().is_some()).then_some(m)
+}
+
+/// The lease an ACK (or OFFER) describes.
+pub fn lease_of(m: &Message) -> Option<Lease> {
+    let o = m.opts();
+    let server = match o.get(v4::OptionCode::ServerIdentifier) {
+        Some(v4::DhcpOption::ServerIdentifier(s)) => *s,
+        _ => m.siaddr(),
+    };
+    let prefix = match o.get(v4::OptionCode::SubnetMask) {
+        Some(v4::DhcpOption::SubnetMask(mask)) => u32::from(*mask).leading_ones() as u8,
+        _ => 24,
+    };
+    let router = match o.get(v4::OptionCode::Router) {
+        Some(v4::DhcpOption::Router(r)) => r.first().copied(),
+        _ => None,
+    };
+    let dns = match o.get(v4::OptionCode::DomainNameServer) {
+        Some(v4::DhcpOption::DomainNameServer(d)) => d.clone(),
+        _ => vec![],
+    };
+    let lease_secs = match o.get(v4::OptionCode::AddressLeaseTime) {
+        Some(v4::DhcpOption::AddressLeaseTime(s)) => *s,
+        _ => 0,
+    };
+    (!m.yiaddr().is_unspecified()).then_some(Lease { ip: m.yiaddr(), prefix, router, dns, server, lease_secs })
+}
+
+fn socket(nic: &Nic) -> Result<UdpSocket> {
+    let s = UdpSocket::bind("0.0.0.0:68").map_err(|source| Error::Io { op: "bind UDP port 68 for DHCP on", path: nic.name.clone(), source })?;
+    s.set_broadcast(true).map_err(|source| Error::Io { op: "SO_BROADCAST on", path: nic.name.clone(), source })?;
+    let name = nic.name.as_bytes();
+    // SAFETY: name is valid for name.len() bytes during the call; the fd is open.
+    let r = unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr() as *const libc::c_void, name.len() as u32) };
+    if r != 0 {
+        return Err(Error::Sys { op: "SO_BINDTODEVICE", path: nic.name.clone(), source: nix::errno::Errno::last() });
+    }
+    Ok(s)
+}
+
+fn xid(mac: &[u8; 6]) -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    t ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])
+}
+
+/// Wait up to `d` for a reply of type `want` (or NAK) to `xid`.
+fn wait(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want: MessageType) -> Option<Message> {
+    let end = Instant::now() + d;
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let _ = s.set_read_timeout(Some(left));
+        let Ok((n, _)) = s.recv_from(&mut buf) else { continue };
+        let Some(m) = reply_for(&buf[..n], mac, xid) else { continue };
+        let mt = m.opts().msg_type();
+        if mt == Some(MessageType::Nak) && want == MessageType::Ack {
+            return Some(m);
+        }
+        if mt == Some(want) && (want != MessageType::Offer || !m.yiaddr().is_unspecified()) {
+            return Some(m);
+        }
+        // A proxyDHCP offer (no address) or another type: keep waiting.
+    }
+}
+
+fn send(s: &UdpSocket, m: &Message, nic: &Nic) -> Result<()> {
+    let bytes = m.to_vec().map_err(|e| Error::Unexpected { what: "encode a DHCP message".into(), why: e.to_string() })?;
+    let dst = SocketAddr::from((Ipv4Addr::BROADCAST, 67));
+    s.send_to(&bytes, dst).map_err(|source| Error::Io { op: "send DHCP broadcast on", path: nic.name.clone(), source })?;
+    Ok(())
+}
+
+/// Get a lease on `nic`.
+pub fn obtain(nic: &Nic) -> Result<Lease> {
+    let s = socket(nic)?;
+    let mut timeout = Duration::from_secs(2);
+    for round in 1..=ROUNDS {
+        let x = xid(&nic.mac);
+        send(&s, &discover(&nic.mac, x), nic)?;
+        if let Some(offer) = wait(&s, &nic.mac, x, timeout, MessageType::Offer) {
+            let Some(l) = lease_of(&offer) else { continue };
+            send(&s, &request(&nic.mac, x, l.ip, l.server), nic)?;
+            match wait(&s, &nic.mac, x, timeout, MessageType::Ack) {
+                Some(ack) if ack.opts().msg_type() == Some(MessageType::Ack) => {
+                    if let Some(l) = lease_of(&ack) {
+                        return Ok(l);
+                    }
+                }
+                Some(_) => console::warn(&format!("DHCP: {} refused {} (NAK); starting over", l.server, l.ip)),
+                None => console::warn(&format!("DHCP: no answer to the request for {} from {}", l.ip, l.server)),
+            }
+        } else {
+            console::info(&format!("DHCP on {}: no offer yet (round {round} of {ROUNDS})", nic.name));
+        }
+        timeout = (timeout * 2).min(Duration::from_secs(8));
+    }
+    Err(Error::Unexpected {
+        what: format!("DHCP on {} ({})", nic.name, nic.mac_string()),
+        why: format!("no address offered after {ROUNDS} rounds: is a DHCP server (or `oa serve --mode dhcp`) on this network?"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 1, 2, 3];
+
+    fn reply(mt: MessageType, yiaddr: Ipv4Addr) -> Vec<u8> {
+        let mut m = Message::new_with_id(7, Ipv4Addr::UNSPECIFIED, yiaddr, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &MAC);
+        m.set_opcode(Opcode::BootReply);
+        m.opts_mut().insert(v4::DhcpOption::MessageType(mt));
+        m.opts_mut().insert(v4::DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 0, 1)));
+        m.opts_mut().insert(v4::DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 0, 0)));
+        m.opts_mut().insert(v4::DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 0, 254)]));
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn requests_carry_what_servers_need() {
+        let d = discover(&MAC, 7);
+        assert!(d.flags().broadcast());
+        assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
+        let r = request(&MAC, 7, Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 1));
+        assert!(matches!(r.opts().get(v4::OptionCode::RequestedIpAddress), Some(v4::DhcpOption::RequestedIpAddress(ip)) if *ip == Ipv4Addr::new(10, 0, 0, 5)));
+    }
+
+    #[test]
+    fn leases_from_replies() {
+        let b = reply(MessageType::Ack, Ipv4Addr::new(10, 0, 3, 4));
+        let m = reply_for(&b, &MAC, 7).unwrap();
+        let l = lease_of(&m).unwrap();
+        assert_eq!((l.ip, l.prefix, l.router, l.server), (Ipv4Addr::new(10, 0, 3, 4), 16, Some(Ipv4Addr::new(10, 0, 0, 254)), Ipv4Addr::new(10, 0, 0, 1)));
+        // Another transaction, another machine, garbage: not for us.
+        assert!(reply_for(&b, &MAC, 8).is_none());
+        assert!(reply_for(&b, &[1; 6], 7).is_none());
+        assert!(reply_for(&b[..100], &MAC, 7).is_none());
+        // A proxyDHCP offer carries no address.
+        let p = reply(MessageType::Offer, Ipv4Addr::UNSPECIFIED);
+        assert!(lease_of(&reply_for(&p, &MAC, 7).unwrap()).is_none());
+    }
+}

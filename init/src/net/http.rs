@@ -1,0 +1,232 @@
+//! A small HTTP/1.1 client for the root image: GET into a file, hashing (sha256) while the
+//! bytes stream through, resuming with `Range:` after a broken connection. Bounded: 5 attempts
+//! with back-off; connect and read timeouts. IPv4 literals only (no DNS in stage 1).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::console;
+use crate::error::{Error, IoContext, Result};
+
+const ATTEMPTS: u32 = 5;
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub host: Ipv4Addr,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> std::result::Result<Url, String> {
+        let rest = s.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
+            None => (authority, 80),
+        };
+        let host = host.parse::<Ipv4Addr>().map_err(|_| format!("host {host:?} must be an IPv4 address (stage 1 has no DNS)"))?;
+        if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err("the path holds spaces or control characters".into());
+        }
+        Ok(Url { host, port, path: path.to_string() })
+    }
+}
+
+/// The status code, Content-Length and whether the server honoured a range, from a response head.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Head {
+    pub status: u16,
+    pub length: Option<u64>,
+    /// Start offset of a 206 response (`Content-Range: bytes START-...`).
+    pub range_start: Option<u64>,
+}
+
+pub fn parse_head(lines: &[String]) -> std::result::Result<Head, String> {
+    let first = lines.first().ok_or("empty response")?;
+    let mut parts = first.split_whitespace();
+    let proto = parts.next().unwrap_or("");
+    if !proto.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP/1.x response: {first:?}"));
+    }
+    let status = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status code in {first:?}"))?;
+    let mut h = Head { status, length: None, range_start: None };
+    for l in &lines[1..] {
+        let Some((k, v)) = l.split_once(':') else { continue };
+        let v = v.trim();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => h.length = Some(v.parse().map_err(|_| format!("bad Content-Length {v:?}"))?),
+            "content-range" => h.range_start = v.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.parse().ok()),
+            "transfer-encoding" if !v.eq_ignore_ascii_case("identity") => return Err(format!("Transfer-Encoding {v} is not supported")),
+            _ => {}
+        }
+    }
+    Ok(h)
+}
+
+pub struct Fetched {
+    pub bytes: u64,
+    pub sha256: String,
+    pub attempts: u32,
+}
+
+/// What state the download is in between attempts.
+struct Partial {
+    file: std::fs::File,
+    have: u64,
+    hash: Sha256,
+}
+
+fn attempt(url: &Url, p: &mut Partial) -> std::result::Result<Option<u64>, String> {
+    let addr = SocketAddr::from((url.host, url.port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+    let range = if p.have > 0 { format!("Range: bytes={}-\r\n", p.have) } else { String::new() };
+    let req = format!("GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: oa-init\r\n{range}Connection: close\r\n\r\n", url.path, url.host, url.port);
+    s.write_all(req.as_bytes()).map_err(|e| format!("send request: {e}"))?;
+    let mut r = BufReader::with_capacity(CHUNK, s);
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        let n = r.read_line(&mut l).map_err(|e| format!("read response head: {e}"))?;
+        if n == 0 {
+            return Err("connection closed in the response head".into());
+        }
+        let l = l.trim_end().to_string();
+        if l.is_empty() {
+            break;
+        }
+        if lines.len() > 100 {
+            return Err("response head too long".into());
+        }
+        lines.push(l);
+    }
+    let head = parse_head(&lines)?;
+    match head.status {
+        200 => {
+            if p.have > 0 {
+                // The server sent the whole file again: start over.
+                p.file.set_len(0).map_err(|e| e.to_string())?;
+                use std::io::Seek;
+                p.file.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+                p.have = 0;
+                p.hash = Sha256::new();
+            }
+        }
+        206 if head.range_start == Some(p.have) => {}
+        206 => return Err(format!("the server answered a range starting at {:?}, not {}", head.range_start, p.have)),
+        s => return Err(format!("HTTP status {s} ({})", lines[0])),
+    }
+    let total = head.length.map(|l| l + p.have);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        if total.is_some_and(|t| p.have >= t) {
+            break;
+        }
+        let n = r.read(&mut buf).map_err(|e| format!("read body at byte {}: {e}", p.have))?;
+        if n == 0 {
+            if total.is_some() {
+                return Err(format!("connection closed at byte {} of {}", p.have, total.unwrap_or(0)));
+            }
+            break;
+        }
+        p.file.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
+        p.hash.update(&buf[..n]);
+        p.have += n as u64;
+    }
+    Ok(total)
+}
+
+/// Download `url` to `dest` (created or truncated).
+pub fn download(url: &Url, dest: &Path) -> Result<Fetched> {
+    let file = std::fs::File::create(dest).ctx("create", dest)?;
+    let mut p = Partial { file, have: 0, hash: Sha256::new() };
+    let mut last = String::new();
+    let shown = format!("http://{}:{}{}", url.host, url.port, url.path);
+    for n in 1..=ATTEMPTS {
+        match attempt(url, &mut p) {
+            Ok(_) => {
+                p.file.sync_all().ctx("sync", dest)?;
+                let sha256 = crate::rootimage::hex(&p.hash.clone().finalize());
+                return Ok(Fetched { bytes: p.have, sha256, attempts: n });
+            }
+            Err(e) => {
+                console::warn(&format!("fetching {shown} (attempt {n} of {ATTEMPTS}): {e}"));
+                last = e;
+                if n < ATTEMPTS {
+                    std::thread::sleep(Duration::from_millis(500 << (n - 1)));
+                }
+            }
+        }
+    }
+    Err(Error::Unexpected { what: format!("fetch {shown}"), why: format!("gave up after {ATTEMPTS} attempts: {last}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(Url::parse("http://10.0.0.1/rootfs.squashfs").unwrap(), Url { host: Ipv4Addr::new(10, 0, 0, 1), port: 80, path: "/rootfs.squashfs".into() });
+        assert_eq!(Url::parse("http://10.0.0.1:8080").unwrap().path, "/");
+        assert_eq!(Url::parse("http://10.0.0.1:8080/a/b").unwrap().port, 8080);
+        assert!(Url::parse("https://10.0.0.1/").is_err());
+        assert!(Url::parse("http://server/").is_err());
+        assert!(Url::parse("http://10.0.0.1:x/").is_err());
+        assert!(Url::parse("http://10.0.0.1/a b").is_err());
+    }
+
+    #[test]
+    fn heads() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_head(&l(&["HTTP/1.1 200 OK", "Content-Length: 42"])).unwrap(), Head { status: 200, length: Some(42), range_start: None });
+        assert_eq!(parse_head(&l(&["HTTP/1.1 206 Partial", "content-range: bytes 10-41/42", "Content-Length: 32"])).unwrap().range_start, Some(10));
+        assert!(parse_head(&l(&["SSH-2.0"])).is_err());
+        assert!(parse_head(&l(&["HTTP/1.1 200 OK", "Transfer-Encoding: chunked"])).is_err());
+        assert!(parse_head(&l(&["HTTP/1.1 200 OK", "Content-Length: -1"])).is_err());
+    }
+
+    #[test]
+    fn downloads_and_resumes_against_a_local_server() {
+        use std::net::TcpListener;
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let d2 = data.clone();
+        std::thread::spawn(move || {
+            // First connection: cut off after 1 MB. Second: honour the range.
+            for (i, c) in l.incoming().take(2).enumerate() {
+                let mut c = c.unwrap();
+                let mut req = [0u8; 1024];
+                let n = c.read(&mut req).unwrap();
+                let req = String::from_utf8_lossy(&req[..n]).to_string();
+                if i == 0 {
+                    let _ = c.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", d2.len()).as_bytes());
+                    let _ = c.write_all(&d2[..1_000_000]);
+                } else {
+                    let start: usize = req.split("bytes=").nth(1).and_then(|r| r.split('-').next()).unwrap().parse().unwrap();
+                    let _ = c.write_all(format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\n\r\n", d2.len() - 1, d2.len(), d2.len() - start).as_bytes());
+                    let _ = c.write_all(&d2[start..]);
+                }
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("oa-init-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("img");
+        let got = download(&Url::parse(&format!("http://127.0.0.1:{port}/img")).unwrap(), &dest).unwrap();
+        assert_eq!(got.attempts, 2);
+        assert_eq!(got.bytes, data.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert_eq!(got.sha256, crate::rootimage::hex(&Sha256::digest(&data)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

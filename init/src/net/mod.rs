@@ -1,0 +1,73 @@
+//! The network side of stage 1, for `oa.root=http://...`: find the NIC ([`link`]), bring it
+//! up and configure it over rtnetlink ([`netlink`]), get an address with a DHCP client
+//! ([`dhcp`], dhcproto), then download the root image into RAM ([`http`]) with a bounded
+//! number of retries, hashing it while it streams in.
+//!
+//! States, as the design notes model them: the interface is down -> up -> addressed (with a
+//! default route when DHCP gives a router); the image file is absent -> partial -> complete
+//! and verified. Each transition is idempotent (an address or route that already exists is
+//! fine), and every failure names the interface, server or URL involved.
+
+pub mod dhcp;
+pub mod http;
+pub mod link;
+pub mod netlink;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::console;
+use crate::error::{Error, Result};
+
+/// Where the fetched root image is kept (tmpfs /run, so RAM).
+pub const IMAGE: &str = "/run/oa/root.squashfs";
+
+/// Bring the network up and fetch `url` to [`IMAGE`]; returns its path and sha256.
+pub fn fetch_root(url: &str, sha256: Option<&str>) -> Result<(PathBuf, String)> {
+    let t = Instant::now();
+    let target = http::Url::parse(url).map_err(|why| Error::Unexpected { what: format!("oa.root={url}"), why })?;
+    let nic = link::find_nic()?;
+    let mut nl = netlink::Netlink::open()?;
+    nl.link_up(nic.index).map_err(|e| net_err(&nic.name, "set link up", e))?;
+    link::wait_carrier(&nic.name);
+    let lease = dhcp::obtain(&nic)?;
+    nl.add_address(nic.index, lease.ip, lease.prefix).map_err(|e| net_err(&nic.name, "add address", e))?;
+    if let Some(r) = lease.router {
+        nl.add_default_route(nic.index, r).map_err(|e| net_err(&nic.name, "add default route", e))?;
+    }
+    console::stage(
+        "network",
+        &format!(
+            "{} ({}) {}/{} router {} from DHCP server {} (lease {} s) in {} ms",
+            nic.name,
+            nic.mac_string(),
+            lease.ip,
+            lease.prefix,
+            lease.router.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
+            lease.server,
+            lease.lease_secs,
+            t.elapsed().as_millis()
+        ),
+    );
+    if let Some(parent) = std::path::Path::new(IMAGE).parent() {
+        crate::mounts::ensure_dir(parent)?;
+    }
+    let t = Instant::now();
+    let got = http::download(&target, std::path::Path::new(IMAGE))?;
+    let secs = t.elapsed().as_secs_f64().max(0.001);
+    console::stage(
+        "fetch",
+        &format!("{url}: {} bytes in {} ms ({:.1} MiB/s){}", got.bytes, t.elapsed().as_millis(), got.bytes as f64 / secs / 1048576.0, if got.attempts > 1 { format!(" after {} attempts", got.attempts) } else { String::new() }),
+    );
+    if let Some(want) = sha256 {
+        if got.sha256 != want {
+            let _ = std::fs::remove_file(IMAGE);
+            return Err(Error::HashMismatch { device: url.to_string(), expected: want.to_string(), actual: got.sha256 });
+        }
+    }
+    Ok((PathBuf::from(IMAGE), got.sha256))
+}
+
+fn net_err(iface: &str, op: &'static str, e: nix::errno::Errno) -> Error {
+    Error::Sys { op, path: format!("interface {iface} (rtnetlink)"), source: e }
+}

@@ -1,0 +1,259 @@
+//! What each client boots: the boot file by client architecture (DHCP option 93) and the
+//! iPXE user class, the generated iPXE script, and per-MAC overrides. Pure functions over the
+//! [`Config`], unit-tested.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{names, Config};
+use crate::mac::Mac;
+
+/// RFC 4578 / IANA processor architecture types (DHCP option 93).
+pub mod arch {
+    pub const BIOS: u16 = 0;
+    pub const EFI_IA32: u16 = 6;
+    pub const EFI_BC: u16 = 7;
+    pub const EFI_X64: u16 = 9;
+    pub const EFI_ARM64: u16 = 11;
+    pub const EFI_X64_HTTP: u16 = 16;
+    pub const EFI_ARM64_HTTP: u16 = 19;
+
+    pub fn name(a: u16) -> &'static str {
+        match a {
+            BIOS => "BIOS",
+            EFI_IA32 => "UEFI ia32",
+            EFI_BC | EFI_X64 => "UEFI x64",
+            EFI_ARM64 => "UEFI arm64",
+            EFI_X64_HTTP => "UEFI x64 HTTP",
+            EFI_ARM64_HTTP => "UEFI arm64 HTTP",
+            _ => "unknown",
+        }
+    }
+}
+
+/// What kind of client sent a DHCP request, from its options.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Client {
+    pub mac: Option<Mac>,
+    /// Option 93, when sent.
+    pub arch: Option<u16>,
+    /// Option 60 starts with `PXEClient`.
+    pub pxe: bool,
+    /// Option 60 starts with `HTTPClient` (UEFI HTTP boot).
+    pub http: bool,
+    /// Option 77 is `iPXE`: already running iPXE, give it the script.
+    pub ipxe: bool,
+}
+
+impl Client {
+    /// A client we have something to boot for.
+    pub fn netboots(&self) -> bool {
+        self.pxe || self.http || self.ipxe
+    }
+}
+
+/// The boot file handed to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A file name for TFTP from this server (DHCP `file` + siaddr).
+    Tftp(String),
+    /// An HTTP URL (iPXE script, or a UEFI HTTP boot binary).
+    Http(String),
+}
+
+impl Answer {
+    pub fn file(&self) -> &str {
+        match self {
+            Answer::Tftp(f) | Answer::Http(f) => f,
+        }
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Tftp(n) => write!(f, "tftp {n}"),
+            Answer::Http(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// One machine's overrides: `<machines>/<aa-bb-cc-dd-ee-ff>.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// Do not answer this machine at all.
+    #[serde(default)]
+    pub ignore: bool,
+    /// Boot another `oa build` output folder (served under /m/<mac>/), absolute or relative
+    /// to the machines folder.
+    pub output: Option<PathBuf>,
+    /// Extra kernel command line words for this machine.
+    #[serde(default)]
+    pub append: Vec<String>,
+    /// A run-time configuration file (relative to the machines folder) served at
+    /// /config/<mac> and passed as `oa.config=`.
+    pub config: Option<PathBuf>,
+    /// A whole iPXE script instead of the generated one.
+    pub script: Option<String>,
+}
+
+impl Override {
+    /// Read the override of `mac` from `dir`; `Ok(None)` when there is none.
+    pub fn load(dir: &Path, mac: Mac) -> Result<Option<Override>, String> {
+        let p = dir.join(format!("{}.toml", mac.dashed()));
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        };
+        let mut o: Override = toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        if let Some(out) = &o.output {
+            o.output = Some(dir.join(out));
+        }
+        if let Some(c) = &o.config {
+            o.config = Some(dir.join(c));
+        }
+        Ok(Some(o))
+    }
+}
+
+/// The boot file for `client`, or why it gets none.
+pub fn select(cfg: &Config, client: &Client) -> Result<Answer, String> {
+    let base = cfg.http_base();
+    if client.ipxe {
+        let script = match client.mac {
+            Some(m) => format!("{base}/boot/{}.ipxe", m.dashed()),
+            None => format!("{base}/{}", names::SCRIPT),
+        };
+        return Ok(Answer::Http(script));
+    }
+    match client.arch {
+        None | Some(arch::BIOS) => Ok(Answer::Tftp(names::BIOS.into())),
+        Some(arch::EFI_BC) | Some(arch::EFI_X64) => Ok(Answer::Tftp(names::UEFI_X64.into())),
+        Some(arch::EFI_X64_HTTP) => Ok(Answer::Http(format!("{base}/{}", names::UEFI_X64))),
+        Some(arch::EFI_ARM64) if cfg.boot_files.uefi_arm64.is_some() => Ok(Answer::Tftp(names::UEFI_ARM64.into())),
+        Some(arch::EFI_ARM64_HTTP) if cfg.boot_files.uefi_arm64.is_some() => Ok(Answer::Http(format!("{base}/{}", names::UEFI_ARM64))),
+        Some(a) => Err(format!("no iPXE build for client architecture {a} ({}); arm64 needs --ipxe-arm64", arch::name(a))),
+    }
+}
+
+/// The iPXE script for a machine: kernel and initramfs over HTTP, the root image URL and the
+/// manifest's command line (with its `oa.sha256=`), plus the operator's and the machine's words.
+pub fn script(cfg: &Config, mac: Option<Mac>, ov: Option<&Override>) -> String {
+    if let Some(s) = ov.and_then(|o| o.script.clone()) {
+        return s;
+    }
+    let base = cfg.http_base();
+    let (prefix, cmdline) = match (mac, ov.and_then(|o| o.output.as_ref())) {
+        (Some(m), Some(out)) => {
+            let c = crate::config::Config { ..cfg.clone() };
+            let words = read_manifest_cmdline(out).unwrap_or(c.cmdline);
+            (format!("{base}/m/{}", m.dashed()), words)
+        }
+        _ => (base.clone(), cfg.cmdline.clone()),
+    };
+    let mut words = vec![format!("initrd={}", oa_contract::manifest::artifact::INITRAMFS)];
+    words.push(format!("{}={prefix}/{}", oa_contract::cmdline::ROOT, oa_contract::manifest::artifact::ROOTFS));
+    words.extend(cmdline.into_iter().filter(|w| !w.starts_with("oa.root=")));
+    if let Some(o) = ov {
+        if let (Some(m), Some(_)) = (mac, &o.config) {
+            words.push(format!("{}={base}/config/{}", oa_contract::cmdline::CONFIG, m.dashed()));
+        }
+        words.extend(o.append.iter().cloned());
+    }
+    let who = mac.map(|m| m.to_string()).unwrap_or_else(|| "any machine".into());
+    format!(
+        "#!ipxe\n# oa: {profile} for {who}\necho oa: booting {profile} from {base}\nkernel {prefix}/{k} {cmd}\ninitrd {prefix}/{i}\nboot\n",
+        profile = cfg.manifest.profile,
+        k = oa_contract::manifest::artifact::KERNEL,
+        i = oa_contract::manifest::artifact::INITRAMFS,
+        cmd = words.join(" "),
+    )
+}
+
+fn read_manifest_cmdline(out: &Path) -> Option<Vec<String>> {
+    let t = std::fs::read_to_string(out.join(oa_contract::manifest::FILE_NAME)).ok()?;
+    serde_json::from_str::<oa_contract::manifest::Manifest>(&t).ok().map(|m| m.cmdline)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{BootFiles, Mode};
+    use oa_contract::manifest::Manifest;
+
+    pub fn cfg() -> Config {
+        Config {
+            root: "/srv".into(),
+            manifest: Manifest { schema: 1, profile: "tiny".into(), arch: "x86_64".into(), kernel_release: "6.1".into(), cmdline: vec!["console=ttyS0".into(), format!("oa.sha256={}", "a".repeat(64))], artifacts: vec![], builder: "t".into() },
+            address: "10.0.0.1".parse().unwrap(),
+            interface: None,
+            mode: Mode::Proxy,
+            bind: "0.0.0.0".parse().unwrap(),
+            dhcp_port: 67,
+            proxy_port: 4011,
+            client_port: 68,
+            tftp_port: 69,
+            http_port: 8080,
+            boot_files: BootFiles { bios: "/b/undionly.kpxe".into(), uefi_x64: "/b/ipxe.efi".into(), uefi_arm64: None },
+            cmdline: vec!["console=ttyS0".into(), format!("oa.sha256={}", "a".repeat(64))],
+            machines: None,
+            max_tftp_transfers: 16,
+        }
+    }
+
+    fn client(arch: Option<u16>, ipxe: bool) -> Client {
+        Client { mac: Some(Mac([0x52, 0x54, 0, 1, 2, 3])), arch, pxe: true, http: false, ipxe }
+    }
+
+    #[test]
+    fn boot_file_by_arch() {
+        let c = cfg();
+        assert_eq!(select(&c, &client(Some(arch::BIOS), false)), Ok(Answer::Tftp("undionly.kpxe".into())));
+        assert_eq!(select(&c, &client(None, false)), Ok(Answer::Tftp("undionly.kpxe".into())));
+        assert_eq!(select(&c, &client(Some(arch::EFI_BC), false)), Ok(Answer::Tftp("ipxe.efi".into())));
+        assert_eq!(select(&c, &client(Some(arch::EFI_X64), false)), Ok(Answer::Tftp("ipxe.efi".into())));
+        assert_eq!(select(&c, &client(Some(arch::EFI_X64_HTTP), false)), Ok(Answer::Http("http://10.0.0.1:8080/ipxe.efi".into())));
+        assert!(select(&c, &client(Some(arch::EFI_ARM64), false)).is_err());
+        let mut c2 = cfg();
+        c2.boot_files.uefi_arm64 = Some("/x".into());
+        assert_eq!(select(&c2, &client(Some(arch::EFI_ARM64), false)), Ok(Answer::Tftp("ipxe-arm64.efi".into())));
+    }
+
+    #[test]
+    fn ipxe_gets_the_script_url_whatever_the_arch() {
+        let c = cfg();
+        for a in [None, Some(arch::BIOS), Some(arch::EFI_X64)] {
+            assert_eq!(select(&c, &client(a, true)), Ok(Answer::Http("http://10.0.0.1:8080/boot/52-54-00-01-02-03.ipxe".into())));
+        }
+    }
+
+    #[test]
+    fn script_loads_kernel_initrd_and_root_over_http() {
+        let c = cfg();
+        let s = script(&c, None, None);
+        assert!(s.starts_with("#!ipxe\n"));
+        assert!(s.contains("kernel http://10.0.0.1:8080/vmlinuz initrd=initramfs.img oa.root=http://10.0.0.1:8080/rootfs.squashfs console=ttyS0 oa.sha256=aaaa"));
+        assert!(s.contains("\ninitrd http://10.0.0.1:8080/initramfs.img\n"));
+        assert!(s.ends_with("boot\n"));
+    }
+
+    #[test]
+    fn overrides_add_words_config_and_scripts() {
+        let c = cfg();
+        let mac = Mac([0x52, 0x54, 0, 1, 2, 3]);
+        let o = Override { append: vec!["oa.debug".into()], config: Some("/m/c.json".into()), ..Default::default() };
+        let s = script(&c, Some(mac), Some(&o));
+        assert!(s.contains("oa.config=http://10.0.0.1:8080/config/52-54-00-01-02-03 oa.debug\n"));
+        let o = Override { script: Some("#!ipxe\nshell\n".into()), ..Default::default() };
+        assert_eq!(script(&c, Some(mac), Some(&o)), "#!ipxe\nshell\n");
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("52-54-00-01-02-03.toml"), "append = [\"x=1\"]\noutput = \"../other\"\n").unwrap();
+        let o = Override::load(t.path(), mac).unwrap().unwrap();
+        assert_eq!(o.append, vec!["x=1"]);
+        assert_eq!(o.output, Some(t.path().join("../other")));
+        assert_eq!(Override::load(t.path(), Mac([1; 6])).unwrap(), None);
+        std::fs::write(t.path().join("01-01-01-01-01-01.toml"), "bogus = 1\n").unwrap();
+        assert!(Override::load(t.path(), Mac([1; 6])).is_err());
+    }
+}

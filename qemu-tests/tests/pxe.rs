@@ -1,0 +1,140 @@
+//! Diskless netboot, end to end: a VM with no disk on a private network (a namespace with a
+//! bridge and a tap that the test builds), `oa serve` answering DHCP, TFTP and HTTP, and the
+//! real firmware: SeaBIOS with Debian's iPXE option ROM, OVMF with its own PXE stack (which
+//! fetches Debian's ipxe.efi over TFTP), and dnsmasq as the network's plain DHCP server next
+//! to `oa serve` in proxyDHCP mode. TCG only; no packet leaves the test's namespaces.
+
+use oa_contract::READY_LINE;
+use oa_qemu_tests::netns::{Netns, Proc};
+use oa_qemu_tests::{built, oa_bin, workspace, Machine};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const BOOT: Duration = Duration::from_secs(180);
+const SERVER: &str = "10.99.0.1";
+
+fn logs() -> PathBuf {
+    let d = workspace().join("target/qemu-logs");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `oa serve <out>` inside `ns` on br0; waits until it logs that it is serving.
+fn serve(ns: &Netns, name: &str, out: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    let log = logs().join(format!("{name}-serve.log"));
+    let mut args: Vec<String> = vec!["serve".into(), out.display().to_string(), "--interface".into(), "br0".into(), "--address".into(), SERVER.into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let p = ns.spawn(&oa_bin().display().to_string(), &args, &log);
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("serving ") {
+        assert!(t.elapsed() < Duration::from_secs(20), "oa serve did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (p, log)
+}
+
+fn qemu(ns: &Netns, uefi: Option<&Path>, mac: &str, rom: bool) -> std::process::Command {
+    let mut c = ns.command("qemu-system-x86_64");
+    c.args(["-M", "q35", "-accel", "tcg", "-m", "512", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio"]);
+    if let Some(vars) = uefi {
+        c.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
+        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    } else {
+        c.args(["-boot", "n"]);
+    }
+    c.args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]);
+    // rom=false: no iPXE option ROM, so OVMF's own PXE client boots (and fetches ipxe.efi).
+    let rom = if rom { "" } else { ",romfile=" };
+    c.arg("-device").arg(format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1{rom}"));
+    c
+}
+
+fn server_log(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = workspace().join("target/qemu-tests").join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bios_ipxe_netboots_to_ready_with_full_dhcp() {
+    let out = built("tiny-net");
+    let ns = Netns::new("pxe-bios");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-bios");
+    let leases = dir.join("leases.json");
+    let (_srv, log) = serve(&ns, "pxe_bios", &out, &["--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150", "--leases", &leases.display().to_string()]);
+    let mut vm = Machine::start("pxe_bios", qemu(&ns, None, "52:54:00:0a:00:01", true));
+    vm.expect("oa-init: stage network: eth0 (52:54:00:0a:00:01) 10.99.0.100/24", BOOT);
+    vm.expect("oa-init: stage fetch: http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect("oa-init: stage verify: sha256 matches", BOOT);
+    let ready = vm.expect(READY_LINE, BOOT);
+    assert!(ready.contains("host=tiny-net"), "{ready}");
+    let l = server_log(&log);
+    assert!(l.contains("52:54:00:0a:00:01 Discover on 67 arch=0 (BIOS) class=PXEClient user-class=iPXE: Offer address 10.99.0.100"), "{l}");
+    assert!(l.contains("\"GET /boot/52-54-00-0a-00-01.ipxe\" 200"), "{l}");
+    assert!(l.contains("52:54:00:0a:00:01 (10.99.0.100) \"GET /rootfs.squashfs\" 200"), "{l}");
+    // The lease is on disk.
+    assert!(std::fs::read_to_string(&leases).unwrap().contains("52:54:00:0a:00:01"));
+}
+
+#[test]
+fn uefi_pxe_fetches_ipxe_over_tftp_and_netboots_to_ready() {
+    let out = built("tiny-net");
+    let ns = Netns::new("pxe-uefi");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-uefi");
+    let vars = dir.join("OVMF_VARS_4M.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF_VARS_4M.fd (ovmf package; `make deps`)");
+    let (_srv, log) = serve(&ns, "pxe_uefi", &out, &["--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150", "--leases", &dir.join("leases.json").display().to_string()]);
+    let mut vm = Machine::start("pxe_uefi", qemu(&ns, Some(&vars), "52:54:00:0a:00:02", false));
+    vm.expect("oa-init: stage fetch: http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect(READY_LINE, BOOT);
+    let l = server_log(&log);
+    assert!(l.contains("52:54:00:0a:00:02 Discover on 67 arch=7 (UEFI x64) class=PXEClient: Offer address 10.99.0.100 lease 3600 s, boot tftp ipxe.efi"), "{l}");
+    assert!(l.contains("RRQ ipxe.efi (octet)"), "ipxe.efi went over TFTP:\n{l}");
+    assert!(l.contains("user-class=iPXE"), "then iPXE asked again:\n{l}");
+}
+
+#[test]
+fn proxy_dhcp_next_to_dnsmasq_netboots_to_ready() {
+    let out = built("tiny-net");
+    let ns = Netns::new("pxe-proxy");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    // The network's own DHCP server, in a namespace of its own on the same bridge (port 67 is
+    // taken by oa serve's proxy socket in the first one). Plain DHCP: no PXE options at all.
+    let other = Netns::new("pxe-dnsmasq");
+    ns.veth_to(&other, "10.99.0.2/24");
+    let dir = tmp("pxe-proxy");
+    let dlog = logs().join("pxe_proxy-dnsmasq.log");
+    let dargs: Vec<String> = [
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--user=root",
+        "--interface=vo0",
+        "--bind-interfaces",
+        "--dhcp-range=10.99.0.200,10.99.0.220,255.255.255.0,1h",
+        "--log-dhcp",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()), format!("--pid-file={}", dir.join("dnsmasq.pid").display())])
+    .collect();
+    let _dnsmasq: Proc = other.spawn("dnsmasq", &dargs, &dlog);
+    let (_srv, log) = serve(&ns, "pxe_proxy", &out, &["--mode", "proxy"]);
+    let mut vm = Machine::start("pxe_proxy", qemu(&ns, None, "52:54:00:0a:00:03", true));
+    // The address comes from dnsmasq, the boot from oa serve.
+    vm.expect("oa-init: stage network: eth0 (52:54:00:0a:00:03) 10.99.0.2", BOOT);
+    vm.expect(READY_LINE, BOOT);
+    let l = server_log(&log);
+    assert!(l.contains("52:54:00:0a:00:03 Discover on 67 arch=0 (BIOS) class=PXEClient user-class=iPXE: Offer boot http://10.99.0.1/boot/52-54-00-0a-00-03.ipxe"), "{l}");
+    assert!(l.contains("DHCPREQUEST on port 67 is for the network's DHCP server") || l.contains("Request on 4011"), "{l}");
+    assert!(l.contains("not a netboot client"), "oa-init's own DHCP is left to dnsmasq:\n{l}");
+    let d = std::fs::read_to_string(&dlog).unwrap_or_default();
+    assert!(d.contains("DHCPACK(vo0) 10.99.0.2"), "dnsmasq leased the address:\n{d}");
+}

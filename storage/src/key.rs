@@ -1,0 +1,84 @@
+//! Key sources: a passphrase typed at the console, a key file (in the initramfs), or the
+//! network (not implemented yet).
+
+use std::io::{BufRead, Write};
+
+use crate::error::{Error, IoContext, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Passphrase,
+    File(String),
+    Network,
+}
+
+impl KeySource {
+    pub fn parse(s: &str) -> Result<KeySource> {
+        match s {
+            "passphrase" => Ok(KeySource::Passphrase),
+            "network" => Ok(KeySource::Network),
+            _ => match s.strip_prefix("file:") {
+                Some(p) if p.starts_with('/') => Ok(KeySource::File(p.to_string())),
+                _ => Err(Error::Other(format!("key source {s:?}: expected passphrase, file:/path or network"))),
+            },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::Passphrase => "passphrase".into(),
+            KeySource::File(p) => format!("key file {p}"),
+            KeySource::Network => "network key".into(),
+        }
+    }
+}
+
+/// The key bytes of a file: the whole file, as `cryptsetup --key-file` reads it.
+pub fn read_file(path: &str) -> Result<Vec<u8>> {
+    let k = std::fs::read(path).ctx("read key file", path)?;
+    if k.is_empty() {
+        return Err(Error::Other(format!("key file {path} is empty")));
+    }
+    Ok(k)
+}
+
+/// Echo off on the console while a passphrase is typed; restored on drop.
+struct NoEcho(Option<nix::sys::termios::Termios>);
+
+impl NoEcho {
+    fn new() -> NoEcho {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        let stdin = std::io::stdin();
+        match tcgetattr(&stdin) {
+            Ok(old) => {
+                let mut t = old.clone();
+                t.local_flags.remove(LocalFlags::ECHO);
+                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &t);
+                NoEcho(Some(old))
+            }
+            Err(_) => NoEcho(None),
+        }
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, old);
+        }
+    }
+}
+
+/// Ask for a passphrase on the console (stdin); the trailing newline is not part of it.
+pub fn prompt(question: &str) -> Result<Vec<u8>> {
+    crate::say_raw(&format!("{question}: "));
+    let _g = NoEcho::new();
+    let mut line = String::new();
+    let n = std::io::stdin().lock().read_line(&mut line).ctx("read the passphrase from", "the console")?;
+    let _ = std::io::stdout().write_all(b"\n");
+    if n == 0 {
+        return Err(Error::Other("the console closed while asking for the passphrase".into()));
+    }
+    let p = line.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+    Ok(p)
+}
