@@ -236,7 +236,8 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
             let size = fsutil::tree_size(&tree);
             let tmp = stage_dir.join(format!(".rootfs-{}.tmp", hash::unique_suffix()));
             // A full OS keeps its file owners (/etc/shadow, home folders); busybox is all root.
-            let packed = if p.base != Base::Busybox || !p.users.is_empty() { bases::pack_squashfs_keep_owners(&tree, &tmp) } else { squashfs::pack(&tree, &tmp) };
+            let owners = if p.base != Base::Busybox || !p.users.is_empty() { squashfs::Owners::Keep } else { squashfs::Owners::AllRoot };
+            let packed = squashfs::pack(&tree, &tmp, owners);
             if let Err(e) = packed {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
@@ -448,7 +449,7 @@ fn disk_stage(
     let img = Cached::new(&opts.cache_root, "image", &key, "img");
     let bmap = img.path.with_extension("img.bmap");
     let qcow2 = p.image.qcow2.then(|| Cached::new(&opts.cache_root, "image", &key, "qcow2"));
-    let hit = img.hit() && bmap.is_file() && qcow2.as_ref().map_or(true, |q| q.hit());
+    let hit = img.hit() && bmap.is_file() && qcow2.iter().all(|q| q.hit());
     if hit && !opts.no_cache {
         let size = std::fs::metadata(&img.path).ctx("reading", &img.path)?.len();
         return Ok((DiskOut { img, size, bmap, qcow2 }, true, "unchanged".to_string()));

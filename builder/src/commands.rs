@@ -155,7 +155,7 @@ pub fn info(a: InfoArgs) -> Result<i32> {
 pub fn graph(a: GraphArgs) -> Result<i32> {
     let resolved = profile::load(&a.profile)?;
     let name = |p: &Path| p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let pipeline = [
+    let mut pipeline = vec![
         ("profile", "packages"),
         ("packages", "kernel"),
         ("packages", "rootfs"),
@@ -170,6 +170,18 @@ pub fn graph(a: GraphArgs) -> Result<i32> {
         ("rootfs.squashfs", "manifest.json"),
         ("initramfs.img", "manifest.json"),
     ];
+    if resolved.profile.image.disk {
+        pipeline.extend([
+            ("vmlinuz", "disk.img"),
+            ("initramfs.img", "disk.img"),
+            ("rootfs.squashfs", "disk.img"),
+            ("disk.img", "disk.img.bmap"),
+            ("disk.img", "manifest.json"),
+        ]);
+        if resolved.profile.image.qcow2 {
+            pipeline.push(("disk.img", "disk.qcow2"));
+        }
+    }
     let top = resolved.files.last().map(|p| name(p)).unwrap_or_default();
     match a.format {
         GraphFormat::Dot => {

@@ -205,7 +205,14 @@ impl Bundle {
             let data = std::fs::read(host).ctx("reading", host)?;
             crate::fsutil::write_file(&root.join(inside), &data, *mode)?;
         }
-        crate::fsutil::write_file(&root.join(initramfs_paths::PERSIST_CONFIG), &self.config, 0o644)
+        crate::fsutil::write_file(&root.join(initramfs_paths::PERSIST_CONFIG), &self.config, 0o644)?;
+        // `oa-init status` / `oa-init snapshot` from the shell.
+        let link = root.join("usr/sbin/oa-init");
+        if link.symlink_metadata().is_err() {
+            std::fs::create_dir_all(root.join("usr/sbin")).ctx("creating", root.join("usr/sbin"))?;
+            std::os::unix::fs::symlink(format!("/{}", oa_contract::rootfs_paths::INIT), &link).ctx("creating", &link)?;
+        }
+        Ok(())
     }
 }
 

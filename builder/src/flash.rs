@@ -554,7 +554,7 @@ impl Meter {
 
     fn line(&self) -> String {
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
-        let pct = if self.total == 0 { 100 } else { self.done * 100 / self.total };
+        let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
         format!("{} {:>10} / {:<10} {pct:>3}%  {}/s", self.what, bmap::human(self.done), bmap::human(self.total), bmap::human((self.done as f64 / secs) as u64))
     }
 
@@ -569,7 +569,7 @@ impl Meter {
                 eprint!("\r{}\x1b[K", self.line());
             }
         } else {
-            let quarter = if self.total == 0 { 4 } else { self.done * 4 / self.total };
+            let quarter = (self.done * 4).checked_div(self.total).unwrap_or(4);
             if quarter > self.last_quarter {
                 self.last_quarter = quarter;
                 eprintln!("{}", self.line());

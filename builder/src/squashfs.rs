@@ -5,13 +5,25 @@ use crate::error::{Error, Result};
 use std::path::Path;
 use std::process::Command;
 
+/// Who owns the files in the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owners {
+    /// Everything root's: a tree unpacked without root privileges (the busybox base).
+    AllRoot,
+    /// As in the tree, with extended attributes: a full OS has files owned by other users
+    /// (/etc/shadow, home folders) and was assembled as root.
+    Keep,
+}
+
 /// Pack `tree` into `out` (which must not exist yet; the caller renames it into place).
-pub fn pack(tree: &Path, out: &Path) -> Result<()> {
+pub fn pack(tree: &Path, out: &Path, owners: Owners) -> Result<()> {
     let mut cmd = Command::new("mksquashfs");
-    cmd.arg(tree)
-        .arg(out)
-        .args(["-noappend", "-all-root", "-comp", "zstd", "-quiet", "-no-progress"])
-        .args(["-mkfs-time", "0", "-all-time", "0"])
+    cmd.arg(tree).arg(out).args(["-noappend", "-comp", "zstd", "-quiet", "-no-progress"]);
+    match owners {
+        Owners::AllRoot => cmd.arg("-all-root"),
+        Owners::Keep => cmd.arg("-xattrs"),
+    };
+    cmd.args(["-mkfs-time", "0", "-all-time", "0"])
         .args(["-processors", "2"]);
     crate::tool::run(&mut cmd, "mksquashfs", "install squashfs-tools (`make deps` does it)")?;
     if !out.exists() {

@@ -113,6 +113,7 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
             qemu,
             image,
             persistence: Default::default(),
+            rpi: Default::default(),
             system: oa_builder::profile::PartialSystem { enable_units, timezone, ..Default::default() },
             debian: Default::default(),
             pacman: Default::default(),

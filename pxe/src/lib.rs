@@ -18,6 +18,7 @@ pub mod fsroot;
 pub mod http;
 pub mod mac;
 pub mod server;
+pub mod testclient;
 pub mod tftp;
 
 pub use config::{Config, Mode};

@@ -36,6 +36,8 @@ fn udp(bind: Ipv4Addr, port: u16, iface: Option<&str>, broadcast: bool) -> anyho
     if broadcast {
         s.set_broadcast(true)?;
     }
+    // Room for bursts (a rack powering on at once); the kernel caps it at rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
     if let Some(i) = iface {
         s.bind_device(Some(i.as_bytes())).with_context(|| format!("binding to interface {i} (needs root or CAP_NET_RAW)"))?;
     }

@@ -223,9 +223,9 @@ fn power_cut_during_writes_keeps_synced_data_and_snapshots() {
     let disk = blank_disk("powercut");
     let mut vm = boot_ready("persist_powercut_1", &disk);
     sh(&mut vm, "echo synced-data > /root/synced && sync", "SYNCED");
-    vm.send_line("(i=0; while true; do echo line-$i >> /root/loop; i=$((i+1)); done) &");
-    vm.send_line("sleep 2; echo LOOPING");
+    vm.send_line("(i=0; while true; do echo line-$i >> /root/loop; i=$((i+1)); done) & echo LOOPING");
     vm.expect("LOOPING", SHORT);
+    std::thread::sleep(Duration::from_secs(3));
     drop(vm); // kills QEMU mid-write: the power cut
 
     let mut vm = boot("persist_powercut_2", &disk, &[]);
@@ -237,7 +237,9 @@ fn power_cut_during_writes_keeps_synced_data_and_snapshots() {
     vm.expect("boot-000002", SHORT);
     vm.send_line("cat /run/oa/persist/snapshots/boot-000002/upper/root/synced");
     vm.expect("synced-data", SHORT);
-    sh(&mut vm, "tail -n 1 /root/loop | grep -q line- ", "LOOPFILE");
+    // Unsynced writes of the loop may be lost (btrfs commits every 30 s); the filesystem is
+    // consistent and writable: no fsck, no read-only remount.
+    sh(&mut vm, "(test ! -e /root/loop || tail -n 1 /root/loop > /dev/null) && echo after-cut > /root/after && sync && cat /root/after", "USABLE");
     poweroff(&mut vm);
     let _ = std::fs::remove_file(&disk);
 }

@@ -71,7 +71,7 @@ impl Drop for NoEcho {
 
 /// Ask for a passphrase on the console (stdin); the trailing newline is not part of it.
 pub fn prompt(question: &str) -> Result<Vec<u8>> {
-    crate::say_raw(&format!("{question}: "));
+    crate::say(&format!("{question}, then Enter:"));
     let _g = NoEcho::new();
     let mut line = String::new();
     let n = std::io::stdin().lock().read_line(&mut line).ctx("read the passphrase from", "the console")?;

@@ -46,12 +46,6 @@ pub fn warn(msg: &str) {
     line(&format!("oa-init: warning: persist: {msg}"));
 }
 
-pub fn say_raw(s: &str) {
-    let mut o = std::io::stdout().lock();
-    let _ = o.write_all(format!("{STAGE_PREFIX} persist: {s}").as_bytes());
-    let _ = o.flush();
-}
-
 fn line(s: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(format!("{s}\n").as_bytes());

@@ -106,22 +106,6 @@ pub fn pack_tar(root: &Path, tar: &Path) -> Result<()> {
     Ok(())
 }
 
-/// mksquashfs keeping the owners of the tree (a full OS has files owned by other users:
-/// /etc/shadow, home folders). Same reproducibility flags as [`crate::squashfs::pack`].
-pub fn pack_squashfs_keep_owners(tree: &Path, out: &Path) -> Result<()> {
-    let mut cmd = Command::new("mksquashfs");
-    cmd.arg(tree)
-        .arg(out)
-        .args(["-noappend", "-comp", "zstd", "-quiet", "-no-progress", "-xattrs"])
-        .args(["-mkfs-time", "0", "-all-time", "0"])
-        .args(["-processors", "2"]);
-    crate::tool::run(&mut cmd, "mksquashfs", "install squashfs-tools (`make deps` does it)")?;
-    if !out.exists() {
-        return Err(Error::Other(format!("mksquashfs succeeded but wrote no {}", out.display())));
-    }
-    Ok(())
-}
-
 /// The last `n` non-empty lines of a tool's output, for error messages.
 pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

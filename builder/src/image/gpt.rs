@@ -150,12 +150,12 @@ impl Layout {
         h[0..8].copy_from_slice(b"EFI PART");
         h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
         h[12..16].copy_from_slice(&92u32.to_le_bytes());
-        h[24..32].copy_from_slice(&(my as u64).to_le_bytes());
-        h[32..40].copy_from_slice(&(alternate as u64).to_le_bytes());
+        h[24..32].copy_from_slice(&my.to_le_bytes());
+        h[32..40].copy_from_slice(&alternate.to_le_bytes());
         h[40..48].copy_from_slice(&(2 + ENTRY_SECTORS).to_le_bytes()); // first usable LBA
         h[48..56].copy_from_slice(&(last - ENTRY_SECTORS - 1).to_le_bytes()); // last usable LBA
         h[56..72].copy_from_slice(&guid_bytes(&self.disk_guid));
-        h[72..80].copy_from_slice(&(entries_lba as u64).to_le_bytes());
+        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
         h[80..84].copy_from_slice(&ENTRIES.to_le_bytes());
         h[84..88].copy_from_slice(&ENTRY_SIZE.to_le_bytes());
         h[88..92].copy_from_slice(&entries_crc.to_le_bytes());

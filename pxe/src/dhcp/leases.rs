@@ -34,6 +34,7 @@ pub struct Leases {
     by_mac: HashMap<Mac, Lease>,
     by_ip: HashMap<Ipv4Addr, Mac>,
     offered: HashMap<Mac, (Ipv4Addr, Instant)>,
+    offered_ip: HashMap<Ipv4Addr, Mac>,
     file: PathBuf,
 }
 
@@ -60,7 +61,7 @@ impl Leases {
     /// Open the table of `pool`, reading its file when there is one. Leases outside the pool
     /// (the range changed) and expired ones are dropped.
     pub fn open(pool: &Pool) -> anyhow::Result<Leases> {
-        let mut l = Leases { pool: pool.clone(), by_mac: HashMap::new(), by_ip: HashMap::new(), offered: HashMap::new(), file: pool.leases_file.clone() };
+        let mut l = Leases { pool: pool.clone(), by_mac: HashMap::new(), by_ip: HashMap::new(), offered: HashMap::new(), offered_ip: HashMap::new(), file: pool.leases_file.clone() };
         match std::fs::read_to_string(&l.file) {
             Ok(t) => {
                 let f: File = serde_json::from_str(&t).map_err(|e| anyhow::anyhow!("{}: {e} (move it away to start with no leases)", l.file.display()))?;
@@ -99,7 +100,7 @@ impl Leases {
             Some(m) if *m != mac => self.by_mac.get(m).is_some_and(|l| l.expires > n),
             _ => false,
         };
-        let held = self.offered.iter().any(|(m, (i, t))| *i == ip && *m != mac && t.elapsed() < OFFER_HOLD);
+        let held = self.offered_ip.get(&ip).is_some_and(|m| *m != mac && self.offered.get(m).is_some_and(|(i, t)| *i == ip && t.elapsed() < OFFER_HOLD));
         !leased && !held
     }
 
@@ -107,7 +108,11 @@ impl Leases {
     /// else the first free one. `None` when the pool is exhausted.
     pub fn offer(&mut self, mac: Mac, requested: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
         let n = now();
-        self.offered.retain(|_, (_, t)| t.elapsed() < OFFER_HOLD);
+        if self.offered.len() > 1024 {
+            self.offered.retain(|_, (_, t)| t.elapsed() < OFFER_HOLD);
+            let live: std::collections::HashSet<Ipv4Addr> = self.offered.values().map(|(i, _)| *i).collect();
+            self.offered_ip.retain(|ip, _| live.contains(ip));
+        }
         let pick = if let Some(l) = self.by_mac.get(&mac) {
             Some(l.ip)
         } else if let Some(r) = requested.filter(|r| self.free(*r, mac, n)) {
@@ -119,6 +124,7 @@ impl Leases {
         };
         if let Some(ip) = pick {
             self.offered.insert(mac, (ip, Instant::now()));
+            self.offered_ip.insert(ip, mac);
         }
         pick
     }

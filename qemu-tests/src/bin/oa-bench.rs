@@ -20,6 +20,11 @@ const RUNS: usize = 3;
 
 fn main() {
     let ws = workspace();
+    // `OA_BENCH_ONLY=debian make bench`: only the debian-ssh figures (docs/bases.md).
+    if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("debian") {
+        bench_debian_ssh(&ws);
+        return;
+    }
     let out = ws.join("target/bench/tiny");
 
     // (c) builds first: they also produce the output booted below.

@@ -1,0 +1,138 @@
+//! The server over real loopback sockets: path traversal refused over TFTP and HTTP, malformed
+//! packets dropped without stopping anything, ranges, HEAD, and the 500-client load test.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use oa_pxe::cli::{ModeArg, Options};
+use oa_pxe::{testclient, Config, Server};
+
+fn options(out: &Path, leases: &Path) -> Options {
+    Options {
+        output: out.to_path_buf(),
+        interface: None,
+        address: Some("127.0.0.1".parse().unwrap()),
+        mode: ModeArg::Dhcp,
+        range: Some("127.0.1.1-127.0.1.200".into()),
+        netmask: Some("255.255.0.0".parse().unwrap()),
+        router: None,
+        dns: vec![],
+        lease_time: 600,
+        leases: Some(leases.to_path_buf()),
+        machines: None,
+        append: vec![],
+        ipxe_dir: "/usr/lib/ipxe".into(),
+        ipxe_arm64: None,
+        bind: "127.0.0.1".parse().unwrap(),
+        dhcp_port: 0,
+        proxy_port: 0,
+        client_port: 68,
+        tftp_port: 0,
+        http_port: 0,
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    dhcp: SocketAddr,
+    tftp: SocketAddr,
+    http: SocketAddr,
+}
+
+async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("sub")).unwrap();
+    std::fs::write(out.join("rootfs.squashfs"), (0..100_000u32).map(|i| i as u8).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(out.join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(out.join("initramfs.img"), b"initramfs").unwrap();
+    std::fs::write(out.join("manifest.json"), r#"{"schema":1,"profile":"t","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"t"}"#).unwrap();
+    std::fs::write(dir.path().join("secret"), b"do not serve").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret"), out.join("escape")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", out.join("sub/passwd")).unwrap();
+    let cfg = Config::from_options(&options(&out, &dir.path().join("leases.json"))).unwrap();
+    let s = Server::bind(cfg).unwrap();
+    let p = s.ports();
+    tokio::spawn(s.run());
+    let a = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    Env { dhcp: a(p.dhcp.unwrap()), tftp: a(p.tftp), http: a(p.http), _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traversal_is_refused_over_tftp_and_http() {
+    let e = start().await;
+    for bad in ["../secret", "sub/../../secret", "/etc/passwd", "escape", "sub/passwd", "..\\secret", "%2e%2e/secret"] {
+        let r = testclient::tftp_get(e.tftp, bad, 512, 1).await;
+        assert!(r.is_err(), "TFTP {bad} was served");
+    }
+    for bad in ["/../secret", "/%2e%2e/secret", "/%2E%2E%2Fsecret", "/sub/..%2f..%2fsecret", "//etc/passwd", "/escape", "/sub/passwd", "/%00", "/..%5csecret"] {
+        let (st, body) = testclient::http_get(e.http, bad).await.unwrap();
+        assert!(st == 403 || st == 404 || st == 400, "HTTP {bad}: status {st}");
+        assert!(!String::from_utf8_lossy(&body).contains("do not serve") && !String::from_utf8_lossy(&body).contains("root:"), "HTTP {bad} leaked");
+    }
+    // The real files are served.
+    assert_eq!(testclient::tftp_get(e.tftp, "rootfs.squashfs", 1468, 4).await.unwrap().len(), 100_000);
+    assert_eq!(testclient::tftp_get(e.tftp, "/vmlinuz", 512, 1).await.unwrap(), b"kernel");
+    let (st, b) = testclient::http_get(e.http, "/rootfs.squashfs").await.unwrap();
+    assert_eq!((st, b.len()), (200, 100_000));
+    let (st, b) = testclient::http_get(e.http, "/boot.ipxe").await.unwrap();
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&b).contains("oa.root=http://127.0.0.1:"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_ranges_head_and_methods() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = start().await;
+    let raw = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(e.http).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut v = Vec::new();
+        s.read_to_end(&mut v).await.unwrap();
+        String::from_utf8_lossy(&v).to_string()
+    };
+    let r = raw("GET /vmlinuz HTTP/1.1\r\nHost: x\r\nRange: bytes=2-3\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(r.starts_with("HTTP/1.1 206"), "{r}");
+    assert!(r.contains("content-range: bytes 2-3/6") && r.ends_with("\r\n\r\nrn"), "{r}");
+    let r = raw("HEAD /vmlinuz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("content-length: 6") && r.ends_with("\r\n\r\n"), "{r}");
+    let r = raw("GET /vmlinuz HTTP/1.1\r\nHost: x\r\nRange: bytes=10-\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(r.starts_with("HTTP/1.1 416"), "{r}");
+    let r = raw("PUT /vmlinuz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_packets_do_not_stop_the_server() {
+    let e = start().await;
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let junk: Vec<Vec<u8>> = vec![vec![], vec![0], vec![1; 100], vec![1; 300], vec![0, 9, 1, 2], vec![0, 1, b'a'], vec![0, 2, b'f', 0, b'o', b'c', b't', b'e', b't', 0], vec![0xff; 1400]];
+    for j in &junk {
+        s.send_to(j, e.dhcp).await.unwrap();
+        s.send_to(j, e.tftp).await.unwrap();
+    }
+    // A WRQ is answered with an access violation.
+    let mut b = [0u8; 100];
+    let mut saw_error = false;
+    while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(300), s.recv_from(&mut b)).await {
+        if n >= 4 && b[1] == 5 && b[3] == 2 {
+            saw_error = true;
+        }
+    }
+    assert!(saw_error, "WRQ refused with error 2");
+    // Both still answer.
+    let (ip, file) = testclient::dhcp(&s, e.dhcp, [0x52, 0x54, 0, 0, 0, 1], 42, true).await.unwrap();
+    assert_eq!(ip.to_string(), "127.0.1.1");
+    assert_eq!(file.as_deref(), Some("undionly.kpxe"));
+    assert_eq!(testclient::tftp_get(e.tftp, "vmlinuz", 512, 1).await.unwrap(), b"kernel");
+}
+
+#[test]
+fn load_500_clients_dhcp_then_tftp_or_http() {
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_oa-pxe-load"))
+        .args(["--clients", "500", "--server", env!("CARGO_BIN_EXE_oa-pxe"), "--max-rss-mib", "128"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "oa-pxe-load failed ({st})");
+}
