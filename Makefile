@@ -69,6 +69,8 @@ test: build
 
 bench: build
 	$(CARGO) run --release -p oa-qemu-tests --bin oa-bench
+	$(CARGO) build --release -p oa-pxe --bins
+	target/release/oa-pxe-bench
 
 clean:
 	$(CARGO) clean

@@ -422,7 +422,7 @@ pub fn describe(h: &[u8]) -> Vec<String> {
     }
     if at(512, b"EFI PART") {
         out.push("GPT partition table".into());
-    } else if at(510, &[0x55, 0xaa]) && h.len() >= 512 && !at(54, b"FAT") && !at(82, b"FAT32") {
+    } else if at(510, &[0x55, 0xaa]) && !at(54, b"FAT") && !at(82, b"FAT32") && !at(3, b"NTFS    ") && !at(3, b"EXFAT   ") {
         let parts = (0..4).filter(|i| h[446 + 16 * i + 4] != 0).count();
         if parts > 0 {
             out.push(format!("MBR partition table ({parts} partition(s))"));

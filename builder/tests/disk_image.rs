@@ -145,3 +145,33 @@ fn a_too_small_esp_is_refused_with_the_size_needed() {
     assert!(e.contains("image.esp_mib = 8 is too small") && e.contains("at least"), "{e}");
     assert!(!Path::new(&img).exists(), "nothing written");
 }
+
+/// `oa run --disk` bad input: refused before QEMU starts.
+#[test]
+fn run_disk_without_a_disk_image_or_with_append_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let m = oa_contract::manifest::Manifest {
+        schema: oa_contract::manifest::SCHEMA_VERSION,
+        profile: "p".into(),
+        arch: "x86_64".into(),
+        kernel_release: "6.1".into(),
+        cmdline: vec![],
+        artifacts: vec![],
+        builder: "test".into(),
+    };
+    std::fs::write(d.path().join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let oa = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_oa")).args(args).env("OA_ACCEL", "tcg").output().unwrap();
+    let o = oa(&["run", d.path().to_str().unwrap(), "--disk", "--until-ready"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("has no disk.img") && e.contains("[image] disk = true"), "{e}");
+    let img = d.path().join("x.img");
+    let mut b = vec![0u8; 4096];
+    b[510] = 0x55;
+    b[511] = 0xaa;
+    std::fs::write(&img, &b).unwrap();
+    let o = oa(&["run", img.to_str().unwrap(), "--append", "oa.shell", "--until-ready"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--append") && e.contains("syslinux.cfg"), "{e}");
+}

@@ -42,6 +42,9 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<Pers
     let dev = device::find(&spec, Duration::from_secs(10)).ok_or_else(|| Error::Missing(spec.clone()))?;
     let mapping = luks::mapping_path(&places.mapping);
     say(&format!("{} is {} (key: {})", spec, dev.display(), source.describe()));
+    if !cfg.paths.is_empty() {
+        warn(&format!("[persistence] paths = {:?} is not implemented yet: the whole upper layer persists", cfg.paths));
+    }
     let mut key: Option<Vec<u8>> = None;
     let mut current = None;
     for _ in 0..16 {

@@ -28,6 +28,13 @@ pub enum Cmd {
     /// Draw the include graph of a profile and the build pipeline (DOT or Mermaid).
     Graph(GraphArgs),
     /// Write a disk image to a USB stick or disk: checks, confirmation, progress, verify.
+    ///
+    /// Refuses a device that is mounted, used as swap, held by device-mapper/RAID or holds the
+    /// running system, a partition (give the whole disk), a read-only device, a regular file
+    /// (unless --allow-file) and a device smaller than the image; nothing is written then.
+    /// Shows what is on the device and asks before writing. Writes only the ranges the block
+    /// map lists, syncs, reads them back and compares checksums. If anything fails once writing
+    /// has started, the first and last MiB are zeroed so that nothing half-written boots.
     Flash(FlashArgs),
     #[command(name = "__kvm-probe", hide = true)]
     KvmProbe,
@@ -116,14 +123,7 @@ pub enum FirmwareArg {
     Uefi,
 }
 
-/// `oa flash IMAGE DEVICE`.
-///
-/// Refuses a device that is mounted, used as swap, held by device-mapper/RAID or holds the
-/// running system, a partition (give the whole disk), a read-only device, a regular file
-/// (unless --allow-file) and a device smaller than the image; nothing is written then. Shows
-/// what is on the device and asks before writing. Writes only the ranges the block map lists,
-/// syncs, reads them back and compares checksums. If anything fails once writing has started,
-/// the first and last MiB are zeroed so that nothing half-written boots.
+/// `oa flash IMAGE DEVICE` (the help text is on [`Cmd::Flash`]).
 #[derive(Debug, clap::Args)]
 pub struct FlashArgs {
     /// The disk image (e.g. out/tiny/disk.img), or an output folder of `oa build` (its disk.img).

@@ -732,3 +732,26 @@ fn partial_profile_parse_and_merge_api() {
     let e = PartialProfile::from_toml_str(Path::new("c.toml"), "x = 1").unwrap_err();
     assert_eq!(e.location().unwrap().to_string(), "c.toml:1:1");
 }
+
+// --- [image] -------------------------------------------------------------------------------------
+
+#[test]
+fn image_section_defaults_checks_and_round_trip() {
+    let t = Tree::new();
+    t.file("d.toml", "hostname = \"h\"\n");
+    let p = t.load("d.toml").unwrap().profile;
+    assert_eq!(p.image, Image { disk: false, qcow2: false, persistence_mib: 0, esp_mib: None });
+    t.file("i.toml", "hostname = \"h\"\n[image]\ndisk = true\nqcow2 = true\npersistence_mib = 256\nesp_mib = 64\n");
+    let p = t.load("i.toml").unwrap().profile;
+    assert_eq!(p.image, Image { disk: true, qcow2: true, persistence_mib: 256, esp_mib: Some(64) });
+    assert!(p.to_toml().contains("persistence_mib = 256"));
+    t.file("e.toml", "hostname = \"h\"\n[image]\ndisk = true\nesp_mib = 2\n");
+    let e = t.load("e.toml").unwrap_err();
+    assert_eq!((loc(&e).1, loc(&e).2), (Some(4), Some(11)));
+    assert!(e.to_string().contains("esp_mib = 2 is out of range"), "{e}");
+    t.file("q.toml", "hostname = \"h\"\n[image]\nqcow2 = true\n");
+    let e = t.load("q.toml").unwrap_err().to_string();
+    assert!(e.contains("image.qcow2 = true needs image.disk = true"), "{e}");
+    t.file("u.toml", "hostname = \"h\"\n[image]\ndisk = true\nsize = 3\n");
+    assert!(t.load("u.toml").unwrap_err().to_string().contains("size"));
+}

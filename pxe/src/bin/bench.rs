@@ -19,6 +19,19 @@ impl Drop for Kill {
     }
 }
 
+/// Children die with this process (release builds abort on panic, so Drop may not run).
+fn tied(mut c: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c
+}
+
 fn port(udp: bool) -> u16 {
     if udp {
         std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -69,7 +82,7 @@ fn main() {
     let server = exe.parent().unwrap().join("oa-pxe");
     let (dp, pp, tp, hp, py) = (port(true), port(true), port(true), port(false), port(false));
     let _ours = Kill(
-        Command::new(&server)
+        tied(Command::new(&server))
             .arg(&out)
             .args(["--address", "127.0.0.1", "--bind", "127.0.0.1", "--mode", "dhcp", "--range", "127.0.1.1-127.0.255.250", "--netmask", "255.255.0.0"])
             .arg("--leases")
@@ -82,8 +95,8 @@ fn main() {
     );
     // dnsmasq: TFTP only (port=0 turns DNS off, no dhcp-range means no DHCP), on 127.0.0.1:69.
     let _dnsmasq = Kill(
-        Command::new("dnsmasq")
-            .args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root", "--listen-address=127.0.0.1", "--bind-interfaces", "--enable-tftp", "--tftp-no-blocksize=0"])
+        tied(Command::new("dnsmasq"))
+            .args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root", "--listen-address=127.0.0.1", "--bind-interfaces", "--enable-tftp"])
             .arg(format!("--tftp-root={}", out.display()))
             .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
             .stderr(Stdio::null())
@@ -91,7 +104,7 @@ fn main() {
             .expect("dnsmasq (`make deps`)"),
     );
     let _python = Kill(
-        Command::new("python3").args(["-m", "http.server", &py.to_string(), "--bind", "127.0.0.1", "--directory"]).arg(&out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("python3"),
+        tied(Command::new("python3")).args(["-m", "http.server", &py.to_string(), "--bind", "127.0.0.1", "--directory"]).arg(&out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("python3"),
     );
     wait_tcp(hp);
     wait_tcp(py);

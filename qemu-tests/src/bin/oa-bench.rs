@@ -20,6 +20,11 @@ const RUNS: usize = 3;
 
 fn main() {
     let ws = workspace();
+    // `OA_BENCH_ONLY=persist make bench`: only the persistence figures (docs/persistence.md).
+    if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("persist") {
+        bench_persistence(&ws, None);
+        return;
+    }
     // `OA_BENCH_ONLY=debian make bench`: only the debian-ssh figures (docs/bases.md).
     if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("debian") {
         bench_debian_ssh(&ws);
@@ -62,6 +67,7 @@ fn main() {
     println!("  warm / cold (goal < 0.10)            {:>7.3}", warm.as_secs_f64() / cold.as_secs_f64());
 
     bench_disk_image(&out, &m, o);
+    bench_persistence(&ws, Some(o));
 
     if std::env::var_os("OA_BENCH_SKIP_DEBIAN").is_none() {
         bench_debian_ssh(&ws);
@@ -217,4 +223,73 @@ fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("oa-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
+}
+
+/// Persistence (issue 3): first boot on a blank disk (LUKS2 format + mkfs.btrfs), then boots
+/// that unlock it with the key file, against tiny without persistence (`plain`, measured here
+/// when not given).
+fn bench_persistence(ws: &Path, plain: Option<Duration>) {
+    let dir = ws.join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let plain = plain.unwrap_or_else(|| {
+        let out = dir.join("tiny");
+        oa_build(ws, &out, false);
+        let m = read_manifest(&out).expect("manifest");
+        let spec = Spec::from_output(&out, &m, detect_accel(&m.arch));
+        let mut v: Vec<Duration> = (0..RUNS).map(|i| boot(&spec, &format!("tiny run {}", i + 1))).collect();
+        median(&mut v)
+    });
+    // tiny-persist without boot counting: the bench stops QEMU at the ready line, before the
+    // boot is marked good, and must not trigger a rollback.
+    let profile = dir.join("tiny-persist-bench.toml");
+    std::fs::write(&profile, "include = [\"../../profiles/tiny-persist.toml\"]\n[persistence]\nboot_attempts = 0\n").expect("bench profile");
+    let out = dir.join("tiny-persist");
+    let o = Command::new(oa_bin()).current_dir(ws).arg("build").arg(&profile).arg("--out").arg(&out).output().expect("running oa build");
+    assert!(o.status.success(), "oa build tiny-persist failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let m = read_manifest(&out).expect("manifest");
+    let disk = dir.join("persist-disk.img");
+    let _ = std::fs::remove_file(&disk);
+    std::fs::File::create(&disk).and_then(|f| f.set_len(320 << 20)).expect("disk file");
+    let mut spec = Spec::from_output(&out, &m, detect_accel(&m.arch));
+    spec.extra.extend(["-drive".to_string(), format!("file={},format=raw,if=virtio", disk.display())]);
+    let log = dir.join("persist-first-boot.log");
+    let first = match run_until_ready(&spec, Duration::from_secs(180), false, Some(&log)).expect("booting") {
+        Outcome::Ready(d, _) => d,
+        other => panic!("first persistent boot did not reach ready: {other:?}"),
+    };
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    let ms_of = |pat: &str| -> f64 {
+        console
+            .lines()
+            .find(|l| l.contains(pat))
+            .and_then(|l| l.rsplit(" in ").next())
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1000.0
+    };
+    let (luks, mkfs) = (ms_of("stage persist: formatted"), ms_of("stage persist: made btrfs"));
+    let mut unlocked = Vec::new();
+    let log2 = dir.join("persist-unlock-boot.log");
+    for i in 0..RUNS {
+        let t = match run_until_ready(&spec, Duration::from_secs(180), false, Some(&log2)).expect("booting") {
+            Outcome::Ready(d, _) => d,
+            other => panic!("persistent boot {} did not reach ready: {other:?}", i + 1),
+        };
+        eprintln!("  tiny-persist (unlock) run {}: ready after {:.2} s", i + 1, t.as_secs_f64());
+        unlocked.push(t);
+    }
+    let console = std::fs::read_to_string(&log2).unwrap_or_default();
+    let unlock_ms = console.lines().find(|l| l.contains("stage persist: unlocked")).and_then(|l| l.rsplit(" in ").next()).and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0);
+    let u = median(&mut unlocked);
+    println!();
+    println!("oa bench, persistence (key file, pbkdf2 1000 iterations, median of {RUNS})");
+    println!("  boot to ready, persistence unlocked  {:>7.2} s", u.as_secs_f64());
+    println!("  boot to ready, tiny without          {:>7.2} s", plain.as_secs_f64());
+    println!("  difference                           {:>7.2} s", u.as_secs_f64() - plain.as_secs_f64());
+    println!("    of which unlock (last run)         {:>7.2} s", unlock_ms / 1000.0);
+    println!("  first boot (format) to ready         {:>7.2} s", first.as_secs_f64());
+    println!("    LUKS2 format (libcryptsetup)       {:>7.2} s", luks);
+    println!("    mkfs.btrfs                         {:>7.2} s", mkfs);
+    let _ = std::fs::remove_file(&disk);
 }
