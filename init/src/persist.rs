@@ -19,6 +19,11 @@ fn config() -> Option<PersistConfig> {
     std::fs::read(p).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// The paths that persist when `[persistence] paths` lists some; empty: the whole upper layer.
+pub fn persisted_paths() -> Vec<String> {
+    config().map(|c| c.paths).unwrap_or_default()
+}
+
 /// `LOADER --library-path LIBDIR STORAGE args...`
 pub fn storage_command(args: &[&str]) -> Command {
     let mut c = Command::new(storage_paths::LOADER);

@@ -122,7 +122,8 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
 
     // 6. Mount lower (squashfs), rw (tmpfs unless persistent), overlay.
     let t = Instant::now();
-    assemble(&root, persistent).step("assemble the root filesystem", HINT_SHELL)?;
+    let paths = if persistent { crate::persist::persisted_paths() } else { Vec::new() };
+    assemble(&root, persistent, &paths).step("assemble the root filesystem", HINT_SHELL)?;
     let rw_kind = if persistent { "persistent state (btrfs on LUKS2)" } else { "tmpfs" };
     console::stage("overlay", &format!("{} (squashfs, read-only) + {rw_kind} => {} in {} ms", root.display(), mp::SYSROOT, ms(t)));
     save_bootargs(&args);
@@ -164,7 +165,7 @@ fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
 }
 
 /// Mount the root image read-only at LOWER, a tmpfs at RW, the overlay of both at SYSROOT.
-fn assemble(image: &Path, persistent: bool) -> Result<()> {
+fn assemble(image: &Path, persistent: bool, paths: &[String]) -> Result<()> {
     let md = std::fs::metadata(image).ctx("stat", image)?;
     // Keep the loop device open until it is mounted (it is set up with autoclear).
     let attached = if md.is_file() {
@@ -186,13 +187,77 @@ fn assemble(image: &Path, persistent: bool) -> Result<()> {
     if !persistent {
         mounts::mount("tmpfs", rw, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
     }
-    let upper = rw.join("upper");
-    let work = rw.join("work");
+    // With `[persistence] paths`, only those paths persist: the root's upper layer is a tmpfs
+    // and each path gets an overlay of its own whose upper layer is in the state subvolume.
+    let root_rw = if paths.is_empty() {
+        rw.to_path_buf()
+    } else {
+        let v = Path::new(VOLATILE);
+        mounts::ensure_dir(v)?;
+        mounts::mount("tmpfs", v, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+        v.to_path_buf()
+    };
+    let upper = root_rw.join("upper");
+    let work = root_rw.join("work");
     mounts::ensure_dir(&upper)?;
     mounts::ensure_dir(&work)?;
     mounts::ensure_dir(sysroot)?;
     let data = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-    mounts::mount("overlay", sysroot, "overlay", MsFlags::empty(), Some(&data))
+    mounts::mount("overlay", sysroot, "overlay", MsFlags::empty(), Some(&data))?;
+    for m in path_mounts(paths) {
+        let state = rw.join("paths").join(&m.key);
+        let (up, wk) = (state.join("upper"), state.join("work"));
+        mounts::ensure_dir(&up)?;
+        mounts::ensure_dir(&wk)?;
+        let target = sysroot.join(&m.rel);
+        mounts::ensure_dir(&target)?;
+        let low = lower.join(&m.rel);
+        if low.is_dir() {
+            let data = format!("lowerdir={},upperdir={},workdir={}", low.display(), up.display(), wk.display());
+            mounts::mount("overlay", &target, "overlay", MsFlags::empty(), Some(&data))?;
+        } else {
+            // Not in the image: the persistent folder itself.
+            mounts::mount(&up.display().to_string(), &target, "", MsFlags::MS_BIND, None)?;
+        }
+        console::stage("persist", &format!("/{} persists ({})", m.rel, if low.is_dir() { "overlay on the image" } else { "bind" }));
+    }
+    Ok(())
+}
+
+/// The tmpfs upper layer of the root when only some paths persist.
+const VOLATILE: &str = "/run/oa/volatile";
+
+/// One persisted path: relative to the root, and its folder name in the state subvolume.
+#[derive(Debug, PartialEq, Eq)]
+struct PathMount {
+    rel: String,
+    key: String,
+}
+
+/// The mounts for `[persistence] paths`, parents before children, each path once; its folder
+/// in the state is the path with `%` and `/` escaped, so distinct paths never share one.
+fn path_mounts(paths: &[String]) -> Vec<PathMount> {
+    let mut rels: Vec<String> = paths
+        .iter()
+        .map(|p| p.trim_matches('/').to_string())
+        .filter(|p| !p.is_empty() && !p.split('/').any(|c| c == ".." || c == "."))
+        .collect();
+    rels.sort_by_key(|r| (r.matches('/').count(), r.clone()));
+    rels.dedup();
+    rels.into_iter().map(|rel| PathMount { key: rel.replace('%', "%25").replace('/', "%2f"), rel }).collect()
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn parents_first_escaped_and_unique() {
+        let v = path_mounts(&["/etc/ssh".into(), "/etc".into(), "/var/lib/".into(), "/etc".into(), "/../x".into(), "/".into()]);
+        let rels: Vec<&str> = v.iter().map(|m| m.rel.as_str()).collect();
+        assert_eq!(rels, ["etc", "etc/ssh", "var/lib"]);
+        assert_eq!(v[1].key, "etc%2fssh");
+    }
 }
 
 fn save_bootargs(args: &BootArgs) {

@@ -272,3 +272,34 @@ fn boot_counting_rolls_back_after_failed_boots() {
     poweroff(&mut vm);
     let _ = std::fs::remove_file(&disk);
 }
+
+#[test]
+fn only_the_listed_paths_persist() {
+    // profiles/tiny-persist-paths.toml: [persistence] paths = ["/etc", "/root"].
+    let dir = built("tiny-persist-paths");
+    let m = read_manifest(&dir).expect("manifest of the tiny-persist-paths build");
+    let disk = blank_disk("paths");
+    let spec = || {
+        let mut s = Spec::from_output(&dir, &m, detect_accel(&m.arch));
+        s.extra.extend(["-drive".to_string(), format!("file={},format=raw,if=virtio", disk.display())]);
+        s
+    };
+    let mut vm = Machine::boot("persist_paths_first", &spec());
+    vm.expect("stage persist: /etc persists (overlay on the image)", BOOT);
+    vm.expect("stage persist: /root persists", BOOT);
+    vm.expect(READY_LINE, BOOT);
+    sh(&mut vm, "echo etc-kept > /etc/oa-note && echo root-kept > /root/note && echo gone > /var/note && sync", "WROTE");
+    poweroff(&mut vm);
+    drop(vm);
+
+    let mut vm = Machine::boot("persist_paths_second", &spec());
+    vm.expect(READY_LINE, BOOT);
+    vm.send_line("cat /etc/oa-note /root/note; test -e /var/note && echo var-survived || echo var-is-fresh");
+    vm.expect("etc-kept", SHORT);
+    vm.expect("root-kept", SHORT);
+    vm.expect("var-is-fresh", SHORT);
+    // The image's own /etc is still underneath the persistent layer.
+    vm.send_line("cat /etc/hostname");
+    vm.expect("tiny-paths", SHORT);
+    poweroff(&mut vm);
+}

@@ -43,7 +43,7 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<Pers
     let mapping = luks::mapping_path(&places.mapping);
     say(&format!("{} is {} (key: {})", spec, dev.display(), source.describe()));
     if !cfg.paths.is_empty() {
-        warn(&format!("[persistence] paths = {:?} is not implemented yet: the whole upper layer persists", cfg.paths));
+        say(&format!("only {} persist; the rest of the root is tmpfs", cfg.paths.join(", ")));
     }
     let mut key: Option<Vec<u8>> = None;
     let mut current = None;
