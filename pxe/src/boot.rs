@@ -42,6 +42,8 @@ pub struct Client {
     pub http: bool,
     /// Option 77 is `iPXE`: already running iPXE, give it the script.
     pub ipxe: bool,
+    /// A Raspberry Pi bootloader (see [`crate::rpi::detect`]).
+    pub rpi: Option<crate::rpi::Model>,
 }
 
 impl Client {
@@ -120,6 +122,11 @@ impl Override {
 /// The boot file for `client`, or why it gets none.
 pub fn select(cfg: &Config, client: &Client) -> Result<Answer, String> {
     let base = cfg.http_base();
+    if client.rpi.is_some() {
+        // The Pi 3 boot ROM asks for this name; the Pi 4/5 bootloaders ignore it and ask for
+        // `<serial>/start4.elf` (served from the rpi/ tree).
+        return Ok(Answer::Tftp("bootcode.bin".into()));
+    }
     if client.ipxe {
         let script = match client.mac {
             Some(m) => format!("{base}/boot/{}.ipxe", m.dashed()),
@@ -203,7 +210,7 @@ pub(crate) mod tests {
     }
 
     fn client(arch: Option<u16>, ipxe: bool) -> Client {
-        Client { mac: Some(Mac([0x52, 0x54, 0, 1, 2, 3])), arch, pxe: true, http: false, ipxe }
+        Client { mac: Some(Mac([0x52, 0x54, 0, 1, 2, 3])), arch, pxe: true, http: false, ipxe, rpi: None }
     }
 
     #[test]

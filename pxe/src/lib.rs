@@ -17,6 +17,7 @@ pub mod dhcp;
 pub mod fsroot;
 pub mod http;
 pub mod mac;
+pub mod rpi;
 pub mod server;
 pub mod testclient;
 pub mod tftp;

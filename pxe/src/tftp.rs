@@ -172,6 +172,8 @@ pub struct Tftp {
     pub root: Root,
     pub clients: Clients,
     pub slots: Arc<Semaphore>,
+    /// The Raspberry Pi boot tree, when the output has one.
+    pub rpi: Option<crate::rpi::Tree>,
 }
 
 impl Tftp {
@@ -179,6 +181,9 @@ impl Tftp {
     pub fn lookup(&self, name: &str) -> Result<PathBuf, Refused> {
         if let Some(p) = self.cfg.boot_file(name) {
             return Ok(p.to_path_buf());
+        }
+        if let Some(r) = self.rpi.as_ref().and_then(|t| t.lookup(name)) {
+            return r;
         }
         self.root.resolve(name)
     }

@@ -119,7 +119,12 @@ pub fn classify(msg: &Message, mac: Mac) -> Client {
     };
     // iPXE sends option 77 as the bare string "iPXE" (not RFC 3004 length-prefixed).
     let ipxe = user_class == b"iPXE" || (user_class.len() == 5 && user_class[0] == 4 && &user_class[1..] == b"iPXE");
-    Client { mac: Some(mac), arch, pxe: class.starts_with(b"PXEClient"), http: class.starts_with(b"HTTPClient"), ipxe }
+    let uuid = match opts.get(v4::OptionCode::ClientMachineIdentifier) {
+        Some(v4::DhcpOption::ClientMachineIdentifier(b)) => Some(b.as_slice()),
+        _ => None,
+    };
+    let rpi = crate::rpi::detect(mac, &class, arch, uuid);
+    Client { mac: Some(mac), arch, pxe: class.starts_with(b"PXEClient"), http: class.starts_with(b"HTTPClient"), ipxe, rpi }
 }
 
 pub fn encode(m: &Message) -> Vec<u8> {

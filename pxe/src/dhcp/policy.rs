@@ -259,9 +259,14 @@ pub fn build_reply(ctx: &Ctx<'_>, kind: MessageType) -> Message {
             o.insert(v4::DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
         } else {
             o.insert(v4::DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
-            // PXE vendor options: discovery control 8 = boot the file named here, skip boot
-            // server discovery.
-            o.insert(v4::DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
+            if ctx.client.rpi.is_some() {
+                // The Pi bootloaders want "Raspberry Pi Boot" in the PXE boot menu sub-option.
+                o.insert(v4::DhcpOption::VendorExtensions(crate::rpi::option43()));
+            } else {
+                // PXE vendor options: discovery control 8 = boot the file named here, skip
+                // boot server discovery.
+                o.insert(v4::DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
+            }
         }
         if let Some(v4::DhcpOption::ClientMachineIdentifier(g)) = req.opts().get(v4::OptionCode::ClientMachineIdentifier) {
             o.insert(v4::DhcpOption::ClientMachineIdentifier(g.clone()));
@@ -297,7 +302,10 @@ pub fn handle(state: &State, cfg: &Config, buf: &[u8], src: SocketAddr, port: Po
         ctx.client.arch.map(|a| format!("{a} ({})", boot::arch::name(a))).unwrap_or_else(|| "-".into()),
         if ctx.client.http { "HTTPClient" } else if ctx.client.pxe { "PXEClient" } else { "-" },
         if ctx.client.ipxe { " user-class=iPXE" } else { "" },
-    );
+    ) + match ctx.client.rpi {
+        Some(m) => format!(" Raspberry Pi ({m:?})"),
+        None => String::new(),
+    }.as_str();
     match action {
         Action::Respond(t) => {
             let reply = build_reply(&ctx, t);
