@@ -76,4 +76,7 @@ pub mod mounts {
     /// The merged oa.* arguments stage 1 hands to stage 2 (the initramfs defaults are gone
     /// after switch_root).
     pub const SAVED_CMDLINE: &str = "/run/oa/cmdline";
+    /// The checked per-machine run-time configuration (`oa.config=`), JSON
+    /// [`crate::config::RuntimeConfig`], left by stage 1 for stage 2.
+    pub const RUNTIME_CONFIG: &str = "/run/oa/config.json";
 }

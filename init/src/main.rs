@@ -14,6 +14,7 @@ mod net;
 mod persist;
 mod process;
 mod rootimage;
+mod runtime_config;
 mod shutdown;
 mod signals;
 mod stage1;

@@ -84,10 +84,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     for u in &args.unknown {
         console::warn(&format!("unknown kernel command line key {u} (ignored)"));
     }
-    for (given, key, consequence) in [
-        (args.copytoram, "oa.copytoram", "the root image is used in place"),
-        (args.config.is_some(), "oa.config=", "the run-time configuration is not applied"),
-    ] {
+    for (given, key, consequence) in [(args.copytoram, "oa.copytoram", "the root image is used in place")] {
         if given {
             console::warn(&format!("{key} is not supported yet by this oa-init: {consequence}"));
         }
@@ -115,6 +112,10 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     // 4.+5. Find and verify the root image.
     let root = find_and_verify(&args)?;
 
+    // 5a. oa.config=: fetched (the network is up already for oa.root=http://) or read, checked,
+    // left in /run/oa/config.json. A failure is a warning: the profile alone applies.
+    let runtime = args.config.as_deref().and_then(|src| crate::runtime_config::fetch(src, Path::new(mp::RUNTIME_CONFIG)));
+
     // 5b. Persistence (oa-storage, persist.rs): the state subvolume at /run/oa/rw, or tmpfs.
     let upper = crate::persist::setup(&args)
         .map_err(|(why, hint)| Failure { what: "set up persistence", err: Error::Unexpected { what: "persistence".into(), why }, hint })?;
@@ -131,6 +132,10 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     // 7. switch_root and exec stage 2 (or systemd).
     let sysroot = Path::new(mp::SYSROOT);
     let (init, argv) = next_init(sysroot).step("choose the init of the root filesystem", HINT_REBUILD)?;
+    // systemd does not read /run/oa/config.json: apply it to the new root here.
+    if let (Some(rc), true) = (&runtime, init != format!("/{}", rootfs_paths::INIT)) {
+        crate::runtime_config::report(mp::SYSROOT, &crate::runtime_config::apply(sysroot, rc));
+    }
     switch_root::switch_root(sysroot).step("switch_root", HINT_SHELL)?;
     emergency::set_stage(2);
     console::stage("switch_root", &format!("{} is now /, exec {} ({} ms since stage 1 started)", mp::SYSROOT, argv.join(" "), ms(t0)));

@@ -53,6 +53,14 @@ fn boot() -> std::result::Result<(), Failed> {
         return Err(("start systemd", e.err().unwrap_or(Error::Unexpected { what: "exec".into(), why: "returned".into() })));
     }
     mount_dev_extras().map_err(|e| ("mount /dev/pts and /dev/shm", e))?;
+    let mut cfg = cfg;
+    // oa.config= (left by stage 1): applied over the profile before the services start.
+    if let Some(rc) = crate::runtime_config::load() {
+        crate::runtime_config::report("/", &crate::runtime_config::apply(Path::new("/"), &rc));
+        if let Some(h) = rc.hostname {
+            cfg.hostname = h;
+        }
+    }
     if !cfg.hostname.is_empty() {
         nix::unistd::sethostname(&cfg.hostname).sys("sethostname", &cfg.hostname).map_err(|e| ("set the hostname", e))?;
     }

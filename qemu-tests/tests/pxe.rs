@@ -138,3 +138,35 @@ fn proxy_dhcp_next_to_dnsmasq_netboots_to_ready() {
     let d = std::fs::read_to_string(&dlog).unwrap_or_default();
     assert!(d.contains("DHCPACK(vo0) 10.99.0.2"), "dnsmasq leased the address:\n{d}");
 }
+
+#[test]
+fn bios_netboot_applies_the_machines_oa_config() {
+    let out = built("tiny-net");
+    let ns = Netns::new("pxe-config");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-config");
+    let machines = dir.join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOaTestKeyForOaConfig0123456789abcdefghij test@oa";
+    std::fs::write(machines.join("52-54-00-0a-00-04.toml"), "config = \"web1.json\"\n").unwrap();
+    let json = format!(r#"{{"hostname": "from-config", "ssh_authorized_keys": {{"root": ["{key}"]}}, "files": [{{"path": "/etc/oa-test/hello.txt", "content": "config-file-ok\n", "mode": "0600"}}]}}"#);
+    std::fs::write(machines.join("web1.json"), json).unwrap();
+    let (_srv, log) = serve(&ns, "pxe_config", &out, &[
+        "--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150",
+        "--leases", &dir.join("leases.json").display().to_string(),
+        "--machines", &machines.display().to_string(),
+    ]);
+    let mut vm = Machine::start("pxe_config", qemu(&ns, None, "52:54:00:0a:00:04", true));
+    vm.expect("oa-init: stage config: http://10.99.0.1/config/52-54-00-0a-00-04: will apply hostname=from-config, 1 authorized key for root, files /etc/oa-test/hello.txt", BOOT);
+    vm.expect("oa-init: stage config: applied to /: hostname from-config, /root/.ssh/authorized_keys (1 key), /etc/oa-test/hello.txt", BOOT);
+    let ready = vm.expect(READY_LINE, BOOT);
+    assert!(ready.contains("host=from-config"), "the configuration's hostname wins over the profile's: {ready}");
+    let c = vm.console();
+    assert!(!c.contains("oa.config= is not supported"), "{c}");
+    vm.send_line("cat /root/.ssh/authorized_keys");
+    vm.expect(&format!("\n{key}"), Duration::from_secs(30));
+    vm.send_line("echo MODES=$(stat -c %a /root/.ssh /root/.ssh/authorized_keys /etc/oa-test/hello.txt) H=$(hostname) F=$(cat /etc/oa-test/hello.txt)");
+    vm.expect("MODES=700 600 600 H=from-config F=config-file-ok", Duration::from_secs(30));
+    let l = server_log(&log);
+    assert!(l.contains("52:54:00:0a:00:04 (10.99.0.100) \"GET /config/52-54-00-0a-00-04\" 200"), "{l}");
+}

@@ -22,10 +22,16 @@ use crate::error::{Error, Result};
 /// Where the fetched root image is kept (tmpfs /run, so RAM).
 pub const IMAGE: &str = "/run/oa/root.squashfs";
 
-/// Bring the network up and fetch `url` to [`IMAGE`]; returns its path and sha256.
-pub fn fetch_root(url: &str, sha256: Option<&str>) -> Result<(PathBuf, String)> {
+/// Whether [`up`] has configured an interface already (stage 1 is single-threaded).
+static UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Bring the first Ethernet interface up and configure it by DHCP, once: later calls (the root
+/// image, then `oa.config=`) find it up and return at once.
+pub fn up() -> Result<()> {
+    if UP.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     let t = Instant::now();
-    let target = http::Url::parse(url).map_err(|why| Error::Unexpected { what: format!("oa.root={url}"), why })?;
     let nic = link::find_nic()?;
     let mut nl = netlink::Netlink::open()?;
     nl.link_up(nic.index).map_err(|e| net_err(&nic.name, "set link up", e))?;
@@ -49,6 +55,14 @@ pub fn fetch_root(url: &str, sha256: Option<&str>) -> Result<(PathBuf, String)> 
             t.elapsed().as_millis()
         ),
     );
+    UP.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Bring the network up and fetch `url` to [`IMAGE`]; returns its path and sha256.
+pub fn fetch_root(url: &str, sha256: Option<&str>) -> Result<(PathBuf, String)> {
+    let target = http::Url::parse(url).map_err(|why| Error::Unexpected { what: format!("oa.root={url}"), why })?;
+    up()?;
     if let Some(parent) = std::path::Path::new(IMAGE).parent() {
         crate::mounts::ensure_dir(parent)?;
     }
