@@ -56,8 +56,9 @@ deps:
 build: deps
 	$(CARGO) build --release -p oa-init --target $(MUSL_TARGET)
 	$(CARGO) build --release -p oa-init --target $(AARCH64_TARGET)
-	$(CARGO) build --release -p oa-storage
-	$(CARGO) build --release -p oa-builder
+	@# The whole workspace in one call: oa, oa-storage, oa-pxe and the test tools share their
+	@# dependencies with the same features as `cargo test --workspace`, so the tests reuse them.
+	$(CARGO) build --release --workspace
 
 # Build the default profile and boot it: interactive on a terminal (Ctrl-A X quits),
 # else until the ready line.

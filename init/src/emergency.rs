@@ -124,8 +124,9 @@ fn run_shell(argv: &[String]) -> ! {
     }
 }
 
-/// Panic hook for PID 1: a FATAL line, then the emergency path (release builds abort on
-/// panic, so the work happens in the hook).
+/// Panic hook for PID 1: a FATAL line, then the emergency path. The work happens in the hook,
+/// which never returns: PID 1 neither unwinds out of main nor aborts (either would be a
+/// kernel panic).
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let msg = info.to_string().replace('\n', " ");
