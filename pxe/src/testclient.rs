@@ -18,6 +18,34 @@ fn err(s: impl Into<String>) -> Error {
     s.into().into()
 }
 
+/// Server options for a test on loopback: every port chosen by the kernel; full DHCP with a
+/// pool of `range` (in 127.0.0.0/16) and leases in `leases` when `range` is given, else proxy.
+pub fn loopback_options(output: &std::path::Path, range: Option<&str>, leases: Option<std::path::PathBuf>, machines: Option<std::path::PathBuf>) -> crate::cli::Options {
+    let dhcp = range.is_some();
+    crate::cli::Options {
+        output: output.to_path_buf(),
+        interface: None,
+        address: Some(Ipv4Addr::LOCALHOST),
+        mode: if dhcp { crate::cli::ModeArg::Dhcp } else { crate::cli::ModeArg::Proxy },
+        range: range.map(str::to_string),
+        netmask: dhcp.then(|| Ipv4Addr::new(255, 255, 0, 0)),
+        router: None,
+        dns: vec![],
+        lease_time: 600,
+        leases: if dhcp { leases } else { None },
+        machines,
+        append: vec![],
+        ipxe_dir: "/usr/lib/ipxe".into(),
+        ipxe_arm64: None,
+        bind: Ipv4Addr::LOCALHOST,
+        dhcp_port: 0,
+        proxy_port: 0,
+        client_port: 68,
+        tftp_port: 0,
+        http_port: 0,
+    }
+}
+
 /// One DHCP exchange from `sock` to `server`; returns the ACKed address.
 pub async fn dhcp(sock: &UdpSocket, server: SocketAddr, mac: [u8; 6], xid: u32, pxe: bool) -> Result<(Ipv4Addr, Option<String>), Error> {
     let build = |mt: MessageType, ip: Option<Ipv4Addr>| {

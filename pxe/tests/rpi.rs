@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dhcproto::v4::{self, Decoder, Encodable, Encoder, Message, MessageType};
 use dhcproto::Decodable;
-use oa_pxe::cli::{ModeArg, Options};
+use oa_pxe::cli::ModeArg;
 use oa_pxe::{rpi, testclient, Config, Server};
 use tokio::net::UdpSocket;
 
@@ -52,28 +52,7 @@ async fn start(mode: ModeArg) -> Env {
     let machines = dir.path().join("machines");
     write(&machines.join("rpi/1a2b3c4d/config.txt"), b"arm_64bit=1\n# only for 1a2b3c4d\n");
     let dhcp = matches!(mode, ModeArg::Dhcp);
-    let o = Options {
-        output: out,
-        interface: None,
-        address: Some("127.0.0.1".parse().unwrap()),
-        mode,
-        range: dhcp.then(|| "127.0.2.1-127.0.2.50".into()),
-        netmask: dhcp.then(|| "255.255.0.0".parse().unwrap()),
-        router: None,
-        dns: vec![],
-        lease_time: 600,
-        leases: dhcp.then(|| dir.path().join("leases.json")),
-        machines: Some(machines),
-        append: vec![],
-        ipxe_dir: "/usr/lib/ipxe".into(),
-        ipxe_arm64: None,
-        bind: "127.0.0.1".parse().unwrap(),
-        dhcp_port: 0,
-        proxy_port: 0,
-        client_port: 68,
-        tftp_port: 0,
-        http_port: 0,
-    };
+    let o = testclient::loopback_options(&out, dhcp.then_some("127.0.2.1-127.0.2.50"), Some(dir.path().join("leases.json")), Some(machines));
     let s = Server::bind(Config::from_options(&o).unwrap()).unwrap();
     let p = s.ports();
     tokio::spawn(s.run());

@@ -5,32 +5,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use oa_pxe::cli::{ModeArg, Options};
+use oa_pxe::cli::Options;
 use oa_pxe::{testclient, Config, Server};
 
 fn options(out: &Path, leases: &Path) -> Options {
-    Options {
-        output: out.to_path_buf(),
-        interface: None,
-        address: Some("127.0.0.1".parse().unwrap()),
-        mode: ModeArg::Dhcp,
-        range: Some("127.0.1.1-127.0.1.200".into()),
-        netmask: Some("255.255.0.0".parse().unwrap()),
-        router: None,
-        dns: vec![],
-        lease_time: 600,
-        leases: Some(leases.to_path_buf()),
-        machines: None,
-        append: vec![],
-        ipxe_dir: "/usr/lib/ipxe".into(),
-        ipxe_arm64: None,
-        bind: "127.0.0.1".parse().unwrap(),
-        dhcp_port: 0,
-        proxy_port: 0,
-        client_port: 68,
-        tftp_port: 0,
-        http_port: 0,
-    }
+    testclient::loopback_options(out, Some("127.0.1.1-127.0.1.200"), Some(leases.to_path_buf()), None)
 }
 
 struct Env {
