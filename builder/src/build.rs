@@ -187,9 +187,9 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
             let detail = format!("{} from the `linux` package ({} modules indexed)", k.release, k.index.modules.len());
             return Ok((k, cached, detail));
         };
-        let cached = opts.cache_root.join("kernels").join(kernel_deb.0.file_stem().unwrap_or_default()).join(crate::kernel::COMPLETE).exists();
+        let dir = opts.cache_root.join("kernels").join(kernel_deb.0.file_stem().unwrap_or_default());
+        let cached = Kernel::tree_complete(&dir);
         if opts.no_cache {
-            let dir = opts.cache_root.join("kernels").join(kernel_deb.0.file_stem().unwrap_or_default());
             let _ = std::fs::remove_file(dir.join(crate::kernel::COMPLETE));
         }
         let k = Kernel::from_deb(&kernel_deb.0, &opts.cache_root)?;
@@ -312,6 +312,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
 
     // 5. disk image (when the profile asks): disk.img + bmap (+ qcow2), cached like the rest.
     let root_sha = rootfs.digest()?;
+    let initrd_sha = initrd.digest()?;
     let mut manifest_cmdline = default_cmdline.clone();
     manifest_cmdline.push(format!("{}={root_sha}", cmdline::SHA256));
     let kernel_sha = hash::sha256_file(&kernel.vmlinuz)?;
@@ -323,8 +324,6 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
 
     // Raspberry Pi boot tree and SD image (when the profile asks), cached like the rest.
     let rpi = if p.rpi.enable {
-        let initrd_sha = initrd.digest()?;
-        let root_digest = rootfs.digest()?;
         Some(prog.run("rpi", || {
             crate::rpi::stage(&crate::rpi::StageInputs {
                 profile: p,
@@ -334,7 +333,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
                 initrd: &initrd.path,
                 initrd_sha: &initrd_sha,
                 rootfs: &rootfs.path,
-                rootfs_sha: &root_digest,
+                rootfs_sha: &root_sha,
                 cmdline: &manifest_cmdline,
                 no_cache: opts.no_cache,
             })
@@ -355,8 +354,8 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
             let mut artifacts = Vec::new();
             for (aname, src, digest) in [
                 (artifact::KERNEL, kernel.vmlinuz.clone(), kernel_sha.clone()),
-                (artifact::INITRAMFS, initrd.path.clone(), initrd.digest()?),
-                (artifact::ROOTFS, rootfs.path.clone(), rootfs.digest()?),
+                (artifact::INITRAMFS, initrd.path.clone(), initrd_sha.clone()),
+                (artifact::ROOTFS, rootfs.path.clone(), root_sha.clone()),
             ] {
                 let dst = partial.join(aname);
                 let size = std::fs::copy(&src, &dst).ctx("copying artifact to", &dst)?;
@@ -530,9 +529,4 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         reason: format!("no readable {} ({e}); is it the output of `oa build`?", manifest::FILE_NAME),
     })?;
     serde_json::from_slice(&data).map_err(|e| Error::Output { path: path.clone(), reason: format!("not a valid manifest: {e}") })
-}
-
-#[allow(unused)]
-fn _profile_type_check(p: &Profile) -> &str {
-    &p.name
 }
