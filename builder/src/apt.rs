@@ -39,8 +39,15 @@ fn apt_fingerprint() -> String {
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             if let Ok(md) = e.metadata() {
-                let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-                k.add("f", e.path().as_os_str().as_encoded_bytes()).add("len", &md.len().to_le_bytes()).add("mtime", &mtime.to_le_bytes());
+                let mtime = md
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                k.add("f", e.path().as_os_str().as_encoded_bytes())
+                    .add("len", &md.len().to_le_bytes())
+                    .add("mtime", &mtime.to_le_bytes());
             }
         }
     }
@@ -55,7 +62,8 @@ pub fn show_memo(name: &str, arch: &str, memo_file: &Path) -> Result<PackageInfo
         entries: std::collections::BTreeMap<String, PackageInfo>,
     }
     let fp = apt_fingerprint();
-    let mut memo: Memo = std::fs::read(memo_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut memo: Memo =
+        std::fs::read(memo_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     if memo.fingerprint != fp {
         memo = Memo { fingerprint: fp, entries: Default::default() };
     }
@@ -77,14 +85,13 @@ pub fn show_memo(name: &str, arch: &str, memo_file: &Path) -> Result<PackageInfo
 /// Ask apt which version of `name` it would install for `arch` (Debian arch name).
 pub fn show_uncached(name: &str, arch: &str) -> Result<PackageInfo> {
     let spec = format!("{name}:{arch}");
-    let out = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", &spec])
-        .output()
-        .map_err(|e| Error::ToolMissing {
+    let out = Command::new("apt-cache").args(["show", "--no-all-versions", &spec]).output().map_err(|e| {
+        Error::ToolMissing {
             tool: "apt-cache".into(),
             why: e.to_string(),
             hint: "oa fetches Debian packages with apt; run it on Debian or Ubuntu (make deps)".into(),
-        })?;
+        }
+    })?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.trim().is_empty() {
         return Err(Error::Package {
@@ -99,7 +106,9 @@ pub fn show_uncached(name: &str, arch: &str) -> Result<PackageInfo> {
     let stanza = text.split("\n\n").next().unwrap_or("");
     let c = deb::Control::parse(stanza);
     let field = |k: &str| {
-        c.get(k).map(str::to_string).ok_or_else(|| Error::Package { package: spec.clone(), reason: format!("apt-cache show has no {k} field") })
+        c.get(k)
+            .map(str::to_string)
+            .ok_or_else(|| Error::Package { package: spec.clone(), reason: format!("apt-cache show has no {k} field") })
     };
     let filename = field("Filename")?;
     Ok(PackageInfo {
@@ -149,7 +158,11 @@ impl PackageCache {
             .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
             .arg(format!("{}:{}={}", info.name, info.arch, info.version))
             .output()
-            .map_err(|e| Error::ToolMissing { tool: "apt-get".into(), why: e.to_string(), hint: "install apt".into() })?;
+            .map_err(|e| Error::ToolMissing {
+                tool: "apt-get".into(),
+                why: e.to_string(),
+                hint: "install apt".into(),
+            })?;
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(Error::Package {
@@ -162,7 +175,10 @@ impl PackageCache {
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "deb"))
-            .ok_or_else(|| Error::Package { package: name.into(), reason: "apt-get download wrote no .deb file".into() })?;
+            .ok_or_else(|| Error::Package {
+                package: name.into(),
+                reason: "apt-get download wrote no .deb file".into(),
+            })?;
         let digest = hash::sha256_file(&got)?;
         if digest != info.sha256 {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -183,7 +199,10 @@ impl PackageCache {
         for e in std::fs::read_dir(&self.dir).ok()?.flatten() {
             let p = e.path();
             let f = p.file_name()?.to_string_lossy().to_string();
-            if f.starts_with(&format!("{name}_")) && f.ends_with(&format!("_{arch}.deb")) && self.dir.join(format!("{f}.sha256")).exists() {
+            if f.starts_with(&format!("{name}_"))
+                && f.ends_with(&format!("_{arch}.deb"))
+                && self.dir.join(format!("{f}.sha256")).exists()
+            {
                 let t = e.metadata().ok()?.modified().ok()?;
                 if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
                     best = Some((t, p));
@@ -192,7 +211,8 @@ impl PackageCache {
         }
         let (_, path) = best?;
         let c = deb::control(&path).ok()?;
-        let sha256 = std::fs::read_to_string(self.dir.join(format!("{}.sha256", path.file_name()?.to_string_lossy()))).ok()?;
+        let sha256 =
+            std::fs::read_to_string(self.dir.join(format!("{}.sha256", path.file_name()?.to_string_lossy()))).ok()?;
         Some((
             path.clone(),
             PackageInfo {

@@ -98,7 +98,10 @@ struct Cached {
 impl Cached {
     fn new(cache_root: &Path, stage: &str, key: &str, ext: &str) -> Cached {
         let dir = cache_root.join("stages");
-        Cached { path: dir.join(format!("{stage}-{key}.{ext}")), sha256: dir.join(format!("{stage}-{key}.{ext}.sha256")) }
+        Cached {
+            path: dir.join(format!("{stage}-{key}.{ext}")),
+            sha256: dir.join(format!("{stage}-{key}.{ext}.sha256")),
+        }
     }
     fn hit(&self) -> bool {
         self.path.is_file() && self.sha256.is_file()
@@ -119,7 +122,15 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     let start = Instant::now();
     let p = &resolved.profile;
     let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&p.name));
-    let mut prog = Progress { on: opts.progress, stages: Vec::new(), n: 0, total: TOTAL_STAGES + usize::from(p.image.disk) + usize::from(p.rpi.enable) + usize::from(p.base != Base::Busybox) };
+    let mut prog = Progress {
+        on: opts.progress,
+        stages: Vec::new(),
+        n: 0,
+        total: TOTAL_STAGES
+            + usize::from(p.image.disk)
+            + usize::from(p.rpi.enable)
+            + usize::from(p.base != Base::Busybox),
+    };
     let stage_dir = opts.cache_root.join("stages");
     std::fs::create_dir_all(&stage_dir).ctx("creating cache folder", &stage_dir)?;
     check_out_writable(&out)?;
@@ -150,7 +161,10 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
         let kernel_deb = if p.base == Base::Arch {
             None
         } else {
-            Some(kernel.ok_or_else(|| Error::Package { package: p.kernel.package.clone(), reason: "no kernel image package found behind it".into() })?)
+            Some(kernel.ok_or_else(|| Error::Package {
+                package: p.kernel.package.clone(),
+                reason: "no kernel image package found behind it".into(),
+            })?)
         };
         let mut debs = Vec::new();
         // base = "debian": [packages] debian goes to mmdebstrap in the base stage instead.
@@ -236,7 +250,11 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
             let size = fsutil::tree_size(&tree);
             let tmp = stage_dir.join(format!(".rootfs-{}.tmp", hash::unique_suffix()));
             // A full OS keeps its file owners (/etc/shadow, home folders); busybox is all root.
-            let owners = if p.base != Base::Busybox || !p.users.is_empty() { squashfs::Owners::Keep } else { squashfs::Owners::AllRoot };
+            let owners = if p.base != Base::Busybox || !p.users.is_empty() {
+                squashfs::Owners::Keep
+            } else {
+                squashfs::Owners::AllRoot
+            };
             let packed = squashfs::pack(&tree, &tmp, owners);
             if let Err(e) = packed {
                 let _ = std::fs::remove_file(&tmp);
@@ -292,7 +310,11 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
         let tmpdir = apt::tempfile_dir(&stage_dir)?;
         if let Some((bb, _)) = &busybox_deb {
             deb::extract(bb, &tmpdir, &|p| p == Path::new("bin/busybox"))?;
-            a.add_file(initramfs_paths::BUSYBOX, 0o755, Source::Bytes(std::fs::read(tmpdir.join("bin/busybox")).ctx("reading", tmpdir.join("bin/busybox"))?));
+            a.add_file(
+                initramfs_paths::BUSYBOX,
+                0o755,
+                Source::Bytes(std::fs::read(tmpdir.join("bin/busybox")).ctx("reading", tmpdir.join("bin/busybox"))?),
+            );
             a.add("bin/sh", Member::Symlink { target: "busybox".into() });
             extra = " + busybox".into();
         }
@@ -301,8 +323,17 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
             s.add_to_initramfs(&mut a)?;
             extra.push_str(" + oa-storage");
         }
-        let cfg = InitramfsConfig { profile: p.name.clone(), kernel_release: kernel.release.clone(), modules: loaded, default_cmdline: vec![] };
-        a.add_file(initramfs_paths::CONFIG, 0o644, Source::Bytes(serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Other(e.to_string()))?));
+        let cfg = InitramfsConfig {
+            profile: p.name.clone(),
+            kernel_release: kernel.release.clone(),
+            modules: loaded,
+            default_cmdline: vec![],
+        };
+        a.add_file(
+            initramfs_paths::CONFIG,
+            0o644,
+            Source::Bytes(serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Other(e.to_string()))?),
+        );
         let tmp = stage_dir.join(format!(".initramfs-{}.tmp", hash::unique_suffix()));
         a.write_zstd(&tmp)?;
         let size = std::fs::metadata(&tmp).ctx("reading", &tmp)?.len();
@@ -317,7 +348,19 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     manifest_cmdline.push(format!("{}={root_sha}", cmdline::SHA256));
     let kernel_sha = hash::sha256_file(&kernel.vmlinuz)?;
     let disk = if p.image.disk {
-        Some(prog.run("image", || disk_stage(p, opts, &stage_dir, &kernel.vmlinuz, &kernel_sha, &initrd, &rootfs, &root_sha, &manifest_cmdline))?)
+        Some(prog.run("image", || {
+            disk_stage(
+                p,
+                opts,
+                &stage_dir,
+                &kernel.vmlinuz,
+                &kernel_sha,
+                &initrd,
+                &rootfs,
+                &root_sha,
+                &manifest_cmdline,
+            )
+        })?)
     } else {
         None
     };
@@ -365,14 +408,29 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
                 // disk.img keeps its holes (the blank parts take no space).
                 let dst = partial.join(artifact::DISK_IMAGE);
                 crate::image::copy_sparse(&d.img.path, &dst)?;
-                artifacts.push(Artifact { name: artifact::DISK_IMAGE.into(), path: artifact::DISK_IMAGE.into(), size: d.size, sha256: d.img.digest()? });
+                artifacts.push(Artifact {
+                    name: artifact::DISK_IMAGE.into(),
+                    path: artifact::DISK_IMAGE.into(),
+                    size: d.size,
+                    sha256: d.img.digest()?,
+                });
                 let dst = partial.join(artifact::DISK_BMAP);
                 let size = std::fs::copy(&d.bmap, &dst).ctx("copying artifact to", &dst)?;
-                artifacts.push(Artifact { name: artifact::DISK_BMAP.into(), path: artifact::DISK_BMAP.into(), size, sha256: hash::sha256_file(&dst)? });
+                artifacts.push(Artifact {
+                    name: artifact::DISK_BMAP.into(),
+                    path: artifact::DISK_BMAP.into(),
+                    size,
+                    sha256: hash::sha256_file(&dst)?,
+                });
                 if let Some(q) = &d.qcow2 {
                     let dst = partial.join(artifact::DISK_QCOW2);
                     let size = std::fs::copy(&q.path, &dst).ctx("copying artifact to", &dst)?;
-                    artifacts.push(Artifact { name: artifact::DISK_QCOW2.into(), path: artifact::DISK_QCOW2.into(), size, sha256: q.digest()? });
+                    artifacts.push(Artifact {
+                        name: artifact::DISK_QCOW2.into(),
+                        path: artifact::DISK_QCOW2.into(),
+                        size,
+                        sha256: q.digest()?,
+                    });
                 }
             }
             if let Some(r) = &rpi {
@@ -437,7 +495,9 @@ fn disk_stage(
     let files = BootFiles::locate(p.arch.as_str())?;
     let boot_cmdline = image::disk_cmdline(manifest_cmdline);
     let mut key = Key::new("image");
-    key.add("kernel", kernel_sha.as_bytes()).add("initramfs", initrd.digest()?.as_bytes()).add("rootfs", root_sha.as_bytes());
+    key.add("kernel", kernel_sha.as_bytes())
+        .add("initramfs", initrd.digest()?.as_bytes())
+        .add("rootfs", root_sha.as_bytes());
     key.add("title", p.name.as_bytes()).add("cmdline", boot_cmdline.join(" ").as_bytes());
     key.add("image", &serde_json::to_vec(&p.image).unwrap_or_default());
     for f in [&files.gptmbr, &files.syslinux, &files.systemd_boot] {
@@ -528,5 +588,6 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         path: dir.to_path_buf(),
         reason: format!("no readable {} ({e}); is it the output of `oa build`?", manifest::FILE_NAME),
     })?;
-    serde_json::from_slice(&data).map_err(|e| Error::Output { path: path.clone(), reason: format!("not a valid manifest: {e}") })
+    serde_json::from_slice(&data)
+        .map_err(|e| Error::Output { path: path.clone(), reason: format!("not a valid manifest: {e}") })
 }

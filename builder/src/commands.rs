@@ -76,10 +76,13 @@ pub fn run(a: RunArgs) -> Result<i32> {
             let path = if image_file {
                 a.target.clone()
             } else {
-                let disk = m.as_ref().and_then(|m| m.artifact(oa_contract::manifest::artifact::DISK_IMAGE)).ok_or_else(|| Error::Output {
-                    path: dir.clone(),
-                    reason: "has no disk.img; add `[image] disk = true` to the profile and build again".into(),
-                })?;
+                let disk = m
+                    .as_ref()
+                    .and_then(|m| m.artifact(oa_contract::manifest::artifact::DISK_IMAGE))
+                    .ok_or_else(|| Error::Output {
+                        path: dir.clone(),
+                        reason: "has no disk.img; add `[image] disk = true` to the profile and build again".into(),
+                    })?;
                 dir.join(&disk.path)
             };
             // The built image stays as built (snapshot); an image file named directly is the
@@ -103,7 +106,12 @@ pub fn run(a: RunArgs) -> Result<i32> {
         return Ok(st.code().unwrap_or(1));
     }
     let what = match &spec.disk {
-        Some(d) => format!("disk image {} ({}, {})", d.path.display(), d.format, if matches!(spec.firmware, qemu::Firmware::Uefi { .. }) { "UEFI" } else { "BIOS" }),
+        Some(d) => format!(
+            "disk image {} ({}, {})",
+            d.path.display(),
+            d.format,
+            if matches!(spec.firmware, qemu::Firmware::Uefi { .. }) { "UEFI" } else { "BIOS" }
+        ),
         None => dir.display().to_string(),
     };
     eprintln!("oa: booting {what} in QEMU ({accel:?}), waiting up to {}s for `{}`", a.timeout, oa_contract::READY_LINE);
@@ -130,7 +138,15 @@ pub fn run(a: RunArgs) -> Result<i32> {
 
 /// `oa flash`: see [`crate::flash`].
 pub fn flash(a: FlashArgs) -> Result<i32> {
-    let opts = crate::flash::Options { image: a.image, device: a.device, yes: a.yes, bmap: a.bmap, no_bmap: a.no_bmap, allow_file: a.allow_file, progress: true };
+    let opts = crate::flash::Options {
+        image: a.image,
+        device: a.device,
+        yes: a.yes,
+        bmap: a.bmap,
+        no_bmap: a.no_bmap,
+        allow_file: a.allow_file,
+        progress: true,
+    };
     let r = crate::flash::flash(&opts)?;
     eprintln!(
         "oa flash: wrote and verified {} on {} in {:.1}s{}",

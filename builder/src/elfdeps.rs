@@ -67,10 +67,14 @@ pub fn parse_ldd(out: &str) -> std::result::Result<(Vec<Lib>, Option<PathBuf>), 
 
 /// The library closure of a host binary (ldd resolves it the way the loader does).
 pub fn closure(bin: &Path) -> Result<(Vec<Lib>, PathBuf)> {
-    let out = std::process::Command::new("ldd").arg(bin).output().map_err(|e| Error::Other(format!("running ldd {}: {e}", bin.display())))?;
+    let out = std::process::Command::new("ldd")
+        .arg(bin)
+        .output()
+        .map_err(|e| Error::Other(format!("running ldd {}: {e}", bin.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let (libs, loader) = parse_ldd(&text).map_err(|e| Error::Other(format!("{}: {e}", bin.display())))?;
-    let loader = loader.ok_or_else(|| Error::Other(format!("{} has no dynamic loader (ldd: {})", bin.display(), text.trim())))?;
+    let loader = loader
+        .ok_or_else(|| Error::Other(format!("{} has no dynamic loader (ldd: {})", bin.display(), text.trim())))?;
     Ok((libs, loader))
 }
 
@@ -165,7 +169,11 @@ pub fn bundle(p: &Profile) -> Result<Option<Bundle>> {
         loader_seen.get_or_insert(loader);
     }
     let loader = loader_seen.ok_or_else(|| Error::Other("no dynamic loader found".into()))?;
-    files.push((storage_paths::LOADER.trim_start_matches('/').into(), loader.canonicalize().ctx("resolving", &loader)?, 0o755));
+    files.push((
+        storage_paths::LOADER.trim_start_matches('/').into(),
+        loader.canonicalize().ctx("resolving", &loader)?,
+        0o755,
+    ));
     let config = serde_json::to_vec_pretty(&persist_config(x)).map_err(|e| Error::Other(e.to_string()))?;
     let keyfile = x.keyfile.clone().filter(|_| x.key == KeySource::Keyfile);
     if let Some(k) = &keyfile {
@@ -210,7 +218,8 @@ impl Bundle {
         let link = root.join("usr/sbin/oa-init");
         if link.symlink_metadata().is_err() {
             std::fs::create_dir_all(root.join("usr/sbin")).ctx("creating", root.join("usr/sbin"))?;
-            std::os::unix::fs::symlink(format!("/{}", oa_contract::rootfs_paths::INIT), &link).ctx("creating", &link)?;
+            std::os::unix::fs::symlink(format!("/{}", oa_contract::rootfs_paths::INIT), &link)
+                .ctx("creating", &link)?;
         }
         Ok(())
     }

@@ -70,12 +70,19 @@ pub enum FlashError {
     Failed { device: PathBuf, reason: String, wiped: Result<(), String> },
 
     #[error("{action} {}: {source}", path.display())]
-    Io { action: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn wiped_note(w: &Result<(), String>) -> String {
     match w {
-        Ok(()) => "the first and last MiB were overwritten with zeros so that nothing half-written boots; flash again".into(),
+        Ok(()) => {
+            "the first and last MiB were overwritten with zeros so that nothing half-written boots; flash again".into()
+        }
         Err(e) => format!("wiping the start and end also failed ({e}): do not boot from this device, flash it again"),
     }
 }
@@ -156,7 +163,10 @@ impl Target {
         if !self.partitions.is_empty() {
             s.push_str(&format!(", partitions {}", self.partitions.join(" ")));
         }
-        s.push_str(&format!("; holds: {}", if self.contents.is_empty() { "no known signature".to_string() } else { self.contents.join(", ") }));
+        s.push_str(&format!(
+            "; holds: {}",
+            if self.contents.is_empty() { "no known signature".to_string() } else { self.contents.join(", ") }
+        ));
         s
     }
 }
@@ -197,12 +207,23 @@ pub fn source(opts: &Options) -> Result<Source> {
         return Err(FlashError::Image { path, reason: "is a qcow2 image (for VMs); flash the raw disk.img".into() });
     }
     // The manifest beside it names its digest (and the bmap's).
-    let m: Option<Manifest> = folder.as_ref().and_then(|d| std::fs::read(d.join(manifest::FILE_NAME)).ok()).and_then(|b| serde_json::from_slice(&b).ok());
+    let m: Option<Manifest> = folder
+        .as_ref()
+        .and_then(|d| std::fs::read(d.join(manifest::FILE_NAME)).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let listed = |name: &str| m.as_ref().and_then(|m| m.artifacts.iter().find(|a| a.path == name)).map(|a| (a.size, a.sha256.clone()));
+    let listed = |name: &str| {
+        m.as_ref().and_then(|m| m.artifacts.iter().find(|a| a.path == name)).map(|a| (a.size, a.sha256.clone()))
+    };
     let sha256 = match listed(&file_name) {
         Some((size, _)) if size != md.len() => {
-            return Err(FlashError::Image { path, reason: format!("is {} bytes but its manifest says {size}: the file was changed or truncated", md.len()) })
+            return Err(FlashError::Image {
+                path,
+                reason: format!(
+                    "is {} bytes but its manifest says {size}: the file was changed or truncated",
+                    md.len()
+                ),
+            })
         }
         Some((_, d)) => Some(d),
         None => None,
@@ -219,19 +240,28 @@ pub fn source(opts: &Options) -> Result<Source> {
     let bmap = match bmap_path {
         None => None,
         Some(bp) => {
-            let text = std::fs::read_to_string(&bp).map_err(|e| FlashError::Bmap { path: bp.clone(), reason: format!("not readable ({e})") })?;
+            let text = std::fs::read_to_string(&bp)
+                .map_err(|e| FlashError::Bmap { path: bp.clone(), reason: format!("not readable ({e})") })?;
             let b = Bmap::parse(&text).map_err(|reason| FlashError::Bmap { path: bp.clone(), reason })?;
             if b.image_size != md.len() {
                 return Err(FlashError::Bmap {
                     path: bp,
-                    reason: format!("is for an image of {} bytes, but {} has {}; give the matching bmap or --no-bmap", b.image_size, path.display(), md.len()),
+                    reason: format!(
+                        "is for an image of {} bytes, but {} has {}; give the matching bmap or --no-bmap",
+                        b.image_size,
+                        path.display(),
+                        md.len()
+                    ),
                 });
             }
             let bname = bp.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             if let (Some((_, want)), true) = (listed(&bname), bp.parent() == path.parent()) {
                 let got = hex::encode(Sha256::digest(text.as_bytes()));
                 if got != want {
-                    return Err(FlashError::Bmap { path: bp, reason: format!("its sha256 {got} is not the manifest's {want}") });
+                    return Err(FlashError::Bmap {
+                        path: bp,
+                        reason: format!("its sha256 {got} is not the manifest's {want}"),
+                    });
                 }
             }
             Some((bp, b))
@@ -253,7 +283,17 @@ pub fn inspect(device: &Path, allow_file: bool, image: &Path) -> Result<Target> 
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if allow_file && !device.to_string_lossy().starts_with("/dev/") {
-                return Ok(Target { path: device.to_path_buf(), kind: TargetKind::File, size: 0, exists: false, name: None, model: None, removable: false, partitions: vec![], contents: vec![] });
+                return Ok(Target {
+                    path: device.to_path_buf(),
+                    kind: TargetKind::File,
+                    size: 0,
+                    exists: false,
+                    name: None,
+                    model: None,
+                    removable: false,
+                    partitions: vec![],
+                    contents: vec![],
+                });
             }
             return Err(FlashError::NotFound { device: device.to_path_buf() });
         }
@@ -274,19 +314,42 @@ pub fn inspect(device: &Path, allow_file: bool, image: &Path) -> Result<Target> 
             return Err(FlashError::Busy { device: device.to_path_buf(), uses });
         }
         let contents = read_head(device).map(|h| describe(&h)).unwrap_or_default();
-        return Ok(Target { path: device.to_path_buf(), kind: TargetKind::File, size: md.len(), exists: true, name: None, model: None, removable: false, partitions: vec![], contents });
+        return Ok(Target {
+            path: device.to_path_buf(),
+            kind: TargetKind::File,
+            size: md.len(),
+            exists: true,
+            name: None,
+            model: None,
+            removable: false,
+            partitions: vec![],
+            contents,
+        });
     }
     if !ft.is_block_device() {
-        let kind = if ft.is_dir() { "a folder" } else if ft.is_char_device() { "a character device" } else { "not a regular file" };
+        let kind = if ft.is_dir() {
+            "a folder"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else {
+            "not a regular file"
+        };
         return Err(FlashError::NotABlockDevice { device: device.to_path_buf(), kind: kind.into() });
     }
     let rdev = md.rdev();
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
-        .map_err(|e| FlashError::Io { action: "finding in /sys/dev/block", path: device.to_path_buf(), source: e })?;
+    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).map_err(|e| FlashError::Io {
+        action: "finding in /sys/dev/block",
+        path: device.to_path_buf(),
+        source: e,
+    })?;
     let name = sys.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     if let Some(number) = read_trim(&sys.join("partition")).and_then(|p| p.parse().ok()) {
-        let disk = sys.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "?".into());
+        let disk = sys
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "?".into());
         return Err(FlashError::Partition { device: device.to_path_buf(), disk, number });
     }
     if read_trim(&sys.join("ro")).as_deref() == Some("1") {
@@ -318,10 +381,24 @@ pub fn inspect(device: &Path, allow_file: bool, image: &Path) -> Result<Target> 
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    let model = if model.is_empty() { read_trim(&sys.join("loop/backing_file")).map(|f| format!("loop device on {f}")) } else { Some(model) };
+    let model = if model.is_empty() {
+        read_trim(&sys.join("loop/backing_file")).map(|f| format!("loop device on {f}"))
+    } else {
+        Some(model)
+    };
     let removable = read_trim(&sys.join("removable")).as_deref() == Some("1");
     let contents = read_head(device).map(|h| describe(&h)).unwrap_or_default();
-    Ok(Target { path: device.to_path_buf(), kind: TargetKind::WholeDisk, size, exists: true, name: Some(name), model, removable, partitions, contents })
+    Ok(Target {
+        path: device.to_path_buf(),
+        kind: TargetKind::WholeDisk,
+        size,
+        exists: true,
+        name: Some(name),
+        model,
+        removable,
+        partitions,
+        contents,
+    })
 }
 
 /// Device-mapper, RAID or other holders of a block device (`/sys/class/block/<n>/holders`),
@@ -344,15 +421,26 @@ fn holders(name: &str) -> Vec<String> {
 
 /// Why `devs` (name, "major:minor") may not be written: mounts, swap, holders, the running
 /// system. Pure: the tables are passed in.
-pub fn busy_uses(devs: &[(String, String)], mountinfo: &str, swaps: &str, root_dev: Option<&str>, holders: &dyn Fn(&str) -> Vec<String>) -> Vec<String> {
+pub fn busy_uses(
+    devs: &[(String, String)],
+    mountinfo: &str,
+    swaps: &str,
+    root_dev: Option<&str>,
+    holders: &dyn Fn(&str) -> Vec<String>,
+) -> Vec<String> {
     let mut uses = Vec::new();
     for (name, majmin) in devs {
         let dev_path = format!("/dev/{name}");
         for line in mountinfo.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
-            let (mm, mountpoint, source) = (f.get(2).copied().unwrap_or(""), f.get(4).copied().unwrap_or("?"), f.get(sep + 2).copied().unwrap_or(""));
-            let source_is_dev = source == dev_path || (source.starts_with('/') && std::fs::canonicalize(source).is_ok_and(|p| p == Path::new(&dev_path)));
+            let (mm, mountpoint, source) = (
+                f.get(2).copied().unwrap_or(""),
+                f.get(4).copied().unwrap_or("?"),
+                f.get(sep + 2).copied().unwrap_or(""),
+            );
+            let source_is_dev = source == dev_path
+                || (source.starts_with('/') && std::fs::canonicalize(source).is_ok_and(|p| p == Path::new(&dev_path)));
             if mm == majmin || source_is_dev {
                 let u = format!("{dev_path} is mounted at {}", mountpoint.replace("\\040", " "));
                 if !uses.contains(&u) {
@@ -362,7 +450,9 @@ pub fn busy_uses(devs: &[(String, String)], mountinfo: &str, swaps: &str, root_d
         }
         for line in swaps.lines().skip(1) {
             if let Some(src) = line.split_whitespace().next() {
-                if src == dev_path || (src.starts_with('/') && std::fs::canonicalize(src).is_ok_and(|p| p == Path::new(&dev_path))) {
+                if src == dev_path
+                    || (src.starts_with('/') && std::fs::canonicalize(src).is_ok_and(|p| p == Path::new(&dev_path)))
+                {
                     uses.push(format!("{dev_path} is used as swap"));
                 }
             }
@@ -386,7 +476,10 @@ fn file_uses(file: &Path) -> Vec<String> {
         for e in rd.flatten() {
             if let Some(b) = read_trim(&e.path().join("loop/backing_file")) {
                 if Path::new(&b) == canon {
-                    out.push(format!("it is attached to /dev/{} (losetup -d it first)", e.file_name().to_string_lossy()));
+                    out.push(format!(
+                        "it is attached to /dev/{} (losetup -d it first)",
+                        e.file_name().to_string_lossy()
+                    ));
                 }
             }
         }
@@ -422,7 +515,12 @@ pub fn describe(h: &[u8]) -> Vec<String> {
     }
     if at(512, b"EFI PART") {
         out.push("GPT partition table".into());
-    } else if at(510, &[0x55, 0xaa]) && !at(54, b"FAT") && !at(82, b"FAT32") && !at(3, b"NTFS    ") && !at(3, b"EXFAT   ") {
+    } else if at(510, &[0x55, 0xaa])
+        && !at(54, b"FAT")
+        && !at(82, b"FAT32")
+        && !at(3, b"NTFS    ")
+        && !at(3, b"EXFAT   ")
+    {
         let parts = (0..4).filter(|i| h[446 + 16 * i + 4] != 0).count();
         if parts > 0 {
             out.push(format!("MBR partition table ({parts} partition(s))"));
@@ -555,7 +653,13 @@ impl Meter {
     fn line(&self) -> String {
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
         let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
-        format!("{} {:>10} / {:<10} {pct:>3}%  {}/s", self.what, bmap::human(self.done), bmap::human(self.total), bmap::human((self.done as f64 / secs) as u64))
+        format!(
+            "{} {:>10} / {:<10} {pct:>3}%  {}/s",
+            self.what,
+            bmap::human(self.done),
+            bmap::human(self.total),
+            bmap::human((self.done as f64 / secs) as u64)
+        )
     }
 
     fn add(&mut self, n: u64) {
@@ -631,10 +735,14 @@ impl Drop for SignalGuard {
 /// The byte ranges to write: the bmap's, or the whole image.
 pub fn ranges(src: &Source) -> Vec<(u64, u64, Option<String>)> {
     match &src.bmap {
-        Some((_, b)) => b.ranges.iter().map(|r| {
-            let (a, e) = r.bytes(b.block_size, b.image_size);
-            (a, e, Some(r.sha256.clone()))
-        }).collect(),
+        Some((_, b)) => b
+            .ranges
+            .iter()
+            .map(|r| {
+                let (a, e) = r.bytes(b.block_size, b.image_size);
+                (a, e, Some(r.sha256.clone()))
+            })
+            .collect(),
         None => vec![(0, src.size, src.sha256.clone())],
     }
 }
@@ -642,12 +750,16 @@ pub fn ranges(src: &Source) -> Vec<(u64, u64, Option<String>)> {
 /// Ask on the terminal. `Ok(())` when the user typed yes.
 fn confirm(src: &Source, target: &Target) -> Result<()> {
     if !std::io::stdin().is_terminal() {
-        return Err(FlashError::NotConfirmed("stdin is not a terminal, so nobody can be asked; pass --yes to write without asking".into()));
+        return Err(FlashError::NotConfirmed(
+            "stdin is not a terminal, so nobody can be asked; pass --yes to write without asking".into(),
+        ));
     }
     eprint!("Everything on {} will be lost. Write {} to it? Type yes: ", target.path.display(), src.path.display());
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).map_err(|e| FlashError::NotConfirmed(format!("reading the answer: {e}")))?;
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| FlashError::NotConfirmed(format!("reading the answer: {e}")))?;
     if matches!(answer.trim(), "yes" | "y" | "YES" | "Yes") {
         Ok(())
     } else {
@@ -660,7 +772,11 @@ pub fn flash(opts: &Options) -> Result<Report> {
     let src = source(opts)?;
     let target = inspect(&opts.device, opts.allow_file, &src.path)?;
     if target.exists && target.size < src.size {
-        return Err(FlashError::TooSmall { device: target.path.clone(), image_size: src.size, device_size: target.size });
+        return Err(FlashError::TooSmall {
+            device: target.path.clone(),
+            image_size: src.size,
+            device_size: target.size,
+        });
     }
     let plan = ranges(&src);
     let to_write: u64 = plan.iter().map(|(a, b, _)| b - a).sum();
@@ -692,7 +808,10 @@ pub fn flash(opts: &Options) -> Result<Report> {
     }
     let mut dev = oo.open(&target.path).map_err(|e| {
         if e.raw_os_error() == Some(libc::EBUSY) {
-            FlashError::Busy { device: target.path.clone(), uses: vec!["the kernel reports it busy (mounted or held)".into()] }
+            FlashError::Busy {
+                device: target.path.clone(),
+                uses: vec!["the kernel reports it busy (mounted or held)".into()],
+            }
         } else {
             FlashError::Io { action: "opening for writing", path: target.path.clone(), source: e }
         }
@@ -717,7 +836,14 @@ pub fn flash(opts: &Options) -> Result<Report> {
     }
 }
 
-fn write_and_verify(src: &Source, plan: &[(u64, u64, Option<String>)], total: u64, dev: &mut File, dev_path: &Path, progress: bool) -> std::result::Result<(), String> {
+fn write_and_verify(
+    src: &Source,
+    plan: &[(u64, u64, Option<String>)],
+    total: u64,
+    dev: &mut File,
+    dev_path: &Path,
+    progress: bool,
+) -> std::result::Result<(), String> {
     let mut img = File::open(&src.path).map_err(|e| format!("opening {}: {e}", src.path.display()))?;
     // Write, hashing the image as it streams (the bmap's or the manifest's digest).
     let mut meter = Meter::new("writing  ", total, progress);
@@ -730,7 +856,11 @@ fn write_and_verify(src: &Source, plan: &[(u64, u64, Option<String>)], total: u6
         writer.flush().map_err(|e| format!("at byte {a}: {e}"))?;
         drop(writer);
         if n != b - a {
-            return Err(format!("{} ended early (at byte {}): was it changed while flashing?", src.path.display(), a + n));
+            return Err(format!(
+                "{} ended early (at byte {}): was it changed while flashing?",
+                src.path.display(),
+                a + n
+            ));
         }
         let got = reader.hex();
         if let Some(want) = want {
@@ -757,7 +887,10 @@ fn write_and_verify(src: &Source, plan: &[(u64, u64, Option<String>)], total: u6
         std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| format!("reading back at byte {a}: {e}"))?;
         let got = r.hex();
         if got != want {
-            return Err(format!("read back bytes {a}..{b} of {}: sha256 {got}, expected {want} (a failing device?)", dev_path.display()));
+            return Err(format!(
+                "read back bytes {a}..{b} of {}: sha256 {got}, expected {want} (a failing device?)",
+                dev_path.display()
+            ));
         }
     }
     meter.finish();
@@ -832,7 +965,11 @@ mod tests {
 
     #[test]
     fn busy_finds_mounts_swap_holders_and_the_root() {
-        let devs = vec![("sdb".to_string(), "8:16".to_string()), ("sdb1".to_string(), "8:17".to_string()), ("sdb2".to_string(), "8:18".to_string())];
+        let devs = vec![
+            ("sdb".to_string(), "8:16".to_string()),
+            ("sdb1".to_string(), "8:17".to_string()),
+            ("sdb2".to_string(), "8:18".to_string()),
+        ];
         let mountinfo = "22 1 0:21 / /proc rw - proc proc rw\n\
                          40 1 8:17 / /media/my\\040stick rw,relatime - vfat /dev/sdb1 rw\n\
                          41 1 0:50 / /data rw - btrfs /dev/sdb2 rw\n";
@@ -849,7 +986,8 @@ mod tests {
                 "/dev/sdb2 holds the running system (/)",
             ]
         );
-        assert!(busy_uses(&devs, "22 1 0:21 / /proc rw - proc proc rw\n", "Filename\n", Some("0:21"), &|_| vec![]).is_empty());
+        assert!(busy_uses(&devs, "22 1 0:21 / /proc rw - proc proc rw\n", "Filename\n", Some("0:21"), &|_| vec![])
+            .is_empty());
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64> {
             symlink(&t, &target).ctx("creating symlink", &target)?;
         } else {
             std::fs::copy(entry.path(), &target).ctx("copying overlay file to", &target)?;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(md.permissions().mode())).ctx("setting mode of", &target)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(md.permissions().mode()))
+                .ctx("setting mode of", &target)?;
         }
         n += 1;
     }

@@ -52,13 +52,18 @@ pub fn locate(arch: &str, explicit: Option<&Path>) -> Result<PathBuf> {
 /// initramfs carries no shared libraries for it.
 pub fn check(path: &Path, arch: &str) -> Result<()> {
     let data = std::fs::read(path).map_err(|e| Error::InitBinary(format!("reading {}: {e}", path.display())))?;
-    let file = object::File::parse(&*data).map_err(|e| Error::InitBinary(format!("{} is not an ELF executable: {e}", path.display())))?;
+    let file = object::File::parse(&*data)
+        .map_err(|e| Error::InitBinary(format!("{} is not an ELF executable: {e}", path.display())))?;
     let want = match arch {
         "aarch64" => object::Architecture::Aarch64,
         _ => object::Architecture::X86_64,
     };
     if file.architecture() != want {
-        return Err(Error::InitBinary(format!("{} is built for {:?}, the profile is {arch}", path.display(), file.architecture())));
+        return Err(Error::InitBinary(format!(
+            "{} is built for {:?}, the profile is {arch}",
+            path.display(),
+            file.architecture()
+        )));
     }
     if file.section_by_name(".interp").is_some() {
         return Err(Error::InitBinary(format!(

@@ -99,7 +99,8 @@ impl Archive {
     /// zstd unpacks several times faster than gzip, which matters under TCG).
     pub fn write_zstd(&self, path: &Path) -> Result<()> {
         let f = std::fs::File::create(path).ctx("creating", path)?;
-        let mut enc = zstd::stream::write::Encoder::new(std::io::BufWriter::new(f), 15).ctx("starting zstd for", path)?;
+        let mut enc =
+            zstd::stream::write::Encoder::new(std::io::BufWriter::new(f), 15).ctx("starting zstd for", path)?;
         self.write_cpio(&mut enc)?;
         let mut bw = enc.finish().ctx("finishing zstd stream of", path)?;
         bw.flush().ctx("writing", path)?;

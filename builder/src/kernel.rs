@@ -29,7 +29,10 @@ impl Kernel {
             .into_iter()
             .flatten()
             .map(|e| e.into_path())
-            .filter(|p| p.extension().is_some_and(|x| x == "dtb") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "dtb")
+                    && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
             .collect();
         v.sort();
         v
@@ -111,7 +114,10 @@ impl Kernel {
         let release = find_release(root)?;
         let vmlinuz = root.join("boot").join(format!("vmlinuz-{release}"));
         if !vmlinuz.exists() {
-            return Err(Error::Kernel(format!("{} has modules for {release} but no boot/vmlinuz-{release}", root.display())));
+            return Err(Error::Kernel(format!(
+                "{} has modules for {release} but no boot/vmlinuz-{release}",
+                root.display()
+            )));
         }
         let idx_path = root.join(INDEX_FILE);
         let index: ModuleIndex = match std::fs::read(&idx_path) {
@@ -142,7 +148,13 @@ impl Kernel {
         Ok(order)
     }
 
-    fn visit(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<String>, stack: &mut Vec<String>) -> Result<()> {
+    fn visit(
+        &self,
+        name: &str,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+        stack: &mut Vec<String>,
+    ) -> Result<()> {
         if seen.contains(name) || self.index.builtin.contains(name) {
             return Ok(());
         }
@@ -150,7 +162,11 @@ impl Kernel {
             return Err(Error::Kernel(format!("module dependency cycle: {} -> {name}", stack.join(" -> "))));
         }
         let info = self.index.modules.get(name).ok_or_else(|| {
-            Error::Kernel(format!("module `{}` needs `{name}`, which kernel {} does not have", stack.last().map(String::as_str).unwrap_or("?"), self.release))
+            Error::Kernel(format!(
+                "module `{}` needs `{name}`, which kernel {} does not have",
+                stack.last().map(String::as_str).unwrap_or("?"),
+                self.release
+            ))
         })?;
         stack.push(name.to_string());
         for d in &info.depends {
@@ -167,14 +183,21 @@ fn find_release(root: &Path) -> Result<String> {
     for base in ["lib/modules", "usr/lib/modules"] {
         let dir = root.join(base);
         if let Ok(rd) = std::fs::read_dir(&dir) {
-            let mut rels: Vec<String> = rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+            let mut rels: Vec<String> = rd
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect();
             rels.sort();
             if let Some(r) = rels.pop() {
                 return Ok(r);
             }
         }
     }
-    Err(Error::Kernel(format!("{} holds no lib/modules/<release>: the package is not a kernel image package", root.display())))
+    Err(Error::Kernel(format!(
+        "{} holds no lib/modules/<release>: the package is not a kernel image package",
+        root.display()
+    )))
 }
 
 fn build_index(root: &Path) -> Result<ModuleIndex> {

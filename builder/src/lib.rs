@@ -23,7 +23,7 @@ pub mod kernel;
 pub mod profile;
 pub mod qemu;
 pub mod rootfs;
-pub mod serve;
 pub mod rpi;
+pub mod serve;
 pub mod squashfs;
 pub mod tool;

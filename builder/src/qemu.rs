@@ -66,8 +66,16 @@ impl DiskBoot {
     /// `path` with its format read from its first bytes (qcow2's magic, else raw).
     pub fn detect(path: &Path, snapshot: bool) -> Result<DiskBoot> {
         let mut magic = [0u8; 4];
-        let mut f = std::fs::File::open(path).map_err(|e| Error::Io { action: "opening disk image", path: path.to_path_buf(), source: e })?;
-        let n = f.read(&mut magic).map_err(|e| Error::Io { action: "reading disk image", path: path.to_path_buf(), source: e })?;
+        let mut f = std::fs::File::open(path).map_err(|e| Error::Io {
+            action: "opening disk image",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let n = f.read(&mut magic).map_err(|e| Error::Io {
+            action: "reading disk image",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         let format = if n == 4 && &magic == b"QFI\xfb" { "qcow2" } else { "raw" };
         Ok(DiskBoot { path: path.to_path_buf(), format: format.into(), snapshot })
     }
@@ -122,9 +130,17 @@ impl UefiFiles {
     /// Copy the variable store for one run into `dir`: the [`Firmware`] for the [`Spec`] and
     /// a guard that deletes the copy when dropped (keep it alive while QEMU runs).
     pub fn for_run(&self, dir: &Path) -> Result<(Firmware, VarsCopy)> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            action: "creating",
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         let vars = dir.join(format!("oa-uefi-vars-{}-{}.fd", std::process::id(), crate::hash::unique_suffix()));
-        std::fs::copy(&self.vars_template, &vars).map_err(|e| Error::Io { action: "copying the UEFI variable store to", path: vars.clone(), source: e })?;
+        std::fs::copy(&self.vars_template, &vars).map_err(|e| Error::Io {
+            action: "copying the UEFI variable store to",
+            path: vars.clone(),
+            source: e,
+        })?;
         Ok((Firmware::Uefi { code: self.code.clone(), vars: vars.clone() }, VarsCopy(vars)))
     }
 }
@@ -204,7 +220,12 @@ impl Spec {
             push(&["-drive", &c, "-drive", &v]);
         }
         if let Some(d) = &self.disk {
-            let drive = format!("file={},format={},if=none,id=disk0{}", d.path.display(), d.format, if d.snapshot { ",snapshot=on" } else { "" });
+            let drive = format!(
+                "file={},format={},if=none,id=disk0{}",
+                d.path.display(),
+                d.format,
+                if d.snapshot { ",snapshot=on" } else { "" }
+            );
             push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
         } else {
             let k = self.kernel.display().to_string();
@@ -239,9 +260,10 @@ pub fn detect_accel(arch: &str) -> Accel {
         return Accel::Tcg;
     }
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let has_virt = flags.lines().filter(|l| l.starts_with("flags") || l.starts_with("Features")).any(|l| {
-        l.split_whitespace().any(|f| f == "vmx" || f == "svm")
-    });
+    let has_virt = flags
+        .lines()
+        .filter(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
     if !has_virt && arch == "x86_64" {
         return Accel::Tcg;
     }
@@ -278,7 +300,14 @@ pub fn kvm_probe() -> bool {
         let size = 0x1000usize;
         // SAFETY: an anonymous private mapping of one page, owned by this short-lived process.
         let mem = unsafe {
-            libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_ANONYMOUS | libc::MAP_PRIVATE, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                -1,
+                0,
+            )
         };
         if mem == libc::MAP_FAILED {
             return Ok(false);
@@ -332,7 +361,10 @@ pub fn spawn(spec: &Spec) -> Result<Child> {
         return Err(Error::ToolMissing {
             tool: bin.clone(),
             why: "not on PATH".into(),
-            hint: format!("install it: apt-get install {} (`make deps` does it)", if spec.arch == "aarch64" { "qemu-system-arm" } else { "qemu-system-x86" }),
+            hint: format!(
+                "install it: apt-get install {} (`make deps` does it)",
+                if spec.arch == "aarch64" { "qemu-system-arm" } else { "qemu-system-x86" }
+            ),
         });
     }
     let files = match &spec.disk {
@@ -358,10 +390,18 @@ pub fn run_interactive(spec: &Spec) -> Result<std::process::ExitStatus> {
     s.interactive = true;
     let bin = s.binary();
     if crate::tool::which(&bin).is_none() {
-        return Err(Error::ToolMissing { tool: bin, why: "not on PATH".into(), hint: "apt-get install qemu-system-x86 (`make deps`)".into() });
+        return Err(Error::ToolMissing {
+            tool: bin,
+            why: "not on PATH".into(),
+            hint: "apt-get install qemu-system-x86 (`make deps`)".into(),
+        });
     }
     eprintln!("oa: booting in QEMU ({:?}); the console is this terminal, Ctrl-A X quits", s.accel);
-    s.command().status().map_err(|e| Error::ToolFailed { command: bin, status: "could not start".into(), output: e.to_string() })
+    s.command().status().map_err(|e| Error::ToolFailed {
+        command: bin,
+        status: "could not start".into(),
+        output: e.to_string(),
+    })
 }
 
 /// Watch a boot until the ready line (then stop QEMU), a FATAL line, QEMU's exit or the
@@ -468,7 +508,15 @@ mod tests {
         assert!(a.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/tmp/vars.fd"), "{a}");
         assert!(a.contains("file=/o/disk.qcow2,format=qcow2,if=none,id=disk0 -device"), "{a}");
         // The firmware goes before the disk; -kernel boots can use OVMF too.
-        let m = Manifest { schema: 1, profile: "t".into(), arch: "x86_64".into(), kernel_release: "6".into(), cmdline: vec![], artifacts: vec![], builder: "oa".into() };
+        let m = Manifest {
+            schema: 1,
+            profile: "t".into(),
+            arch: "x86_64".into(),
+            kernel_release: "6".into(),
+            cmdline: vec![],
+            artifacts: vec![],
+            builder: "oa".into(),
+        };
         let mut k = Spec::from_output(Path::new("/o"), &m, Accel::Tcg);
         k.firmware = Firmware::Uefi { code: "/c".into(), vars: "/v".into() };
         let a = k.args().join(" ");
@@ -479,7 +527,10 @@ mod tests {
     fn missing_uefi_firmware_names_the_package() {
         let root = tempfile::tempdir().unwrap();
         let e = UefiFiles::locate_in(root.path(), "x86_64").unwrap_err().to_string();
-        assert!(e.contains("OVMF_CODE_4M.fd") && e.contains("apt-get install ovmf") && e.contains("--firmware bios"), "{e}");
+        assert!(
+            e.contains("OVMF_CODE_4M.fd") && e.contains("apt-get install ovmf") && e.contains("--firmware bios"),
+            "{e}"
+        );
     }
 
     #[test]

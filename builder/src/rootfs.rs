@@ -49,12 +49,17 @@ pub fn system_config(p: &Profile) -> SystemConfig {
 /// Populate `root` (an empty directory).
 pub fn assemble(root: &Path, inputs: &Inputs) -> Result<()> {
     let p = inputs.profile;
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "tmp", "root", "var/log", "mnt", "home"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "tmp", "root", "var/log", "mnt",
+        "home",
+    ] {
         std::fs::create_dir_all(root.join(d)).ctx("creating", root.join(d))?;
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).ctx("setting mode of", root.join("tmp"))?;
-    std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700)).ctx("setting mode of", root.join("root"))?;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .ctx("setting mode of", root.join("tmp"))?;
+    std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700))
+        .ctx("setting mode of", root.join("root"))?;
 
     for d in inputs.debs {
         deb::extract(d, root, &|_| true)?;
@@ -100,7 +105,10 @@ fn busybox_links(root: &Path, arch: &str) -> Result<()> {
         if crate::tool::which(&emu).is_none() {
             return Err(Error::ToolMissing {
                 tool: emu,
-                why: format!("needed to list the applets of the {arch} busybox on this {} host", std::env::consts::ARCH),
+                why: format!(
+                    "needed to list the applets of the {arch} busybox on this {} host",
+                    std::env::consts::ARCH
+                ),
                 hint: "apt-get install qemu-user-static (`make deps` does it)".into(),
             });
         }

@@ -23,7 +23,9 @@ pub fn firmware_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .map(|e| e.path())
         .filter(|p| {
             let n = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            n == "bootcode.bin" || (n.starts_with("start") && n.ends_with(".elf")) || (n.starts_with("fixup") && n.ends_with(".dat"))
+            n == "bootcode.bin"
+                || (n.starts_with("start") && n.ends_with(".elf"))
+                || (n.starts_with("fixup") && n.ends_with(".dat"))
         })
         .collect();
     v.sort();
@@ -75,7 +77,10 @@ fn host_mirror() -> (String, String) {
             let cand = line
                 .strip_prefix("URIs:")
                 .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
-                .or_else(|| line.strip_prefix("deb ").and_then(|r| r.split_whitespace().find(|w| w.contains("://")).map(str::to_string)));
+                .or_else(|| {
+                    line.strip_prefix("deb ")
+                        .and_then(|r| r.split_whitespace().find(|w| w.contains("://")).map(str::to_string))
+                });
             if let Some(c) = cand {
                 if c.contains("debian") && !c.contains("security") {
                     uri = Some(c);
@@ -85,7 +90,11 @@ fn host_mirror() -> (String, String) {
         }
     }
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let suite = os.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).map(|s| s.trim_matches('"').to_string()).unwrap_or_else(|| "bookworm".into());
+    let suite = os
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|s| s.trim_matches('"').to_string())
+        .unwrap_or_else(|| "bookworm".into());
     (uri.unwrap_or_else(|| "http://deb.debian.org/debian".into()), suite)
 }
 
@@ -98,7 +107,8 @@ fn fetch_firmware_package(base: &Path) -> Result<PathBuf> {
     }
     let (mirror, suite) = host_mirror();
     let sources = apt.join("sources.list");
-    let line = format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} {suite} non-free-firmware\n");
+    let line =
+        format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} {suite} non-free-firmware\n");
     if std::fs::read_to_string(&sources).ok().as_deref() != Some(line.as_str()) {
         std::fs::write(&sources, &line).ctx("writing", &sources)?;
         let _ = std::fs::remove_file(apt.join("updated"));
@@ -111,13 +121,21 @@ fn fetch_firmware_package(base: &Path) -> Result<PathBuf> {
         c.arg("-o").arg(format!("Dir::Cache::archives={}", apt.join("archives").display()));
     };
     let stamp = apt.join("updated");
-    let fresh = std::fs::metadata(&stamp).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|e| e.as_secs() < 86_400);
+    let fresh = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e.as_secs() < 86_400);
     if !fresh {
         let mut c = Command::new("apt-get");
         opts(&mut c);
         c.arg("update");
-        crate::tool::run(&mut c, "apt-get", "oa fetches the Raspberry Pi firmware with apt")
-            .map_err(|e| Error::Package { package: "raspi-firmware".into(), reason: format!("updating the private package list for {mirror} {suite} non-free-firmware: {e}") })?;
+        crate::tool::run(&mut c, "apt-get", "oa fetches the Raspberry Pi firmware with apt").map_err(|e| {
+            Error::Package {
+                package: "raspi-firmware".into(),
+                reason: format!("updating the private package list for {mirror} {suite} non-free-firmware: {e}"),
+            }
+        })?;
         std::fs::write(&stamp, b"").ctx("writing", &stamp)?;
     }
     let dl = tempfile_dir(base)?;
@@ -125,7 +143,9 @@ fn fetch_firmware_package(base: &Path) -> Result<PathBuf> {
     opts(&mut c);
     c.current_dir(&dl).args(["download", "raspi-firmware"]);
     let r = crate::tool::run(&mut c, "apt-get", "oa fetches the Raspberry Pi firmware with apt");
-    let got = std::fs::read_dir(&dl).ok().and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")));
+    let got = std::fs::read_dir(&dl)
+        .ok()
+        .and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")));
     let out = match (r, got) {
         (Ok(_), Some(p)) => {
             let dst = base.join(p.file_name().unwrap_or_default());
@@ -205,7 +225,8 @@ pub fn write_tree(dir: &Path, i: &TreeInputs) -> Result<Vec<String>> {
     }
     copy(i.kernel, "kernel8.img")?;
     copy(i.initrd, "initramfs.img")?;
-    std::fs::write(dir.join("config.txt"), config_txt(i.profile, i.config_extra)).ctx("writing", dir.join("config.txt"))?;
+    std::fs::write(dir.join("config.txt"), config_txt(i.profile, i.config_extra))
+        .ctx("writing", dir.join("config.txt"))?;
     std::fs::write(dir.join("cmdline.txt"), cmdline_txt(i.cmdline)).ctx("writing", dir.join("cmdline.txt"))?;
     names.push("config.txt".into());
     names.push("cmdline.txt".into());
@@ -276,7 +297,8 @@ fn round_mib(n: u64) -> u64 {
 /// with room to spare, at least 64 MiB), the root image on partition 2. Written to a
 /// temporary name and renamed at the end. Returns the partitions.
 pub fn write_sd_image(tree: &Path, rootfs: &Path, out: &Path, disk_id: u32) -> Result<Vec<MbrPart>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(tree).ctx("listing", tree)?.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(tree).ctx("listing", tree)?.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
     files.sort();
     let content: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
     let boot_bytes = round_mib((content + content / 4 + 8 * MIB).max(64 * MIB));
@@ -286,8 +308,18 @@ pub fn write_sd_image(tree: &Path, rootfs: &Path, out: &Path, disk_id: u32) -> R
     let root_start = boot_start + boot_bytes;
     let total = root_start + root_bytes;
     let parts = vec![
-        MbrPart { bootable: true, kind: TYPE_FAT32_LBA, start_lba: (boot_start / 512) as u32, sectors: (boot_bytes / 512) as u32 },
-        MbrPart { bootable: false, kind: TYPE_LINUX, start_lba: (root_start / 512) as u32, sectors: (root_bytes / 512) as u32 },
+        MbrPart {
+            bootable: true,
+            kind: TYPE_FAT32_LBA,
+            start_lba: (boot_start / 512) as u32,
+            sectors: (boot_bytes / 512) as u32,
+        },
+        MbrPart {
+            bootable: false,
+            kind: TYPE_LINUX,
+            start_lba: (root_start / 512) as u32,
+            sectors: (root_bytes / 512) as u32,
+        },
     ];
     let tmp = out.with_extension(format!("img.partial-{}", std::process::id()));
     let result = (|| -> Result<()> {
@@ -385,7 +417,9 @@ pub fn stage(i: &StageInputs) -> Result<(RpiOut, bool, String)> {
     let firmware = firmware_dir(&p.rpi.firmware, i.cache_root)?;
     let dtbs = i.kernel.device_trees("bcm2");
     let mut key = crate::hash::Key::new("rpi");
-    key.add("kernel", i.kernel_sha.as_bytes()).add("initrd", i.initrd_sha.as_bytes()).add("rootfs", i.rootfs_sha.as_bytes());
+    key.add("kernel", i.kernel_sha.as_bytes())
+        .add("initrd", i.initrd_sha.as_bytes())
+        .add("rootfs", i.rootfs_sha.as_bytes());
     key.add("firmware", firmware.as_os_str().as_encoded_bytes());
     for f in firmware_files(&firmware)? {
         key.add("fw", crate::hash::sha256_file(&f)?.as_bytes());
@@ -393,13 +427,16 @@ pub fn stage(i: &StageInputs) -> Result<(RpiOut, bool, String)> {
     for d in &dtbs {
         key.add("dtb", d.file_name().unwrap_or_default().as_encoded_bytes());
     }
-    key.add("cmdline", i.cmdline.join(" ").as_bytes()).add("config", p.rpi.config.join("\n").as_bytes()).add("profile", p.name.as_bytes());
+    key.add("cmdline", i.cmdline.join(" ").as_bytes())
+        .add("config", p.rpi.config.join("\n").as_bytes())
+        .add("profile", p.name.as_bytes());
     let stages = i.cache_root.join("stages");
     let dir = stages.join(format!("rpi-{}", key.hex()));
     let sha_file = dir.join(format!("{}.sha256", artifact::RPI_IMAGE));
     if !i.no_cache && sha_file.is_file() {
         let img_sha256 = std::fs::read_to_string(&sha_file).ctx("reading", &sha_file)?.trim().to_string();
-        let img_size = std::fs::metadata(dir.join(artifact::RPI_IMAGE)).ctx("reading", dir.join(artifact::RPI_IMAGE))?.len();
+        let img_size =
+            std::fs::metadata(dir.join(artifact::RPI_IMAGE)).ctx("reading", dir.join(artifact::RPI_IMAGE))?.len();
         return Ok((RpiOut { dir, img_sha256, img_size }, true, "unchanged".into()));
     }
     let tmp = tempfile_dir(&stages)?;

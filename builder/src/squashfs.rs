@@ -23,8 +23,7 @@ pub fn pack(tree: &Path, out: &Path, owners: Owners) -> Result<()> {
         Owners::AllRoot => cmd.arg("-all-root"),
         Owners::Keep => cmd.arg("-xattrs"),
     };
-    cmd.args(["-mkfs-time", "0", "-all-time", "0"])
-        .args(["-processors", "2"]);
+    cmd.args(["-mkfs-time", "0", "-all-time", "0"]).args(["-processors", "2"]);
     crate::tool::run(&mut cmd, "mksquashfs", "install squashfs-tools (`make deps` does it)")?;
     if !out.exists() {
         return Err(Error::Other(format!("mksquashfs succeeded but wrote no {}", out.display())));

@@ -7,11 +7,19 @@ use std::process::Command;
 /// command and its output.
 pub fn run(cmd: &mut Command, tool: &str, install_hint: &str) -> Result<String> {
     let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| Error::ToolMissing { tool: tool.into(), why: e.to_string(), hint: install_hint.into() })?;
+    let out = cmd.output().map_err(|e| Error::ToolMissing {
+        tool: tool.into(),
+        why: e.to_string(),
+        hint: install_hint.into(),
+    })?;
     let mut text = String::from_utf8_lossy(&out.stdout).to_string();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        return Err(Error::ToolFailed { command: shown, status: out.status.to_string(), output: text.trim().to_string() });
+        return Err(Error::ToolFailed {
+            command: shown,
+            status: out.status.to_string(),
+            output: text.trim().to_string(),
+        });
     }
     Ok(text)
 }

@@ -54,7 +54,8 @@ const DEBIAN: &str = "hostname = \"d\"\nbase = \"debian\"\n[init]\nemergency_she
 #[test]
 fn debian_missing_package_is_named_and_nothing_is_cached() {
     let (d, cache) = scratch();
-    let o = build(d.path(), &cache, &format!("{DEBIAN}[packages]\ndebian = [\"systemd-sysv\", \"oa-no-such-package\"]\n"));
+    let o =
+        build(d.path(), &cache, &format!("{DEBIAN}[packages]\ndebian = [\"systemd-sysv\", \"oa-no-such-package\"]\n"));
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("base: FAILED") || e.contains("base"), "fails in the base stage: {e}");
@@ -66,7 +67,11 @@ fn debian_missing_package_is_named_and_nothing_is_cached() {
 #[test]
 fn debian_unreachable_mirror_is_named() {
     let (d, cache) = scratch();
-    let o = build(d.path(), &cache, &format!("{DEBIAN}[debian]\nmirror = \"http://127.0.0.1:9/debian\"\nsuite = \"bookworm\"\n"));
+    let o = build(
+        d.path(),
+        &cache,
+        &format!("{DEBIAN}[debian]\nmirror = \"http://127.0.0.1:9/debian\"\nsuite = \"bookworm\"\n"),
+    );
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("http://127.0.0.1:9/debian"), "names the mirror: {e}");
@@ -76,8 +81,10 @@ fn debian_unreachable_mirror_is_named() {
 
 /// A local repository with busybox + filesystem (and `linux` when asked).
 fn local_repo(dir: &Path, cache: &Path, kernel: bool) -> PathBuf {
-    let mods: Vec<String> = ["virtio_pci", "virtio_blk", "squashfs", "overlay", "loop"].iter().map(|s| s.to_string()).collect();
-    archpkg::demo_repo(&dir.join("repo"), "oa-local", cache, kernel.then_some(mods.as_slice())).expect("making the local Arch repository")
+    let mods: Vec<String> =
+        ["virtio_pci", "virtio_blk", "squashfs", "overlay", "loop"].iter().map(|s| s.to_string()).collect();
+    archpkg::demo_repo(&dir.join("repo"), "oa-local", cache, kernel.then_some(mods.as_slice()))
+        .expect("making the local Arch repository")
 }
 
 fn arch_profile(repo: &Path, sig: &str, packages: &str, extra: &str) -> String {
@@ -114,7 +121,10 @@ fn arch_signature_failure_is_named() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("signature"), "says it is the signature: {e}");
-    assert!(e.contains("busybox") || e.contains("filesystem") || e.contains("oa-local"), "names the package or repository: {e}");
+    assert!(
+        e.contains("busybox") || e.contains("filesystem") || e.contains("oa-local"),
+        "names the package or repository: {e}"
+    );
     assert_no_partial_stage(&cache);
 }
 
@@ -139,16 +149,23 @@ fn arch_base_is_cached_and_an_overlay_change_rebuilds_only_the_rootfs() {
     let pkgcache = d.path().join("pkgcache");
     let extra = "[users.admin]\nssh_authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOaTestKeyOnly test\"]\n";
     let cache_dir = format!("cache_dir = \"{}\"\n", pkgcache.display());
-    let toml = arch_profile_with(&repo, "Never", "\"busybox\", \"linux\"", &cache_dir, extra).replace("[init]", "overlays = [\"overlay\"]\n[init]");
+    let toml = arch_profile_with(&repo, "Never", "\"busybox\", \"linux\"", &cache_dir, extra)
+        .replace("[init]", "overlays = [\"overlay\"]\n[init]");
     let o = build(d.path(), &cache, &toml);
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("from the `linux` package"), "the kernel comes from the Arch base: {e}");
     // The package cache folder holds the packages for the next build.
-    let cached: Vec<_> = std::fs::read_dir(&pkgcache).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
-    assert!(cached.iter().any(|n| n.starts_with("busybox-") && n.ends_with(".pkg.tar.zst")), "package cache: {cached:?}");
+    let cached: Vec<_> =
+        std::fs::read_dir(&pkgcache).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    assert!(
+        cached.iter().any(|n| n.starts_with("busybox-") && n.ends_with(".pkg.tar.zst")),
+        "package cache: {cached:?}"
+    );
 
-    let line = |e: &str, stage: &str| e.lines().find(|l| l.trim_start().starts_with(&format!("{stage}:"))).unwrap_or_default().to_string();
+    let line = |e: &str, stage: &str| {
+        e.lines().find(|l| l.trim_start().starts_with(&format!("{stage}:"))).unwrap_or_default().to_string()
+    };
     // Nothing changed: every stage from the cache.
     let o = build(d.path(), &cache, &toml);
     let e = stderr(&o);
@@ -168,11 +185,17 @@ fn arch_base_is_cached_and_an_overlay_change_rebuilds_only_the_rootfs() {
     // The user and the key are in the image, owned by the user.
     let list = Command::new("unsquashfs").args(["-lln"]).arg(d.path().join("out/rootfs.squashfs")).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout).to_string();
-    let keys = list.lines().find(|l| l.ends_with("/home/admin/.ssh/authorized_keys")).unwrap_or_else(|| panic!("no authorized_keys in {list}"));
+    let keys = list
+        .lines()
+        .find(|l| l.ends_with("/home/admin/.ssh/authorized_keys"))
+        .unwrap_or_else(|| panic!("no authorized_keys in {list}"));
     assert!(keys.starts_with("-rw-------") && keys.contains(" 1000/1000 "), "{keys}");
     // --no-cache redoes every stage.
     let out = d.path().join("out");
-    let o = oa(&["build", "p.toml", "--no-cache", "--out", out.to_str().unwrap(), "--cache", cache.to_str().unwrap()], d.path());
+    let o = oa(
+        &["build", "p.toml", "--no-cache", "--out", out.to_str().unwrap(), "--cache", cache.to_str().unwrap()],
+        d.path(),
+    );
     let e = stderr(&o);
     assert!(o.status.success(), "{e}");
     for s in ["base", "kernel", "rootfs", "initramfs"] {

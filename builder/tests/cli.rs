@@ -67,14 +67,22 @@ fn missing_kernel_package_is_named_and_leaves_no_output() {
     let e = stderr(&o);
     assert!(e.contains("linux-image-oa-does-not-exist"), "{e}");
     assert!(!out.exists(), "no output folder after a failed build");
-    let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains("partial")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("partial"))
+        .collect();
     assert!(leftovers.is_empty(), "no partial output: {leftovers:?}");
 }
 
 #[test]
 fn unwritable_output_folder_is_refused_before_any_work() {
     let d = scratch();
-    let o = oa(&["build", workspace().join("profiles/tiny.toml").to_str().unwrap(), "--out", "/proc/oa-test/out"], d.path());
+    let o = oa(
+        &["build", workspace().join("profiles/tiny.toml").to_str().unwrap(), "--out", "/proc/oa-test/out"],
+        d.path(),
+    );
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("/proc/oa-test/out") && e.contains("--out"), "{e}");

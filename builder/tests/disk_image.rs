@@ -45,7 +45,17 @@ fn cmdline() -> Vec<String> {
 }
 
 fn spec<'a>(i: &'a Inputs, cl: &'a [String], persistence_mib: u32) -> DiskSpec<'a> {
-    DiskSpec { title: "disk-test", arch: "x86_64", kernel: &i.kernel, initrd: &i.initrd, rootfs: &i.rootfs, cmdline: cl, persistence_mib, esp_mib: None, seed: b"test seed" }
+    DiskSpec {
+        title: "disk-test",
+        arch: "x86_64",
+        kernel: &i.kernel,
+        initrd: &i.initrd,
+        rootfs: &i.rootfs,
+        cmdline: cl,
+        persistence_mib,
+        esp_mib: None,
+        seed: b"test seed",
+    }
 }
 
 #[test]
@@ -93,7 +103,16 @@ fn the_image_has_the_partitions_filesystems_and_boot_files() {
     // The ESP's files, read back with mtools.
     let fat = format!("{p}@@{}", esp.offset());
     let listing = tool("mdir", &["-i", &fat, "-a", "-b", "-/", "::/"]);
-    for f in ["::/vmlinuz", "::/initramfs.img", "::/syslinux.cfg", "::/ldlinux.sys", "::/ldlinux.c32", "::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/loader/entries/oa.conf"] {
+    for f in [
+        "::/vmlinuz",
+        "::/initramfs.img",
+        "::/syslinux.cfg",
+        "::/ldlinux.sys",
+        "::/ldlinux.c32",
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/loader/loader.conf",
+        "::/loader/entries/oa.conf",
+    ] {
         assert!(listing.lines().any(|l| l.eq_ignore_ascii_case(f)), "{f} on the ESP:\n{listing}");
     }
     let read = |f: &str| tool("mtype", &["-i", &fat, &format!("::/{f}")]);
@@ -115,7 +134,10 @@ fn the_image_has_the_partitions_filesystems_and_boot_files() {
     std::fs::write(i.out.join("disk.img.bmap"), b.to_xml()).unwrap();
     let dst = i.out.join("copy.img");
     tool("bmaptool", &["copy", p, dst.to_str().unwrap()]);
-    let parts2 = tool("partx", &["--raw", "--noheadings", "--output", "NR,START,SECTORS,NAME,TYPE,FLAGS", dst.to_str().unwrap()]);
+    let parts2 = tool(
+        "partx",
+        &["--raw", "--noheadings", "--output", "NR,START,SECTORS,NAME,TYPE,FLAGS", dst.to_str().unwrap()],
+    );
     assert_eq!(parts, parts2);
 }
 

@@ -57,7 +57,12 @@ fn test_image(dir: &Path, size_mib: u64) -> (PathBuf, (u64, u64)) {
     let layout = Layout::plan(
         &[
             PartSpec { label: "oa-esp".into(), type_guid: gpt::types::ESP, size_bytes: MIB, attributes: 0 },
-            PartSpec { label: "oa-root".into(), type_guid: gpt::types::LINUX_DATA, size_bytes: (size_mib - 3) * MIB, attributes: 0 },
+            PartSpec {
+                label: "oa-root".into(),
+                type_guid: gpt::types::LINUX_DATA,
+                size_bytes: (size_mib - 3) * MIB,
+                attributes: 0,
+            },
         ],
         b"flash-test",
     );
@@ -113,7 +118,10 @@ fn a_partition_is_refused_naming_the_whole_disk() {
     assert!(!o.status.success());
     let e = stderr(&o);
     let disk = lo.dev.trim_start_matches("/dev/");
-    assert!(e.contains(&format!("partition 1 of /dev/{disk}")) && e.contains(&format!("give the whole disk /dev/{disk}")), "{e}");
+    assert!(
+        e.contains(&format!("partition 1 of /dev/{disk}")) && e.contains(&format!("give the whole disk /dev/{disk}")),
+        "{e}"
+    );
     assert!(lo.read() == before);
 }
 
@@ -140,7 +148,8 @@ fn a_mounted_device_is_refused() {
     let e = stderr(&o);
     assert!(e.contains("in use") && e.contains(&format!("{} is mounted at {}", lo.dev, mnt.display())), "{e}");
     // The filesystem is still there.
-    assert!(oa_builder::flash::describe(&std::fs::read(&lo.dev).unwrap()[..70 * 1024]).contains(&"ext2/3/4 filesystem".to_string()));
+    assert!(oa_builder::flash::describe(&std::fs::read(&lo.dev).unwrap()[..70 * 1024])
+        .contains(&"ext2/3/4 filesystem".to_string()));
 }
 
 struct Swap(String);

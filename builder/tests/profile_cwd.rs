@@ -12,23 +12,14 @@ fn bare_name_is_looked_up_in_profiles_of_the_current_directory() {
     std::fs::create_dir_all(root.join("profiles")).unwrap();
     std::fs::create_dir_all(root.join("overlays/tiny")).unwrap();
     std::fs::write(root.join("profiles/base.toml"), "hostname = \"base\"\n").unwrap();
-    std::fs::write(
-        root.join("profiles/tiny.toml"),
-        "include = [\"base.toml\"]\noverlays = [\"../overlays/tiny\"]\n",
-    )
-    .unwrap();
+    std::fs::write(root.join("profiles/tiny.toml"), "include = [\"base.toml\"]\noverlays = [\"../overlays/tiny\"]\n")
+        .unwrap();
     std::env::set_current_dir(&root).unwrap();
 
     let r = load(Path::new("tiny")).unwrap();
     assert_eq!(r.profile.name, "tiny");
     assert_eq!(r.profile.overlays, vec![root.join("overlays/tiny")]);
-    assert_eq!(
-        r.files,
-        vec![
-            root.join("profiles/base.toml"),
-            root.join("profiles/tiny.toml")
-        ]
-    );
+    assert_eq!(r.files, vec![root.join("profiles/base.toml"), root.join("profiles/tiny.toml")]);
     // paths below the current directory are shown relative to it
     let info = r.render_info();
     assert!(info.contains("# from profiles/base.toml"), "{info}");

@@ -6,15 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use oa_builder::profile::{
-    merge, Arch, Base, InitSystem, Merge, PartialInit, PartialKernel, PartialPackages,
-    PartialImage, PartialProfile, PartialQemu, PartialService, Restart, SetList,
+    merge, Arch, Base, InitSystem, Merge, PartialImage, PartialInit, PartialKernel, PartialPackages, PartialProfile,
+    PartialQemu, PartialService, Restart, SetList,
 };
 use proptest::prelude::*;
 
 /// Few distinct values, so that merges collide often.
 fn word() -> impl Strategy<Value = String> {
-    prop::sample::select(vec!["a", "b", "c", "d", "x=1", "x=2", "console=ttyS0", "é"])
-        .prop_map(str::to_string)
+    prop::sample::select(vec!["a", "b", "c", "d", "x=1", "x=2", "console=ttyS0", "é"]).prop_map(str::to_string)
 }
 
 /// Raw lists, with duplicates.
@@ -33,18 +32,10 @@ fn opt_word() -> impl Strategy<Value = Option<String>> {
 fn service() -> impl Strategy<Value = PartialService> {
     (
         prop::option::of(prop::collection::vec(word(), 0..4)),
-        prop::option::of(prop::sample::select(vec![
-            Restart::Always,
-            Restart::OnFailure,
-            Restart::Never,
-        ])),
+        prop::option::of(prop::sample::select(vec![Restart::Always, Restart::OnFailure, Restart::Never])),
         set_list(),
     )
-        .prop_map(|(command, restart, env)| PartialService {
-            command,
-            restart,
-            env,
-        })
+        .prop_map(|(command, restart, env)| PartialService { command, restart, env })
 }
 
 fn services() -> impl Strategy<Value = BTreeMap<String, PartialService>> {
@@ -65,12 +56,10 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
         opt_word(),
         set_list(),
     );
-    let kernel = (opt_word(), set_list(), set_list()).prop_map(|(package, cmdline, modules)| {
-        PartialKernel {
-            package,
-            cmdline,
-            modules,
-        }
+    let kernel = (opt_word(), set_list(), set_list()).prop_map(|(package, cmdline, modules)| PartialKernel {
+        package,
+        cmdline,
+        modules,
     });
     let init = (
         prop::option::of(prop::sample::select(InitSystem::ALL.to_vec())),

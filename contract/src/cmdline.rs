@@ -33,7 +33,11 @@ pub struct Key {
 
 /// Every key oa-init understands. Keep `docs/boot-contract.md` in step (a test checks it).
 pub const KEYS: &[Key] = &[
-    Key { name: ROOT, takes_value: true, doc: "where the root image is: LABEL=, PARTLABEL=, UUID=, PARTUUID=, a /dev path, or an http:// URL" },
+    Key {
+        name: ROOT,
+        takes_value: true,
+        doc: "where the root image is: LABEL=, PARTLABEL=, UUID=, PARTUUID=, a /dev path, or an http:// URL",
+    },
     Key { name: SHA256, takes_value: true, doc: "expected sha256 (hex) of the root image; a mismatch stops the boot" },
     Key { name: COPYTORAM, takes_value: false, doc: "copy the root image into RAM so the boot medium can be removed" },
     Key { name: PERSIST, takes_value: true, doc: "the persistence device" },
@@ -64,18 +68,30 @@ pub enum RootSpec {
 impl RootSpec {
     pub fn parse(s: &str) -> Result<RootSpec, CmdlineError> {
         let s = s.trim();
-        let err = || CmdlineError::BadValue { key: ROOT, value: s.to_string(), expected: "LABEL=, PARTLABEL=, UUID=, PARTUUID=, /dev/..., or http://..." };
+        let err = || CmdlineError::BadValue {
+            key: ROOT,
+            value: s.to_string(),
+            expected: "LABEL=, PARTLABEL=, UUID=, PARTUUID=, /dev/..., or http://...",
+        };
         if let Some(v) = s.strip_prefix("LABEL=") {
-            if v.is_empty() { return Err(err()); }
+            if v.is_empty() {
+                return Err(err());
+            }
             Ok(RootSpec::Label(v.to_string()))
         } else if let Some(v) = s.strip_prefix("PARTLABEL=") {
-            if v.is_empty() { return Err(err()); }
+            if v.is_empty() {
+                return Err(err());
+            }
             Ok(RootSpec::PartLabel(v.to_string()))
         } else if let Some(v) = s.strip_prefix("PARTUUID=") {
-            if v.is_empty() { return Err(err()); }
+            if v.is_empty() {
+                return Err(err());
+            }
             Ok(RootSpec::PartUuid(v.to_ascii_lowercase()))
         } else if let Some(v) = s.strip_prefix("UUID=") {
-            if v.is_empty() { return Err(err()); }
+            if v.is_empty() {
+                return Err(err());
+            }
             Ok(RootSpec::Uuid(v.to_ascii_lowercase()))
         } else if s.starts_with("http://") {
             Ok(RootSpec::Http(s.to_string()))
@@ -143,14 +159,25 @@ pub fn split(cmdline: &str) -> Vec<String> {
     let mut have = false;
     for c in cmdline.chars() {
         match c {
-            '"' => { in_quotes = !in_quotes; have = true; }
-            c if c.is_whitespace() && !in_quotes => {
-                if have { out.push(std::mem::take(&mut cur)); have = false; }
+            '"' => {
+                in_quotes = !in_quotes;
+                have = true;
             }
-            c => { cur.push(c); have = true; }
+            c if c.is_whitespace() && !in_quotes => {
+                if have {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                have = true;
+            }
         }
     }
-    if have { out.push(cur); }
+    if have {
+        out.push(cur);
+    }
     out
 }
 
@@ -163,14 +190,21 @@ impl BootArgs {
                 Some((k, v)) => (k.to_string(), Some(v.to_string())),
                 None => (word.clone(), None),
             };
-            if !key.starts_with("oa.") { continue; }
-            let need = |k: &'static str| value.clone().filter(|v| !v.is_empty()).ok_or(CmdlineError::MissingValue { key: k });
+            if !key.starts_with("oa.") {
+                continue;
+            }
+            let need =
+                |k: &'static str| value.clone().filter(|v| !v.is_empty()).ok_or(CmdlineError::MissingValue { key: k });
             match key.as_str() {
                 ROOT => a.root = Some(RootSpec::parse(&need(ROOT)?)?),
                 SHA256 => {
                     let v = need(SHA256)?.to_ascii_lowercase();
                     if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(CmdlineError::BadValue { key: SHA256, value: v, expected: "64 hexadecimal digits" });
+                        return Err(CmdlineError::BadValue {
+                            key: SHA256,
+                            value: v,
+                            expected: "64 hexadecimal digits",
+                        });
                     }
                     a.sha256 = Some(v);
                 }
@@ -190,15 +224,33 @@ impl BootArgs {
     /// Render the keys that are set, in table order, as command line words.
     pub fn render(&self) -> Vec<String> {
         let mut v = Vec::new();
-        if let Some(r) = &self.root { v.push(format!("{ROOT}={r}")); }
-        if let Some(s) = &self.sha256 { v.push(format!("{SHA256}={s}")); }
-        if self.copytoram { v.push(COPYTORAM.to_string()); }
-        if let Some(s) = &self.persist { v.push(format!("{PERSIST}={s}")); }
-        if let Some(s) = &self.persist_key { v.push(format!("{PERSIST_KEY}={s}")); }
-        if let Some(s) = &self.config { v.push(format!("{CONFIG}={s}")); }
-        if let Some(s) = &self.rollback { v.push(format!("{ROLLBACK}={s}")); }
-        if self.shell { v.push(SHELL.to_string()); }
-        if self.debug { v.push(DEBUG.to_string()); }
+        if let Some(r) = &self.root {
+            v.push(format!("{ROOT}={r}"));
+        }
+        if let Some(s) = &self.sha256 {
+            v.push(format!("{SHA256}={s}"));
+        }
+        if self.copytoram {
+            v.push(COPYTORAM.to_string());
+        }
+        if let Some(s) = &self.persist {
+            v.push(format!("{PERSIST}={s}"));
+        }
+        if let Some(s) = &self.persist_key {
+            v.push(format!("{PERSIST_KEY}={s}"));
+        }
+        if let Some(s) = &self.config {
+            v.push(format!("{CONFIG}={s}"));
+        }
+        if let Some(s) = &self.rollback {
+            v.push(format!("{ROLLBACK}={s}"));
+        }
+        if self.shell {
+            v.push(SHELL.to_string());
+        }
+        if self.debug {
+            v.push(DEBUG.to_string());
+        }
         v
     }
 }

@@ -180,7 +180,8 @@ impl RuntimeFile {
         match &self.mode {
             None => Ok(0o644),
             Some(m) => {
-                let bits = u32::from_str_radix(m.trim_start_matches("0o"), 8).map_err(|_| format!("file {}: mode {m:?} is not an octal number such as \"0644\"", self.path))?;
+                let bits = u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                    .map_err(|_| format!("file {}: mode {m:?} is not an octal number such as \"0644\"", self.path))?;
                 if bits > 0o7777 {
                     return Err(format!("file {}: mode {m:?} is more than 07777", self.path));
                 }
@@ -202,7 +203,11 @@ impl RuntimeConfig {
     /// `/` or `:`, keys on one line, file paths absolute and without `.`/`..`, octal modes.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(h) = &self.hostname {
-            if h.is_empty() || h.len() > 64 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') || h.starts_with(['-', '.']) {
+            if h.is_empty()
+                || h.len() > 64
+                || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                || h.starts_with(['-', '.'])
+            {
                 return Err(format!("hostname {h:?} is not valid (1 to 64 of A-Z a-z 0-9 - .)"));
             }
         }
@@ -217,8 +222,16 @@ impl RuntimeConfig {
             }
         }
         for f in &self.files {
-            if !f.path.starts_with('/') || f.path.len() < 2 || f.path.split('/').any(|c| c == "." || c == "..") || f.path.contains('\0') || f.path.ends_with('/') {
-                return Err(format!("file {:?}: the path must be absolute, name a file, and have no . or .. components", f.path));
+            if !f.path.starts_with('/')
+                || f.path.len() < 2
+                || f.path.split('/').any(|c| c == "." || c == "..")
+                || f.path.contains('\0')
+                || f.path.ends_with('/')
+            {
+                return Err(format!(
+                    "file {:?}: the path must be absolute, name a file, and have no . or .. components",
+                    f.path
+                ));
             }
             f.mode_bits()?;
         }

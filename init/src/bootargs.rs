@@ -55,7 +55,8 @@ mod tests {
 
     #[test]
     fn kernel_cmdline_wins() {
-        let d = vec!["oa.root=PARTLABEL=oa-root".to_string(), "oa.shell".to_string(), "oa.config=/etc/my conf".to_string()];
+        let d =
+            vec!["oa.root=PARTLABEL=oa-root".to_string(), "oa.shell".to_string(), "oa.config=/etc/my conf".to_string()];
         let a = merge(&d, "console=ttyS0 oa.root=/dev/vdb oa.shell=0").unwrap();
         assert_eq!(a.root, Some(RootSpec::Path("/dev/vdb".into())));
         assert!(!a.shell);

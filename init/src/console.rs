@@ -63,12 +63,7 @@ pub fn ready(hostname: &str, profile: &str) {
 /// Point stdin, stdout and stderr at /dev/console. Best effort: when the console cannot be
 /// opened the inherited descriptors are kept.
 pub fn attach() {
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags_noctty()
-        .open(CONSOLE)
-    {
+    let f = match std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open(CONSOLE) {
         Ok(f) => f,
         Err(_) => return,
     };

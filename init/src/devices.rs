@@ -51,7 +51,13 @@ pub fn list() -> Vec<BlockDev> {
         } else {
             None
         };
-        out.push(BlockDev { dev: PathBuf::from("/dev").join(&name), name, partition, parent, size_bytes: sectors * 512 });
+        out.push(BlockDev {
+            dev: PathBuf::from("/dev").join(&name),
+            name,
+            partition,
+            parent,
+            size_bytes: sectors * 512,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -87,12 +93,18 @@ pub fn read_gpt(disk: &BlockDev) -> Result<Option<Vec<gpt::Partition>>> {
 }
 
 /// Look for a GPT partition matching `pred` on every whole disk, return its device.
-fn find_partition(devs: &[BlockDev], pred: &dyn Fn(&gpt::Partition) -> bool, errors: &mut Vec<String>) -> Option<PathBuf> {
+fn find_partition(
+    devs: &[BlockDev],
+    pred: &dyn Fn(&gpt::Partition) -> bool,
+    errors: &mut Vec<String>,
+) -> Option<PathBuf> {
     for disk in devs.iter().filter(|d| d.partition.is_none()) {
         match read_gpt(disk) {
             Ok(Some(parts)) => {
                 for p in parts.iter().filter(|p| pred(p)) {
-                    let dev = devs.iter().find(|d| d.parent.as_deref() == Some(disk.name.as_str()) && d.partition == Some(p.number));
+                    let dev = devs
+                        .iter()
+                        .find(|d| d.parent.as_deref() == Some(disk.name.as_str()) && d.partition == Some(p.number));
                     if let Some(d) = dev {
                         if d.dev.exists() {
                             return Some(d.dev.clone());
@@ -134,8 +146,12 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
             }
             Some(RootSpec::PartLabel(l)) => find_partition(&devs, &|p| &p.name == l, &mut gpt_errors),
             Some(RootSpec::PartUuid(u)) => find_partition(&devs, &|p| p.uuid.eq_ignore_ascii_case(u), &mut gpt_errors),
-            Some(RootSpec::Label(_)) => return Err(Error::NotSupported { what: "oa.root=LABEL= (filesystem labels)".into() }),
-            Some(RootSpec::Uuid(_)) => return Err(Error::NotSupported { what: "oa.root=UUID= (filesystem UUIDs)".into() }),
+            Some(RootSpec::Label(_)) => {
+                return Err(Error::NotSupported { what: "oa.root=LABEL= (filesystem labels)".into() })
+            }
+            Some(RootSpec::Uuid(_)) => {
+                return Err(Error::NotSupported { what: "oa.root=UUID= (filesystem UUIDs)".into() })
+            }
             Some(RootSpec::Http(u)) => {
                 // Network boot: bring the NIC up, DHCP, download into RAM (crate::net).
                 let (path, sha) = crate::net::fetch_root(u, sha256)?;
@@ -159,7 +175,10 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
                             if got == want {
                                 return Ok(Found { path: d.dev.clone(), verified_sha256: Some(got) });
                             }
-                            console::warn(&format!("{}: squashfs image with sha256 {got}, not the one oa.sha256= asks for", d.dev.display()));
+                            console::warn(&format!(
+                                "{}: squashfs image with sha256 {got}, not the one oa.sha256= asks for",
+                                d.dev.display()
+                            ));
                             mismatched.push((d.dev.clone(), got));
                         }
                     }
@@ -173,7 +192,11 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
         }
         if start.elapsed() >= WAIT {
             if let (Some(want), [(dev, got)]) = (sha256, mismatched.as_slice()) {
-                return Err(Error::HashMismatch { device: dev.display().to_string(), expected: want.to_string(), actual: got.clone() });
+                return Err(Error::HashMismatch {
+                    device: dev.display().to_string(),
+                    expected: want.to_string(),
+                    actual: got.clone(),
+                });
             }
             let spec = match spec {
                 Some(s) => format!("oa.root={s}"),

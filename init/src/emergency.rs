@@ -42,10 +42,7 @@ fn shell_argv() -> Option<Vec<String>> {
     } else {
         &[&["/bin/sh"], &["/bin/busybox", "sh"]]
     };
-    candidates
-        .iter()
-        .find(|c| Path::new(c[0]).exists())
-        .map(|c| c.iter().map(|s| s.to_string()).collect())
+    candidates.iter().find(|c| Path::new(c[0]).exists()).map(|c| c.iter().map(|s| s.to_string()).collect())
 }
 
 /// The emergency path. With `oa.shell` and a shell present: run it on the console; when it

@@ -111,7 +111,8 @@ pub fn parse_entries(h: &Header, buf: &[u8]) -> Result<Vec<Partition>, String> {
         if e[0..16].iter().all(|&b| b == 0) {
             continue;
         }
-        let units: Vec<u16> = e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+        let units: Vec<u16> =
+            e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
         out.push(Partition {
             number: i as u32 + 1,
             uuid: guid_string(&e[16..32]),

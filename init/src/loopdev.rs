@@ -102,7 +102,13 @@ pub fn attach_readonly(file: &Path) -> Result<Attached> {
     match unsafe { ioctls::loop_configure(loopf.as_raw_fd(), &cfg) } {
         Ok(_) => return Ok(Attached { path: dev, _open: loopf }),
         Err(Errno::EINVAL) | Err(Errno::ENOTTY) => {} // kernel older than 5.8: fall back
-        Err(e) => return Err(Error::Sys { op: "LOOP_CONFIGURE", path: format!("{} with {}", dev.display(), file.display()), source: e }),
+        Err(e) => {
+            return Err(Error::Sys {
+                op: "LOOP_CONFIGURE",
+                path: format!("{} with {}", dev.display(), file.display()),
+                source: e,
+            })
+        }
     }
     // SAFETY: LOOP_SET_FD takes the backing fd as an integer argument; both fds are open.
     unsafe { ioctls::loop_set_fd(loopf.as_raw_fd(), backing.as_raw_fd()) }.sys("LOOP_SET_FD on", &dev)?;

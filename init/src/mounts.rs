@@ -57,9 +57,14 @@ pub fn move_mount(from: &Path, to: &Path) -> Result<()> {
 
 /// Remount `target` read-only (used at shutdown, best effort by the caller).
 pub fn remount_readonly(target: &Path) -> Result<()> {
-    nix::mount::mount(None::<&str>, target, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>).map_err(|e| {
-        Error::Mount { fstype: "(remount,ro)".into(), src: String::new(), target: target.display().to_string(), data: String::new(), source: e }
-    })
+    nix::mount::mount(None::<&str>, target, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+        .map_err(|e| Error::Mount {
+            fstype: "(remount,ro)".into(),
+            src: String::new(),
+            target: target.display().to_string(),
+            data: String::new(),
+            source: e,
+        })
 }
 
 /// The API filesystems every stage needs: /proc, /sys, /dev (devtmpfs), /run (tmpfs).

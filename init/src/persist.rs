@@ -58,7 +58,10 @@ pub fn setup(args: &BootArgs) -> Result<Upper, (String, &'static str)> {
     }
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
     if !Path::new(storage_paths::STORAGE).exists() {
-        let why = format!("oa.persist= is set but this initramfs has no {} (the profile has no [persistence] section)", storage_paths::STORAGE);
+        let why = format!(
+            "oa.persist= is set but this initramfs has no {} (the profile has no [persistence] section)",
+            storage_paths::STORAGE
+        );
         return fallback(optional, why, "add a [persistence] section to the profile and rebuild with oa build");
     }
     let why = match storage_command(&refs).status() {
@@ -66,7 +69,10 @@ pub fn setup(args: &BootArgs) -> Result<Upper, (String, &'static str)> {
         Ok(st) => match st.code() {
             Some(storage_paths::EXIT_MISSING) => "the persistence device was not found".to_string(),
             Some(storage_paths::EXIT_KEY) => "the persistence device did not unlock with the key given".to_string(),
-            Some(storage_paths::EXIT_REFUSED) => "the persistence device was refused (it holds data oa did not make, or formatting is not allowed)".to_string(),
+            Some(storage_paths::EXIT_REFUSED) => {
+                "the persistence device was refused (it holds data oa did not make, or formatting is not allowed)"
+                    .to_string()
+            }
             _ => format!("oa-storage setup failed ({st})"),
         },
         Err(e) => format!("cannot run {}: {e}", storage_paths::STORAGE),
@@ -98,7 +104,10 @@ pub fn mark_good() {
 pub fn cli(args: &[String]) -> i32 {
     use std::os::unix::process::CommandExt;
     if !Path::new(storage_paths::STORAGE).exists() {
-        eprintln!("oa-init: this system has no persistence (no {}): the profile has no [persistence] section", storage_paths::STORAGE);
+        eprintln!(
+            "oa-init: this system has no persistence (no {}): the profile has no [persistence] section",
+            storage_paths::STORAGE
+        );
         return 1;
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();

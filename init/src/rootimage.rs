@@ -58,7 +58,8 @@ pub fn hash(path: &Path) -> Result<(String, u64)> {
     let size = device_size(path)?;
     let mut f = std::fs::File::open(path).ctx("open", path)?;
     let mut sb = [0u8; SUPERBLOCK_LEN];
-    f.read_exact(&mut sb).map_err(|e| Error::NotSquashfs { device: device.clone(), why: format!("reading the superblock: {e}") })?;
+    f.read_exact(&mut sb)
+        .map_err(|e| Error::NotSquashfs { device: device.clone(), why: format!("reading the superblock: {e}") })?;
     let len = image_len(&sb, size).map_err(|why| Error::NotSquashfs { device: device.clone(), why })?;
     f.seek(SeekFrom::Start(0)).ctx("seek", path)?;
     let mut h = Sha256::new();

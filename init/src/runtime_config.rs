@@ -31,7 +31,9 @@ pub fn fetch(source: &str, dest: &Path) -> Option<RuntimeConfig> {
         }
         Err(e) => {
             let _ = std::fs::remove_file(dest);
-            console::warn(&format!("oa.config={source}: {e}; booting without the run-time configuration (the profile's settings apply)"));
+            console::warn(&format!(
+                "oa.config={source}: {e}; booting without the run-time configuration (the profile's settings apply)"
+            ));
             None
         }
     }
@@ -48,7 +50,10 @@ fn fetch_inner(source: &str, dest: &Path) -> Result<RuntimeConfig, String> {
         let got = crate::net::http::download(&url, &partial).map_err(|e| e.to_string());
         let text = got.and_then(|got| {
             if got.bytes > MAX_BYTES {
-                return Err(format!("{} bytes is more than the {MAX_BYTES} a run-time configuration may have", got.bytes));
+                return Err(format!(
+                    "{} bytes is more than the {MAX_BYTES} a run-time configuration may have",
+                    got.bytes
+                ));
             }
             std::fs::read_to_string(&partial).map_err(|e| format!("read {}: {e}", partial.display()))
         });
@@ -142,14 +147,18 @@ fn authorized_keys(root: &Path, passwd: &str, user: &str, keys: &[String]) -> Re
     }
     let home_dir = inside(root, &home);
     let ssh = home_dir.join(".ssh");
-    let chown = |p: &Path| nix::unistd::chown(p, Some(uid.into()), Some(gid.into())).map_err(|e| format!("chown {}: {e}", p.display()));
+    let chown = |p: &Path| {
+        nix::unistd::chown(p, Some(uid.into()), Some(gid.into())).map_err(|e| format!("chown {}: {e}", p.display()))
+    };
     if !home_dir.exists() {
         std::fs::create_dir_all(&home_dir).map_err(|e| format!("create {}: {e}", home_dir.display()))?;
-        std::fs::set_permissions(&home_dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("chmod {}: {e}", home_dir.display()))?;
+        std::fs::set_permissions(&home_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("chmod {}: {e}", home_dir.display()))?;
         chown(&home_dir)?;
     }
     std::fs::create_dir_all(&ssh).map_err(|e| format!("create {}: {e}", ssh.display()))?;
-    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("chmod {}: {e}", ssh.display()))?;
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("chmod {}: {e}", ssh.display()))?;
     chown(&ssh)?;
     let file = ssh.join("authorized_keys");
     let text: String = keys.iter().map(|k| format!("{}\n", k.trim())).collect();
@@ -166,7 +175,12 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     let name = path.file_name().ok_or_else(|| format!("{} names no file", path.display()))?;
     let tmp = parent.join(format!(".{}.oa-tmp", name.to_string_lossy()));
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| format!("create {}: {e}", tmp.display()))?;
     f.write_all(data).map_err(|e| format!("write {}: {e}", tmp.display()))?;
     // The umask may have taken bits away.
     f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
@@ -183,7 +197,13 @@ pub fn report(where_: &str, a: &Applied) {
         console::warn(&format!("run-time configuration: {f}"));
     }
     let what = if a.done.is_empty() { "nothing".to_string() } else { a.done.join(", ") };
-    console::stage("config", &format!("applied to {where_}: {what}{}", if a.failed.is_empty() { String::new() } else { format!(" ({} failed)", a.failed.len()) }));
+    console::stage(
+        "config",
+        &format!(
+            "applied to {where_}: {what}{}",
+            if a.failed.is_empty() { String::new() } else { format!(" ({} failed)", a.failed.len()) }
+        ),
+    );
 }
 
 #[cfg(test)]
@@ -206,7 +226,11 @@ mod tests {
     fn applies_hostname_keys_and_files() {
         let root = tempdir("apply");
         let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
-        std::fs::write(root.join("etc/passwd"), format!("root:x:0:0:root:/root:/bin/sh\nweb:x:{uid}:{gid}::/home/web:/bin/sh\n")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            format!("root:x:0:0:root:/root:/bin/sh\nweb:x:{uid}:{gid}::/home/web:/bin/sh\n"),
+        )
+        .unwrap();
         let cfg = RuntimeConfig::parse(
             r#"{"hostname": "from-config",
                 "ssh_authorized_keys": {"web": ["ssh-ed25519 AAAA one", " ssh-rsa BBBB two "], "nobody": ["k"]},
@@ -215,7 +239,10 @@ mod tests {
         .unwrap();
         let a = apply(&root, &cfg);
         assert_eq!(a.failed, vec!["authorized keys of nobody: no user nobody in /etc/passwd".to_string()]);
-        assert_eq!(a.done, ["hostname from-config", "/home/web/.ssh/authorized_keys (2 keys)", "/etc/app/app.conf", "/etc/motd"]);
+        assert_eq!(
+            a.done,
+            ["hostname from-config", "/home/web/.ssh/authorized_keys (2 keys)", "/etc/app/app.conf", "/etc/motd"]
+        );
         assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "from-config\n");
         let ak = root.join("home/web/.ssh/authorized_keys");
         assert_eq!(std::fs::read_to_string(&ak).unwrap(), "ssh-ed25519 AAAA one\nssh-rsa BBBB two\n");
@@ -228,7 +255,13 @@ mod tests {
         // Applying again replaces the files (no leftovers).
         let a = apply(&root, &cfg);
         assert_eq!(a.done.len(), 4);
-        assert_eq!(std::fs::read_dir(root.join("etc")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".oa-tmp")).count(), 0);
+        assert_eq!(
+            std::fs::read_dir(root.join("etc"))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".oa-tmp"))
+                .count(),
+            0
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -37,8 +37,15 @@ impl Action {
     }
 }
 
-pub const HANDLED: [Signal; 7] =
-    [Signal::SIGCHLD, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPWR];
+pub const HANDLED: [Signal; 7] = [
+    Signal::SIGCHLD,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGPWR,
+];
 
 pub struct Signals {
     fd: SignalFd,
@@ -52,7 +59,8 @@ impl Signals {
             mask.add(s);
         }
         mask.thread_block().sys("block signals", "(pid 1)")?;
-        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).sys("signalfd", "(pid 1)")?;
+        let fd =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).sys("signalfd", "(pid 1)")?;
         Ok(Signals { fd })
     }
 
@@ -60,7 +68,9 @@ impl Signals {
     pub fn wait(&mut self, timeout: Option<Duration>) -> Vec<Signal> {
         let t = match timeout {
             None => PollTimeout::NONE,
-            Some(d) => PollTimeout::try_from(d.as_millis().max(1).min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX),
+            Some(d) => {
+                PollTimeout::try_from(d.as_millis().max(1).min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
         };
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         let _ = nix::poll::poll(&mut fds, t);

@@ -71,14 +71,19 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         console::warn(&format!("cannot disable ctrl-alt-del reboot: {e}"));
     }
-    let what = if mounted.is_empty() { "already mounted".to_string() } else { format!("mounted {}", mounted.join(" ")) };
+    let what =
+        if mounted.is_empty() { "already mounted".to_string() } else { format!("mounted {}", mounted.join(" ")) };
     console::stage("mounts", &what);
 
     // 2. Command line (oa.shell first, leniently, so a later failure knows) and the config.
-    let raw = std::fs::read_to_string("/proc/cmdline").ctx("read", "/proc/cmdline").step("read the kernel command line", HINT_SHELL)?;
+    let raw = std::fs::read_to_string("/proc/cmdline")
+        .ctx("read", "/proc/cmdline")
+        .step("read the kernel command line", HINT_SHELL)?;
     emergency::allow_shell(bootargs::shell_requested(&raw));
     let cfg = read_config().step("read the initramfs configuration", HINT_REBUILD)?;
-    let args = bootargs::merge(&cfg.default_cmdline, raw.trim()).map_err(Error::from).step("parse the kernel command line", HINT_SHELL)?;
+    let args = bootargs::merge(&cfg.default_cmdline, raw.trim())
+        .map_err(Error::from)
+        .step("parse the kernel command line", HINT_SHELL)?;
     emergency::allow_shell(args.shell);
     console::set_debug(args.debug);
     for u in &args.unknown {
@@ -90,11 +95,17 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
         }
     }
     let rendered = args.render().join(" ");
-    console::stage("cmdline", &format!("profile={} {}", cfg.profile, if rendered.is_empty() { "(no oa.* keys)" } else { &rendered }));
+    console::stage(
+        "cmdline",
+        &format!("profile={} {}", cfg.profile, if rendered.is_empty() { "(no oa.* keys)" } else { &rendered }),
+    );
     if let Ok(u) = nix::sys::utsname::uname() {
         let running = u.release().to_string_lossy();
         if !cfg.kernel_release.is_empty() && running != cfg.kernel_release.as_str() {
-            console::warn(&format!("kernel {running} is running but the initramfs modules are for {}", cfg.kernel_release));
+            console::warn(&format!(
+                "kernel {running} is running but the initramfs modules are for {}",
+                cfg.kernel_release
+            ));
         }
     }
 
@@ -114,11 +125,15 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
 
     // 5a. oa.config=: fetched (the network is up already for oa.root=http://) or read, checked,
     // left in /run/oa/config.json. A failure is a warning: the profile alone applies.
-    let runtime = args.config.as_deref().and_then(|src| crate::runtime_config::fetch(src, Path::new(mp::RUNTIME_CONFIG)));
+    let runtime =
+        args.config.as_deref().and_then(|src| crate::runtime_config::fetch(src, Path::new(mp::RUNTIME_CONFIG)));
 
     // 5b. Persistence (oa-storage, persist.rs): the state subvolume at /run/oa/rw, or tmpfs.
-    let upper = crate::persist::setup(&args)
-        .map_err(|(why, hint)| Failure { what: "set up persistence", err: Error::Unexpected { what: "persistence".into(), why }, hint })?;
+    let upper = crate::persist::setup(&args).map_err(|(why, hint)| Failure {
+        what: "set up persistence",
+        err: Error::Unexpected { what: "persistence".into(), why },
+        hint,
+    })?;
     let persistent = matches!(upper, crate::persist::Upper::Persistent);
 
     // 6. Mount lower (squashfs), rw (tmpfs unless persistent), overlay.
@@ -126,7 +141,10 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     let paths = if persistent { crate::persist::persisted_paths() } else { Vec::new() };
     assemble(&root, persistent, &paths).step("assemble the root filesystem", HINT_SHELL)?;
     let rw_kind = if persistent { "persistent state (btrfs on LUKS2)" } else { "tmpfs" };
-    console::stage("overlay", &format!("{} (squashfs, read-only) + {rw_kind} => {} in {} ms", root.display(), mp::SYSROOT, ms(t)));
+    console::stage(
+        "overlay",
+        &format!("{} (squashfs, read-only) + {rw_kind} => {} in {} ms", root.display(), mp::SYSROOT, ms(t)),
+    );
     save_bootargs(&args);
 
     // 7. switch_root and exec stage 2 (or systemd).
@@ -138,13 +156,17 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     }
     switch_root::switch_root(sysroot).step("switch_root", HINT_SHELL)?;
     emergency::set_stage(2);
-    console::stage("switch_root", &format!("{} is now /, exec {} ({} ms since stage 1 started)", mp::SYSROOT, argv.join(" "), ms(t0)));
+    console::stage(
+        "switch_root",
+        &format!("{} is now /, exec {} ({} ms since stage 1 started)", mp::SYSROOT, argv.join(" "), ms(t0)),
+    );
     exec(&init, &argv).step("start the init of the root filesystem", HINT_REBUILD)
 }
 
 fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
     let t = Instant::now();
-    let found = devices::find_root(args.root.as_ref(), args.sha256.as_deref()).step("find the root image", HINT_SHELL)?;
+    let found =
+        devices::find_root(args.root.as_ref(), args.sha256.as_deref()).step("find the root image", HINT_SHELL)?;
     let how = match &args.root {
         Some(s) => format!("oa.root={s}"),
         None => "scan for a squashfs image".to_string(),
@@ -158,11 +180,18 @@ fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
             if &got != want {
                 return Err(Failure {
                     what: "verify the root image",
-                    err: Error::HashMismatch { device: found.path.display().to_string(), expected: want.clone(), actual: got },
+                    err: Error::HashMismatch {
+                        device: found.path.display().to_string(),
+                        expected: want.clone(),
+                        actual: got,
+                    },
                     hint: "",
                 });
             }
-            console::stage("verify", &format!("sha256 matches ({len} bytes of {} in {} ms)", found.path.display(), ms(t)));
+            console::stage(
+                "verify",
+                &format!("sha256 matches ({len} bytes of {} in {} ms)", found.path.display(), ms(t)),
+            );
         }
         (None, _) => console::stage("verify", "skipped (no oa.sha256= given)"),
     }
@@ -224,7 +253,10 @@ fn assemble(image: &Path, persistent: bool, paths: &[String]) -> Result<()> {
             // Not in the image: the persistent folder itself.
             mounts::mount(&up.display().to_string(), &target, "", MsFlags::MS_BIND, None)?;
         }
-        console::stage("persist", &format!("/{} persists ({})", m.rel, if low.is_dir() { "overlay on the image" } else { "bind" }));
+        console::stage(
+            "persist",
+            &format!("/{} persists ({})", m.rel, if low.is_dir() { "overlay on the image" } else { "bind" }),
+        );
     }
     Ok(())
 }
@@ -258,7 +290,14 @@ mod path_tests {
 
     #[test]
     fn parents_first_escaped_and_unique() {
-        let v = path_mounts(&["/etc/ssh".into(), "/etc".into(), "/var/lib/".into(), "/etc".into(), "/../x".into(), "/".into()]);
+        let v = path_mounts(&[
+            "/etc/ssh".into(),
+            "/etc".into(),
+            "/var/lib/".into(),
+            "/etc".into(),
+            "/../x".into(),
+            "/".into(),
+        ]);
         let rels: Vec<&str> = v.iter().map(|m| m.rel.as_str()).collect();
         assert_eq!(rels, ["etc", "etc/ssh", "var/lib"]);
         assert_eq!(v[1].key, "etc%2fssh");
@@ -294,7 +333,8 @@ fn next_init(sysroot: &Path) -> Result<(String, Vec<String>)> {
 }
 
 fn exec(init: &str, argv: &[String]) -> Result<std::convert::Infallible> {
-    let c = |s: &str| CString::new(s).map_err(|_| Error::Unexpected { what: s.into(), why: "contains a NUL byte".into() });
+    let c =
+        |s: &str| CString::new(s).map_err(|_| Error::Unexpected { what: s.into(), why: "contains a NUL byte".into() });
     let path = c(init)?;
     let argv: Vec<CString> = argv.iter().map(|a| c(a)).collect::<Result<_>>()?;
     nix::unistd::execv(&path, &argv).sys("exec", init)

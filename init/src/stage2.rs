@@ -40,7 +40,9 @@ fn boot() -> std::result::Result<(), Failed> {
     // Normally moved in from stage 1; mounted here when booted without the oa initramfs.
     mounts::mount_api_filesystems().map_err(|e| ("mount API filesystems", e))?;
     console::attach();
-    let cmdline = std::fs::read_to_string(bootargs::SAVED).or_else(|_| std::fs::read_to_string("/proc/cmdline")).unwrap_or_default();
+    let cmdline = std::fs::read_to_string(bootargs::SAVED)
+        .or_else(|_| std::fs::read_to_string("/proc/cmdline"))
+        .unwrap_or_default();
     emergency::allow_shell(bootargs::shell_requested(&cmdline));
     if let Ok(a) = bootargs::merge(&[], cmdline.trim()) {
         console::set_debug(a.debug);
@@ -50,7 +52,10 @@ fn boot() -> std::result::Result<(), Failed> {
     let cfg = read_system_config().map_err(|e| ("read the system configuration", e))?;
     if cfg.init == InitSystem::Systemd {
         let e = nix::unistd::execv(c"/sbin/init", &[c"/sbin/init"]).sys("exec", "/sbin/init");
-        return Err(("start systemd", e.err().unwrap_or(Error::Unexpected { what: "exec".into(), why: "returned".into() })));
+        return Err((
+            "start systemd",
+            e.err().unwrap_or(Error::Unexpected { what: "exec".into(), why: "returned".into() }),
+        ));
     }
     mount_dev_extras().map_err(|e| ("mount /dev/pts and /dev/shm", e))?;
     let mut cfg = cfg;
@@ -62,7 +67,9 @@ fn boot() -> std::result::Result<(), Failed> {
         }
     }
     if !cfg.hostname.is_empty() {
-        nix::unistd::sethostname(&cfg.hostname).sys("sethostname", &cfg.hostname).map_err(|e| ("set the hostname", e))?;
+        nix::unistd::sethostname(&cfg.hostname)
+            .sys("sethostname", &cfg.hostname)
+            .map_err(|e| ("set the hostname", e))?;
     }
     let signals = Signals::install().map_err(|e| ("install signal handling", e))?;
 
@@ -90,7 +97,13 @@ fn mount_dev_extras() -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=0620,ptmxmode=0666"),
     )?;
-    mounts::ensure_mounted("shm", Path::new("/dev/shm"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mounts::ensure_mounted(
+        "shm",
+        Path::new("/dev/shm"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
     Ok(())
 }
 

@@ -104,7 +104,15 @@ impl Unit {
     }
 
     fn new(name: &str, cmd: Command, restart: Restart) -> Unit {
-        Unit { name: name.to_string(), cmd, restart, pid: None, started: Instant::now(), backoff: Backoff::default(), restart_at: None }
+        Unit {
+            name: name.to_string(),
+            cmd,
+            restart,
+            pid: None,
+            started: Instant::now(),
+            backoff: Backoff::default(),
+            restart_at: None,
+        }
     }
 }
 

@@ -28,7 +28,10 @@ pub fn switch_root(new_root: &Path) -> Result<()> {
         });
     }
     if !mounts::is_mountpoint(new_root)? {
-        return Err(Error::Unexpected { what: "switch_root".into(), why: format!("{} is not a mount point", new_root.display()) });
+        return Err(Error::Unexpected {
+            what: "switch_root".into(),
+            why: format!("{} is not a mount point", new_root.display()),
+        });
     }
     for m in MOVED {
         let target = new_root.join(m.trim_start_matches('/'));

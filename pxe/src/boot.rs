@@ -139,8 +139,12 @@ pub fn select(cfg: &Config, client: &Client) -> Result<Answer, String> {
         Some(arch::EFI_BC) | Some(arch::EFI_X64) => Ok(Answer::Tftp(names::UEFI_X64.into())),
         Some(arch::EFI_X64_HTTP) => Ok(Answer::Http(format!("{base}/{}", names::UEFI_X64))),
         Some(arch::EFI_ARM64) if cfg.boot_files.uefi_arm64.is_some() => Ok(Answer::Tftp(names::UEFI_ARM64.into())),
-        Some(arch::EFI_ARM64_HTTP) if cfg.boot_files.uefi_arm64.is_some() => Ok(Answer::Http(format!("{base}/{}", names::UEFI_ARM64))),
-        Some(a) => Err(format!("no iPXE build for client architecture {a} ({}); arm64 needs --ipxe-arm64", arch::name(a))),
+        Some(arch::EFI_ARM64_HTTP) if cfg.boot_files.uefi_arm64.is_some() => {
+            Ok(Answer::Http(format!("{base}/{}", names::UEFI_ARM64)))
+        }
+        Some(a) => {
+            Err(format!("no iPXE build for client architecture {a} ({}); arm64 needs --ipxe-arm64", arch::name(a)))
+        }
     }
 }
 
@@ -192,7 +196,15 @@ pub(crate) mod tests {
     pub fn cfg() -> Config {
         Config {
             root: "/srv".into(),
-            manifest: Manifest { schema: 1, profile: "tiny".into(), arch: "x86_64".into(), kernel_release: "6.1".into(), cmdline: vec!["console=ttyS0".into(), format!("oa.sha256={}", "a".repeat(64))], artifacts: vec![], builder: "t".into() },
+            manifest: Manifest {
+                schema: 1,
+                profile: "tiny".into(),
+                arch: "x86_64".into(),
+                kernel_release: "6.1".into(),
+                cmdline: vec!["console=ttyS0".into(), format!("oa.sha256={}", "a".repeat(64))],
+                artifacts: vec![],
+                builder: "t".into(),
+            },
             address: "10.0.0.1".parse().unwrap(),
             interface: None,
             mode: Mode::Proxy,
@@ -220,7 +232,10 @@ pub(crate) mod tests {
         assert_eq!(select(&c, &client(None, false)), Ok(Answer::Tftp("undionly.kpxe".into())));
         assert_eq!(select(&c, &client(Some(arch::EFI_BC), false)), Ok(Answer::Tftp("ipxe.efi".into())));
         assert_eq!(select(&c, &client(Some(arch::EFI_X64), false)), Ok(Answer::Tftp("ipxe.efi".into())));
-        assert_eq!(select(&c, &client(Some(arch::EFI_X64_HTTP), false)), Ok(Answer::Http("http://10.0.0.1:8080/ipxe.efi".into())));
+        assert_eq!(
+            select(&c, &client(Some(arch::EFI_X64_HTTP), false)),
+            Ok(Answer::Http("http://10.0.0.1:8080/ipxe.efi".into()))
+        );
         assert!(select(&c, &client(Some(arch::EFI_ARM64), false)).is_err());
         let mut c2 = cfg();
         c2.boot_files.uefi_arm64 = Some("/x".into());
@@ -231,7 +246,10 @@ pub(crate) mod tests {
     fn ipxe_gets_the_script_url_whatever_the_arch() {
         let c = cfg();
         for a in [None, Some(arch::BIOS), Some(arch::EFI_X64)] {
-            assert_eq!(select(&c, &client(a, true)), Ok(Answer::Http("http://10.0.0.1:8080/boot/52-54-00-01-02-03.ipxe".into())));
+            assert_eq!(
+                select(&c, &client(a, true)),
+                Ok(Answer::Http("http://10.0.0.1:8080/boot/52-54-00-01-02-03.ipxe".into()))
+            );
         }
     }
 

@@ -30,7 +30,9 @@ impl Clients {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match ip {
             IpAddr::V4(v4) => m.get(&v4).map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().and_then(|v4| m.get(&v4)).map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+            IpAddr::V6(v6) => {
+                v6.to_ipv4_mapped().and_then(|v4| m.get(&v4)).map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+            }
         }
     }
 }

@@ -110,7 +110,8 @@ impl Config {
         use anyhow::{bail, Context};
         let root = std::fs::canonicalize(&o.output).with_context(|| format!("output folder {}", o.output.display()))?;
         let mpath = root.join(oa_contract::manifest::FILE_NAME);
-        let text = std::fs::read_to_string(&mpath).with_context(|| format!("reading {} (is {} an `oa build` output?)", mpath.display(), root.display()))?;
+        let text = std::fs::read_to_string(&mpath)
+            .with_context(|| format!("reading {} (is {} an `oa build` output?)", mpath.display(), root.display()))?;
         let manifest: Manifest = serde_json::from_str(&text).with_context(|| format!("parsing {}", mpath.display()))?;
         for a in [artifact::KERNEL, artifact::INITRAMFS, artifact::ROOTFS] {
             let p = manifest.artifact(a).map(|x| x.path.clone()).unwrap_or_else(|| a.to_string());
@@ -147,7 +148,8 @@ impl Config {
                 if m.leading_ones() + m.trailing_zeros() != 32 {
                     bail!("--netmask {netmask} is not a contiguous mask");
                 }
-                if (u32::from(start) & m) != (u32::from(end) & m) || (u32::from(address) & m) != (u32::from(start) & m) {
+                if (u32::from(start) & m) != (u32::from(end) & m) || (u32::from(address) & m) != (u32::from(start) & m)
+                {
                     bail!("--range {r} and the server address {address} must be in one subnet (netmask {netmask})");
                 }
                 if (u32::from(start)..=u32::from(end)).contains(&u32::from(address)) {
@@ -157,7 +159,15 @@ impl Config {
                     bail!("--lease-time must be at least 60 seconds");
                 }
                 let leases_file = o.leases.clone().unwrap_or_else(default_leases_file);
-                Mode::Dhcp(Pool { start, end, netmask, router: o.router, dns: o.dns.clone(), lease: Duration::from_secs(o.lease_time), leases_file })
+                Mode::Dhcp(Pool {
+                    start,
+                    end,
+                    netmask,
+                    router: o.router,
+                    dns: o.dns.clone(),
+                    lease: Duration::from_secs(o.lease_time),
+                    leases_file,
+                })
             }
         };
         let ipxe = &o.ipxe_dir;

@@ -50,7 +50,7 @@ impl Root {
                 "" | "." => continue,
                 ".." => return Err(Refused::DotDot(request.into())),
                 p if p.contains(':') && p.len() == 2 && out.as_os_str().is_empty() => {
-                    return Err(Refused::BadChar(request.into())) // `C:` drive prefixes
+                    return Err(Refused::BadChar(request.into())); // `C:` drive prefixes
                 }
                 p => out.push(p),
             }

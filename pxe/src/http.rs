@@ -83,7 +83,10 @@ impl Body for FileBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
         if this.left == 0 {
             return Poll::Ready(None);
@@ -99,7 +102,10 @@ impl Body for FileBody {
             Poll::Ready(Ok(())) => {
                 let n = rb.filled().len();
                 if n == 0 {
-                    return Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank while being sent"))));
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "file shrank while being sent",
+                    ))));
                 }
                 this.left -= n as u64;
                 Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(&this.buf[..n])))))
@@ -163,12 +169,17 @@ impl Http {
             let mac = m.parse::<Mac>().map_err(|e| (StatusCode::NOT_FOUND, e))?;
             let ov = self.override_of(mac)?;
             let p = ov.and_then(|o| o.config).ok_or((StatusCode::NOT_FOUND, format!("no config for {mac}")))?;
-            return std::fs::read_to_string(&p).map(Target::Generated).map_err(|e| (StatusCode::NOT_FOUND, format!("{}: {e}", p.display())));
+            return std::fs::read_to_string(&p)
+                .map(Target::Generated)
+                .map_err(|e| (StatusCode::NOT_FOUND, format!("{}: {e}", p.display())));
         }
         if let Some(rest) = clean.strip_prefix("m/") {
             let (m, file) = rest.split_once('/').ok_or((StatusCode::NOT_FOUND, "no file named".to_string()))?;
             let mac = m.parse::<Mac>().map_err(|e| (StatusCode::NOT_FOUND, e))?;
-            let out = self.override_of(mac)?.and_then(|o| o.output).ok_or((StatusCode::NOT_FOUND, format!("no output override for {mac}")))?;
+            let out = self
+                .override_of(mac)?
+                .and_then(|o| o.output)
+                .ok_or((StatusCode::NOT_FOUND, format!("no output override for {mac}")))?;
             let root = Root::new(&out).map_err(|e| (StatusCode::NOT_FOUND, format!("{}: {e}", out.display())))?;
             return root.resolve(file).map(Target::File).map_err(refused);
         }
@@ -274,7 +285,10 @@ impl Http {
         h.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
         h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
         if status == StatusCode::PARTIAL_CONTENT {
-            h.insert(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", start, start + len - 1).parse().expect("ascii"));
+            h.insert(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", start, start + len - 1).parse().expect("ascii"),
+            );
         }
         (r, None)
     }

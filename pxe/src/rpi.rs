@@ -147,17 +147,24 @@ impl Tree {
 /// component of a Pi request.
 pub fn is_pi_prefix(s: &str) -> bool {
     let hex = |t: &str| t.bytes().all(|b| b.is_ascii_hexdigit());
-    (s.len() == 8 && hex(s)) || (s.len() == 17 && s.split(['-', ':']).count() == 6 && s.split(['-', ':']).all(|p| p.len() == 2 && hex(p)))
+    (s.len() == 8 && hex(s))
+        || (s.len() == 17 && s.split(['-', ':']).count() == 6 && s.split(['-', ':']).all(|p| p.len() == 2 && hex(p)))
 }
 
 /// The tree's cmdline.txt for netboot: the same words with `oa.root=` pointing at this
 /// server's HTTP (the root image is fetched into RAM by oa-init).
 pub fn netboot_cmdline(cfg: &Config, original: &str) -> String {
-    let mut words: Vec<String> = original.split_whitespace().filter(|w| !w.starts_with("oa.root=")).map(str::to_string).collect();
+    let mut words: Vec<String> =
+        original.split_whitespace().filter(|w| !w.starts_with("oa.root=")).map(str::to_string).collect();
     if words.is_empty() {
         words = cfg.cmdline.iter().filter(|w| !w.starts_with("oa.root=")).cloned().collect();
     }
-    words.push(format!("{}={}/{}", oa_contract::cmdline::ROOT, cfg.http_base(), oa_contract::manifest::artifact::ROOTFS));
+    words.push(format!(
+        "{}={}/{}",
+        oa_contract::cmdline::ROOT,
+        cfg.http_base(),
+        oa_contract::manifest::artifact::ROOTFS
+    ));
     format!("{}\n", words.join(" "))
 }
 

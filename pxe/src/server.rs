@@ -39,9 +39,11 @@ fn udp(bind: Ipv4Addr, port: u16, iface: Option<&str>, broadcast: bool) -> anyho
     // Room for bursts (a rack powering on at once); the kernel caps it at rmem_max.
     let _ = s.set_recv_buffer_size(4 << 20);
     if let Some(i) = iface {
-        s.bind_device(Some(i.as_bytes())).with_context(|| format!("binding to interface {i} (needs root or CAP_NET_RAW)"))?;
+        s.bind_device(Some(i.as_bytes()))
+            .with_context(|| format!("binding to interface {i} (needs root or CAP_NET_RAW)"))?;
     }
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(bind, port)).into()).with_context(|| format!("binding UDP {bind}:{port}"))?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(bind, port)).into())
+        .with_context(|| format!("binding UDP {bind}:{port}"))?;
     s.set_nonblocking(true)?;
     Ok(s.into())
 }
@@ -52,7 +54,8 @@ impl Server {
         let dhcp = match cfg.mode {
             Mode::Off => None,
             _ => Some((
-                udp(cfg.bind, cfg.dhcp_port, iface, true).context("DHCP port (another DHCP server running here? use --dhcp-port for tests)")?,
+                udp(cfg.bind, cfg.dhcp_port, iface, true)
+                    .context("DHCP port (another DHCP server running here? use --dhcp-port for tests)")?,
                 udp(cfg.bind, cfg.proxy_port, iface, true).context("PXE boot server port")?,
             )),
         };
@@ -60,7 +63,8 @@ impl Server {
         let http = {
             let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
             s.set_reuse_address(true)?;
-            s.bind(&SocketAddr::V4(SocketAddrV4::new(cfg.bind, cfg.http_port)).into()).with_context(|| format!("binding HTTP {}:{}", cfg.bind, cfg.http_port))?;
+            s.bind(&SocketAddr::V4(SocketAddrV4::new(cfg.bind, cfg.http_port)).into())
+                .with_context(|| format!("binding HTTP {}:{}", cfg.bind, cfg.http_port))?;
             s.listen(1024)?;
             s.set_nonblocking(true)?;
             std::net::TcpListener::from(s)
@@ -121,7 +125,11 @@ impl Server {
         );
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((d, p)) = self.dhcp {
-            let state = Arc::new(dhcp::State { chain: Chain::for_config(&cfg), leases: self.leases.map(Mutex::new), clients: clients.clone() });
+            let state = Arc::new(dhcp::State {
+                chain: Chain::for_config(&cfg),
+                leases: self.leases.map(Mutex::new),
+                clients: clients.clone(),
+            });
             let d = Arc::new(tokio::net::UdpSocket::from_std(d)?);
             let p = Arc::new(tokio::net::UdpSocket::from_std(p)?);
             tasks.spawn(dhcp::serve(d, Port::Dhcp, state.clone(), cfg.clone()));
@@ -133,7 +141,13 @@ impl Server {
         if rpi.is_some() {
             tracing::info!(target: "rpi", "serving the Raspberry Pi boot tree {}/rpi (cmdline.txt with oa.root= over HTTP)", cfg.root.display());
         }
-        let t = Arc::new(tftp::Tftp { cfg: cfg.clone(), root: root.clone(), clients: clients.clone(), slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_tftp_transfers)), rpi });
+        let t = Arc::new(tftp::Tftp {
+            cfg: cfg.clone(),
+            root: root.clone(),
+            clients: clients.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_tftp_transfers)),
+            rpi,
+        });
         tasks.spawn(tftp::serve(tokio::net::UdpSocket::from_std(self.tftp)?, t));
         let h = Arc::new(http::Http { cfg: cfg.clone(), root, clients });
         tasks.spawn(http::serve(tokio::net::TcpListener::from_std(self.http)?, h));
@@ -146,9 +160,15 @@ impl Server {
 
 /// Log to stderr: `RUST_LOG` when set, else info.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt().with_ansi(std::io::stderr().is_terminal()).with_env_filter(filter).with_writer(std::io::stderr).with_target(true).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
 }
 
 /// Run the server for `o` until Ctrl-C / SIGTERM: what `oa serve` and `oa-pxe` call.

@@ -20,7 +20,12 @@ fn err(s: impl Into<String>) -> Error {
 
 /// Server options for a test on loopback: every port chosen by the kernel; full DHCP with a
 /// pool of `range` (in 127.0.0.0/16) and leases in `leases` when `range` is given, else proxy.
-pub fn loopback_options(output: &std::path::Path, range: Option<&str>, leases: Option<std::path::PathBuf>, machines: Option<std::path::PathBuf>) -> crate::cli::Options {
+pub fn loopback_options(
+    output: &std::path::Path,
+    range: Option<&str>,
+    leases: Option<std::path::PathBuf>,
+    machines: Option<std::path::PathBuf>,
+) -> crate::cli::Options {
     let dhcp = range.is_some();
     crate::cli::Options {
         output: output.to_path_buf(),
@@ -47,9 +52,22 @@ pub fn loopback_options(output: &std::path::Path, range: Option<&str>, leases: O
 }
 
 /// One DHCP exchange from `sock` to `server`; returns the ACKed address.
-pub async fn dhcp(sock: &UdpSocket, server: SocketAddr, mac: [u8; 6], xid: u32, pxe: bool) -> Result<(Ipv4Addr, Option<String>), Error> {
+pub async fn dhcp(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    mac: [u8; 6],
+    xid: u32,
+    pxe: bool,
+) -> Result<(Ipv4Addr, Option<String>), Error> {
     let build = |mt: MessageType, ip: Option<Ipv4Addr>| {
-        let mut m = Message::new_with_id(xid, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &mac);
+        let mut m = Message::new_with_id(
+            xid,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
         m.opts_mut().insert(v4::DhcpOption::MessageType(mt));
         if pxe {
             m.opts_mut().insert(v4::DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
@@ -81,14 +99,16 @@ pub async fn dhcp(sock: &UdpSocket, server: SocketAddr, mac: [u8; 6], xid: u32, 
         }
     }
     let ack = ack.ok_or_else(|| err("no DHCPACK after 4 tries"))?;
-    let file = ack.fname_str().and_then(|r| r.ok()).map(|s| s.trim_end_matches('\0').to_string()).filter(|s| !s.is_empty());
+    let file =
+        ack.fname_str().and_then(|r| r.ok()).map(|s| s.trim_end_matches('\0').to_string()).filter(|s| !s.is_empty());
     Ok((ack.yiaddr(), file))
 }
 
 async fn wait_for(sock: &UdpSocket, b: &mut [u8], xid: u32, want: MessageType) -> Result<Message, Error> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
-        let (n, _) = tokio::time::timeout_at(deadline, sock.recv_from(b)).await.map_err(|_| err(format!("no {want:?}")))??;
+        let (n, _) =
+            tokio::time::timeout_at(deadline, sock.recv_from(b)).await.map_err(|_| err(format!("no {want:?}")))??;
         if let Ok(m) = Message::decode(&mut Decoder::new(&b[..n])) {
             if m.xid() == xid && m.opts().msg_type() == Some(want) {
                 return Ok(m);
@@ -99,13 +119,22 @@ async fn wait_for(sock: &UdpSocket, b: &mut [u8], xid: u32, want: MessageType) -
 
 /// DHCP DISCOVER -> OFFER only (for offers per second).
 pub async fn discover(sock: &UdpSocket, server: SocketAddr, mac: [u8; 6], xid: u32) -> Result<(), Error> {
-    let mut m = Message::new_with_id(xid, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &mac);
+    let mut m = Message::new_with_id(
+        xid,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &mac,
+    );
     m.opts_mut().insert(v4::DhcpOption::MessageType(MessageType::Discover));
     m.opts_mut().insert(v4::DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
     sock.send_to(&m.to_vec()?, server).await?;
     let mut b = [0u8; 1500];
     loop {
-        let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut b)).await.map_err(|_| err("no offer"))??;
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut b))
+            .await
+            .map_err(|_| err("no offer"))??;
         if let Ok(r) = Message::decode(&mut Decoder::new(&b[..n])) {
             if r.xid() == xid {
                 return Ok(());
@@ -145,7 +174,8 @@ async fn tftp_get_port(server: SocketAddr, file: &str, blksize: usize, windowsiz
                     return Err(err("TFTP timeout"));
                 }
                 if let Some(p) = peer {
-                    sock.send_to(&[0, 4, (expected.wrapping_sub(1) >> 8) as u8, expected.wrapping_sub(1) as u8], p).await?;
+                    sock.send_to(&[0, 4, (expected.wrapping_sub(1) >> 8) as u8, expected.wrapping_sub(1) as u8], p)
+                        .await?;
                 } else {
                     sock.send_to(&rrq, server).await?;
                 }
@@ -160,7 +190,12 @@ async fn tftp_get_port(server: SocketAddr, file: &str, blksize: usize, windowsiz
             tftp::Packet::Oack => {
                 // What the server accepted (a server without RFC 7440 leaves windowsize out).
                 let fields: Vec<&[u8]> = buf[2..n].split(|&c| c == 0).collect();
-                let get = |k: &str| fields.windows(2).find(|w| w[0].eq_ignore_ascii_case(k.as_bytes())).and_then(|w| std::str::from_utf8(w[1]).ok()?.parse::<usize>().ok());
+                let get = |k: &str| {
+                    fields
+                        .windows(2)
+                        .find(|w| w[0].eq_ignore_ascii_case(k.as_bytes()))
+                        .and_then(|w| std::str::from_utf8(w[1]).ok()?.parse::<usize>().ok())
+                };
                 bs = get("blksize").unwrap_or(512);
                 window = get("windowsize").unwrap_or(1) as u16;
                 sock.send_to(&[0, 4, 0, 0], from).await?;

@@ -124,7 +124,9 @@ pub fn parse(buf: &[u8]) -> Result<Packet, Malformed> {
                 seen.push(name.clone());
                 let num = value.parse::<u64>().ok();
                 match name.as_str() {
-                    "blksize" => options.blksize = num.filter(|n| (8..=MAX_BLKSIZE as u64).contains(n)).map(|n| n as usize),
+                    "blksize" => {
+                        options.blksize = num.filter(|n| (8..=MAX_BLKSIZE as u64).contains(n)).map(|n| n as usize)
+                    }
                     "timeout" => options.timeout = num.filter(|n| (1..=255).contains(n)).map(|n| n as u8),
                     "tsize" => options.tsize = num.is_some(),
                     "windowsize" => options.windowsize = num.filter(|n| (1..=65535).contains(n)).map(|n| n as u16),
@@ -134,10 +136,16 @@ pub fn parse(buf: &[u8]) -> Result<Packet, Malformed> {
             }
             Ok(Packet::Read { file: s[0].clone(), mode, options })
         }
-        DATA if rest.len() >= 2 => Ok(Packet::Data { block: u16::from_be_bytes([rest[0], rest[1]]), len: rest.len() - 2 }),
+        DATA if rest.len() >= 2 => {
+            Ok(Packet::Data { block: u16::from_be_bytes([rest[0], rest[1]]), len: rest.len() - 2 })
+        }
         ACK if rest.len() >= 2 => Ok(Packet::Ack { block: u16::from_be_bytes([rest[0], rest[1]]) }),
         ERROR if rest.len() >= 2 => {
-            let msg = rest[2..].split(|&c| c == 0).next().map(|m| String::from_utf8_lossy(m).into_owned()).unwrap_or_default();
+            let msg = rest[2..]
+                .split(|&c| c == 0)
+                .next()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .unwrap_or_default();
             Ok(Packet::Error { code: u16::from_be_bytes([rest[0], rest[1]]), msg })
         }
         OACK => Ok(Packet::Oack),
@@ -249,7 +257,8 @@ async fn transfer(t: &Tftp, peer: SocketAddr, who: &str, name: &str, mode: &str,
     let path = match t.lookup(name) {
         Ok(p) => p,
         Err(e) => {
-            let c = if matches!(e, Refused::NotFound(_) | Refused::NotAFile(_)) { code::NOT_FOUND } else { code::ACCESS };
+            let c =
+                if matches!(e, Refused::NotFound(_) | Refused::NotAFile(_)) { code::NOT_FOUND } else { code::ACCESS };
             tracing::warn!(target: "tftp", "{who}: RRQ {name:?} refused: {e}");
             let _ = sock.send(&error_packet(c, &e.to_string())).await;
             return;
@@ -385,7 +394,9 @@ async fn exchange(sock: &UdpSocket, pkt: &[u8], block: u16, timeout: Duration, r
                 Ok(Err(e)) => return Err(e.to_string()),
                 Ok(Ok(n)) => match parse(&rbuf[..n]) {
                     Ok(Packet::Ack { block: b }) if b == block => return Ok(()),
-                    Ok(Packet::Error { code, msg }) => return Err(format!("the client ended it (error {code}: {msg}; UEFI asks for tsize this way)")),
+                    Ok(Packet::Error { code, msg }) => {
+                        return Err(format!("the client ended it (error {code}: {msg}; UEFI asks for tsize this way)"))
+                    }
                     _ => continue,
                 },
             }
@@ -409,10 +420,28 @@ mod tests {
 
     #[test]
     fn parses_requests_with_options() {
-        let p = parse(&rrq(&["ipxe.efi", "octet", "blksize", "1468", "tsize", "0", "windowsize", "16", "timeout", "3", "x-frob", "1"])).unwrap();
+        let p = parse(&rrq(&[
+            "ipxe.efi",
+            "octet",
+            "blksize",
+            "1468",
+            "tsize",
+            "0",
+            "windowsize",
+            "16",
+            "timeout",
+            "3",
+            "x-frob",
+            "1",
+        ]))
+        .unwrap();
         assert_eq!(
             p,
-            Packet::Read { file: "ipxe.efi".into(), mode: "octet".into(), options: Options { blksize: Some(1468), timeout: Some(3), tsize: true, windowsize: Some(16) } }
+            Packet::Read {
+                file: "ipxe.efi".into(),
+                mode: "octet".into(),
+                options: Options { blksize: Some(1468), timeout: Some(3), tsize: true, windowsize: Some(16) }
+            }
         );
         // Out-of-range values are not acknowledged.
         let p = parse(&rrq(&["f", "OCTET", "blksize", "7", "windowsize", "0", "timeout", "300"])).unwrap();
@@ -430,7 +459,10 @@ mod tests {
         assert_eq!(parse(&rrq(&["", "octet"])), Err(Malformed::EmptyName));
         assert_eq!(parse(&rrq(&["f", "binary"])), Err(Malformed::BadMode("binary".into())));
         assert_eq!(parse(&rrq(&["f", "octet", "blksize"])), Err(Malformed::OptionWithoutValue("blksize".into())));
-        assert_eq!(parse(&rrq(&["f", "octet", "blksize", "512", "BLKSIZE", "1024"])), Err(Malformed::DuplicateOption("blksize".into())));
+        assert_eq!(
+            parse(&rrq(&["f", "octet", "blksize", "512", "BLKSIZE", "1024"])),
+            Err(Malformed::DuplicateOption("blksize".into()))
+        );
         assert_eq!(parse(&[0, 1, 0xff, 0xfe, 0, b'o', b'c', b't', b'e', b't', 0]), Err(Malformed::NotUtf8));
         assert_eq!(parse(&[0, 4, 1]), Err(Malformed::Short(3)));
         assert_eq!(parse(&[0, 4, 0, 7]), Ok(Packet::Ack { block: 7 }));

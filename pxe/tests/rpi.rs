@@ -52,7 +52,12 @@ async fn start(mode: ModeArg) -> Env {
     let machines = dir.path().join("machines");
     write(&machines.join("rpi/1a2b3c4d/config.txt"), b"arm_64bit=1\n# only for 1a2b3c4d\n");
     let dhcp = matches!(mode, ModeArg::Dhcp);
-    let o = testclient::loopback_options(&out, dhcp.then_some("127.0.2.1-127.0.2.50"), Some(dir.path().join("leases.json")), Some(machines));
+    let o = testclient::loopback_options(
+        &out,
+        dhcp.then_some("127.0.2.1-127.0.2.50"),
+        Some(dir.path().join("leases.json")),
+        Some(machines),
+    );
     let s = Server::bind(Config::from_options(&o).unwrap()).unwrap();
     let p = s.ports();
     tokio::spawn(s.run());
@@ -62,11 +67,21 @@ async fn start(mode: ModeArg) -> Env {
 
 /// A DISCOVER laid out like the Pi bootloader's.
 fn pi_discover(mac: [u8; 6], xid: u32, option97: Option<Vec<u8>>) -> Vec<u8> {
-    let mut m = Message::new_with_id(xid, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &mac);
+    let mut m = Message::new_with_id(
+        xid,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &mac,
+    );
     let o = m.opts_mut();
     o.insert(v4::DhcpOption::MessageType(MessageType::Discover));
     o.insert(v4::DhcpOption::ParameterRequestList(
-        [1u8, 3, 43, 60, 66, 67, 128, 129, 130, 131, 132, 133, 134, 135].iter().map(|c| v4::OptionCode::from(*c)).collect(),
+        [1u8, 3, 43, 60, 66, 67, 128, 129, 130, 131, 132, 133, 134, 135]
+            .iter()
+            .map(|c| v4::OptionCode::from(*c))
+            .collect(),
     ));
     o.insert(v4::DhcpOption::ClientSystemArchitecture(0.into()));
     o.insert(v4::DhcpOption::ClientNetworkInterface(1, 2, 1));
@@ -138,7 +153,10 @@ async fn pi_and_pc_get_their_own_dhcp_answers() {
         // An x86 BIOS PC with the same class and arch: iPXE's undionly, the plain PXE options.
         let pc = offer_for(&e, &pi_discover([0x52, 0x54, 0, 9, 9, 9], 0x8686, None), 0x8686).await;
         assert_eq!(option43(&pc), vec![6, 1, 8, 255]);
-        assert_eq!(pc.fname_str().and_then(|r| r.ok()).map(|s| s.trim_end_matches('\0').to_string()).as_deref(), Some("undionly.kpxe"));
+        assert_eq!(
+            pc.fname_str().and_then(|r| r.ok()).map(|s| s.trim_end_matches('\0').to_string()).as_deref(),
+            Some("undionly.kpxe")
+        );
         if matches!(mode, ModeArg::Proxy) {
             assert_eq!(pi4.yiaddr(), Ipv4Addr::UNSPECIFIED, "proxyDHCP hands out no address");
         } else {

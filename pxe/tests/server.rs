@@ -26,7 +26,11 @@ async fn start() -> Env {
     std::fs::write(out.join("rootfs.squashfs"), (0..100_000u32).map(|i| i as u8).collect::<Vec<u8>>()).unwrap();
     std::fs::write(out.join("vmlinuz"), b"kernel").unwrap();
     std::fs::write(out.join("initramfs.img"), b"initramfs").unwrap();
-    std::fs::write(out.join("manifest.json"), r#"{"schema":1,"profile":"t","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"t"}"#).unwrap();
+    std::fs::write(
+        out.join("manifest.json"),
+        r#"{"schema":1,"profile":"t","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"t"}"#,
+    )
+    .unwrap();
     std::fs::write(dir.path().join("secret"), b"do not serve").unwrap();
     std::os::unix::fs::symlink(dir.path().join("secret"), out.join("escape")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", out.join("sub/passwd")).unwrap();
@@ -45,10 +49,24 @@ async fn traversal_is_refused_over_tftp_and_http() {
         let r = testclient::tftp_get(e.tftp, bad, 512, 1).await;
         assert!(r.is_err(), "TFTP {bad} was served");
     }
-    for bad in ["/../secret", "/%2e%2e/secret", "/%2E%2E%2Fsecret", "/sub/..%2f..%2fsecret", "//etc/passwd", "/escape", "/sub/passwd", "/%00", "/..%5csecret"] {
+    for bad in [
+        "/../secret",
+        "/%2e%2e/secret",
+        "/%2E%2E%2Fsecret",
+        "/sub/..%2f..%2fsecret",
+        "//etc/passwd",
+        "/escape",
+        "/sub/passwd",
+        "/%00",
+        "/..%5csecret",
+    ] {
         let (st, body) = testclient::http_get(e.http, bad).await.unwrap();
         assert!(st == 403 || st == 404 || st == 400, "HTTP {bad}: status {st}");
-        assert!(!String::from_utf8_lossy(&body).contains("do not serve") && !String::from_utf8_lossy(&body).contains("root:"), "HTTP {bad} leaked");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("do not serve")
+                && !String::from_utf8_lossy(&body).contains("root:"),
+            "HTTP {bad} leaked"
+        );
     }
     // The real files are served.
     assert_eq!(testclient::tftp_get(e.tftp, "rootfs.squashfs", 1468, 4).await.unwrap().len(), 100_000);
@@ -86,7 +104,16 @@ async fn http_ranges_head_and_methods() {
 async fn malformed_packets_do_not_stop_the_server() {
     let e = start().await;
     let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let junk: Vec<Vec<u8>> = vec![vec![], vec![0], vec![1; 100], vec![1; 300], vec![0, 9, 1, 2], vec![0, 1, b'a'], vec![0, 2, b'f', 0, b'o', b'c', b't', b'e', b't', 0], vec![0xff; 1400]];
+    let junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![1; 100],
+        vec![1; 300],
+        vec![0, 9, 1, 2],
+        vec![0, 1, b'a'],
+        vec![0, 2, b'f', 0, b'o', b'c', b't', b'e', b't', 0],
+        vec![0xff; 1400],
+    ];
     for j in &junk {
         s.send_to(j, e.dhcp).await.unwrap();
         s.send_to(j, e.tftp).await.unwrap();

@@ -26,7 +26,11 @@ pub fn oa_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = workspace().join("target/release/oa");
-    assert!(p.is_file(), "{} is missing: run the QEMU tests through `make test` (it builds oa and oa-init first) or set OA_BIN", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run the QEMU tests through `make test` (it builds oa and oa-init first) or set OA_BIN",
+        p.display()
+    );
     p
 }
 
@@ -79,7 +83,10 @@ impl Machine {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {program}: {e} (is QEMU installed? `make deps`)"));
         let (tx, rx) = mpsc::channel();
-        for mut r in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+        for mut r in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
@@ -93,7 +100,16 @@ impl Machine {
         let dir = workspace().join("target/qemu-logs");
         let _ = std::fs::create_dir_all(&dir);
         let stdin = child.stdin.take();
-        Machine { name: name.into(), child, stdin, rx, console: Vec::new(), pos: 0, started: Instant::now(), log: dir.join(format!("{name}.log")) }
+        Machine {
+            name: name.into(),
+            child,
+            stdin,
+            rx,
+            console: Vec::new(),
+            pos: 0,
+            started: Instant::now(),
+            log: dir.join(format!("{name}.log")),
+        }
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -236,7 +252,11 @@ pub fn built_variant(name: &str, base: &str, extra: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("creating the test profiles folder");
     let file = dir.join(format!("{name}.toml"));
     let base = workspace().join("profiles").join(format!("{base}.toml"));
-    std::fs::write(&file, format!("# Written by the QEMU tests.\ninclude = [{:?}]\n{extra}", base.display().to_string())).expect("writing the test profile");
+    std::fs::write(
+        &file,
+        format!("# Written by the QEMU tests.\ninclude = [{:?}]\n{extra}", base.display().to_string()),
+    )
+    .expect("writing the test profile");
     let out = workspace().join("target/qemu-tests").join(name);
     let st = std::process::Command::new(oa_bin())
         .current_dir(workspace())

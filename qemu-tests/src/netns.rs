@@ -63,7 +63,14 @@ impl Netns {
     /// Start `program args` inside the namespace, stdout+stderr to `log`.
     pub fn spawn(&self, program: &str, args: &[String], log: &Path) -> Proc {
         let f = std::fs::File::create(log).expect("log file");
-        let child = self.command(program).args(args).stdout(f.try_clone().expect("log")).stderr(f).stdin(Stdio::null()).spawn().expect("ip netns exec");
+        let child = self
+            .command(program)
+            .args(args)
+            .stdout(f.try_clone().expect("log"))
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("ip netns exec");
         Proc(child)
     }
 }

@@ -45,7 +45,14 @@ fn test_key() -> (PathBuf, String) {
 fn build(name: &str, profile: &Path) -> PathBuf {
     let out = workspace().join("target/qemu-tests").join(name);
     let t = Instant::now();
-    let o = Command::new(oa_bin()).current_dir(workspace()).arg("build").arg(profile).arg("--out").arg(&out).output().expect("running oa build");
+    let o = Command::new(oa_bin())
+        .current_dir(workspace())
+        .arg("build")
+        .arg(profile)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("running oa build");
     assert!(o.status.success(), "oa build {name} failed:\n{}", String::from_utf8_lossy(&o.stderr));
     eprintln!("[{name}] oa build took {:.1}s", t.elapsed().as_secs_f64());
     out
@@ -74,7 +81,9 @@ fn debian_ssh_boots_systemd_to_ready_and_accepts_an_ssh_login() {
     spec.memory_mib = 1024;
     let port = free_port();
     spec.extra.extend(
-        ["-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22"), "-device", "virtio-net-pci,netdev=n0"].iter().map(|s| s.to_string()),
+        ["-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22"), "-device", "virtio-net-pci,netdev=n0"]
+            .iter()
+            .map(|s| s.to_string()),
     );
     let mut vm = Machine::boot("debian_ssh", &spec);
     vm.expect("exec /sbin/init", Duration::from_secs(90));
@@ -91,7 +100,18 @@ fn debian_ssh_boots_systemd_to_ready_and_accepts_an_ssh_login() {
             .args(["-i"])
             .arg(&key)
             .args(["-p", &port.to_string()])
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+            ])
             .arg("admin@127.0.0.1")
             .arg("echo oa-ssh-ok user=$(id -un) host=$(hostname) init=$(cat /proc/1/comm) tz=$(date +%Z)")
             .output()
@@ -113,9 +133,12 @@ fn debian_ssh_boots_systemd_to_ready_and_accepts_an_ssh_login() {
 fn arch_local_repository_builds_and_boots_to_ready() {
     let (_, public) = test_key();
     let base = dir("arch-local");
-    let modules: Vec<String> = ["virtio_pci", "virtio_blk", "squashfs", "overlay", "loop"].iter().map(|s| s.to_string()).collect();
+    let modules: Vec<String> =
+        ["virtio_pci", "virtio_blk", "squashfs", "overlay", "loop"].iter().map(|s| s.to_string()).collect();
     let t = Instant::now();
-    let repo = oa_builder::bases::archpkg::demo_repo(&base.join("repo"), "oa-local", &default_cache_root(), Some(&modules)).expect("making the local Arch repository");
+    let repo =
+        oa_builder::bases::archpkg::demo_repo(&base.join("repo"), "oa-local", &default_cache_root(), Some(&modules))
+            .expect("making the local Arch repository");
     eprintln!("[arch_local] local repository made in {:.1}s", t.elapsed().as_secs_f64());
     let profile = base.join("arch-local.toml");
     std::fs::write(

@@ -39,7 +39,9 @@ fn tiny_disk_boots_to_ready_under_bios() {
     assert!(root.contains("/dev/vda2") && root.contains("PARTLABEL=oa-root"), "{root}");
     vm.expect("oa-init: stage verify: sha256 matches", BOOT);
     vm.expect(READY_LINE, BOOT);
-    vm.send_line("echo EFI=$(test -d /sys/firmware/efi && echo yes || echo no) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)");
+    vm.send_line(
+        "echo EFI=$(test -d /sys/firmware/efi && echo yes || echo no) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
+    );
     vm.expect("EFI=no ROOT=oa.root=PARTLABEL=oa-root", SHORT);
 }
 
@@ -49,7 +51,9 @@ fn tiny_disk_boots_to_ready_under_uefi() {
     let mut vm = Machine::boot("disk_uefi", &disk_spec(&tiny_disk(), true, fw));
     vm.expect("oa-init: stage root", BOOT);
     vm.expect(READY_LINE, BOOT);
-    vm.send_line("echo EFI=$(test -d /sys/firmware/efi && echo yes || echo no) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)");
+    vm.send_line(
+        "echo EFI=$(test -d /sys/firmware/efi && echo yes || echo no) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
+    );
     vm.expect("EFI=yes ROOT=oa.root=PARTLABEL=oa-root", SHORT);
 }
 

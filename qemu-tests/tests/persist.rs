@@ -111,12 +111,21 @@ fn format_on_first_boot_then_data_survives_reboot() {
     drop(vm);
 
     // The standard tool reads the header oa made, and the key opens it.
-    let dump = Command::new("cryptsetup").arg("luksDump").arg(&disk).output().expect("cryptsetup (apt-get install cryptsetup-bin)");
+    let dump = Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(&disk)
+        .output()
+        .expect("cryptsetup (apt-get install cryptsetup-bin)");
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.contains("Version:       \t2"), "{dump}");
     assert!(dump.contains("Label:         \toa-persist"), "{dump}");
     assert!(dump.contains("Subsystem:     \toa"), "{dump}");
-    let st = Command::new("cryptsetup").args(["open", "--test-passphrase", "--key-file"]).arg(key_file()).arg(&disk).status().unwrap();
+    let st = Command::new("cryptsetup")
+        .args(["open", "--test-passphrase", "--key-file"])
+        .arg(key_file())
+        .arg(&disk)
+        .status()
+        .unwrap();
     assert!(st.success(), "cryptsetup open --test-passphrase with the profile's key file");
     host_open_and_mount(&disk);
     let _ = std::fs::remove_file(&disk);
@@ -130,14 +139,20 @@ fn host_open_and_mount(disk: &Path) {
         eprintln!("host kernel has no device-mapper: skipping cryptsetup open + mount on the host");
         return;
     }
-    let lo = String::from_utf8(Command::new("losetup").args(["-f", "--show"]).arg(disk).output().unwrap().stdout).unwrap();
+    let lo =
+        String::from_utf8(Command::new("losetup").args(["-f", "--show"]).arg(disk).output().unwrap().stdout).unwrap();
     let lo = lo.trim();
     let name = format!("oa-test-{}", std::process::id());
-    let st = Command::new("cryptsetup").args(["open", "--key-file"]).arg(key_file()).args([lo, &name]).status().unwrap();
+    let st =
+        Command::new("cryptsetup").args(["open", "--key-file"]).arg(key_file()).args([lo, &name]).status().unwrap();
     assert!(st.success());
     let mnt = workspace().join(format!("target/qemu-tests/mnt-{name}"));
     std::fs::create_dir_all(&mnt).unwrap();
-    let st = Command::new("mount").args(["-o", "ro,subvol=/state", &format!("/dev/mapper/{name}")]).arg(&mnt).status().unwrap();
+    let st = Command::new("mount")
+        .args(["-o", "ro,subvol=/state", &format!("/dev/mapper/{name}")])
+        .arg(&mnt)
+        .status()
+        .unwrap();
     let content = std::fs::read_to_string(mnt.join("upper/root/note")).unwrap_or_default();
     let _ = Command::new("umount").arg(&mnt).status();
     let _ = Command::new("cryptsetup").args(["close", &name]).status();
@@ -288,7 +303,11 @@ fn only_the_listed_paths_persist() {
     vm.expect("stage persist: /etc persists (overlay on the image)", BOOT);
     vm.expect("stage persist: /root persists", BOOT);
     vm.expect(READY_LINE, BOOT);
-    sh(&mut vm, "echo etc-kept > /etc/oa-note && echo root-kept > /root/note && echo gone > /var/note && sync", "WROTE");
+    sh(
+        &mut vm,
+        "echo etc-kept > /etc/oa-note && echo root-kept > /root/note && echo gone > /var/note && sync",
+        "WROTE",
+    );
     poweroff(&mut vm);
     drop(vm);
 

@@ -22,12 +22,23 @@ fn logs() -> PathBuf {
 /// `oa serve <out>` inside `ns` on br0; waits until it logs that it is serving.
 fn serve(ns: &Netns, name: &str, out: &Path, extra: &[&str]) -> (Proc, PathBuf) {
     let log = logs().join(format!("{name}-serve.log"));
-    let mut args: Vec<String> = vec!["serve".into(), out.display().to_string(), "--interface".into(), "br0".into(), "--address".into(), SERVER.into()];
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        out.display().to_string(),
+        "--interface".into(),
+        "br0".into(),
+        "--address".into(),
+        SERVER.into(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let p = ns.spawn(&oa_bin().display().to_string(), &args, &log);
     let t = Instant::now();
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("serving ") {
-        assert!(t.elapsed() < Duration::from_secs(20), "oa serve did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "oa serve did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (p, log)
@@ -35,7 +46,21 @@ fn serve(ns: &Netns, name: &str, out: &Path, extra: &[&str]) -> (Proc, PathBuf) 
 
 fn qemu(ns: &Netns, uefi: Option<&Path>, mac: &str, rom: bool) -> std::process::Command {
     let mut c = ns.command("qemu-system-x86_64");
-    c.args(["-M", "q35", "-accel", "tcg", "-m", "512", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio"]);
+    c.args([
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+    ]);
     if let Some(vars) = uefi {
         c.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
         c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
@@ -67,7 +92,12 @@ fn bios_ipxe_netboots_to_ready_with_full_dhcp() {
     ns.bridge_with_tap(&format!("{SERVER}/24"));
     let dir = tmp("pxe-bios");
     let leases = dir.join("leases.json");
-    let (_srv, log) = serve(&ns, "pxe_bios", &out, &["--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150", "--leases", &leases.display().to_string()]);
+    let (_srv, log) = serve(
+        &ns,
+        "pxe_bios",
+        &out,
+        &["--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150", "--leases", &leases.display().to_string()],
+    );
     let mut vm = Machine::start("pxe_bios", qemu(&ns, None, "52:54:00:0a:00:01", true));
     vm.expect("oa-init: stage network: eth0 (52:54:00:0a:00:01) 10.99.0.100/24", BOOT);
     vm.expect("oa-init: stage fetch: http://10.99.0.1/rootfs.squashfs", BOOT);
@@ -75,7 +105,12 @@ fn bios_ipxe_netboots_to_ready_with_full_dhcp() {
     let ready = vm.expect(READY_LINE, BOOT);
     assert!(ready.contains("host=tiny-net"), "{ready}");
     let l = server_log(&log);
-    assert!(l.contains("52:54:00:0a:00:01 Discover on 67 arch=0 (BIOS) class=PXEClient user-class=iPXE: Offer address 10.99.0.100"), "{l}");
+    assert!(
+        l.contains(
+            "52:54:00:0a:00:01 Discover on 67 arch=0 (BIOS) class=PXEClient user-class=iPXE: Offer address 10.99.0.100"
+        ),
+        "{l}"
+    );
     assert!(l.contains("\"GET /boot/52-54-00-0a-00-01.ipxe\" 200"), "{l}");
     assert!(l.contains("52:54:00:0a:00:01 (10.99.0.100) \"GET /rootfs.squashfs\" 200"), "{l}");
     // The lease is on disk.
@@ -90,7 +125,19 @@ fn uefi_pxe_fetches_ipxe_over_tftp_and_netboots_to_ready() {
     let dir = tmp("pxe-uefi");
     let vars = dir.join("OVMF_VARS_4M.fd");
     std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF_VARS_4M.fd (ovmf package; `make deps`)");
-    let (_srv, log) = serve(&ns, "pxe_uefi", &out, &["--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150", "--leases", &dir.join("leases.json").display().to_string()]);
+    let (_srv, log) = serve(
+        &ns,
+        "pxe_uefi",
+        &out,
+        &[
+            "--mode",
+            "dhcp",
+            "--range",
+            "10.99.0.100-10.99.0.150",
+            "--leases",
+            &dir.join("leases.json").display().to_string(),
+        ],
+    );
     let mut vm = Machine::start("pxe_uefi", qemu(&ns, Some(&vars), "52:54:00:0a:00:02", false));
     vm.expect("oa-init: stage fetch: http://10.99.0.1/rootfs.squashfs", BOOT);
     vm.expect(READY_LINE, BOOT);
@@ -123,7 +170,10 @@ fn proxy_dhcp_next_to_dnsmasq_netboots_to_ready() {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()), format!("--pid-file={}", dir.join("dnsmasq.pid").display())])
+    .chain([
+        format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()),
+        format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+    ])
     .collect();
     let _dnsmasq: Proc = other.spawn("dnsmasq", &dargs, &dlog);
     let (_srv, log) = serve(&ns, "pxe_proxy", &out, &["--mode", "proxy"]);
@@ -133,7 +183,10 @@ fn proxy_dhcp_next_to_dnsmasq_netboots_to_ready() {
     vm.expect(READY_LINE, BOOT);
     let l = server_log(&log);
     assert!(l.contains("52:54:00:0a:00:03 Discover on 67 arch=0 (BIOS) class=PXEClient user-class=iPXE: Offer boot http://10.99.0.1/boot/52-54-00-0a-00-03.ipxe"), "{l}");
-    assert!(l.contains("DHCPREQUEST on port 67 is for the network's DHCP server") || l.contains("Request on 4011"), "{l}");
+    assert!(
+        l.contains("DHCPREQUEST on port 67 is for the network's DHCP server") || l.contains("Request on 4011"),
+        "{l}"
+    );
     assert!(l.contains("not a netboot client"), "oa-init's own DHCP is left to dnsmasq:\n{l}");
     let d = std::fs::read_to_string(&dlog).unwrap_or_default();
     assert!(d.contains("DHCPACK(vo0) 10.99.0.2"), "dnsmasq leased the address:\n{d}");
@@ -149,13 +202,25 @@ fn bios_netboot_applies_the_machines_oa_config() {
     std::fs::create_dir_all(&machines).unwrap();
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOaTestKeyForOaConfig0123456789abcdefghij test@oa";
     std::fs::write(machines.join("52-54-00-0a-00-04.toml"), "config = \"web1.json\"\n").unwrap();
-    let json = format!(r#"{{"hostname": "from-config", "ssh_authorized_keys": {{"root": ["{key}"]}}, "files": [{{"path": "/etc/oa-test/hello.txt", "content": "config-file-ok\n", "mode": "0600"}}]}}"#);
+    let json = format!(
+        r#"{{"hostname": "from-config", "ssh_authorized_keys": {{"root": ["{key}"]}}, "files": [{{"path": "/etc/oa-test/hello.txt", "content": "config-file-ok\n", "mode": "0600"}}]}}"#
+    );
     std::fs::write(machines.join("web1.json"), json).unwrap();
-    let (_srv, log) = serve(&ns, "pxe_config", &out, &[
-        "--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150",
-        "--leases", &dir.join("leases.json").display().to_string(),
-        "--machines", &machines.display().to_string(),
-    ]);
+    let (_srv, log) = serve(
+        &ns,
+        "pxe_config",
+        &out,
+        &[
+            "--mode",
+            "dhcp",
+            "--range",
+            "10.99.0.100-10.99.0.150",
+            "--leases",
+            &dir.join("leases.json").display().to_string(),
+            "--machines",
+            &machines.display().to_string(),
+        ],
+    );
     let mut vm = Machine::start("pxe_config", qemu(&ns, None, "52:54:00:0a:00:04", true));
     vm.expect("oa-init: stage config: http://10.99.0.1/config/52-54-00-0a-00-04: will apply hostname=from-config, 1 authorized key for root, files /etc/oa-test/hello.txt", BOOT);
     vm.expect("oa-init: stage config: applied to /: hostname from-config, /root/.ssh/authorized_keys (1 key), /etc/oa-test/hello.txt", BOOT);

@@ -12,7 +12,12 @@ use std::process::Command;
 use std::time::Duration;
 
 fn mtools(args: &[&str]) -> String {
-    let o = Command::new(args[0]).args(&args[1..]).env("MTOOLS_SKIP_CHECK", "1").env("MTOOLSRC", "/dev/null").output().expect("mtools");
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .env("MTOOLSRC", "/dev/null")
+        .output()
+        .expect("mtools");
     assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -31,7 +36,10 @@ fn rpi_image_layout_and_boot_files() {
     assert_eq!(parts.len(), 2);
     assert!(parts[0].bootable && parts[0].kind == TYPE_FAT32_LBA && parts[0].start_lba == 2048, "{parts:?}");
     assert_eq!(parts[1].kind, TYPE_LINUX);
-    assert!(parts[1].start_lba as u64 >= parts[0].start_lba as u64 + parts[0].sectors as u64, "partitions overlap: {parts:?}");
+    assert!(
+        parts[1].start_lba as u64 >= parts[0].start_lba as u64 + parts[0].sectors as u64,
+        "partitions overlap: {parts:?}"
+    );
     let root = std::fs::read(dir.join("rootfs.squashfs")).unwrap();
     let off = parts[1].start_lba as usize * 512;
     assert!(data[off..off + root.len()] == root[..], "partition 2 holds the root image byte for byte");
@@ -39,12 +47,30 @@ fn rpi_image_layout_and_boot_files() {
     // The FAT holds the firmware, the kernel, the initramfs, device trees and the two text files.
     let target = format!("{}@@{}", img.display(), parts[0].start_lba as u64 * 512);
     let listing = mtools(&["mdir", "-b", "-i", &target, "::/"]);
-    for f in ["bootcode.bin", "start.elf", "start4.elf", "fixup.dat", "fixup4.dat", "kernel8.img", "initramfs.img", "config.txt", "cmdline.txt", "bcm2711-rpi-4-b.dtb", "bcm2837-rpi-3-b.dtb"] {
+    for f in [
+        "bootcode.bin",
+        "start.elf",
+        "start4.elf",
+        "fixup.dat",
+        "fixup4.dat",
+        "kernel8.img",
+        "initramfs.img",
+        "config.txt",
+        "cmdline.txt",
+        "bcm2711-rpi-4-b.dtb",
+        "bcm2837-rpi-3-b.dtb",
+    ] {
         assert!(listing.contains(&format!("::/{f}")), "{f} missing from the boot partition:\n{listing}");
     }
     let config = mtools(&["mtype", "-i", &target, "::/config.txt"]);
     assert_eq!(config, std::fs::read_to_string(dir.join("rpi/config.txt")).unwrap());
-    for line in ["arm_64bit=1", "kernel=kernel8.img", "initramfs initramfs.img followkernel", "enable_uart=1", "dtparam=audio=off"] {
+    for line in [
+        "arm_64bit=1",
+        "kernel=kernel8.img",
+        "initramfs initramfs.img followkernel",
+        "enable_uart=1",
+        "dtparam=audio=off",
+    ] {
         assert!(config.lines().any(|l| l == line), "config.txt lacks {line}:\n{config}");
     }
     let cmdline = mtools(&["mtype", "-i", &target, "::/cmdline.txt"]);

@@ -101,7 +101,10 @@ pub fn decide_rollback(
                 to: g.clone(),
                 why: format!("boot counting: {} boot(s) in a row did not reach ready", meta.pending),
             })),
-            _ => Err(format!("boot counting: {} boot(s) in a row did not reach ready and no snapshot of a good boot is left", meta.pending)),
+            _ => Err(format!(
+                "boot counting: {} boot(s) in a row did not reach ready and no snapshot of a good boot is left",
+                meta.pending
+            )),
         };
     }
     Ok(None)

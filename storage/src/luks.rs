@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptPbkdf, CryptVolumeKey};
 use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat, KeyslotInfo};
-use libcryptsetup_rs::{CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either, LibcryptErr};
+use libcryptsetup_rs::{
+    CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either, LibcryptErr,
+};
 use oa_contract::config::PersistConfig;
 
 use crate::error::{Error, Result};
@@ -39,7 +41,15 @@ pub fn pbkdf(cfg: &PersistConfig) -> CryptPbkdfType {
         hash: Some("sha256".into()),
         time_ms: if fixed { 0 } else { 2000 },
         iterations: cfg.pbkdf_iterations,
-        max_memory_kb: if argon { if cfg.pbkdf_memory_kib > 0 { cfg.pbkdf_memory_kib } else { 1024 * 1024 } } else { 0 },
+        max_memory_kb: if argon {
+            if cfg.pbkdf_memory_kib > 0 {
+                cfg.pbkdf_memory_kib
+            } else {
+                1024 * 1024
+            }
+        } else {
+            0
+        },
         parallel_threads: if argon { 1 } else { 0 },
         flags: if fixed { CryptPbkdf::NO_BENCHMARK } else { CryptPbkdf::empty() },
     }
@@ -70,7 +80,9 @@ pub fn format(dev: &Path, key: &[u8], cfg: &PersistConfig) -> Result<()> {
 /// luks-formatted -> unlocked. `Ok(false)`: no key slot opens with `key` (nothing written).
 pub fn unlock(dev: &Path, name: &str, key: &[u8]) -> Result<bool> {
     let mut cd = init(dev)?;
-    cd.context_handle().load::<()>(Some(EncryptionFormat::Luks2), None).map_err(lerr("read the LUKS2 header of", dev))?;
+    cd.context_handle()
+        .load::<()>(Some(EncryptionFormat::Luks2), None)
+        .map_err(lerr("read the LUKS2 header of", dev))?;
     match cd.activate_handle().activate_by_passphrase(Some(name), None, key, CryptActivate::empty()) {
         Ok(_) => Ok(true),
         Err(LibcryptErr::IOError(e)) if e.raw_os_error() == Some(libc::EPERM) => Ok(false),
@@ -81,19 +93,29 @@ pub fn unlock(dev: &Path, name: &str, key: &[u8]) -> Result<bool> {
 /// Mark the volume finished (btrfs made): label [`probe::LABEL_DONE`].
 pub fn set_done(dev: &Path) -> Result<()> {
     let mut cd = init(dev)?;
-    cd.context_handle().load::<()>(Some(EncryptionFormat::Luks2), None).map_err(lerr("read the LUKS2 header of", dev))?;
-    cd.context_handle().set_label(Some(probe::LABEL_DONE), Some(probe::OA_SUBSYSTEM)).map_err(lerr("set the label of", dev))
+    cd.context_handle()
+        .load::<()>(Some(EncryptionFormat::Luks2), None)
+        .map_err(lerr("read the LUKS2 header of", dev))?;
+    cd.context_handle()
+        .set_label(Some(probe::LABEL_DONE), Some(probe::OA_SUBSYSTEM))
+        .map_err(lerr("set the label of", dev))
 }
 
 /// One line per key slot in use: `slot N: active (pbkdf)`.
 pub fn keyslots(dev: &Path) -> Result<Vec<String>> {
     let mut cd = init(dev)?;
-    cd.context_handle().load::<()>(Some(EncryptionFormat::Luks2), None).map_err(lerr("read the LUKS2 header of", dev))?;
+    cd.context_handle()
+        .load::<()>(Some(EncryptionFormat::Luks2), None)
+        .map_err(lerr("read the LUKS2 header of", dev))?;
     let mut out = Vec::new();
     for slot in 0..32u32 {
         match cd.keyslot_handle().status(slot) {
             Ok(KeyslotInfo::Active) | Ok(KeyslotInfo::ActiveLast) => {
-                let kdf = cd.keyslot_handle().get_pbkdf(slot).map(|p| format!("{:?}", p.type_)).unwrap_or_else(|_| "?".into());
+                let kdf = cd
+                    .keyslot_handle()
+                    .get_pbkdf(slot)
+                    .map(|p| format!("{:?}", p.type_))
+                    .unwrap_or_else(|_| "?".into());
                 out.push(format!("slot {slot}: active ({kdf})"));
             }
             _ => {}

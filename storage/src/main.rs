@@ -107,9 +107,11 @@ fn setup(args: &[String]) -> error::Result<()> {
     let mut cfg: PersistConfig = match std::fs::read(&cfg_path) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| error::Error::Other(format!("{cfg_path}: {e}")))?,
         // Only the cmdline: the safe defaults (passphrase, never format).
-        Err(_) => serde_json::from_str(r#"{"device":"","key":"passphrase"}"#).map_err(|e| error::Error::Other(e.to_string()))?,
+        Err(_) => serde_json::from_str(r#"{"device":"","key":"passphrase"}"#)
+            .map_err(|e| error::Error::Other(e.to_string()))?,
     };
-    let o = ops::Overrides { device: flag(args, "--device"), key: flag(args, "--key"), rollback: flag(args, "--rollback") };
+    let o =
+        ops::Overrides { device: flag(args, "--device"), key: flag(args, "--key"), rollback: flag(args, "--rollback") };
     if cfg.device.is_empty() && o.device.is_none() {
         return Err(error::Error::Other("no persistence device: give oa.persist= or [persistence] device".into()));
     }

@@ -49,7 +49,8 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<Pers
     let mut current = None;
     for _ in 0..16 {
         let info = state::info(&dev, &mapping, &places.top, &places.state).ctx("read", &dev)?;
-        let step = state::plan(&info, cfg.format).map_err(|r| Error::Refused { device: dev.display().to_string(), why: r.message() })?;
+        let step = state::plan(&info, cfg.format)
+            .map_err(|r| Error::Refused { device: dev.display().to_string(), why: r.message() })?;
         let t = Instant::now();
         match step {
             Step::LuksFormat => {
@@ -104,7 +105,9 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<Pers
 fn obtain_key(source: &KeySource, dev: &Path, new: bool) -> Result<Vec<u8>> {
     match source {
         KeySource::File(p) => key::read_file(p),
-        KeySource::Network => Err(Error::Other("oa.persist.key=network is not implemented yet; use passphrase or file:/path".into())),
+        KeySource::Network => {
+            Err(Error::Other("oa.persist.key=network is not implemented yet; use passphrase or file:/path".into()))
+        }
         KeySource::Passphrase if new => loop {
             let a = key::prompt(&format!("new passphrase for {}", dev.display()))?;
             if a.is_empty() {
@@ -169,15 +172,20 @@ fn boot_snapshots(cfg: &PersistConfig, o: &Overrides, top: &Path) -> Result<Stri
     let state = top.join(layout::STATE);
     let existing = btrfs::list(&snaps)?;
     let mut meta = read_meta(top);
-    let requested = std::fs::read_to_string(top.join(layout::ROLLBACK_NEXT)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    let rollback = match layout::decide_rollback(o.rollback.as_deref(), requested.as_deref(), &existing, &meta, cfg.boot_attempts) {
-        Ok(r) => r,
-        Err(why) if o.rollback.is_some() => return Err(Error::Other(why)),
-        Err(why) => {
-            warn(&format!("{why}; booting the current state"));
-            None
-        }
-    };
+    let requested = std::fs::read_to_string(top.join(layout::ROLLBACK_NEXT))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let rollback =
+        match layout::decide_rollback(o.rollback.as_deref(), requested.as_deref(), &existing, &meta, cfg.boot_attempts)
+        {
+            Ok(r) => r,
+            Err(why) if o.rollback.is_some() => return Err(Error::Other(why)),
+            Err(why) => {
+                warn(&format!("{why}; booting the current state"));
+                None
+            }
+        };
     meta.seq = meta.seq.max(existing.iter().filter_map(|n| layout::boot_seq(n)).max().unwrap_or(0)) + 1;
     let snap = layout::boot_name(meta.seq);
     btrfs::snapshot(&state, &snaps.join(&snap), true)?;
@@ -186,7 +194,10 @@ fn boot_snapshots(cfg: &PersistConfig, o: &Overrides, top: &Path) -> Result<Stri
             btrfs::delete(&state)?;
             btrfs::snapshot(&snaps.join(&rb.to), &state, false)?;
             let _ = std::fs::remove_file(top.join(layout::ROLLBACK_NEXT));
-            say(&format!("ROLLED BACK to snapshot {} ({}); the state before is kept as snapshot {snap}", rb.to, rb.why));
+            say(&format!(
+                "ROLLED BACK to snapshot {} ({}); the state before is kept as snapshot {snap}",
+                rb.to, rb.why
+            ));
             if rb.why.starts_with("boot counting") {
                 meta.pending = 0;
             }
@@ -205,17 +216,18 @@ fn boot_snapshots(cfg: &PersistConfig, o: &Overrides, top: &Path) -> Result<Stri
     }
     write_meta(top, &meta)?;
     btrfs::sync(top)?;
-    let counting = if cfg.boot_attempts > 0 { format!(", boot {} of {} allowed before rollback", meta.pending, cfg.boot_attempts) } else { String::new() };
-    say(&format!(
-        "snapshot {snap} taken, {} pruned{counting} in {} ms",
-        gone.len(),
-        ms(t)
-    ));
+    let counting = if cfg.boot_attempts > 0 {
+        format!(", boot {} of {} allowed before rollback", meta.pending, cfg.boot_attempts)
+    } else {
+        String::new()
+    };
+    say(&format!("snapshot {snap} taken, {} pruned{counting} in {} ms", gone.len(), ms(t)));
     Ok(current)
 }
 
 fn runtime(path: &Path) -> Result<PersistRuntime> {
-    let b = std::fs::read(path).map_err(|e| Error::Other(format!("{}: {e}: persistence is not set up on this boot", path.display())))?;
+    let b = std::fs::read(path)
+        .map_err(|e| Error::Other(format!("{}: {e}: persistence is not set up on this boot", path.display())))?;
     serde_json::from_slice(&b).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
 }
 
@@ -241,10 +253,25 @@ pub fn status(rt_path: &Path) -> Result<()> {
         println!("  {k}");
     }
     println!("mapping   {}: {}", rt.mapping, if info.mapping_open { "unlocked" } else { "locked" });
-    println!("btrfs     {:?}, top level {} at {}", info.fs, if info.top_mounted { "mounted" } else { "not mounted" }, rt.top);
-    println!("state     subvolume {}, {} at {}", layout::STATE, if info.state_mounted { "mounted (overlay upper)" } else { "not mounted" }, rt.state);
+    println!(
+        "btrfs     {:?}, top level {} at {}",
+        info.fs,
+        if info.top_mounted { "mounted" } else { "not mounted" },
+        rt.top
+    );
+    println!(
+        "state     subvolume {}, {} at {}",
+        layout::STATE,
+        if info.state_mounted { "mounted (overlay upper)" } else { "not mounted" },
+        rt.state
+    );
     let m = read_meta(&top);
-    println!("boots     pending {} since the last ready; started from {}; last good {}", m.pending, m.current.as_deref().unwrap_or("-"), m.last_good.as_deref().unwrap_or("-"));
+    println!(
+        "boots     pending {} since the last ready; started from {}; last good {}",
+        m.pending,
+        m.current.as_deref().unwrap_or("-"),
+        m.last_good.as_deref().unwrap_or("-")
+    );
     if let Ok(r) = std::fs::read_to_string(top.join(layout::ROLLBACK_NEXT)) {
         println!("next boot rolls back to {}", r.trim());
     }
@@ -257,14 +284,20 @@ pub fn list(rt_path: &Path) -> Result<()> {
     println!("snapshots ({}):", snaps.display());
     for n in btrfs::list(&snaps)? {
         let (t, ro) = btrfs::describe(&snaps.join(&n));
-        println!("  {n}  created {}  {}", t.map(|t| t.to_string()).unwrap_or_else(|| "?".into()), if ro { "read-only" } else { "writable" });
+        println!(
+            "  {n}  created {}  {}",
+            t.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+            if ro { "read-only" } else { "writable" }
+        );
     }
     Ok(())
 }
 
 pub fn create(rt_path: &Path, name: &str) -> Result<()> {
     if !layout::valid_user_name(name) {
-        return Err(Error::Other(format!("{name:?} is not a valid snapshot name: letters, digits, . _ -; not boot-* or previous")));
+        return Err(Error::Other(format!(
+            "{name:?} is not a valid snapshot name: letters, digits, . _ -; not boot-* or previous"
+        )));
     }
     let rt = runtime(rt_path)?;
     let top = PathBuf::from(&rt.top);
@@ -287,7 +320,11 @@ pub fn rollback(rt_path: &Path, name: &str) -> Result<()> {
     // `previous` from the running system: the snapshot before the one this boot started from.
     let target = if name == "previous" {
         let cur = meta.current.as_deref().and_then(layout::boot_seq).unwrap_or(u64::MAX);
-        existing.iter().filter_map(|n| layout::boot_seq(n).filter(|s| *s < cur).map(|s| (s, n))).max().map(|(_, n)| n.clone())
+        existing
+            .iter()
+            .filter_map(|n| layout::boot_seq(n).filter(|s| *s < cur).map(|s| (s, n)))
+            .max()
+            .map(|(_, n)| n.clone())
             .ok_or_else(|| Error::Other("no earlier boot snapshot".into()))?
     } else if existing.iter().any(|n| n == name) {
         name.to_string()

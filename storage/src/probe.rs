@@ -14,7 +14,12 @@ pub const LABEL_DONE: &str = "oa-persist";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signature {
     /// A LUKS header; `oa` when its subsystem is ours.
-    Luks { version: u16, label: String, subsystem: String, uuid: String },
+    Luks {
+        version: u16,
+        label: String,
+        subsystem: String,
+        uuid: String,
+    },
     Btrfs,
     Ext,
     Xfs,
@@ -34,7 +39,9 @@ pub enum Signature {
 impl Signature {
     pub fn name(&self) -> String {
         match self {
-            Signature::Luks { version, label, subsystem, .. } => format!("LUKS{version} header (label {label:?}, subsystem {subsystem:?})"),
+            Signature::Luks { version, label, subsystem, .. } => {
+                format!("LUKS{version} header (label {label:?}, subsystem {subsystem:?})")
+            }
             Signature::Btrfs => "btrfs filesystem".into(),
             Signature::Ext => "ext2/3/4 filesystem".into(),
             Signature::Xfs => "xfs filesystem".into(),
@@ -95,7 +102,10 @@ pub fn detect(head: &[u8], tail: &[u8]) -> Vec<Signature> {
     if at(head, 3, b"NTFS    ") {
         v.push(Signature::Ntfs);
     }
-    if at(head, 512, b"EFI PART") || at(head, 4096, b"EFI PART") || (tail.len() >= 512 && at(tail, tail.len() - 512, b"EFI PART")) {
+    if at(head, 512, b"EFI PART")
+        || at(head, 4096, b"EFI PART")
+        || (tail.len() >= 512 && at(tail, tail.len() - 512, b"EFI PART"))
+    {
         v.push(Signature::Gpt);
     }
     if at(head, 510, &[0x55, 0xaa]) && !v.iter().any(|s| matches!(s, Signature::Vfat | Signature::Ntfs)) {

@@ -25,7 +25,10 @@ pub enum DeviceState {
     Blank,
     Foreign(Vec<Signature>),
     /// An oa LUKS2 volume; `finished`: its btrfs was made (label `oa-persist`).
-    OaLuks { finished: bool, uuid: String },
+    OaLuks {
+        finished: bool,
+        uuid: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +143,15 @@ pub fn info(device: &Path, mapping: &Path, top: &Path, state_mnt: &Path) -> std:
         && crate::btrfs::is_subvolume(&top.join(crate::layout::STATE))
         && top.join(crate::layout::SNAPSHOTS).is_dir()
         && top.join(crate::layout::META).is_dir();
-    Ok(Info { device: device.to_path_buf(), dev, mapping_open, fs, top_mounted, subvols_present, state_mounted: crate::btrfs::is_mounted(state_mnt) })
+    Ok(Info {
+        device: device.to_path_buf(),
+        dev,
+        mapping_open,
+        fs,
+        top_mounted,
+        subvols_present,
+        state_mounted: crate::btrfs::is_mounted(state_mnt),
+    })
 }
 
 #[cfg(test)]

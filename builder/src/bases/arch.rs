@@ -110,7 +110,11 @@ pub fn install(p: &Profile, out: &Path, cache_root: &Path) -> Result<()> {
             .args(["--noconfirm", "--noprogressbar", "--disable-download-timeout", "-Sy"])
             .args(&p.packages.arch)
             .stdin(Stdio::null());
-        let o = c.output().map_err(|e| Error::ToolMissing { tool: "pacman".into(), why: e.to_string(), hint: "make deps".into() })?;
+        let o = c.output().map_err(|e| Error::ToolMissing {
+            tool: "pacman".into(),
+            why: e.to_string(),
+            hint: "make deps".into(),
+        })?;
         let mut text = String::from_utf8_lossy(&o.stdout).to_string();
         text.push_str(&String::from_utf8_lossy(&o.stderr));
         if !o.status.success() {
@@ -126,11 +130,15 @@ pub fn install(p: &Profile, out: &Path, cache_root: &Path) -> Result<()> {
 
 /// Turn pacman's output into an error naming the package or the mirror.
 pub fn classify(text: &str, p: &Profile) -> Error {
-    let servers: Vec<String> = p.pacman.repos.iter().flat_map(|r| r.servers.iter().map(move |s| format!("[{}] {s}", r.name))).collect();
+    let servers: Vec<String> =
+        p.pacman.repos.iter().flat_map(|r| r.servers.iter().map(move |s| format!("[{}] {s}", r.name))).collect();
     let line_with = |m: &str| text.lines().find(|l| l.contains(m)).map(str::trim).map(str::to_string);
     if let Some(l) = line_with("target not found:") {
         let name = l.rsplit(':').next().unwrap_or("?").trim().to_string();
-        return Error::Other(format!("Arch package `{name}`: not found in the repositories {} ({l})", servers.join(", ")));
+        return Error::Other(format!(
+            "Arch package `{name}`: not found in the repositories {} ({l})",
+            servers.join(", ")
+        ));
     }
     // A missing detached signature: `failed retrieving file 'x.db.sig'` / `'pkg-1.0-1-x86_64.pkg.tar.zst.sig'`.
     if let Some(l) = line_with(".sig'") {
@@ -158,12 +166,27 @@ pub fn classify(text: &str, p: &Profile) -> Error {
             ));
         }
     }
-    for m in ["failed to synchronize", "failed retrieving file", "could not resolve host", "Could not connect", "failed to update"] {
+    for m in [
+        "failed to synchronize",
+        "failed retrieving file",
+        "could not resolve host",
+        "Could not connect",
+        "failed to update",
+    ] {
         if let Some(l) = line_with(m) {
-            return Error::Other(format!("pacman: a repository is unreachable ({l}); check the servers: {}\n{}", servers.join(", "), super::tail(text, 6)));
+            return Error::Other(format!(
+                "pacman: a repository is unreachable ({l}); check the servers: {}\n{}",
+                servers.join(", "),
+                super::tail(text, 6)
+            ));
         }
     }
-    Error::Other(format!("pacman failed installing {} from {}:\n{}", p.packages.arch.join(" "), servers.join(", "), super::tail(text, 12)))
+    Error::Other(format!(
+        "pacman failed installing {} from {}:\n{}",
+        p.packages.arch.join(" "),
+        servers.join(", "),
+        super::tail(text, 12)
+    ))
 }
 
 /// The kernel of an Arch base tree: `/usr/lib/modules/<release>/vmlinuz` and its modules,
@@ -181,7 +204,9 @@ pub fn kernel(base: &super::BaseTree, cache_root: &Path, no_cache: bool) -> Resu
         let mut c = Command::new("tar");
         c.arg("-C").arg(&tmp).args(["--wildcards", "-xf"]).arg(&base.tar).arg("./usr/lib/modules/*");
         crate::tool::run(&mut c, "tar", "install tar").map_err(|_| {
-            Error::Kernel("the Arch base has no /usr/lib/modules: add the kernel package (`linux`) to [packages] arch".into())
+            Error::Kernel(
+                "the Arch base has no /usr/lib/modules: add the kernel package (`linux`) to [packages] arch".into(),
+            )
         })?;
         let moddir = tmp.join("usr/lib/modules");
         let mut rels: Vec<String> = std::fs::read_dir(&moddir)
@@ -191,7 +216,11 @@ pub fn kernel(base: &super::BaseTree, cache_root: &Path, no_cache: bool) -> Resu
             .map(|e| e.file_name().to_string_lossy().to_string())
             .collect();
         rels.sort();
-        let rel = rels.pop().ok_or_else(|| Error::Kernel("no /usr/lib/modules/<release>/vmlinuz in the Arch base: add `linux` to [packages] arch".into()))?;
+        let rel = rels.pop().ok_or_else(|| {
+            Error::Kernel(
+                "no /usr/lib/modules/<release>/vmlinuz in the Arch base: add `linux` to [packages] arch".into(),
+            )
+        })?;
         // Keep only the release that has a vmlinuz (Kernel::open picks the last release dir).
         for e in std::fs::read_dir(&moddir).ctx("listing", &moddir)?.flatten() {
             if e.file_name().to_string_lossy() != rel {
@@ -200,7 +229,8 @@ pub fn kernel(base: &super::BaseTree, cache_root: &Path, no_cache: bool) -> Resu
         }
         let boot = tmp.join("boot");
         std::fs::create_dir_all(&boot).ctx("creating", &boot)?;
-        std::fs::rename(moddir.join(&rel).join("vmlinuz"), boot.join(format!("vmlinuz-{rel}"))).ctx("moving vmlinuz", &boot)?;
+        std::fs::rename(moddir.join(&rel).join("vmlinuz"), boot.join(format!("vmlinuz-{rel}")))
+            .ctx("moving vmlinuz", &boot)?;
         decompress_modules(&moddir.join(&rel))?;
         Kernel::index_tree(&tmp)
     })();

@@ -40,7 +40,12 @@ pub fn build_package(spec: &PkgSpec, tree: &Path, out_dir: &Path) -> Result<Path
     entries.sort();
     let out = out_dir.join(format!("{}-{}-{}.pkg.tar.zst", spec.name, spec.version, spec.arch));
     let mut c = Command::new("bsdtar");
-    c.arg("-C").arg(tree).args(["--zstd", "--uid", "0", "--gid", "0", "--numeric-owner", "-cf"]).arg(&out).arg(".PKGINFO").args(&entries);
+    c.arg("-C")
+        .arg(tree)
+        .args(["--zstd", "--uid", "0", "--gid", "0", "--numeric-owner", "-cf"])
+        .arg(&out)
+        .arg(".PKGINFO")
+        .args(&entries);
     let r = crate::tool::run(&mut c, "bsdtar", "install libarchive-tools (`make deps` does it)");
     let _ = std::fs::remove_file(&pkginfo);
     r?;
@@ -87,7 +92,9 @@ pub fn demo_repo(dir: &Path, repo: &str, cache_root: &Path, kernel_modules: Opti
     for d in ["usr/bin", "usr/lib", "etc", "var/log", "tmp", "root", "home", "proc", "sys", "dev", "run", "mnt"] {
         std::fs::create_dir_all(fs.join(d)).ctx("creating", fs.join(d))?;
     }
-    for (l, t) in [("bin", "usr/bin"), ("sbin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib"), ("usr/sbin", "bin")] {
+    for (l, t) in
+        [("bin", "usr/bin"), ("sbin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib"), ("usr/sbin", "bin")]
+    {
         symlink(t, fs.join(l)).ctx("creating symlink", fs.join(l))?;
     }
     for (f, c, m) in [
@@ -102,8 +109,10 @@ pub fn demo_repo(dir: &Path, repo: &str, cache_root: &Path, kernel_modules: Opti
     }
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(fs.join("tmp"), std::fs::Permissions::from_mode(0o1777)).ctx("chmod", fs.join("tmp"))?;
-        std::fs::set_permissions(fs.join("root"), std::fs::Permissions::from_mode(0o700)).ctx("chmod", fs.join("root"))?;
+        std::fs::set_permissions(fs.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .ctx("chmod", fs.join("tmp"))?;
+        std::fs::set_permissions(fs.join("root"), std::fs::Permissions::from_mode(0o700))
+            .ctx("chmod", fs.join("root"))?;
     }
     pkgs.push(build_package(&spec("filesystem", "2024.01-1", "oa: base directory layout", &[]), &fs, &repo_dir)?);
 
@@ -115,13 +124,18 @@ pub fn demo_repo(dir: &Path, repo: &str, cache_root: &Path, kernel_modules: Opti
     std::fs::create_dir_all(&unpacked).ctx("creating", &unpacked)?;
     crate::deb::extract(&deb, &unpacked, &|p| p == Path::new("bin/busybox"))?;
     std::fs::create_dir_all(bb.join("usr/bin")).ctx("creating", bb.join("usr/bin"))?;
-    std::fs::rename(unpacked.join("bin/busybox"), bb.join("usr/bin/busybox")).ctx("moving", bb.join("usr/bin/busybox"))?;
+    std::fs::rename(unpacked.join("bin/busybox"), bb.join("usr/bin/busybox"))
+        .ctx("moving", bb.join("usr/bin/busybox"))?;
     let list = crate::tool::run(Command::new(bb.join("usr/bin/busybox")).arg("--list"), "busybox", "")?;
     for applet in list.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
         let _ = symlink("busybox", bb.join("usr/bin").join(applet));
     }
     let version = info.version.split(':').last().unwrap_or("1").replace('-', ".") + "-1";
-    pkgs.push(build_package(&spec("busybox", &version, "oa: Debian's busybox-static", &["filesystem"]), &bb, &repo_dir)?);
+    pkgs.push(build_package(
+        &spec("busybox", &version, "oa: Debian's busybox-static", &["filesystem"]),
+        &bb,
+        &repo_dir,
+    )?);
 
     // linux, from the Debian kernel the builder uses.
     if let Some(mods) = kernel_modules {

@@ -69,7 +69,8 @@ impl Table {
     fn read(root: &Path, rel: &str, mode: u32) -> Result<Table> {
         let path = root.join(rel);
         let text = if path.exists() { std::fs::read_to_string(&path).ctx("reading", &path)? } else { String::new() };
-        let lines = text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split(':').map(str::to_string).collect()).collect();
+        let lines =
+            text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split(':').map(str::to_string).collect()).collect();
         Ok(Table { path, lines, mode })
     }
     fn find(&mut self, name: &str) -> Option<&mut Vec<String>> {
@@ -127,7 +128,13 @@ fn add_user(root: &Path, u: &User) -> Result<()> {
     let home = u.home.clone().unwrap_or_else(|| if is_root { "/root".into() } else { format!("/home/{}", u.name) });
     let shell = u.shell.clone().unwrap_or_else(|| {
         let existing_shell = existing.as_ref().and_then(|l| l.get(6).cloned()).filter(|s| !s.is_empty());
-        existing_shell.unwrap_or_else(|| if root.join("bin/bash").exists() { "/bin/bash".into() } else { "/bin/sh".into() })
+        existing_shell.unwrap_or_else(|| {
+            if root.join("bin/bash").exists() {
+                "/bin/bash".into()
+            } else {
+                "/bin/sh".into()
+            }
+        })
     });
     let gecos = existing.as_ref().and_then(|l| l.get(4).cloned()).unwrap_or_default();
     passwd.set(vec![u.name.clone(), "x".into(), uid.to_string(), gid.to_string(), gecos, home.clone(), shell]);
@@ -135,7 +142,17 @@ fn add_user(root: &Path, u: &User) -> Result<()> {
     // `*`: no password matches, key logins still work; `!`: the account is locked.
     let hash = if u.locked { "!".to_string() } else { u.password_hash.clone().unwrap_or_else(|| "*".into()) };
     let mut sh = shadow.find(&u.name).cloned().unwrap_or_else(|| {
-        vec![u.name.clone(), String::new(), "19000".into(), "0".into(), "99999".into(), "7".into(), String::new(), String::new(), String::new()]
+        vec![
+            u.name.clone(),
+            String::new(),
+            "19000".into(),
+            "0".into(),
+            "99999".into(),
+            "7".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]
     });
     sh.resize(sh.len().max(9), String::new());
     sh[1] = hash;
@@ -225,7 +242,10 @@ fn set_timezone(root: &Path, tz: &str) -> Result<()> {
 const UNIT_DIRS: [&str; 3] = ["etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"];
 
 fn systemd(root: &Path, p: &Profile) -> Result<()> {
-    if !["sbin/init", "usr/sbin/init", "usr/lib/systemd/systemd", "lib/systemd/systemd"].iter().any(|f| root.join(f).exists()) {
+    if !["sbin/init", "usr/sbin/init", "usr/lib/systemd/systemd", "lib/systemd/systemd"]
+        .iter()
+        .any(|f| root.join(f).exists())
+    {
         return Err(Error::Other(
             "[init] system = \"systemd\" but the root filesystem has no /sbin/init; add systemd-sysv (Debian) or systemd (Arch) to the packages".into(),
         ));
@@ -270,7 +290,11 @@ fn systemd(root: &Path, p: &Profile) -> Result<()> {
         if !networkd {
             return Err(Error::Other("[system] dhcp = true needs systemd-networkd in the root filesystem".into()));
         }
-        write_file(&root.join(DHCP_NETWORK), b"# added by oa build ([system] dhcp)\n[Match]\nType=ether\n\n[Network]\nDHCP=yes\n", 0o644)?;
+        write_file(
+            &root.join(DHCP_NETWORK),
+            b"# added by oa build ([system] dhcp)\n[Match]\nType=ether\n\n[Network]\nDHCP=yes\n",
+            0o644,
+        )?;
         enable.push("systemd-networkd.service".into());
     }
     enable.extend(p.system.enable_units.iter().cloned());
@@ -318,8 +342,9 @@ fn enable_unit(root: &Path, name: &str, done: &mut Vec<String>) -> Result<()> {
         return Ok(());
     }
     done.push(name.to_string());
-    let rel = find_unit(root, name)
-        .ok_or_else(|| Error::Other(format!("systemd unit `{name}` is not in the root filesystem: add the package that ships it")))?;
+    let rel = find_unit(root, name).ok_or_else(|| {
+        Error::Other(format!("systemd unit `{name}` is not in the root filesystem: add the package that ships it"))
+    })?;
     let path = root.join(&rel);
     // Follow a symlinked unit (aliases) to its file for reading.
     let text = std::fs::read_to_string(&path).or_else(|_| {
@@ -343,7 +368,8 @@ fn enable_unit(root: &Path, name: &str, done: &mut Vec<String>) -> Result<()> {
         for item in v.split_whitespace() {
             match k.trim() {
                 "WantedBy" | "RequiredBy" => {
-                    let dir = sysdir.join(format!("{item}.{}", if k.trim() == "WantedBy" { "wants" } else { "requires" }));
+                    let dir =
+                        sysdir.join(format!("{item}.{}", if k.trim() == "WantedBy" { "wants" } else { "requires" }));
                     std::fs::create_dir_all(&dir).ctx("creating", &dir)?;
                     let link = dir.join(name);
                     if link.symlink_metadata().is_err() {

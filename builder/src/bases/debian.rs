@@ -69,7 +69,11 @@ pub fn host_mirror(suite: &str) -> Option<String> {
     }
     for f in files {
         let Ok(text) = std::fs::read_to_string(&f) else { continue };
-        let found = if f.extension().is_some_and(|e| e == "sources") { from_deb822(&text, suite) } else { from_one_line(&text, suite) };
+        let found = if f.extension().is_some_and(|e| e == "sources") {
+            from_deb822(&text, suite)
+        } else {
+            from_one_line(&text, suite)
+        };
         if found.is_some() {
             return found;
         }
@@ -142,7 +146,11 @@ pub fn bootstrap(p: &Profile, src: &Source, out: &Path, _cache_root: &Path) -> R
         }
     }
     c.arg(&src.suite).arg(out).arg(&src.mirror).stdin(Stdio::null());
-    let o = c.output().map_err(|e| Error::ToolMissing { tool: "mmdebstrap".into(), why: e.to_string(), hint: "make deps".into() })?;
+    let o = c.output().map_err(|e| Error::ToolMissing {
+        tool: "mmdebstrap".into(),
+        why: e.to_string(),
+        hint: "make deps".into(),
+    })?;
     if o.status.success() && out.is_file() {
         return Ok(());
     }
@@ -166,7 +174,14 @@ pub fn classify(text: &str, src: &Source) -> Error {
             };
         }
     }
-    let unreachable = ["Failed to fetch", "Could not connect", "Could not resolve", "Connection failed", "Temporary failure resolving", "apt-get update"];
+    let unreachable = [
+        "Failed to fetch",
+        "Could not connect",
+        "Could not resolve",
+        "Connection failed",
+        "Temporary failure resolving",
+        "apt-get update",
+    ];
     if unreachable.iter().any(|m| text.contains(m)) {
         return Error::Other(format!(
             "debian base: mirror {} (suite {}) is unreachable or has no such suite; check [debian] mirror/suite or the network:\n{}",
@@ -175,7 +190,12 @@ pub fn classify(text: &str, src: &Source) -> Error {
             super::tail(text, 6)
         ));
     }
-    Error::Other(format!("debian base: mmdebstrap from {} {} failed:\n{}", src.mirror, src.suite, super::tail(text, 12)))
+    Error::Other(format!(
+        "debian base: mmdebstrap from {} {} failed:\n{}",
+        src.mirror,
+        src.suite,
+        super::tail(text, 12)
+    ))
 }
 
 #[cfg(test)]
@@ -196,7 +216,8 @@ mod tests {
         let src = Source { mirror: "http://m/debian".into(), suite: "bookworm".into() };
         let e = classify("E: Unable to locate package nosuchpkg\nE: apt-get install failed", &src).to_string();
         assert!(e.contains("nosuchpkg") && e.contains("http://m/debian"), "{e}");
-        let e = classify("E: Failed to fetch http://m/debian/dists/bookworm/InRelease  Could not connect", &src).to_string();
+        let e = classify("E: Failed to fetch http://m/debian/dists/bookworm/InRelease  Could not connect", &src)
+            .to_string();
         assert!(e.contains("mirror http://m/debian"), "{e}");
     }
 }

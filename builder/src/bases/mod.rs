@@ -42,7 +42,13 @@ pub fn base_stage(p: &Profile, cache_root: &Path, no_cache: bool) -> Result<Opti
         Base::Arch => {
             let mut k = Key::new("base-arch");
             arch::add_to(&mut k, p);
-            (k.hex(), format!("arch from {}", p.pacman.repos.iter().map(|r| r.servers[0].as_str()).collect::<Vec<_>>().join(", ")))
+            (
+                k.hex(),
+                format!(
+                    "arch from {}",
+                    p.pacman.repos.iter().map(|r| r.servers[0].as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )
         }
     };
     let tar = stage_dir.join(format!("base-{key}.tar"));
@@ -101,7 +107,11 @@ pub fn unpack(tar: &Path, root: &Path) -> Result<()> {
 /// Pack a directory into a tarball for the cache (numeric owners, xattrs, sorted).
 pub fn pack_tar(root: &Path, tar: &Path) -> Result<()> {
     let mut c = Command::new("tar");
-    c.arg("-C").arg(root).args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name", "-cf"]).arg(tar).arg(".");
+    c.arg("-C")
+        .arg(root)
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name", "-cf"])
+        .arg(tar)
+        .arg(".");
     crate::tool::run(&mut c, "tar", "install tar")?;
     Ok(())
 }

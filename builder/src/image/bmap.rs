@@ -48,10 +48,13 @@ impl Bmap {
     }
 
     pub fn mapped_bytes(&self) -> u64 {
-        self.ranges.iter().map(|r| {
-            let (a, b) = r.bytes(self.block_size, self.image_size);
-            b - a
-        }).sum()
+        self.ranges
+            .iter()
+            .map(|r| {
+                let (a, b) = r.bytes(self.block_size, self.image_size);
+                b - a
+            })
+            .sum()
     }
 
     /// Map `image`: the blocks overlapping `required` byte ranges, plus every block with a
@@ -95,7 +98,11 @@ impl Bmap {
     }
 
     fn xml_with_checksum(&self, checksum: &str) -> String {
-        let pct = if self.blocks_count() == 0 { 0.0 } else { self.mapped_blocks() as f64 * 100.0 / self.blocks_count() as f64 };
+        let pct = if self.blocks_count() == 0 {
+            0.0
+        } else {
+            self.mapped_blocks() as f64 * 100.0 / self.blocks_count() as f64
+        };
         let mut s = String::new();
         s.push_str("<?xml version=\"1.0\" ?>\n");
         s.push_str("<!-- Block map of an oa disk image (bmaptool format 2.0), written by `oa build`.\n");
@@ -150,7 +157,10 @@ impl Bmap {
         if ctype != "sha256" {
             return Err(format!("checksum type `{ctype}` is not supported (need sha256)"));
         }
-        let file_sum = between(xml, "<BmapFileChecksum>", "</BmapFileChecksum>").ok_or("no <BmapFileChecksum> element")?.trim().to_string();
+        let file_sum = between(xml, "<BmapFileChecksum>", "</BmapFileChecksum>")
+            .ok_or("no <BmapFileChecksum> element")?
+            .trim()
+            .to_string();
         if file_sum.len() != 64 {
             return Err("<BmapFileChecksum> is not a sha256".into());
         }

@@ -49,22 +49,45 @@ impl BootFiles {
             }
             Err(Error::ToolMissing {
                 tool: what.to_string(),
-                why: format!("none of {} exists", candidates.iter().map(|c| root.join(c.trim_start_matches('/')).display().to_string()).collect::<Vec<_>>().join(", ")),
+                why: format!(
+                    "none of {} exists",
+                    candidates
+                        .iter()
+                        .map(|c| root.join(c.trim_start_matches('/')).display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 hint: format!("install the Debian package: apt-get install {package} (`make deps` does it)"),
             })
         };
         Ok(BootFiles {
-            gptmbr: find(&["usr/lib/SYSLINUX/gptmbr.bin", "usr/lib/syslinux/mbr/gptmbr.bin", "usr/share/syslinux/gptmbr.bin"], "syslinux", "gptmbr.bin (syslinux's GPT MBR)")?,
+            gptmbr: find(
+                &["usr/lib/SYSLINUX/gptmbr.bin", "usr/lib/syslinux/mbr/gptmbr.bin", "usr/share/syslinux/gptmbr.bin"],
+                "syslinux",
+                "gptmbr.bin (syslinux's GPT MBR)",
+            )?,
             syslinux: find(&["usr/bin/syslinux"], "syslinux", "syslinux (the boot loader installer)")?,
-            systemd_boot: find(&["usr/lib/systemd/boot/efi/systemd-bootx64.efi"], "systemd-boot-efi", "systemd-bootx64.efi (systemd-boot)")?,
+            systemd_boot: find(
+                &["usr/lib/systemd/boot/efi/systemd-bootx64.efi"],
+                "systemd-boot-efi",
+                "systemd-bootx64.efi (systemd-boot)",
+            )?,
         })
     }
 
     /// The MBR boot code, checked to fit the 440 bytes before the disk signature.
     pub fn mbr_code(&self) -> Result<Vec<u8>> {
-        let code = std::fs::read(&self.gptmbr).map_err(|e| Error::Io { action: "reading", path: self.gptmbr.clone(), source: e })?;
+        let code = std::fs::read(&self.gptmbr).map_err(|e| Error::Io {
+            action: "reading",
+            path: self.gptmbr.clone(),
+            source: e,
+        })?;
         if code.is_empty() || code.len() > 440 {
-            return Err(Error::Other(format!("{} is {} bytes; MBR boot code must be 1 to 440 bytes", self.gptmbr.display(), code.len())));
+            return Err(Error::Other(format!(
+                "{} is {} bytes; MBR boot code must be 1 to 440 bytes",
+                self.gptmbr.display(),
+                code.len()
+            )));
         }
         Ok(code)
     }
@@ -134,7 +157,8 @@ mod tests {
 
     #[test]
     fn both_loaders_get_the_same_command_line() {
-        let cl: Vec<String> = ["console=ttyS0", "oa.sha256=ab", "oa.root=PARTLABEL=oa-root"].iter().map(|s| s.to_string()).collect();
+        let cl: Vec<String> =
+            ["console=ttyS0", "oa.sha256=ab", "oa.root=PARTLABEL=oa-root"].iter().map(|s| s.to_string()).collect();
         let s = syslinux_cfg("tiny", &cl);
         let e = loader_entry("tiny", &cl);
         assert_eq!(config_cmdline(&s), config_cmdline(&e));

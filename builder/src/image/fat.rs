@@ -75,7 +75,10 @@ impl Fat {
     /// `mcopy`: copy a host file to `dst` (a path in the filesystem).
     pub fn copy(&self, src: &Path, dst: &str) -> Result<()> {
         if !src.is_file() {
-            return Err(Error::Output { path: src.to_path_buf(), reason: "missing; it should be copied into the EFI system partition".into() });
+            return Err(Error::Output {
+                path: src.to_path_buf(),
+                reason: "missing; it should be copied into the EFI system partition".into(),
+            });
         }
         let mut c = self.mtools("mcopy");
         c.arg("-o").arg(src).arg(format!("::/{}", dst.trim_start_matches('/')));

@@ -226,9 +226,24 @@ mod tests {
     fn layout() -> Layout {
         Layout::plan(
             &[
-                PartSpec { label: "oa-esp".into(), type_guid: types::ESP, size_bytes: 12 << 20, attributes: ATTR_LEGACY_BIOS_BOOTABLE },
-                PartSpec { label: "oa-root".into(), type_guid: types::LINUX_DATA, size_bytes: 1_000_000, attributes: 0 },
-                PartSpec { label: "oa-persist".into(), type_guid: types::LINUX_DATA, size_bytes: 64 << 20, attributes: 0 },
+                PartSpec {
+                    label: "oa-esp".into(),
+                    type_guid: types::ESP,
+                    size_bytes: 12 << 20,
+                    attributes: ATTR_LEGACY_BIOS_BOOTABLE,
+                },
+                PartSpec {
+                    label: "oa-root".into(),
+                    type_guid: types::LINUX_DATA,
+                    size_bytes: 1_000_000,
+                    attributes: 0,
+                },
+                PartSpec {
+                    label: "oa-persist".into(),
+                    type_guid: types::LINUX_DATA,
+                    size_bytes: 64 << 20,
+                    attributes: 0,
+                },
             ],
             b"seed",
         )
@@ -238,7 +253,10 @@ mod tests {
     fn partitions_are_aligned_and_rounded_to_mib() {
         let l = layout();
         let p: Vec<_> = l.partitions.iter().map(|p| (p.number, p.first_lba, p.last_lba)).collect();
-        assert_eq!(p, vec![(1, 2048, 2048 + 12 * 2048 - 1), (2, 26624, 26624 + 2048 - 1), (3, 28672, 28672 + 64 * 2048 - 1)]);
+        assert_eq!(
+            p,
+            vec![(1, 2048, 2048 + 12 * 2048 - 1), (2, 26624, 26624 + 2048 - 1), (3, 28672, 28672 + 64 * 2048 - 1)]
+        );
         assert_eq!(l.total_sectors, 28672 + 64 * 2048 + 2048);
         assert_eq!(l.partition("oa-root").unwrap().size(), 1 << 20);
         assert_eq!(l.table_ranges(), vec![(0, 1 << 20), ((28672 + 64 * 2048) * 512, l.size_bytes())]);

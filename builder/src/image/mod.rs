@@ -70,7 +70,11 @@ pub struct Disk {
 /// image is, `oa.root=PARTLABEL=oa-root`.
 pub fn disk_cmdline(manifest_cmdline: &[String]) -> Vec<String> {
     let root = oa_contract::cmdline::RootSpec::PartLabel(partlabel::ROOT.into());
-    let mut cl: Vec<String> = manifest_cmdline.iter().filter(|w| !w.starts_with(&format!("{}=", oa_contract::cmdline::ROOT))).cloned().collect();
+    let mut cl: Vec<String> = manifest_cmdline
+        .iter()
+        .filter(|w| !w.starts_with(&format!("{}=", oa_contract::cmdline::ROOT)))
+        .cloned()
+        .collect();
     cl.push(format!("{}={root}", oa_contract::cmdline::ROOT));
     cl
 }
@@ -90,14 +94,19 @@ fn len(p: &Path) -> Result<u64> {
 
 /// SOURCE_DATE_EPOCH when set (reproducible builds), else 1980-01-01, the first FAT date.
 fn epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()).filter(|&e| e >= FAT_EPOCH).unwrap_or(FAT_EPOCH)
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&e| e >= FAT_EPOCH)
+        .unwrap_or(FAT_EPOCH)
 }
 
 /// Write the disk image for `spec` to `out` (created or replaced). The image is sparse:
 /// the blank parts are holes.
 pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<Disk> {
     let mbr_code = files.mbr_code()?;
-    let (kernel_len, initrd_len, rootfs_len, sdboot_len) = (len(spec.kernel)?, len(spec.initrd)?, len(spec.rootfs)?, len(&files.systemd_boot)?);
+    let (kernel_len, initrd_len, rootfs_len, sdboot_len) =
+        (len(spec.kernel)?, len(spec.initrd)?, len(spec.rootfs)?, len(&files.systemd_boot)?);
     let esp_files = [kernel_len, initrd_len, sdboot_len, 4096, 4096, 4096];
     let needed = esp_mib_for(&esp_files);
     let esp_mib = match spec.esp_mib {
@@ -112,18 +121,38 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
         None => needed,
     };
     let mut parts = vec![
-        PartSpec { label: partlabel::ESP.into(), type_guid: gpt::types::ESP, size_bytes: esp_mib as u64 * MIB, attributes: gpt::ATTR_LEGACY_BIOS_BOOTABLE },
-        PartSpec { label: partlabel::ROOT.into(), type_guid: gpt::types::LINUX_DATA, size_bytes: rootfs_len, attributes: 0 },
+        PartSpec {
+            label: partlabel::ESP.into(),
+            type_guid: gpt::types::ESP,
+            size_bytes: esp_mib as u64 * MIB,
+            attributes: gpt::ATTR_LEGACY_BIOS_BOOTABLE,
+        },
+        PartSpec {
+            label: partlabel::ROOT.into(),
+            type_guid: gpt::types::LINUX_DATA,
+            size_bytes: rootfs_len,
+            attributes: 0,
+        },
     ];
     if spec.persistence_mib > 0 {
-        parts.push(PartSpec { label: partlabel::PERSIST.into(), type_guid: gpt::types::LINUX_DATA, size_bytes: spec.persistence_mib as u64 * MIB, attributes: 0 });
+        parts.push(PartSpec {
+            label: partlabel::PERSIST.into(),
+            type_guid: gpt::types::LINUX_DATA,
+            size_bytes: spec.persistence_mib as u64 * MIB,
+            attributes: 0,
+        });
     }
     let layout = Layout::plan(&parts, spec.seed);
     let (esp_p, root_p) = (layout.partitions[0].clone(), layout.partitions[1].clone());
 
     // The file, sparse, with the partition table.
     let _ = std::fs::remove_file(out);
-    let img = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(out).ctx("creating disk image", out)?;
+    let img = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .ctx("creating disk image", out)?;
     img.set_len(layout.size_bytes()).ctx("sizing disk image", out)?;
     for (off, bytes) in layout.table_writes(&mbr_code) {
         img.write_all_at(&bytes, off).ctx("writing the partition table of", out)?;
@@ -131,7 +160,9 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
     img.sync_all().ctx("syncing", out)?;
 
     // The ESP: FAT, syslinux's boot sector and ldlinux, then the files.
-    let serial = u32::from_le_bytes(gpt::guid_bytes(&gpt::derived_guid(spec.seed, "esp-serial"))[..4].try_into().unwrap_or([0; 4]));
+    let serial = u32::from_le_bytes(
+        gpt::guid_bytes(&gpt::derived_guid(spec.seed, "esp-serial"))[..4].try_into().unwrap_or([0; 4]),
+    );
     let ep = epoch();
     let fat = fat::Fat::new(out, esp_p.offset(), ep);
     fat.format(esp_p.size() / gpt::SECTOR, esp_p.first_lba, "OA-ESP", serial)?;
@@ -162,7 +193,11 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
     dst.seek(SeekFrom::Start(root_p.offset())).ctx("seeking in", out)?;
     let copied = std::io::copy(&mut src, &mut dst).ctx("writing the root image into", out)?;
     if copied != rootfs_len {
-        return Err(Error::Other(format!("{} changed while it was copied into {}", spec.rootfs.display(), out.display())));
+        return Err(Error::Other(format!(
+            "{} changed while it was copied into {}",
+            spec.rootfs.display(),
+            out.display()
+        )));
     }
     dst.sync_all().ctx("syncing", out)?;
     drop(dst);
@@ -188,10 +223,18 @@ fn install_syslinux(syslinux: &Path, image: &Path, offset: u64, epoch: u64) -> R
     let mut c = Command::new(syslinux);
     c.env("SOURCE_DATE_EPOCH", epoch.to_string()).env("TZ", "UTC");
     c.arg("--install").arg("--offset").arg(offset.to_string()).arg(image);
-    let out = crate::tool::run(&mut c, "syslinux", "install syslinux: apt-get install syslinux syslinux-common (`make deps` does it)")?;
+    let out = crate::tool::run(
+        &mut c,
+        "syslinux",
+        "install syslinux: apt-get install syslinux syslinux-common (`make deps` does it)",
+    )?;
     // The installer reports some failures as warnings and still exits 0.
     if out.contains("warning") || out.contains("Segmentation fault") {
-        return Err(Error::ToolFailed { command: format!("{} --install --offset {offset} {}", syslinux.display(), image.display()), status: "a warning".into(), output: out.trim().to_string() });
+        return Err(Error::ToolFailed {
+            command: format!("{} --install --offset {offset} {}", syslinux.display(), image.display()),
+            status: "a warning".into(),
+            output: out.trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -208,7 +251,8 @@ pub fn write_qcow2(raw: &Path, out: &Path) -> Result<()> {
     let _ = std::fs::remove_file(out);
     let mut c = Command::new("qemu-img");
     c.args(["convert", "-f", "raw", "-O", "qcow2"]).arg(raw).arg(out);
-    crate::tool::run(&mut c, "qemu-img", "install qemu-utils: apt-get install qemu-utils (`make deps` does it)").map(drop)
+    crate::tool::run(&mut c, "qemu-img", "install qemu-utils: apt-get install qemu-utils (`make deps` does it)")
+        .map(drop)
 }
 
 /// Copy `src` to `dst` keeping holes as holes; returns the bytes of data copied.
@@ -242,7 +286,8 @@ mod tests {
 
     #[test]
     fn disk_cmdline_names_the_root_partition_once() {
-        let cl: Vec<String> = ["console=ttyS0", "oa.sha256=ab", "oa.root=/dev/vda"].iter().map(|s| s.to_string()).collect();
+        let cl: Vec<String> =
+            ["console=ttyS0", "oa.sha256=ab", "oa.root=/dev/vda"].iter().map(|s| s.to_string()).collect();
         assert_eq!(disk_cmdline(&cl), vec!["console=ttyS0", "oa.sha256=ab", "oa.root=PARTLABEL=oa-root"]);
     }
 

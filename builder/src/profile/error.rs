@@ -16,11 +16,7 @@ pub struct Location {
 impl Location {
     /// The whole file, no position.
     pub fn file(file: &Path) -> Self {
-        Location {
-            file: file.to_path_buf(),
-            line: None,
-            column: None,
-        }
+        Location { file: file.to_path_buf(), line: None, column: None }
     }
 
     /// The position of byte offset `span.start` in `text`.
@@ -28,11 +24,7 @@ impl Location {
         match span {
             Some(span) => {
                 let (line, column) = line_col(text, span.start);
-                Location {
-                    file: file.to_path_buf(),
-                    line: Some(line),
-                    column: Some(column),
-                }
+                Location { file: file.to_path_buf(), line: Some(line), column: Some(column) }
             }
             None => Location::file(file),
         }
@@ -89,11 +81,7 @@ fn shown_list(paths: &[PathBuf], sep: &str) -> String {
 pub enum ProfileError {
     /// The top-level profile file does not exist.
     #[error("profile `{}` not found{}", .path.display(), not_found_hint(.path, .suggestion, .available))]
-    NotFound {
-        path: PathBuf,
-        suggestion: Option<PathBuf>,
-        available: Vec<String>,
-    },
+    NotFound { path: PathBuf, suggestion: Option<PathBuf>, available: Vec<String> },
 
     /// The top-level path is a directory or something else that is not a file.
     #[error("profile `{}` is not a file; give the path of a profile's .toml file", .path.display())]
@@ -117,11 +105,7 @@ pub enum ProfileError {
          to the directory of the file that names them",
         .looked_for.display()
     )]
-    IncludeNotFound {
-        at: Location,
-        include: String,
-        looked_for: PathBuf,
-    },
+    IncludeNotFound { at: Location, include: String, looked_for: PathBuf },
 
     /// A file includes itself, directly or through others. `cycle` starts and ends with the
     /// same file.
@@ -134,19 +118,12 @@ pub enum ProfileError {
          file it includes (files read: {})",
         shown(.file), shown_list(.files, ", ")
     )]
-    MissingHostname {
-        file: PathBuf,
-        files: Vec<PathBuf>,
-        suggestion: String,
-    },
+    MissingHostname { file: PathBuf, files: Vec<PathBuf>, suggestion: String },
 
     /// The merged profile is inconsistent (e.g. a service without `command`): `files` are
     /// the files involved.
     #[error("{}: {message}", shown_list(.files, ", "))]
-    Inconsistent {
-        files: Vec<PathBuf>,
-        message: String,
-    },
+    Inconsistent { files: Vec<PathBuf>, message: String },
 }
 
 fn not_found_hint(path: &Path, suggestion: &Option<PathBuf>, available: &[String]) -> String {
@@ -154,16 +131,11 @@ fn not_found_hint(path: &Path, suggestion: &Option<PathBuf>, available: &[String
     if let Some(s) = suggestion {
         out.push_str(&format!("; did you mean `{}`?", s.display()));
         if path.components().count() == 1 {
-            out.push_str(
-                " (a bare name NAME is looked up as profiles/NAME.toml in the current directory)",
-            );
+            out.push_str(" (a bare name NAME is looked up as profiles/NAME.toml in the current directory)");
         }
     }
     if !available.is_empty() {
-        out.push_str(&format!(
-            "; profiles available here: {}",
-            available.join(", ")
-        ));
+        out.push_str(&format!("; profiles available here: {}", available.join(", ")));
     }
     out
 }

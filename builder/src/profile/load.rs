@@ -11,42 +11,23 @@ use super::{PartialProfile, Resolved};
 /// Load the profile at `path` (a path to a .toml file, or a bare name `NAME` looked up as
 /// `profiles/NAME.toml` in the current directory), follow its includes, validate and resolve.
 pub fn load(path: &Path) -> Result<Resolved, ProfileError> {
-    let cwd = std::env::current_dir().map_err(|source| ProfileError::Read {
-        path: PathBuf::from("."),
-        source,
-    })?;
+    let cwd = std::env::current_dir().map_err(|source| ProfileError::Read { path: PathBuf::from("."), source })?;
     load_from(path, &cwd)
 }
 
 /// [`load`] with relative paths (and bare names) taken relative to `cwd`.
 pub fn load_from(path: &Path, cwd: &Path) -> Result<Resolved, ProfileError> {
     let found = find_profile(path, cwd)?;
-    let top = found.canonicalize().map_err(|source| ProfileError::Read {
-        path: found.clone(),
-        source,
-    })?;
+    let top = found.canonicalize().map_err(|source| ProfileError::Read { path: found.clone(), source })?;
 
     let mut loader = Loader::default();
     loader.visit(&top, true)?;
-    let Loader {
-        files,
-        parts,
-        includes,
-        ..
-    } = loader;
+    let Loader { files, parts, includes, .. } = loader;
 
-    let merged = parts
-        .iter()
-        .fold(PartialProfile::default(), |acc, p| acc.merge(p));
+    let merged = parts.iter().fold(PartialProfile::default(), |acc, p| acc.merge(p));
     let origins = compute_origins(&files, &parts);
     let profile = finalize(&merged, &top, &found, &files, &parts, &origins)?;
-    Ok(Resolved {
-        profile,
-        files,
-        includes,
-        origins,
-        merged,
-    })
+    Ok(Resolved { profile, files, includes, origins, merged })
 }
 
 /// Find the top-level profile file for a command-line argument, relative to `cwd`:
@@ -57,27 +38,18 @@ pub fn find_profile(arg: &Path, cwd: &Path) -> Result<PathBuf, ProfileError> {
     if direct.is_file() {
         return Ok(direct);
     }
-    let bare = arg.components().count() == 1
-        && matches!(arg.components().next(), Some(Component::Normal(_)));
+    let bare = arg.components().count() == 1 && matches!(arg.components().next(), Some(Component::Normal(_)));
     let has_toml = arg.to_string_lossy().ends_with(".toml");
-    let file_name = arg
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = arg.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     if bare {
-        let candidate = PathBuf::from("profiles").join(if has_toml {
-            file_name.clone()
-        } else {
-            format!("{file_name}.toml")
-        });
+        let candidate =
+            PathBuf::from("profiles").join(if has_toml { file_name.clone() } else { format!("{file_name}.toml") });
         if cwd.join(&candidate).is_file() {
             return Ok(cwd.join(candidate));
         }
     }
     if direct.exists() {
-        return Err(ProfileError::NotAFile {
-            path: arg.to_path_buf(),
-        });
+        return Err(ProfileError::NotAFile { path: arg.to_path_buf() });
     }
     let suggestion = if bare {
         let stem = file_name.strip_suffix(".toml").unwrap_or(&file_name);
@@ -88,11 +60,7 @@ pub fn find_profile(arg: &Path, cwd: &Path) -> Result<PathBuf, ProfileError> {
         None
     };
     let available = list_profiles(&cwd.join("profiles"));
-    Err(ProfileError::NotFound {
-        path: arg.to_path_buf(),
-        suggestion,
-        available,
-    })
+    Err(ProfileError::NotFound { path: arg.to_path_buf(), suggestion, available })
 }
 
 /// Names of the `*.toml` files in `dir`, sorted.
@@ -125,10 +93,8 @@ impl Loader {
     /// Depth-first: this file's includes in order, then the file itself. `path` is canonical.
     fn visit(&mut self, path: &Path, is_top: bool) -> Result<(), ProfileError> {
         self.stack.push(path.to_path_buf());
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.to_path_buf(), source })?;
         let mut part = PartialProfile::from_toml_str(path, &text)?;
         let src = Source::new(path, &text);
         check_file(&src, &mut part)?;
@@ -143,19 +109,10 @@ impl Loader {
                 Ok(_) => {
                     return Err(ProfileError::Invalid {
                         at: at(),
-                        message: format!(
-                            "included `{inc}` is not a file ({})",
-                            looked_for.display()
-                        ),
+                        message: format!("included `{inc}` is not a file ({})", looked_for.display()),
                     })
                 }
-                Err(_) => {
-                    return Err(ProfileError::IncludeNotFound {
-                        at: at(),
-                        include: inc.clone(),
-                        looked_for,
-                    })
-                }
+                Err(_) => return Err(ProfileError::IncludeNotFound { at: at(), include: inc.clone(), looked_for }),
             };
             self.includes.push((path.to_path_buf(), target.clone()));
             if let Some(pos) = self.stack.iter().position(|p| *p == target) {
@@ -182,10 +139,7 @@ impl Loader {
 
 /// For each leaf: the last file that set a scalar; for set-lists, per element of the union,
 /// the file that first added it.
-pub(crate) fn compute_origins(
-    files: &[PathBuf],
-    parts: &[PartialProfile],
-) -> BTreeMap<String, Vec<PathBuf>> {
+pub(crate) fn compute_origins(files: &[PathBuf], parts: &[PartialProfile]) -> BTreeMap<String, Vec<PathBuf>> {
     let mut origins: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut sets: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
     for (file, part) in files.iter().zip(parts) {

@@ -72,8 +72,8 @@ impl<T> Empty for Option<T> {
 impl<T: Serialize> Leaves for Option<T> {
     fn leaves<'a>(&'a self, key: &str, out: &mut Vec<(String, Leaf<'a>)>) {
         if let Some(v) = self {
-            let value = toml::Value::try_from(v)
-                .unwrap_or_else(|e| toml::Value::String(format!("<unrepresentable: {e}>")));
+            let value =
+                toml::Value::try_from(v).unwrap_or_else(|e| toml::Value::String(format!("<unrepresentable: {e}>")));
             out.push((key.to_string(), Leaf::Scalar(value)));
         }
     }

@@ -320,18 +320,10 @@ impl PartialProfile {
 
 /// serde/toml wording, put the way a profile author thinks about it.
 fn humane(message: &str) -> String {
-    let one_line = message
-        .trim_end()
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("; ");
+    let one_line = message.trim_end().lines().map(str::trim).collect::<Vec<_>>().join("; ");
     one_line
         .replace("expected a sequence", "expected an array")
-        .replace(
-            "expected u32",
-            "expected a whole number from 0 to 4294967295",
-        )
+        .replace("expected u32", "expected a whole number from 0 to 4294967295")
         .replace("expected a boolean", "expected true or false")
 }
 
@@ -504,20 +496,13 @@ impl From<&Profile> for PartialProfile {
             arch: Some(p.arch),
             base: Some(p.base),
             hostname: Some(p.hostname.clone()),
-            overlays: p
-                .overlays
-                .iter()
-                .map(|o| o.to_string_lossy().into_owned())
-                .collect(),
+            overlays: p.overlays.iter().map(|o| o.to_string_lossy().into_owned()).collect(),
             kernel: PartialKernel {
                 package: Some(p.kernel.package.clone()),
                 cmdline: strings(&p.kernel.cmdline),
                 modules: strings(&p.kernel.modules),
             },
-            packages: PartialPackages {
-                debian: strings(&p.packages.debian),
-                arch: strings(&p.packages.arch),
-            },
+            packages: PartialPackages { debian: strings(&p.packages.debian), arch: strings(&p.packages.arch) },
             init: PartialInit {
                 system: Some(p.init.system),
                 console_shell: Some(p.init.console_shell),
@@ -537,10 +522,7 @@ impl From<&Profile> for PartialProfile {
                     )
                 })
                 .collect(),
-            qemu: PartialQemu {
-                memory_mib: Some(p.qemu.memory_mib),
-                cpus: Some(p.qemu.cpus),
-            },
+            qemu: PartialQemu { memory_mib: Some(p.qemu.memory_mib), cpus: Some(p.qemu.cpus) },
             image: PartialImage {
                 disk: Some(p.image.disk),
                 qcow2: Some(p.image.qcow2),
@@ -599,9 +581,7 @@ pub struct Resolved {
 impl Resolved {
     /// The top-level file.
     pub fn top(&self) -> &std::path::Path {
-        self.files
-            .last()
-            .expect("a resolved profile has at least one file")
+        self.files.last().expect("a resolved profile has at least one file")
     }
 
     /// The files (set of) that the value at `key` came from, if any file set it.

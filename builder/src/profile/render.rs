@@ -72,10 +72,7 @@ impl Resolved {
                     } else {
                         lines.push((format!("{name} = ["), None));
                         for (x, f) in list.iter().zip(&files) {
-                            lines.push((
-                                format!("    {},", toml_string(x)),
-                                Some(format!("from {}", shown(f))),
-                            ));
+                            lines.push((format!("    {},", toml_string(x)), Some(format!("from {}", shown(f)))));
                         }
                         lines.push(("]".to_string(), None));
                     }

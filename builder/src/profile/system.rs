@@ -201,7 +201,9 @@ pub(crate) fn finalize_users(users: &BTreeMap<String, PartialUser>) -> Result<Ve
             && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
             && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
         if !ok {
-            return Err(format!("invalid user name `{name}`: lower-case letters, digits, `_` and `-`, starting with a letter or `_`"));
+            return Err(format!(
+                "invalid user name `{name}`: lower-case letters, digits, `_` and `-`, starting with a letter or `_`"
+            ));
         }
         let locked = u.locked.unwrap_or(false);
         if locked && u.password_hash.is_some() {
@@ -247,14 +249,22 @@ pub(crate) fn finalize_system(s: &PartialSystem) -> Result<System, String> {
             return Err(format!("systemd unit `{u}`: give a unit name with its type, e.g. `ssh.service`"));
         }
     }
-    Ok(System { timezone: s.timezone.clone(), locale: s.locale.clone(), enable_units: v(&s.enable_units), mask_units: v(&s.mask_units), dhcp: s.dhcp })
+    Ok(System {
+        timezone: s.timezone.clone(),
+        locale: s.locale.clone(),
+        enable_units: v(&s.enable_units),
+        mask_units: v(&s.mask_units),
+        dhcp: s.dhcp,
+    })
 }
 
 pub(crate) fn finalize_files(files: &BTreeMap<String, PartialFile>) -> Result<Vec<File>, String> {
     let mut out = Vec::new();
     for (path, f) in files {
         if !path.starts_with('/') || path.split('/').any(|c| c == "..") || path.ends_with('/') {
-            return Err(format!("[files.\"{path}\"]: give an absolute file path inside the root filesystem, without `..`"));
+            return Err(format!(
+                "[files.\"{path}\"]: give an absolute file path inside the root filesystem, without `..`"
+            ));
         }
         let Some(content) = f.content.clone() else {
             return Err(format!("[files.\"{path}\"] has no `content`"));
@@ -288,7 +298,12 @@ pub(crate) fn partial_pacman(p: &Pacman) -> PartialPacman {
         repos: p
             .repos
             .iter()
-            .map(|r| (r.name.clone(), PartialPacmanRepo { servers: SetList::from(r.servers.clone()), sig_level: r.sig_level.clone() }))
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    PartialPacmanRepo { servers: SetList::from(r.servers.clone()), sig_level: r.sig_level.clone() },
+                )
+            })
             .collect(),
         gpg_dir: p.gpg_dir.clone(),
     }
@@ -325,5 +340,8 @@ pub(crate) fn partial_system(s: &System) -> PartialSystem {
 }
 
 pub(crate) fn partial_files(files: &[File]) -> BTreeMap<String, PartialFile> {
-    files.iter().map(|f| (f.path.clone(), PartialFile { content: Some(f.content.clone()), mode: Some(f.mode) })).collect()
+    files
+        .iter()
+        .map(|f| (f.path.clone(), PartialFile { content: Some(f.content.clone()), mode: Some(f.mode) }))
+        .collect()
 }

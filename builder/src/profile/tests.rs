@@ -12,9 +12,7 @@ struct Tree {
 
 impl Tree {
     fn new() -> Self {
-        Tree {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Tree { dir: tempfile::tempdir().unwrap() }
     }
 
     fn root(&self) -> PathBuf {
@@ -40,9 +38,7 @@ impl Tree {
 }
 
 fn loc(e: &ProfileError) -> (PathBuf, Option<usize>, Option<usize>) {
-    let l = e
-        .location()
-        .unwrap_or_else(|| panic!("no location in {e:?}"));
+    let l = e.location().unwrap_or_else(|| panic!("no location in {e:?}"));
     (l.file.clone(), l.line, l.column)
 }
 
@@ -51,42 +47,23 @@ fn loc(e: &ProfileError) -> (PathBuf, Option<usize>, Option<usize>) {
 #[test]
 fn unknown_key_names_file_line_and_column() {
     let t = Tree::new();
-    let f = t.file(
-        "profiles/tiny.toml",
-        "name = \"tiny\"\nhostname = \"tiny\"\n\nhostnme = \"x\"\n",
-    );
+    let f = t.file("profiles/tiny.toml", "name = \"tiny\"\nhostname = \"tiny\"\n\nhostnme = \"x\"\n");
     let e = t.load("profiles/tiny.toml").unwrap_err();
     assert_eq!(loc(&e), (f.clone(), Some(4), Some(1)));
     let msg = e.to_string();
-    assert!(
-        msg.contains("tiny.toml:4:1: unknown field `hostnme`"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("expected one of `name`, `description`"),
-        "{msg}"
-    );
+    assert!(msg.contains("tiny.toml:4:1: unknown field `hostnme`"), "{msg}");
+    assert!(msg.contains("expected one of `name`, `description`"), "{msg}");
 }
 
 #[test]
 fn unknown_key_in_nested_table_and_service() {
     let t = Tree::new();
-    t.file(
-        "a.toml",
-        "hostname = \"a\"\n[kernel]\ncmdline = []\n  modlues = [\"x\"]\n",
-    );
+    t.file("a.toml", "hostname = \"a\"\n[kernel]\ncmdline = []\n  modlues = [\"x\"]\n");
     let e = t.load("a.toml").unwrap_err();
     assert_eq!((loc(&e).1, loc(&e).2), (Some(4), Some(3)));
-    assert!(
-        e.to_string()
-            .contains("unknown field `modlues`, expected one of `package`, `cmdline`, `modules`"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("unknown field `modlues`, expected one of `package`, `cmdline`, `modules`"), "{e}");
 
-    t.file(
-        "b.toml",
-        "hostname = \"b\"\n[services.web]\ncommand = [\"/bin/httpd\"]\nrestrat = \"never\"\n",
-    );
+    t.file("b.toml", "hostname = \"b\"\n[services.web]\ncommand = [\"/bin/httpd\"]\nrestrat = \"never\"\n");
     let e = t.load("b.toml").unwrap_err();
     assert_eq!((loc(&e).1, loc(&e).2), (Some(4), Some(1)));
     assert!(e.to_string().contains("unknown field `restrat`"), "{e}");
@@ -95,22 +72,12 @@ fn unknown_key_in_nested_table_and_service() {
 #[test]
 fn wrong_type_names_file_line_and_column() {
     let t = Tree::new();
-    let f = t.file(
-        "p.toml",
-        "hostname = \"p\"\n[qemu]\nmemory_mib = \"lots\"\n",
-    );
+    let f = t.file("p.toml", "hostname = \"p\"\n[qemu]\nmemory_mib = \"lots\"\n");
     let e = t.load("p.toml").unwrap_err();
     assert_eq!(loc(&e), (f, Some(3), Some(14)));
-    assert!(
-        e.to_string()
-            .contains("invalid type: string \"lots\", expected"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("invalid type: string \"lots\", expected"), "{e}");
 
-    t.file(
-        "q.toml",
-        "hostname = \"q\"\n[kernel]\ncmdline = \"console=ttyS0\"\n",
-    );
+    t.file("q.toml", "hostname = \"q\"\n[kernel]\ncmdline = \"console=ttyS0\"\n");
     let e = t.load("q.toml").unwrap_err();
     assert_eq!((loc(&e).1, loc(&e).2), (Some(3), Some(11)));
     assert!(e.to_string().contains("expected an array"), "{e}");
@@ -118,11 +85,7 @@ fn wrong_type_names_file_line_and_column() {
     t.file("r.toml", "hostname = \"r\"\narch = \"x86\"\n");
     let e = t.load("r.toml").unwrap_err();
     assert_eq!((loc(&e).1, loc(&e).2), (Some(2), Some(8)));
-    assert!(
-        e.to_string()
-            .contains("unknown variant `x86`, expected `x86_64` or `aarch64`"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("unknown variant `x86`, expected `x86_64` or `aarch64`"), "{e}");
 }
 
 #[test]
@@ -138,10 +101,7 @@ fn syntax_error_has_position() {
 fn error_in_included_file_names_that_file() {
     let t = Tree::new();
     let base = t.file("common/base.toml", "\n\nkernal = 1\n");
-    t.file(
-        "top.toml",
-        "include = [\"common/base.toml\"]\nhostname = \"t\"\n",
-    );
+    t.file("top.toml", "include = [\"common/base.toml\"]\nhostname = \"t\"\n");
     let e = t.load("top.toml").unwrap_err();
     assert_eq!(loc(&e), (base, Some(3), Some(1)));
 }
@@ -170,10 +130,7 @@ fn includes_merge_in_order_then_the_including_file() {
     let r = t.load("top.toml").unwrap();
     let p = &r.profile;
     let root = t.root();
-    assert_eq!(
-        r.files,
-        vec![root.join("a.toml"), root.join("b.toml"), top.clone()]
-    );
+    assert_eq!(r.files, vec![root.join("a.toml"), root.join("b.toml"), top.clone()]);
     assert_eq!(p.name, "top");
     assert_eq!(p.hostname, "from-b"); // later include wins
     assert_eq!(p.arch, Arch::Aarch64); // set only in a
@@ -193,24 +150,11 @@ fn includes_merge_in_order_then_the_including_file() {
     assert_eq!(o("hostname"), vec![root.join("b.toml")]);
     assert_eq!(o("arch"), vec![root.join("a.toml")]);
     assert_eq!(o("description"), vec![top.clone()]);
-    assert_eq!(
-        o("kernel.cmdline"),
-        vec![
-            root.join("a.toml"),
-            root.join("a.toml"),
-            root.join("b.toml")
-        ]
-    );
-    assert_eq!(
-        o("kernel.modules"),
-        vec![root.join("a.toml"), root.join("a.toml"), top.clone()]
-    );
+    assert_eq!(o("kernel.cmdline"), vec![root.join("a.toml"), root.join("a.toml"), root.join("b.toml")]);
+    assert_eq!(o("kernel.modules"), vec![root.join("a.toml"), root.join("a.toml"), top.clone()]);
     assert_eq!(o("services.hello.command"), vec![root.join("b.toml")]);
     assert_eq!(o("services.hello.restart"), vec![root.join("a.toml")]);
-    assert_eq!(
-        r.origin_files("kernel.cmdline"),
-        vec![root.join("a.toml"), root.join("b.toml")]
-    );
+    assert_eq!(r.origin_files("kernel.cmdline"), vec![root.join("a.toml"), root.join("b.toml")]);
     assert!(!r.origins.contains_key("kernel.package")); // default
     assert!(!r.origins.contains_key("name")); // default: file stem
 }
@@ -222,10 +166,7 @@ fn name_is_not_inherited_from_includes() {
     t.file("tiny.toml", "include = [\"base.toml\"]\n");
     assert_eq!(t.load("tiny.toml").unwrap().profile.name, "tiny");
     assert_eq!(t.load("base.toml").unwrap().profile.name, "base");
-    t.file(
-        "named.toml",
-        "name = \"other\"\ninclude = [\"base.toml\"]\n",
-    );
+    t.file("named.toml", "name = \"other\"\ninclude = [\"base.toml\"]\n");
     assert_eq!(t.load("named.toml").unwrap().profile.name, "other");
 }
 
@@ -236,63 +177,27 @@ fn include_cycle_is_an_error_naming_the_cycle() {
     t.file("b.toml", "include = [\"c.toml\"]\n");
     let c = t.file("c.toml", "\ninclude = [\"a.toml\"]\n");
     let e = t.load("a.toml").unwrap_err();
-    let ProfileError::IncludeCycle { at, cycle } = &e else {
-        panic!("{e:?}")
-    };
+    let ProfileError::IncludeCycle { at, cycle } = &e else { panic!("{e:?}") };
     let root = t.root();
-    assert_eq!(
-        cycle,
-        &vec![
-            root.join("a.toml"),
-            root.join("b.toml"),
-            root.join("c.toml"),
-            root.join("a.toml")
-        ]
-    );
+    assert_eq!(cycle, &vec![root.join("a.toml"), root.join("b.toml"), root.join("c.toml"), root.join("a.toml")]);
     assert_eq!((at.file.clone(), at.line), (c, Some(2)));
     let msg = e.to_string();
-    assert!(
-        msg.contains("include cycle:") && msg.contains("a.toml -> "),
-        "{msg}"
-    );
+    assert!(msg.contains("include cycle:") && msg.contains("a.toml -> "), "{msg}");
 
     t.file("self.toml", "include = [\"./self.toml\"]\n");
-    assert!(matches!(
-        t.load("self.toml"),
-        Err(ProfileError::IncludeCycle { .. })
-    ));
+    assert!(matches!(t.load("self.toml"), Err(ProfileError::IncludeCycle { .. })));
 }
 
 #[test]
 fn diamond_include_is_merged_once() {
     let t = Tree::new();
-    t.file(
-        "base.toml",
-        "hostname = \"base\"\n[kernel]\ncmdline = [\"console=ttyS0\"]\n",
-    );
-    t.file(
-        "net/left.toml",
-        "include = [\"../base.toml\"]\n[kernel]\ncmdline = [\"left\"]\n",
-    );
-    t.file(
-        "right.toml",
-        "include = [\"./base.toml\"]\nhostname = \"right\"\n[kernel]\ncmdline = [\"right\"]\n",
-    );
-    let top = t.file(
-        "top.toml",
-        "include = [\"net/left.toml\", \"right.toml\"]\n",
-    );
+    t.file("base.toml", "hostname = \"base\"\n[kernel]\ncmdline = [\"console=ttyS0\"]\n");
+    t.file("net/left.toml", "include = [\"../base.toml\"]\n[kernel]\ncmdline = [\"left\"]\n");
+    t.file("right.toml", "include = [\"./base.toml\"]\nhostname = \"right\"\n[kernel]\ncmdline = [\"right\"]\n");
+    let top = t.file("top.toml", "include = [\"net/left.toml\", \"right.toml\"]\n");
     let r = t.load("top.toml").unwrap();
     let root = t.root();
-    assert_eq!(
-        r.files,
-        vec![
-            root.join("base.toml"),
-            root.join("net/left.toml"),
-            root.join("right.toml"),
-            top.clone()
-        ]
-    );
+    assert_eq!(r.files, vec![root.join("base.toml"), root.join("net/left.toml"), root.join("right.toml"), top.clone()]);
     assert_eq!(
         r.includes,
         vec![
@@ -310,40 +215,22 @@ fn diamond_include_is_merged_once() {
 #[test]
 fn missing_include_names_the_including_file_and_line() {
     let t = Tree::new();
-    let f = t.file(
-        "p.toml",
-        "hostname = \"p\"\ninclude = [\n  \"ok.toml\",\n  \"nope.toml\",\n]\n",
-    );
+    let f = t.file("p.toml", "hostname = \"p\"\ninclude = [\n  \"ok.toml\",\n  \"nope.toml\",\n]\n");
     t.file("ok.toml", "");
     let e = t.load("p.toml").unwrap_err();
-    let ProfileError::IncludeNotFound {
-        at,
-        include,
-        looked_for,
-    } = &e
-    else {
-        panic!("{e:?}")
-    };
+    let ProfileError::IncludeNotFound { at, include, looked_for } = &e else { panic!("{e:?}") };
     assert_eq!((&at.file, at.line, at.column), (&f, Some(4), Some(3)));
     assert_eq!(include, "nope.toml");
     assert_eq!(looked_for, &t.root().join("nope.toml"));
-    assert!(e
-        .to_string()
-        .contains("relative to the directory of the file that names them"));
+    assert!(e.to_string().contains("relative to the directory of the file that names them"));
 }
 
 #[test]
 fn empty_included_file_changes_nothing() {
     let t = Tree::new();
     t.file("empty.toml", "");
-    t.file(
-        "plain.toml",
-        "hostname = \"h\"\n[kernel]\ncmdline=[\"a\"]\n",
-    );
-    t.file(
-        "with.toml",
-        "include = [\"empty.toml\"]\nhostname = \"h\"\n[kernel]\ncmdline=[\"a\"]\n",
-    );
+    t.file("plain.toml", "hostname = \"h\"\n[kernel]\ncmdline=[\"a\"]\n");
+    t.file("with.toml", "include = [\"empty.toml\"]\nhostname = \"h\"\n[kernel]\ncmdline=[\"a\"]\n");
     let mut a = t.load("plain.toml").unwrap().profile;
     let b = t.load("with.toml").unwrap().profile;
     a.name = b.name.clone();
@@ -357,10 +244,7 @@ fn overlays_are_relative_to_the_file_that_names_them() {
     let t = Tree::new();
     let ov_base = t.dir("overlays/base");
     let ov_tiny = t.dir("profiles/extra/tiny");
-    t.file(
-        "profiles/common/base.toml",
-        "hostname = \"b\"\noverlays = [\"../../overlays/base\"]\n",
-    );
+    t.file("profiles/common/base.toml", "hostname = \"b\"\noverlays = [\"../../overlays/base\"]\n");
     t.file(
         "profiles/tiny.toml",
         "include = [\"common/base.toml\"]\noverlays = [\"extra/tiny\", \"../overlays/base\"]\n",
@@ -377,14 +261,8 @@ fn missing_overlay_names_file_and_directory() {
     let e = t.load("p.toml").unwrap_err();
     assert_eq!(loc(&e), (f, Some(2), Some(13)));
     let msg = e.to_string();
-    assert!(
-        msg.contains("overlay directory `ov/none` not found"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains(&t.root().join("ov/none").display().to_string()),
-        "{msg}"
-    );
+    assert!(msg.contains("overlay directory `ov/none` not found"), "{msg}");
+    assert!(msg.contains(&t.root().join("ov/none").display().to_string()), "{msg}");
 }
 
 // --- semantic validation -----------------------------------------------------------------------
@@ -395,22 +273,11 @@ fn missing_hostname_after_merge() {
     t.file("base.toml", "arch = \"x86_64\"\n");
     let top = t.file("my_box.toml", "include = [\"base.toml\"]\n");
     let e = t.load("my_box.toml").unwrap_err();
-    let ProfileError::MissingHostname {
-        file,
-        files,
-        suggestion,
-    } = &e
-    else {
-        panic!("{e:?}")
-    };
+    let ProfileError::MissingHostname { file, files, suggestion } = &e else { panic!("{e:?}") };
     assert_eq!(file, &top);
     assert_eq!(files.len(), 2);
     assert_eq!(suggestion, "my-box");
-    assert!(
-        e.to_string()
-            .contains("no `hostname` is set; add e.g. `hostname = \"my-box\"`"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("no `hostname` is set; add e.g. `hostname = \"my-box\"`"), "{e}");
 }
 
 #[test]
@@ -418,18 +285,7 @@ fn hostname_validation() {
     for good in ["a", "tiny", "web-01", "a.b.c", "x1", &"a".repeat(63)] {
         assert!(validate::is_valid_hostname(good), "{good}");
     }
-    for bad in [
-        "",
-        "-a",
-        "a-",
-        "a_b",
-        "a..b",
-        ".a",
-        "a.",
-        "é",
-        "a b",
-        &"a".repeat(64),
-    ] {
+    for bad in ["", "-a", "a-", "a_b", "a..b", ".a", "a.", "é", "a b", &"a".repeat(64)] {
         assert!(!validate::is_valid_hostname(bad), "{bad:?}");
     }
     let t = Tree::new();
@@ -442,69 +298,32 @@ fn hostname_validation() {
 #[test]
 fn service_checks() {
     let t = Tree::new();
-    t.file(
-        "rel.toml",
-        "hostname = \"h\"\n[services.web]\ncommand = [\"httpd\", \"-f\"]\n",
-    );
+    t.file("rel.toml", "hostname = \"h\"\n[services.web]\ncommand = [\"httpd\", \"-f\"]\n");
     let e = t.load("rel.toml").unwrap_err();
     assert_eq!((loc(&e).1, loc(&e).2), (Some(3), Some(12)));
-    assert!(
-        e.to_string()
-            .contains("command[0] `httpd` is not an absolute path"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("command[0] `httpd` is not an absolute path"), "{e}");
 
-    t.file(
-        "empty.toml",
-        "hostname = \"h\"\n[services.web]\ncommand = []\n",
-    );
-    assert!(t
-        .load("empty.toml")
-        .unwrap_err()
-        .to_string()
-        .contains("`command` is empty"));
+    t.file("empty.toml", "hostname = \"h\"\n[services.web]\ncommand = []\n");
+    assert!(t.load("empty.toml").unwrap_err().to_string().contains("`command` is empty"));
 
-    t.file(
-        "name.toml",
-        "hostname = \"h\"\n[services.Web]\ncommand = [\"/bin/true\"]\n",
-    );
+    t.file("name.toml", "hostname = \"h\"\n[services.Web]\ncommand = [\"/bin/true\"]\n");
     let e = t.load("name.toml").unwrap_err();
     assert_eq!((loc(&e).1, loc(&e).2), (Some(2), Some(11)));
     assert!(e.to_string().contains("invalid service name `Web`"), "{e}");
 
-    t.file(
-        "env.toml",
-        "hostname = \"h\"\n[services.web]\ncommand = [\"/bin/true\"]\nenv = [\"OK=1\", \"NOPE\"]\n",
-    );
+    t.file("env.toml", "hostname = \"h\"\n[services.web]\ncommand = [\"/bin/true\"]\nenv = [\"OK=1\", \"NOPE\"]\n");
     let e = t.load("env.toml").unwrap_err();
     assert_eq!((loc(&e).1, loc(&e).2), (Some(4), Some(16)));
-    assert!(
-        e.to_string().contains("env entry `NOPE` is not KEY=VALUE"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("env entry `NOPE` is not KEY=VALUE"), "{e}");
 
-    let base = t.file(
-        "svc-base.toml",
-        "hostname = \"h\"\n[services.web]\nenv = [\"A=1\"]\n",
-    );
-    let top = t.file(
-        "svc-top.toml",
-        "include = [\"svc-base.toml\"]\n[services.web]\nrestart = \"never\"\n",
-    );
+    let base = t.file("svc-base.toml", "hostname = \"h\"\n[services.web]\nenv = [\"A=1\"]\n");
+    let top = t.file("svc-top.toml", "include = [\"svc-base.toml\"]\n[services.web]\nrestart = \"never\"\n");
     let e = t.load("svc-top.toml").unwrap_err();
-    let ProfileError::Inconsistent { files, message } = &e else {
-        panic!("{e:?}")
-    };
+    let ProfileError::Inconsistent { files, message } = &e else { panic!("{e:?}") };
     assert_eq!(files, &vec![base.clone(), top]);
-    assert!(
-        message.contains("service `web` has no `command`"),
-        "{message}"
-    );
+    assert!(message.contains("service `web` has no `command`"), "{message}");
 
-    t.file(
-        "env-top.toml",
-        "include = [\"svc-base.toml\"]\n[services.web]\ncommand = [\"/x\"]\nenv = [\"A=2\"]\n",
-    );
+    t.file("env-top.toml", "include = [\"svc-base.toml\"]\n[services.web]\ncommand = [\"/x\"]\nenv = [\"A=2\"]\n");
     let e = t.load("env-top.toml").unwrap_err();
     assert!(e.to_string().contains("sets A twice: `A=1` (from"), "{e}");
     assert!(e.to_string().contains("svc-base.toml"), "{e}");
@@ -519,21 +338,11 @@ fn qemu_and_package_checks() {
     assert!(e.to_string().contains("at least 128"), "{e}");
     t.file("c.toml", "hostname = \"h\"\n[qemu]\ncpus = 0\n");
     assert!(t.load("c.toml").is_err());
-    t.file(
-        "p.toml",
-        "hostname = \"h\"\n[packages]\ndebian = [\"busybox-static\", \"Bad_Name\"]\n",
-    );
+    t.file("p.toml", "hostname = \"h\"\n[packages]\ndebian = [\"busybox-static\", \"Bad_Name\"]\n");
     let e = t.load("p.toml").unwrap_err();
     assert_eq!((loc(&e).1, loc(&e).2), (Some(3), Some(29)));
-    t.file(
-        "k.toml",
-        "hostname = \"h\"\n[kernel]\nmodules = [\"virtio_blk.ko\"]\n",
-    );
-    assert!(t
-        .load("k.toml")
-        .unwrap_err()
-        .to_string()
-        .contains("invalid kernel module name"));
+    t.file("k.toml", "hostname = \"h\"\n[kernel]\nmodules = [\"virtio_blk.ko\"]\n");
+    assert!(t.load("k.toml").unwrap_err().to_string().contains("invalid kernel module name"));
     t.file("ok.toml", "hostname = \"h\"\n[packages]\ndebian = [\"busybox-static:arm64\", \"libc6\", \"g++-12\"]\n");
     t.load("ok.toml").unwrap();
 }
@@ -548,21 +357,8 @@ fn defaults() {
     assert_eq!((p.arch, p.base), (Arch::X86_64, Base::Busybox));
     assert_eq!(p.kernel.package, "linux-image-amd64");
     assert!(p.kernel.cmdline.is_empty() && p.kernel.modules.is_empty() && p.overlays.is_empty());
-    assert_eq!(
-        p.init,
-        Init {
-            system: InitSystem::Oa,
-            console_shell: true,
-            emergency_shell: true
-        }
-    );
-    assert_eq!(
-        p.qemu,
-        Qemu {
-            memory_mib: 512,
-            cpus: 1
-        }
-    );
+    assert_eq!(p.init, Init { system: InitSystem::Oa, console_shell: true, emergency_shell: true });
+    assert_eq!(p.qemu, Qemu { memory_mib: 512, cpus: 1 });
     assert!(p.services.is_empty());
 }
 
@@ -574,18 +370,9 @@ fn bare_name_resolves_to_profiles_dir() {
     let tiny = t.file("profiles/tiny.toml", "hostname = \"tiny\"\n");
     t.dir("tiny"); // a directory of the same name must not get in the way
     let root = t.root();
-    assert_eq!(
-        find_profile(Path::new("tiny"), &root).unwrap(),
-        root.join("profiles/tiny.toml")
-    );
-    assert_eq!(
-        find_profile(Path::new("tiny.toml"), &root).unwrap(),
-        root.join("profiles/tiny.toml")
-    );
-    assert_eq!(
-        find_profile(Path::new("profiles/tiny.toml"), &root).unwrap(),
-        root.join("profiles/tiny.toml")
-    );
+    assert_eq!(find_profile(Path::new("tiny"), &root).unwrap(), root.join("profiles/tiny.toml"));
+    assert_eq!(find_profile(Path::new("tiny.toml"), &root).unwrap(), root.join("profiles/tiny.toml"));
+    assert_eq!(find_profile(Path::new("profiles/tiny.toml"), &root).unwrap(), root.join("profiles/tiny.toml"));
     let r = load_from(Path::new("tiny"), &root).unwrap();
     assert_eq!(r.files, vec![tiny]);
     assert_eq!(r.profile.name, "tiny");
@@ -599,25 +386,14 @@ fn missing_top_level_file_suggests_a_path() {
     let root = t.root();
     let e = load_from(Path::new("small"), &root).unwrap_err();
     let msg = e.to_string();
-    assert!(
-        msg.starts_with("profile `small` not found; did you mean `profiles/small.toml`?"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("profile `small` not found; did you mean `profiles/small.toml`?"), "{msg}");
     assert!(msg.contains("profiles available here: big, tiny"), "{msg}");
 
     let e = load_from(Path::new("profiles/tiny"), &root).unwrap_err();
-    assert!(
-        e.to_string().contains("did you mean `profiles/tiny.toml`?"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("did you mean `profiles/tiny.toml`?"), "{e}");
 
     let e = load_from(Path::new("elsewhere/x.toml"), &root).unwrap_err();
-    let ProfileError::NotFound {
-        suggestion: None, ..
-    } = e
-    else {
-        panic!("{e:?}")
-    };
+    let ProfileError::NotFound { suggestion: None, .. } = e else { panic!("{e:?}") };
 
     let e = load_from(Path::new("profiles"), &root).unwrap_err();
     assert!(matches!(e, ProfileError::NotAFile { .. }), "{e:?}");
@@ -662,32 +438,16 @@ fn render_info_shows_origins() {
             .to_string()
     };
     assert!(line("hostname = \"tiny\"").ends_with("tiny.toml"), "{info}");
-    assert!(
-        line("description = \"base\"").ends_with("base.toml"),
-        "{info}"
-    );
+    assert!(line("description = \"base\"").ends_with("base.toml"), "{info}");
     assert!(line("arch = \"x86_64\"").ends_with("# default"), "{info}");
     assert!(line("\"console=ttyS0\",").ends_with("base.toml"), "{info}");
     assert!(line("\"quiet\",").ends_with("tiny.toml"), "{info}");
-    assert!(
-        line("debian = [\"busybox-static\"]").ends_with("base.toml"),
-        "{info}"
-    );
-    assert!(
-        info.contains("[services.hello]") && info.contains("[services.clock]"),
-        "{info}"
-    );
-    assert!(
-        line("restart = \"on-failure\"").ends_with("tiny.toml"),
-        "{info}"
-    );
+    assert!(line("debian = [\"busybox-static\"]").ends_with("base.toml"), "{info}");
+    assert!(info.contains("[services.hello]") && info.contains("[services.clock]"), "{info}");
+    assert!(line("restart = \"on-failure\"").ends_with("tiny.toml"), "{info}");
     assert!(!info.contains("include ="), "{info}");
     // Every value line is valid TOML once the comments are stripped.
-    let stripped: String = info
-        .lines()
-        .map(|l| l.split("  # ").next().unwrap())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let stripped: String = info.lines().map(|l| l.split("  # ").next().unwrap()).collect::<Vec<_>>().join("\n");
     let _: toml::Table = toml::from_str(&stripped).expect("render_info is TOML-ish");
 }
 
@@ -722,9 +482,7 @@ fn partial_profile_parse_and_merge_api() {
     )
     .unwrap();
     assert_eq!(a.kernel.modules.as_slice(), ["x", "y"]); // deduplicated on parse
-    let b =
-        PartialProfile::from_toml_str(Path::new("b.toml"), "[kernel]\nmodules = [\"z\", \"x\"]\n")
-            .unwrap();
+    let b = PartialProfile::from_toml_str(Path::new("b.toml"), "[kernel]\nmodules = [\"z\", \"x\"]\n").unwrap();
     let m = merge(&a, &b);
     assert_eq!(m.hostname.as_deref(), Some("a"));
     assert_eq!(m.kernel.modules.as_slice(), ["x", "y", "z"]);

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Location, ProfileError};
 use super::{
-    Arch, Base, Image, Rpi, Init, KeySource, Pbkdf, Persistence, PersistFormat, InitSystem, Kernel, Packages, PartialProfile, Profile, Qemu, Restart,
-    Service, SetList, DEFAULT_MEMORY_MIB, MAX_PARTITION_MIB, MIN_ESP_MIB, MIN_MEMORY_MIB,
+    Arch, Base, Image, Init, InitSystem, Kernel, KeySource, Packages, PartialProfile, Pbkdf, PersistFormat,
+    Persistence, Profile, Qemu, Restart, Rpi, Service, SetList, DEFAULT_MEMORY_MIB, MAX_PARTITION_MIB, MIN_ESP_MIB,
+    MIN_MEMORY_MIB,
 };
 
 /// One step of a path into a TOML document, for pointing errors at the right place.
@@ -31,11 +32,7 @@ pub(crate) struct Source<'a> {
 
 impl<'a> Source<'a> {
     pub fn new(path: &'a Path, text: &'a str) -> Self {
-        Source {
-            path,
-            text,
-            doc: toml_edit::ImDocument::parse(text).ok(),
-        }
+        Source { path, text, doc: toml_edit::ImDocument::parse(text).ok() }
     }
 
     /// The location of the value at `segs`, or of the deepest part of it that exists.
@@ -49,20 +46,15 @@ impl<'a> Source<'a> {
             let next = match *seg {
                 Seg::Key(k) => item.get(k),
                 Seg::KeyName(k) => {
-                    if let Some(span) = item
-                        .as_table_like()
-                        .and_then(|t| t.key(k))
-                        .and_then(|k| k.span())
-                    {
+                    if let Some(span) = item.as_table_like().and_then(|t| t.key(k)).and_then(|k| k.span()) {
                         best = Some(span);
                     }
                     break;
                 }
                 Seg::Index(i) => item.get(i),
-                Seg::Elem(v) => item
-                    .as_array()
-                    .and_then(|a| a.iter().position(|x| x.as_str() == Some(v)))
-                    .and_then(|i| item.get(i)),
+                Seg::Elem(v) => {
+                    item.as_array().and_then(|a| a.iter().position(|x| x.as_str() == Some(v))).and_then(|i| item.get(i))
+                }
             };
             match next {
                 Some(n) => {
@@ -78,10 +70,7 @@ impl<'a> Source<'a> {
     }
 
     fn invalid(&self, segs: &[Seg<'_>], message: impl Into<String>) -> ProfileError {
-        ProfileError::Invalid {
-            at: self.at(segs),
-            message: message.into(),
-        }
+        ProfileError::Invalid { at: self.at(segs), message: message.into() }
     }
 }
 
@@ -93,9 +82,7 @@ pub fn is_valid_hostname(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -126,25 +113,16 @@ pub fn is_valid_debian_package(name: &str) -> bool {
     let mut bytes = pkg.bytes();
     let pkg_ok = pkg.len() >= 2
         && matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
-        && bytes.all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
-        });
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.'));
     let arch_ok = match arch {
         None => true,
-        Some(a) => {
-            !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        }
+        Some(a) => !a.is_empty() && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
     };
     pkg_ok && arch_ok
 }
 
 fn is_valid_module_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn is_valid_env_key(key: &str) -> bool {
@@ -206,10 +184,8 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
             }
         };
         let Some(canon) = canon.to_str() else {
-            return Err(src.invalid(
-                &[Key("overlays"), Elem(o)],
-                format!("overlay path {} is not valid UTF-8", canon.display()),
-            ));
+            return Err(src
+                .invalid(&[Key("overlays"), Elem(o)], format!("overlay path {} is not valid UTF-8", canon.display())));
         };
         overlays.insert(canon);
     }
@@ -239,9 +215,7 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
         if c.is_empty() || c.chars().any(|ch| ch.is_control()) {
             return Err(src.invalid(
                 &[Key("kernel"), Key("cmdline"), Elem(c)],
-                format!(
-                    "invalid kernel command line parameter {c:?}: empty or with control characters"
-                ),
+                format!("invalid kernel command line parameter {c:?}: empty or with control characters"),
             ));
         }
     }
@@ -349,7 +323,8 @@ fn check_persistence(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), 
     use Seg::*;
     let p = &mut part.persistence;
     if let Some(d) = &p.device {
-        let ok = ["PARTLABEL=", "LABEL=", "UUID="].iter().any(|k| d.strip_prefix(k).is_some_and(|v| !v.is_empty())) || d.starts_with("/dev/");
+        let ok = ["PARTLABEL=", "LABEL=", "UUID="].iter().any(|k| d.strip_prefix(k).is_some_and(|v| !v.is_empty()))
+            || d.starts_with("/dev/");
         if !ok || d.contains(char::is_whitespace) {
             return Err(src.invalid(
                 &[Key("persistence"), Key("device")],
@@ -373,36 +348,61 @@ fn check_persistence(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), 
             _ => {
                 return Err(src.invalid(
                     &[Key("persistence"), Key("keyfile")],
-                    format!("persistence.keyfile `{k}` not found (looked for {}); it is relative to the file naming it", looked.display()),
+                    format!(
+                        "persistence.keyfile `{k}` not found (looked for {}); it is relative to the file naming it",
+                        looked.display()
+                    ),
                 ))
             }
         }
     }
     if let Some(0) = p.snapshots_keep {
-        return Err(src.invalid(&[Key("persistence"), Key("snapshots_keep")], "persistence.snapshots_keep must be at least 1"));
+        return Err(
+            src.invalid(&[Key("persistence"), Key("snapshots_keep")], "persistence.snapshots_keep must be at least 1")
+        );
     }
     if let Some(0) = p.passphrase_retries {
-        return Err(src.invalid(&[Key("persistence"), Key("passphrase_retries")], "persistence.passphrase_retries must be at least 1"));
+        return Err(src.invalid(
+            &[Key("persistence"), Key("passphrase_retries")],
+            "persistence.passphrase_retries must be at least 1",
+        ));
     }
     Ok(())
 }
 
 /// `[persistence]` with defaults, or `None` when the profile has none.
-fn finalize_persistence(merged: &PartialProfile, files: &[PathBuf], parts: &[PartialProfile]) -> Result<Option<Persistence>, ProfileError> {
+fn finalize_persistence(
+    merged: &PartialProfile,
+    files: &[PathBuf],
+    parts: &[PartialProfile],
+) -> Result<Option<Persistence>, ProfileError> {
     let p = &merged.persistence;
     let from = || -> Vec<PathBuf> {
-        files.iter().zip(parts).filter(|(_, x)| !super::merge::Empty::is_empty(&x.persistence)).map(|(f, _)| f.clone()).collect()
+        files
+            .iter()
+            .zip(parts)
+            .filter(|(_, x)| !super::merge::Empty::is_empty(&x.persistence))
+            .map(|(f, _)| f.clone())
+            .collect()
     };
     let Some(device) = p.device.clone() else {
         if super::merge::Empty::is_empty(p) {
             return Ok(None);
         }
-        return Err(ProfileError::Inconsistent { files: from(), message: "[persistence] has no `device`; add device = \"PARTLABEL=oa-persist\" (or LABEL=, UUID=, /dev/...)".into() });
+        return Err(ProfileError::Inconsistent {
+            files: from(),
+            message:
+                "[persistence] has no `device`; add device = \"PARTLABEL=oa-persist\" (or LABEL=, UUID=, /dev/...)"
+                    .into(),
+        });
     };
     let key = p.key.unwrap_or(KeySource::Passphrase);
     let keyfile = p.keyfile.clone().map(PathBuf::from);
     if key == KeySource::Keyfile && keyfile.is_none() {
-        return Err(ProfileError::Inconsistent { files: from(), message: "[persistence] key = \"keyfile\" needs keyfile = \"path/to/file\"".into() });
+        return Err(ProfileError::Inconsistent {
+            files: from(),
+            message: "[persistence] key = \"keyfile\" needs keyfile = \"path/to/file\"".into(),
+        });
     }
     Ok(Some(Persistence {
         device,
@@ -432,11 +432,7 @@ pub(crate) fn finalize(
     let name = match &merged.name {
         Some(n) => n.clone(),
         None => {
-            let stem = stem_source
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
+            let stem = stem_source.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
             if !is_valid_profile_name(&stem) {
                 return Err(ProfileError::Invalid {
                     at: Location::file(top),
@@ -453,38 +449,19 @@ pub(crate) fn finalize(
     let Some(hostname) = merged.hostname.clone() else {
         let suggestion: String = name
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
             .collect::<String>()
             .trim_matches('-')
             .to_string();
-        let suggestion = if is_valid_hostname(&suggestion) {
-            suggestion
-        } else {
-            "oa".into()
-        };
-        return Err(ProfileError::MissingHostname {
-            file: top.to_path_buf(),
-            files: files.to_vec(),
-            suggestion,
-        });
+        let suggestion = if is_valid_hostname(&suggestion) { suggestion } else { "oa".into() };
+        return Err(ProfileError::MissingHostname { file: top.to_path_buf(), files: files.to_vec(), suggestion });
     };
 
     let arch = merged.arch.unwrap_or(Arch::X86_64);
     let mut services = Vec::new();
     for (sname, svc) in &merged.services {
         let defined_in = || -> Vec<PathBuf> {
-            files
-                .iter()
-                .zip(parts)
-                .filter(|(_, p)| p.services.contains_key(sname))
-                .map(|(f, _)| f.clone())
-                .collect()
+            files.iter().zip(parts).filter(|(_, p)| p.services.contains_key(sname)).map(|(f, _)| f.clone()).collect()
         };
         let Some(command) = svc.command.clone() else {
             return Err(ProfileError::Inconsistent {
@@ -503,10 +480,7 @@ pub(crate) fn finalize(
             let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
             if let Some(&j) = seen.get(key) {
                 let file_of = |ix: usize| {
-                    env_files
-                        .and_then(|f| f.get(ix))
-                        .map(|f| super::error::shown(f))
-                        .unwrap_or_else(|| "?".into())
+                    env_files.and_then(|f| f.get(ix)).map(|f| super::error::shown(f)).unwrap_or_else(|| "?".into())
                 };
                 return Err(ProfileError::Inconsistent {
                     files: defined_in(),
@@ -579,7 +553,9 @@ pub(crate) fn finalize(
         return Err(inconsistent("base = \"arch\" needs at least one repository: add [pacman.repos.core] servers = [\"...\"] (docs/bases.md)".into()));
     }
     if merged.base == Some(Base::Arch) && merged.packages.arch.is_empty() {
-        return Err(inconsistent("base = \"arch\" needs packages: add [packages] arch = [\"base\", \"linux\", ...]".into()));
+        return Err(inconsistent(
+            "base = \"arch\" needs packages: add [packages] arch = [\"base\", \"linux\", ...]".into(),
+        ));
     }
 
     let persistence = finalize_persistence(merged, files, parts)?;
@@ -592,11 +568,7 @@ pub(crate) fn finalize(
         hostname,
         overlays: merged.overlays.iter().map(PathBuf::from).collect(),
         kernel: Kernel {
-            package: merged
-                .kernel
-                .package
-                .clone()
-                .unwrap_or_else(|| arch.default_kernel_package().to_string()),
+            package: merged.kernel.package.clone().unwrap_or_else(|| arch.default_kernel_package().to_string()),
             cmdline: merged.kernel.cmdline.as_slice().to_vec(),
             modules: merged.kernel.modules.as_slice().to_vec(),
         },

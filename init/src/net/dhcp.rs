@@ -28,7 +28,14 @@ pub struct Lease {
 const ROUNDS: u32 = 5;
 
 fn base(mac: &[u8; 6], xid: u32, mt: MessageType) -> Message {
-    let mut m = Message::new_with_id(xid, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, mac);
+    let mut m = Message::new_with_id(
+        xid,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        mac,
+    );
     m.set_flags(v4::Flags::default().set_broadcast());
     let o = m.opts_mut();
     o.insert(v4::DhcpOption::MessageType(mt));
@@ -64,7 +71,8 @@ pub fn reply_for(buf: &[u8], mac: &[u8; 6], xid: u32) -> Option<Message> {
         return None;
     }
     let m = Message::decode(&mut Decoder::new(buf)).ok()?;
-    (m.opcode() == Opcode::BootReply && m.xid() == xid && m.chaddr() == mac && m.opts().msg_type().is_some()).then_some(m)
+    (m.opcode() == Opcode::BootReply && m.xid() == xid && m.chaddr() == mac && m.opts().msg_type().is_some())
+        .then_some(m)
 }
 
 /// The lease an ACK (or OFFER) describes.
@@ -94,11 +102,23 @@ pub fn lease_of(m: &Message) -> Option<Lease> {
 }
 
 fn socket(nic: &Nic) -> Result<UdpSocket> {
-    let s = UdpSocket::bind("0.0.0.0:68").map_err(|source| Error::Io { op: "bind UDP port 68 for DHCP on", path: nic.name.clone(), source })?;
+    let s = UdpSocket::bind("0.0.0.0:68").map_err(|source| Error::Io {
+        op: "bind UDP port 68 for DHCP on",
+        path: nic.name.clone(),
+        source,
+    })?;
     s.set_broadcast(true).map_err(|source| Error::Io { op: "SO_BROADCAST on", path: nic.name.clone(), source })?;
     let name = nic.name.as_bytes();
     // SAFETY: name is valid for name.len() bytes during the call; the fd is open.
-    let r = unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr() as *const libc::c_void, name.len() as u32) };
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr() as *const libc::c_void,
+            name.len() as u32,
+        )
+    };
     if r != 0 {
         return Err(Error::Sys { op: "SO_BINDTODEVICE", path: nic.name.clone(), source: nix::errno::Errno::last() });
     }
@@ -134,9 +154,14 @@ fn wait(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want: MessageType) 
 }
 
 fn send(s: &UdpSocket, m: &Message, nic: &Nic) -> Result<()> {
-    let bytes = m.to_vec().map_err(|e| Error::Unexpected { what: "encode a DHCP message".into(), why: e.to_string() })?;
+    let bytes =
+        m.to_vec().map_err(|e| Error::Unexpected { what: "encode a DHCP message".into(), why: e.to_string() })?;
     let dst = SocketAddr::from((Ipv4Addr::BROADCAST, 67));
-    s.send_to(&bytes, dst).map_err(|source| Error::Io { op: "send DHCP broadcast on", path: nic.name.clone(), source })?;
+    s.send_to(&bytes, dst).map_err(|source| Error::Io {
+        op: "send DHCP broadcast on",
+        path: nic.name.clone(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -166,7 +191,9 @@ pub fn obtain(nic: &Nic) -> Result<Lease> {
     }
     Err(Error::Unexpected {
         what: format!("DHCP on {} ({})", nic.name, nic.mac_string()),
-        why: format!("no address offered after {ROUNDS} rounds: is a DHCP server (or `oa serve --mode dhcp`) on this network?"),
+        why: format!(
+            "no address offered after {ROUNDS} rounds: is a DHCP server (or `oa serve --mode dhcp`) on this network?"
+        ),
     })
 }
 
@@ -177,7 +204,8 @@ mod tests {
     const MAC: [u8; 6] = [0x52, 0x54, 0, 1, 2, 3];
 
     fn reply(mt: MessageType, yiaddr: Ipv4Addr) -> Vec<u8> {
-        let mut m = Message::new_with_id(7, Ipv4Addr::UNSPECIFIED, yiaddr, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &MAC);
+        let mut m =
+            Message::new_with_id(7, Ipv4Addr::UNSPECIFIED, yiaddr, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &MAC);
         m.set_opcode(Opcode::BootReply);
         m.opts_mut().insert(v4::DhcpOption::MessageType(mt));
         m.opts_mut().insert(v4::DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 0, 1)));
@@ -192,7 +220,9 @@ mod tests {
         assert!(d.flags().broadcast());
         assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
         let r = request(&MAC, 7, Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 1));
-        assert!(matches!(r.opts().get(v4::OptionCode::RequestedIpAddress), Some(v4::DhcpOption::RequestedIpAddress(ip)) if *ip == Ipv4Addr::new(10, 0, 0, 5)));
+        assert!(
+            matches!(r.opts().get(v4::OptionCode::RequestedIpAddress), Some(v4::DhcpOption::RequestedIpAddress(ip)) if *ip == Ipv4Addr::new(10, 0, 0, 5))
+        );
     }
 
     #[test]
@@ -200,7 +230,10 @@ mod tests {
         let b = reply(MessageType::Ack, Ipv4Addr::new(10, 0, 3, 4));
         let m = reply_for(&b, &MAC, 7).unwrap();
         let l = lease_of(&m).unwrap();
-        assert_eq!((l.ip, l.prefix, l.router, l.server), (Ipv4Addr::new(10, 0, 3, 4), 16, Some(Ipv4Addr::new(10, 0, 0, 254)), Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(
+            (l.ip, l.prefix, l.router, l.server),
+            (Ipv4Addr::new(10, 0, 3, 4), 16, Some(Ipv4Addr::new(10, 0, 0, 254)), Ipv4Addr::new(10, 0, 0, 1))
+        );
         // Another transaction, another machine, garbage: not for us.
         assert!(reply_for(&b, &MAC, 8).is_none());
         assert!(reply_for(&b, &[1; 6], 7).is_none());

@@ -33,7 +33,9 @@ impl Url {
             Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
             None => (authority, 80),
         };
-        let host = host.parse::<Ipv4Addr>().map_err(|_| format!("host {host:?} must be an IPv4 address (stage 1 has no DNS)"))?;
+        let host = host
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("host {host:?} must be an IPv4 address (stage 1 has no DNS)"))?;
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err("the path holds spaces or control characters".into());
         }
@@ -64,8 +66,12 @@ pub fn parse_head(lines: &[String]) -> std::result::Result<Head, String> {
         let v = v.trim();
         match k.trim().to_ascii_lowercase().as_str() {
             "content-length" => h.length = Some(v.parse().map_err(|_| format!("bad Content-Length {v:?}"))?),
-            "content-range" => h.range_start = v.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.parse().ok()),
-            "transfer-encoding" if !v.eq_ignore_ascii_case("identity") => return Err(format!("Transfer-Encoding {v} is not supported")),
+            "content-range" => {
+                h.range_start = v.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.parse().ok())
+            }
+            "transfer-encoding" if !v.eq_ignore_ascii_case("identity") => {
+                return Err(format!("Transfer-Encoding {v} is not supported"))
+            }
             _ => {}
         }
     }
@@ -87,10 +93,14 @@ struct Partial {
 
 fn attempt(url: &Url, p: &mut Partial) -> std::result::Result<Option<u64>, String> {
     let addr = SocketAddr::from((url.host, url.port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
     let range = if p.have > 0 { format!("Range: bytes={}-\r\n", p.have) } else { String::new() };
-    let req = format!("GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: oa-init\r\n{range}Connection: close\r\n\r\n", url.path, url.host, url.port);
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: oa-init\r\n{range}Connection: close\r\n\r\n",
+        url.path, url.host, url.port
+    );
     s.write_all(req.as_bytes()).map_err(|e| format!("send request: {e}"))?;
     let mut r = BufReader::with_capacity(CHUNK, s);
     let mut lines = Vec::new();
@@ -176,7 +186,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(Url::parse("http://10.0.0.1/rootfs.squashfs").unwrap(), Url { host: Ipv4Addr::new(10, 0, 0, 1), port: 80, path: "/rootfs.squashfs".into() });
+        assert_eq!(
+            Url::parse("http://10.0.0.1/rootfs.squashfs").unwrap(),
+            Url { host: Ipv4Addr::new(10, 0, 0, 1), port: 80, path: "/rootfs.squashfs".into() }
+        );
         assert_eq!(Url::parse("http://10.0.0.1:8080").unwrap().path, "/");
         assert_eq!(Url::parse("http://10.0.0.1:8080/a/b").unwrap().port, 8080);
         assert!(Url::parse("https://10.0.0.1/").is_err());
@@ -188,8 +201,16 @@ mod tests {
     #[test]
     fn heads() {
         let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(parse_head(&l(&["HTTP/1.1 200 OK", "Content-Length: 42"])).unwrap(), Head { status: 200, length: Some(42), range_start: None });
-        assert_eq!(parse_head(&l(&["HTTP/1.1 206 Partial", "content-range: bytes 10-41/42", "Content-Length: 32"])).unwrap().range_start, Some(10));
+        assert_eq!(
+            parse_head(&l(&["HTTP/1.1 200 OK", "Content-Length: 42"])).unwrap(),
+            Head { status: 200, length: Some(42), range_start: None }
+        );
+        assert_eq!(
+            parse_head(&l(&["HTTP/1.1 206 Partial", "content-range: bytes 10-41/42", "Content-Length: 32"]))
+                .unwrap()
+                .range_start,
+            Some(10)
+        );
         assert!(parse_head(&l(&["SSH-2.0"])).is_err());
         assert!(parse_head(&l(&["HTTP/1.1 200 OK", "Transfer-Encoding: chunked"])).is_err());
         assert!(parse_head(&l(&["HTTP/1.1 200 OK", "Content-Length: -1"])).is_err());
@@ -213,7 +234,8 @@ mod tests {
                     let _ = c.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", d2.len()).as_bytes());
                     let _ = c.write_all(&d2[..1_000_000]);
                 } else {
-                    let start: usize = req.split("bytes=").nth(1).and_then(|r| r.split('-').next()).unwrap().parse().unwrap();
+                    let start: usize =
+                        req.split("bytes=").nth(1).and_then(|r| r.split('-').next()).unwrap().parse().unwrap();
                     let _ = c.write_all(format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\n\r\n", d2.len() - 1, d2.len(), d2.len() - start).as_bytes());
                     let _ = c.write_all(&d2[start..]);
                 }

@@ -43,7 +43,12 @@ pub fn list() -> Vec<Nic> {
         if name == "lo" || ty != Some(ARPHRD_ETHER) || p.join("wireless").exists() {
             continue;
         }
-        let (Some(index), Some(mac)) = (read(&p.join("ifindex")).and_then(|s| s.parse().ok()), read(&p.join("address")).and_then(|s| parse_mac(&s))) else { continue };
+        let (Some(index), Some(mac)) = (
+            read(&p.join("ifindex")).and_then(|s| s.parse().ok()),
+            read(&p.join("address")).and_then(|s| parse_mac(&s)),
+        ) else {
+            continue;
+        };
         out.push(Nic { name, index, mac });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -58,7 +63,9 @@ pub fn find_nic() -> Result<Nic> {
             return Ok(n);
         }
         if start.elapsed() > WAIT {
-            let seen: Vec<String> = std::fs::read_dir(SYS_NET).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+            let seen: Vec<String> = std::fs::read_dir(SYS_NET)
+                .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
             return Err(Error::Unexpected {
                 what: "find a network interface".into(),
                 why: format!(

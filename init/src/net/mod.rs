@@ -71,12 +71,22 @@ pub fn fetch_root(url: &str, sha256: Option<&str>) -> Result<(PathBuf, String)> 
     let secs = t.elapsed().as_secs_f64().max(0.001);
     console::stage(
         "fetch",
-        &format!("{url}: {} bytes in {} ms ({:.1} MiB/s){}", got.bytes, t.elapsed().as_millis(), got.bytes as f64 / secs / 1048576.0, if got.attempts > 1 { format!(" after {} attempts", got.attempts) } else { String::new() }),
+        &format!(
+            "{url}: {} bytes in {} ms ({:.1} MiB/s){}",
+            got.bytes,
+            t.elapsed().as_millis(),
+            got.bytes as f64 / secs / 1048576.0,
+            if got.attempts > 1 { format!(" after {} attempts", got.attempts) } else { String::new() }
+        ),
     );
     if let Some(want) = sha256 {
         if got.sha256 != want {
             let _ = std::fs::remove_file(IMAGE);
-            return Err(Error::HashMismatch { device: url.to_string(), expected: want.to_string(), actual: got.sha256 });
+            return Err(Error::HashMismatch {
+                device: url.to_string(),
+                expected: want.to_string(),
+                actual: got.sha256,
+            });
         }
     }
     Ok((PathBuf::from(IMAGE), got.sha256))

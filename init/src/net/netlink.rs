@@ -89,7 +89,13 @@ impl Netlink {
         let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
         // SAFETY: tv is a valid timeval living across the call; the size matches.
         unsafe {
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32);
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
         }
         Ok(Netlink { fd, seq: 1 })
     }
@@ -103,7 +109,14 @@ impl Netlink {
         sa.nl_family = libc::AF_NETLINK as u16;
         // SAFETY: msg and sa are valid for the lengths given for the duration of the call.
         let n = unsafe {
-            libc::sendto(self.fd.as_raw_fd(), msg.as_ptr() as *const libc::c_void, msg.len(), 0, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_nl>() as u32)
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                msg.as_ptr() as *const libc::c_void,
+                msg.len(),
+                0,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
         };
         if n < 0 {
             return Err(Errno::last());

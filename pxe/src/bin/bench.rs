@@ -73,7 +73,14 @@ fn main() {
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let mut x = 0x9e3779b9u32;
-    let data: Vec<u8> = (0..SIZE).map(|_| { x ^= x << 13; x ^= x >> 17; x ^= x << 5; x as u8 }).collect();
+    let data: Vec<u8> = (0..SIZE)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
     std::fs::write(out.join("rootfs.squashfs"), &data).unwrap();
     std::fs::write(out.join("vmlinuz"), b"k").unwrap();
     std::fs::write(out.join("initramfs.img"), b"i").unwrap();
@@ -84,10 +91,30 @@ fn main() {
     let _ours = Kill(
         tied(Command::new(&server))
             .arg(&out)
-            .args(["--address", "127.0.0.1", "--bind", "127.0.0.1", "--mode", "dhcp", "--range", "127.0.1.1-127.0.255.250", "--netmask", "255.255.0.0"])
+            .args([
+                "--address",
+                "127.0.0.1",
+                "--bind",
+                "127.0.0.1",
+                "--mode",
+                "dhcp",
+                "--range",
+                "127.0.1.1-127.0.255.250",
+                "--netmask",
+                "255.255.0.0",
+            ])
             .arg("--leases")
             .arg(dir.join("leases.json"))
-            .args(["--dhcp-port", &dp.to_string(), "--proxy-port", &pp.to_string(), "--tftp-port", &tp.to_string(), "--http-port", &hp.to_string()])
+            .args([
+                "--dhcp-port",
+                &dp.to_string(),
+                "--proxy-port",
+                &pp.to_string(),
+                "--tftp-port",
+                &tp.to_string(),
+                "--http-port",
+                &hp.to_string(),
+            ])
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()
@@ -96,7 +123,15 @@ fn main() {
     // dnsmasq: TFTP only (port=0 turns DNS off, no dhcp-range means no DHCP), on 127.0.0.1:69.
     let _dnsmasq = Kill(
         tied(Command::new("dnsmasq"))
-            .args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root", "--listen-address=127.0.0.1", "--bind-interfaces", "--enable-tftp"])
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--enable-tftp",
+            ])
             .arg(format!("--tftp-root={}", out.display()))
             .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
             .stderr(Stdio::null())
@@ -104,7 +139,13 @@ fn main() {
             .expect("dnsmasq (`make deps`)"),
     );
     let _python = Kill(
-        tied(Command::new("python3")).args(["-m", "http.server", &py.to_string(), "--bind", "127.0.0.1", "--directory"]).arg(&out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("python3"),
+        tied(Command::new("python3"))
+            .args(["-m", "http.server", &py.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3"),
     );
     wait_tcp(hp);
     wait_tcp(py);
@@ -113,12 +154,28 @@ fn main() {
     let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     rt.block_on(async {
         eprintln!("oa-pxe bench (64 MiB file on loopback, best of 2)");
-        let o16 = best("TFTP oa-pxe  blksize 1468 windowsize 16", || async { testclient::tftp_get(a(tp), "rootfs.squashfs", 1468, 16).await.unwrap() }).await;
-        let d16 = best("TFTP dnsmasq blksize 1468 windowsize 16", || async { testclient::tftp_get(a(69), "rootfs.squashfs", 1468, 16).await.unwrap() }).await;
-        let o1 = best("TFTP oa-pxe  blksize 1468 windowsize 1", || async { testclient::tftp_get(a(tp), "rootfs.squashfs", 1468, 1).await.unwrap() }).await;
-        let d1 = best("TFTP dnsmasq blksize 1468 windowsize 1", || async { testclient::tftp_get(a(69), "rootfs.squashfs", 1468, 1).await.unwrap() }).await;
-        let oh = best("HTTP oa-pxe", || async { testclient::http_get(a(hp), "/rootfs.squashfs").await.unwrap().1 }).await;
-        let ph = best("HTTP python3 -m http.server", || async { testclient::http_get(a(py), "/rootfs.squashfs").await.unwrap().1 }).await;
+        let o16 = best("TFTP oa-pxe  blksize 1468 windowsize 16", || async {
+            testclient::tftp_get(a(tp), "rootfs.squashfs", 1468, 16).await.unwrap()
+        })
+        .await;
+        let d16 = best("TFTP dnsmasq blksize 1468 windowsize 16", || async {
+            testclient::tftp_get(a(69), "rootfs.squashfs", 1468, 16).await.unwrap()
+        })
+        .await;
+        let o1 = best("TFTP oa-pxe  blksize 1468 windowsize 1", || async {
+            testclient::tftp_get(a(tp), "rootfs.squashfs", 1468, 1).await.unwrap()
+        })
+        .await;
+        let d1 = best("TFTP dnsmasq blksize 1468 windowsize 1", || async {
+            testclient::tftp_get(a(69), "rootfs.squashfs", 1468, 1).await.unwrap()
+        })
+        .await;
+        let oh =
+            best("HTTP oa-pxe", || async { testclient::http_get(a(hp), "/rootfs.squashfs").await.unwrap().1 }).await;
+        let ph = best("HTTP python3 -m http.server", || async {
+            testclient::http_get(a(py), "/rootfs.squashfs").await.unwrap().1
+        })
+        .await;
         // DHCP: 8 clients in parallel, DISCOVER -> OFFER as fast as answered, for 2 s.
         let t = Instant::now();
         let mut set = tokio::task::JoinSet::new();

@@ -60,7 +60,10 @@ fn main() {
     let mut clients = 500usize;
     let mut size = 1 << 20;
     let mut max_rss_mib = 256u64;
-    let mut server = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("oa-pxe"))).unwrap_or_else(|| PathBuf::from("oa-pxe"));
+    let mut server = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("oa-pxe")))
+        .unwrap_or_else(|| PathBuf::from("oa-pxe"));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -81,10 +84,30 @@ fn main() {
     let log = dir.join("server.log");
     let mut child = Command::new(&server)
         .arg(&out)
-        .args(["--address", "127.0.0.1", "--bind", "127.0.0.1", "--mode", "dhcp", "--range", "127.0.1.1-127.0.3.250", "--netmask", "255.255.0.0"])
+        .args([
+            "--address",
+            "127.0.0.1",
+            "--bind",
+            "127.0.0.1",
+            "--mode",
+            "dhcp",
+            "--range",
+            "127.0.1.1-127.0.3.250",
+            "--netmask",
+            "255.255.0.0",
+        ])
         .arg("--leases")
         .arg(dir.join("leases.json"))
-        .args(["--dhcp-port", &dp.to_string(), "--proxy-port", &pp.to_string(), "--tftp-port", &tp.to_string(), "--http-port", &hp.to_string()])
+        .args([
+            "--dhcp-port",
+            &dp.to_string(),
+            "--proxy-port",
+            &pp.to_string(),
+            "--tftp-port",
+            &tp.to_string(),
+            "--http-port",
+            &hp.to_string(),
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -94,7 +117,11 @@ fn main() {
     // Wait until the HTTP port answers.
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", hp)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "oa-pxe did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "oa-pxe did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let rss_idle = rss_kib(pid, "VmRSS:");
@@ -116,14 +143,20 @@ fn main() {
                 let mac = [0x52, 0x54, 0x00, (n >> 16) as u8, (n >> 8) as u8, n as u8];
                 let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
                 let dhcp: SocketAddr = ([127, 0, 0, 1], dp).into();
-                let (ip, file) = testclient::dhcp(&sock, dhcp, mac, 0x1000_0000 + n as u32, true).await.map_err(|e| format!("client {n}: DHCP: {e}"))?;
+                let (ip, file) = testclient::dhcp(&sock, dhcp, mac, 0x1000_0000 + n as u32, true)
+                    .await
+                    .map_err(|e| format!("client {n}: DHCP: {e}"))?;
                 if file.as_deref() != Some("undionly.kpxe") {
                     return Err(format!("client {n}: boot file {file:?}"));
                 }
                 let got = if n % 2 == 0 {
-                    testclient::tftp_get(([127, 0, 0, 1], tp).into(), "rootfs.squashfs", 1468, 8).await.map_err(|e| format!("client {n}: TFTP: {e}"))?
+                    testclient::tftp_get(([127, 0, 0, 1], tp).into(), "rootfs.squashfs", 1468, 8)
+                        .await
+                        .map_err(|e| format!("client {n}: TFTP: {e}"))?
                 } else {
-                    let (st, b) = testclient::http_get(([127, 0, 0, 1], hp).into(), "/rootfs.squashfs").await.map_err(|e| format!("client {n}: HTTP: {e}"))?;
+                    let (st, b) = testclient::http_get(([127, 0, 0, 1], hp).into(), "/rootfs.squashfs")
+                        .await
+                        .map_err(|e| format!("client {n}: HTTP: {e}"))?;
                     if st != 200 {
                         return Err(format!("client {n}: HTTP status {st}"));
                     }
@@ -156,7 +189,11 @@ fn main() {
     ips.sort();
     ips.dedup();
     let peak_mib = peak.load(Ordering::Relaxed).max(hwm) / 1024;
-    println!("oa-pxe load: {clients} clients (DHCP, then {} KiB over TFTP or HTTP, alternately) in {:.2} s", size / 1024, elapsed.as_secs_f64());
+    println!(
+        "oa-pxe load: {clients} clients (DHCP, then {} KiB over TFTP or HTTP, alternately) in {:.2} s",
+        size / 1024,
+        elapsed.as_secs_f64()
+    );
     println!("  correct: {}  failed: {}  distinct addresses: {}", ok.len(), bad.len(), ips.len());
     println!("  server RSS: idle {} MiB, peak {} MiB (bound {max_rss_mib} MiB)", rss_idle / 1024, peak_mib);
     for e in bad.iter().take(10) {

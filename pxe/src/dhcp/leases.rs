@@ -61,10 +61,18 @@ impl Leases {
     /// Open the table of `pool`, reading its file when there is one. Leases outside the pool
     /// (the range changed) and expired ones are dropped.
     pub fn open(pool: &Pool) -> anyhow::Result<Leases> {
-        let mut l = Leases { pool: pool.clone(), by_mac: HashMap::new(), by_ip: HashMap::new(), offered: HashMap::new(), offered_ip: HashMap::new(), file: pool.leases_file.clone() };
+        let mut l = Leases {
+            pool: pool.clone(),
+            by_mac: HashMap::new(),
+            by_ip: HashMap::new(),
+            offered: HashMap::new(),
+            offered_ip: HashMap::new(),
+            file: pool.leases_file.clone(),
+        };
         match std::fs::read_to_string(&l.file) {
             Ok(t) => {
-                let f: File = serde_json::from_str(&t).map_err(|e| anyhow::anyhow!("{}: {e} (move it away to start with no leases)", l.file.display()))?;
+                let f: File = serde_json::from_str(&t)
+                    .map_err(|e| anyhow::anyhow!("{}: {e} (move it away to start with no leases)", l.file.display()))?;
                 let n = now();
                 for lease in f.leases {
                     let Ok(mac) = lease.mac.parse::<Mac>() else { continue };
@@ -100,7 +108,9 @@ impl Leases {
             Some(m) if *m != mac => self.by_mac.get(m).is_some_and(|l| l.expires > n),
             _ => false,
         };
-        let held = self.offered_ip.get(&ip).is_some_and(|m| *m != mac && self.offered.get(m).is_some_and(|(i, t)| *i == ip && t.elapsed() < OFFER_HOLD));
+        let held = self.offered_ip.get(&ip).is_some_and(|m| {
+            *m != mac && self.offered.get(m).is_some_and(|(i, t)| *i == ip && t.elapsed() < OFFER_HOLD)
+        });
         !leased && !held
     }
 
@@ -120,7 +130,9 @@ impl Leases {
         } else if let Some((ip, _)) = self.offered.get(&mac) {
             Some(*ip)
         } else {
-            (u32::from(self.pool.start)..=u32::from(self.pool.end)).map(Ipv4Addr::from).find(|ip| self.free(*ip, mac, n))
+            (u32::from(self.pool.start)..=u32::from(self.pool.end))
+                .map(Ipv4Addr::from)
+                .find(|ip| self.free(*ip, mac, n))
         };
         if let Some(ip) = pick {
             self.offered.insert(mac, (ip, Instant::now()));
@@ -171,7 +183,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("leases"), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("leases"),
+        std::process::id()
+    ));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
@@ -220,7 +236,8 @@ mod tests {
         assert!(l2.release(a, ia));
         assert_eq!(l2.len(), 1);
         // No temporary file is left behind.
-        let names: Vec<_> = std::fs::read_dir(t.path().join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(t.path().join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("leases.json")]);
     }
 

@@ -56,7 +56,9 @@ fn check_options(buf: &[u8]) -> Result<(), Malformed> {
             255 => return Ok(()),
             _ => {}
         }
-        let Some(&len) = buf.get(i + 1) else { return Err(Malformed::BadOption { code, at: i, why: "no length byte" }) };
+        let Some(&len) = buf.get(i + 1) else {
+            return Err(Malformed::BadOption { code, at: i, why: "no length byte" });
+        };
         let len = len as usize;
         if i + 2 + len > buf.len() {
             return Err(Malformed::BadOption { code, at: i, why: "runs past the end of the packet" });
@@ -124,7 +126,14 @@ pub fn classify(msg: &Message, mac: Mac) -> Client {
         _ => None,
     };
     let rpi = crate::rpi::detect(mac, &class, arch, uuid);
-    Client { mac: Some(mac), arch, pxe: class.starts_with(b"PXEClient"), http: class.starts_with(b"HTTPClient"), ipxe, rpi }
+    Client {
+        mac: Some(mac),
+        arch,
+        pxe: class.starts_with(b"PXEClient"),
+        http: class.starts_with(b"HTTPClient"),
+        ipxe,
+        rpi,
+    }
 }
 
 pub fn encode(m: &Message) -> Vec<u8> {
@@ -183,7 +192,9 @@ pub async fn serve(sock: Arc<tokio::net::UdpSocket>, port: Port, state: Arc<Stat
                 }
             }
             policy::Outcome::Drop { log } => tracing::info!(target: "dhcp", "{log}"),
-            policy::Outcome::Malformed { why } => tracing::warn!(target: "dhcp", "dropped a malformed packet from {src} ({n} bytes): {why}"),
+            policy::Outcome::Malformed { why } => {
+                tracing::warn!(target: "dhcp", "dropped a malformed packet from {src} ({n} bytes): {why}")
+            }
         }
     }
 }
@@ -193,8 +204,21 @@ pub(crate) mod tests {
     use super::*;
 
     /// A well-formed request as a PXE ROM sends it.
-    pub fn request(mt: MessageType, mac: [u8; 6], class: Option<&str>, arch: Option<u16>, user_class: Option<&[u8]>) -> Vec<u8> {
-        let mut m = Message::new_with_id(0x1234, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &mac);
+    pub fn request(
+        mt: MessageType,
+        mac: [u8; 6],
+        class: Option<&str>,
+        arch: Option<u16>,
+        user_class: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let mut m = Message::new_with_id(
+            0x1234,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
         m.opts_mut().insert(v4::DhcpOption::MessageType(mt));
         if let Some(c) = class {
             m.opts_mut().insert(v4::DhcpOption::ClassIdentifier(c.as_bytes().to_vec()));
@@ -210,7 +234,13 @@ pub(crate) mod tests {
 
     #[test]
     fn parses_a_pxe_discover() {
-        let b = request(MessageType::Discover, [0x52, 0x54, 0, 1, 2, 3], Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), None);
+        let b = request(
+            MessageType::Discover,
+            [0x52, 0x54, 0, 1, 2, 3],
+            Some("PXEClient:Arch:00007:UNDI:003016"),
+            Some(7),
+            None,
+        );
         let (m, mac, mt) = parse(&b).unwrap();
         assert_eq!(mt, MessageType::Discover);
         assert_eq!(mac.to_string(), "52:54:00:01:02:03");

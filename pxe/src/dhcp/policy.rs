@@ -109,7 +109,9 @@ impl Step for ProxyDhcp {
         match (ctx.port, ctx.kind) {
             (Port::Dhcp, MessageType::Discover) => Action::Respond(MessageType::Offer),
             (Port::Proxy, MessageType::Request | MessageType::Inform) => Action::Respond(MessageType::Ack),
-            (Port::Dhcp, MessageType::Request) => Action::NoResponse("DHCPREQUEST on port 67 is for the network's DHCP server".into()),
+            (Port::Dhcp, MessageType::Request) => {
+                Action::NoResponse("DHCPREQUEST on port 67 is for the network's DHCP server".into())
+            }
             (_, k) => Action::NoResponse(format!("{k:?} is not answered in proxy mode")),
         }
     }
@@ -150,7 +152,10 @@ impl Step for FullDhcp {
             },
             MessageType::Request => {
                 if server_id.is_some_and(|s| s != ctx.cfg.address) {
-                    return Action::NoResponse(format!("the client chose another server ({})", server_id.unwrap_or(Ipv4Addr::UNSPECIFIED)));
+                    return Action::NoResponse(format!(
+                        "the client chose another server ({})",
+                        server_id.unwrap_or(Ipv4Addr::UNSPECIFIED)
+                    ));
                 }
                 let ip = requested.or_else(|| Some(ctx.msg.ciaddr()).filter(|c| !c.is_unspecified()));
                 let Some(ip) = ip else { return Action::NoResponse("DHCPREQUEST without an address".into()) };
@@ -173,7 +178,11 @@ impl Step for FullDhcp {
                 if released {
                     let _ = l.save();
                 }
-                Action::NoResponse(format!("released {} ({})", ctx.msg.ciaddr(), if released { "lease removed" } else { "no such lease" }))
+                Action::NoResponse(format!(
+                    "released {} ({})",
+                    ctx.msg.ciaddr(),
+                    if released { "lease removed" } else { "no such lease" }
+                ))
             }
             MessageType::Decline => Action::NoResponse("declined an address (left leased until it expires)".into()),
             MessageType::Inform => Action::Respond(MessageType::Ack),
@@ -268,7 +277,9 @@ pub fn build_reply(ctx: &Ctx<'_>, kind: MessageType) -> Message {
                 o.insert(v4::DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
             }
         }
-        if let Some(v4::DhcpOption::ClientMachineIdentifier(g)) = req.opts().get(v4::OptionCode::ClientMachineIdentifier) {
+        if let Some(v4::DhcpOption::ClientMachineIdentifier(g)) =
+            req.opts().get(v4::OptionCode::ClientMachineIdentifier)
+        {
             o.insert(v4::DhcpOption::ClientMachineIdentifier(g.clone()));
         }
     }
@@ -294,18 +305,37 @@ pub fn handle(state: &State, cfg: &Config, buf: &[u8], src: SocketAddr, port: Po
         state.clients.learn(*s.ip(), mac);
     }
     state.clients.learn(msg.ciaddr(), mac);
-    let mut ctx = Ctx { cfg, msg: &msg, mac, kind, port, client, ov: None, boot: None, grant: None, nak: None, leases: state.leases.as_ref() };
+    let mut ctx = Ctx {
+        cfg,
+        msg: &msg,
+        mac,
+        kind,
+        port,
+        client,
+        ov: None,
+        boot: None,
+        grant: None,
+        nak: None,
+        leases: state.leases.as_ref(),
+    };
     let (action, step) = state.chain.run(&mut ctx);
     let what = format!(
         "{mac} {kind:?} on {} arch={} class={}{}",
         if port == Port::Dhcp { cfg.dhcp_port } else { cfg.proxy_port },
         ctx.client.arch.map(|a| format!("{a} ({})", boot::arch::name(a))).unwrap_or_else(|| "-".into()),
-        if ctx.client.http { "HTTPClient" } else if ctx.client.pxe { "PXEClient" } else { "-" },
+        if ctx.client.http {
+            "HTTPClient"
+        } else if ctx.client.pxe {
+            "PXEClient"
+        } else {
+            "-"
+        },
         if ctx.client.ipxe { " user-class=iPXE" } else { "" },
     ) + match ctx.client.rpi {
         Some(m) => format!(" Raspberry Pi ({m:?})"),
         None => String::new(),
-    }.as_str();
+    }
+    .as_str();
     match action {
         Action::Respond(t) => {
             let reply = build_reply(&ctx, t);
@@ -371,23 +401,49 @@ mod tests {
         assert_eq!(m.siaddr(), c.address);
         assert_eq!(m.fname_str().unwrap().unwrap().trim_end_matches(char::from(0)), "undionly.kpxe");
         assert_eq!(m.xid(), 0x1234);
-        assert!(matches!(m.opts().get(v4::OptionCode::ClassIdentifier), Some(v4::DhcpOption::ClassIdentifier(c)) if c == b"PXEClient"));
+        assert!(
+            matches!(m.opts().get(v4::OptionCode::ClassIdentifier), Some(v4::DhcpOption::ClassIdentifier(c)) if c == b"PXEClient")
+        );
         // UEFI on 4011: ACK with ipxe.efi.
-        let m = reply(handle(&s, &c, &request(MessageType::Request, MAC, Some("PXEClient:Arch:00007"), Some(7), None), "10.0.0.50:68".parse().unwrap(), Port::Proxy));
+        let m = reply(handle(
+            &s,
+            &c,
+            &request(MessageType::Request, MAC, Some("PXEClient:Arch:00007"), Some(7), None),
+            "10.0.0.50:68".parse().unwrap(),
+            Port::Proxy,
+        ));
         assert_eq!(m.opts().msg_type(), Some(MessageType::Ack));
         assert_eq!(m.fname_str().unwrap().unwrap().trim_end_matches(char::from(0)), "ipxe.efi");
         // iPXE: the script URL.
-        let m = reply(handle(&s, &c, &request(MessageType::Discover, MAC, PXE, Some(0), Some(b"iPXE")), zero(), Port::Dhcp));
-        assert_eq!(m.fname_str().unwrap().unwrap().trim_end_matches(char::from(0)), "http://10.0.0.1:8080/boot/52-54-00-01-02-03.ipxe");
+        let m = reply(handle(
+            &s,
+            &c,
+            &request(MessageType::Discover, MAC, PXE, Some(0), Some(b"iPXE")),
+            zero(),
+            Port::Dhcp,
+        ));
+        assert_eq!(
+            m.fname_str().unwrap().unwrap().trim_end_matches(char::from(0)),
+            "http://10.0.0.1:8080/boot/52-54-00-01-02-03.ipxe"
+        );
     }
 
     #[test]
     fn proxy_leaves_other_clients_and_requests_alone() {
         let c = cfg();
         let s = state(&c);
-        assert!(matches!(handle(&s, &c, &request(MessageType::Discover, MAC, None, None, None), zero(), Port::Dhcp), Outcome::Drop { .. }));
-        assert!(matches!(handle(&s, &c, &request(MessageType::Discover, MAC, Some("MSFT 5.0"), None, None), zero(), Port::Dhcp), Outcome::Drop { .. }));
-        assert!(matches!(handle(&s, &c, &request(MessageType::Request, MAC, PXE, Some(0), None), zero(), Port::Dhcp), Outcome::Drop { .. }));
+        assert!(matches!(
+            handle(&s, &c, &request(MessageType::Discover, MAC, None, None, None), zero(), Port::Dhcp),
+            Outcome::Drop { .. }
+        ));
+        assert!(matches!(
+            handle(&s, &c, &request(MessageType::Discover, MAC, Some("MSFT 5.0"), None, None), zero(), Port::Dhcp),
+            Outcome::Drop { .. }
+        ));
+        assert!(matches!(
+            handle(&s, &c, &request(MessageType::Request, MAC, PXE, Some(0), None), zero(), Port::Dhcp),
+            Outcome::Drop { .. }
+        ));
         assert!(matches!(handle(&s, &c, &[1, 2, 3], zero(), Port::Dhcp), Outcome::Malformed { .. }));
     }
 
@@ -409,7 +465,8 @@ mod tests {
         let m = reply(handle(&s, &c, &request(MessageType::Discover, MAC, None, None, None), zero(), Port::Dhcp));
         assert_eq!(m.yiaddr(), "10.0.0.100".parse::<Ipv4Addr>().unwrap());
         assert!(m.fname().is_none_or(|f| f.is_empty()));
-        let mut req = Message::decode(&mut Decoder::new(&request(MessageType::Request, MAC, PXE, Some(0), None))).unwrap();
+        let mut req =
+            Message::decode(&mut Decoder::new(&request(MessageType::Request, MAC, PXE, Some(0), None))).unwrap();
         req.opts_mut().insert(v4::DhcpOption::RequestedIpAddress("10.0.0.100".parse().unwrap()));
         req.opts_mut().insert(v4::DhcpOption::ServerIdentifier(c.address));
         let m = reply(handle(&s, &c, &super::super::encode(&req), zero(), Port::Dhcp));
@@ -420,7 +477,8 @@ mod tests {
         assert!(std::fs::read_to_string(t.path().join("l.json")).unwrap().contains("10.0.0.100"));
         // Another machine asking for the same address is refused.
         let other = [0x52, 0x54, 0, 1, 2, 4];
-        let mut req2 = Message::decode(&mut Decoder::new(&request(MessageType::Request, other, None, None, None))).unwrap();
+        let mut req2 =
+            Message::decode(&mut Decoder::new(&request(MessageType::Request, other, None, None, None))).unwrap();
         req2.opts_mut().insert(v4::DhcpOption::RequestedIpAddress("10.0.0.100".parse().unwrap()));
         match handle(&s, &c, &super::super::encode(&req2), zero(), Port::Dhcp) {
             Outcome::Reply { msg, .. } => assert_eq!(msg.opts().msg_type(), Some(MessageType::Nak)),

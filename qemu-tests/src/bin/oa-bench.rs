@@ -108,7 +108,9 @@ fn bench_debian_ssh(ws: &Path) {
     let (warm, _) = run(false);
     std::fs::write(overlay.join("oa-bench"), "2\n").expect("overlay file");
     let (overlay_rebuild, log) = run(false);
-    let stage = |log: &str, name: &str| log.lines().find(|l| l.trim_start().starts_with(&format!("{name}:"))).unwrap_or("").trim().to_string();
+    let stage = |log: &str, name: &str| {
+        log.lines().find(|l| l.trim_start().starts_with(&format!("{name}:"))).unwrap_or("").trim().to_string()
+    };
     // "rootfs: 179740 KiB of files packed to 49624 KiB (13.58s)"
     let rootfs_line = stage(&log, "rootfs");
     let nums: Vec<u64> = rootfs_line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
@@ -120,10 +122,18 @@ fn bench_debian_ssh(ws: &Path) {
     println!("oa bench: debian-ssh (mmdebstrap + systemd + OpenSSH)");
     println!("  oa build, cold (--no-cache, mirror)  {:>7.2} s   [{}]", cold.as_secs_f64(), stage(&cold_log, "base"));
     println!("  oa build, nothing changed            {:>7.2} s", warm.as_secs_f64());
-    println!("  oa build, one overlay file changed   {:>7.2} s   [{}]", overlay_rebuild.as_secs_f64(), stage(&log, "base"));
+    println!(
+        "  oa build, one overlay file changed   {:>7.2} s   [{}]",
+        overlay_rebuild.as_secs_f64(),
+        stage(&log, "base")
+    );
     if nums.len() >= 2 {
         println!("  installed rootfs                     {:>7.1} MiB", nums[0] as f64 / 1024.0);
-        println!("  rootfs.squashfs (zstd)               {:>7.1} MiB   ratio {:.3}", nums[1] as f64 / 1024.0, nums[1] as f64 / nums[0] as f64);
+        println!(
+            "  rootfs.squashfs (zstd)               {:>7.1} MiB   ratio {:.3}",
+            nums[1] as f64 / 1024.0,
+            nums[1] as f64 / nums[0] as f64
+        );
     }
     println!("  boot to ready (systemd, 1 GiB)       {:>7.2} s", booted.as_secs_f64());
 }
@@ -139,7 +149,17 @@ fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot
     let cl = image::disk_cmdline(&m.cmdline);
     let f = |n: &str| out.join(n);
     let (kernel, initrd, rootfs) = (f(artifact::KERNEL), f(artifact::INITRAMFS), f(artifact::ROOTFS));
-    let spec = DiskSpec { title: &m.profile, arch: &m.arch, kernel: &kernel, initrd: &initrd, rootfs: &rootfs, cmdline: &cl, persistence_mib: 0, esp_mib: None, seed: b"bench" };
+    let spec = DiskSpec {
+        title: &m.profile,
+        arch: &m.arch,
+        kernel: &kernel,
+        initrd: &initrd,
+        rootfs: &rootfs,
+        cmdline: &cl,
+        persistence_mib: 0,
+        esp_mib: None,
+        seed: b"bench",
+    };
     let img = out.join("bench-disk.img");
     let mut times = Vec::new();
     let mut disk = None;
@@ -162,22 +182,50 @@ fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot
     let mapped = disk.bmap.mapped_bytes();
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let accel = detect_accel(&m.arch);
-    let bios = boot(&Spec::from_disk(&m.arch, DiskBoot::detect(&img, true).expect("disk"), Firmware::Bios, accel), "disk.img, SeaBIOS + syslinux");
-    let (fw, _vars) = UefiFiles::locate(&m.arch).and_then(|u| u.for_run(&std::env::temp_dir())).expect("OVMF (make deps)");
-    let uefi = boot(&Spec::from_disk(&m.arch, DiskBoot::detect(&img, true).expect("disk"), fw, accel), "disk.img, OVMF + systemd-boot");
+    let bios = boot(
+        &Spec::from_disk(&m.arch, DiskBoot::detect(&img, true).expect("disk"), Firmware::Bios, accel),
+        "disk.img, SeaBIOS + syslinux",
+    );
+    let (fw, _vars) =
+        UefiFiles::locate(&m.arch).and_then(|u| u.for_run(&std::env::temp_dir())).expect("OVMF (make deps)");
+    let uefi = boot(
+        &Spec::from_disk(&m.arch, DiskBoot::detect(&img, true).expect("disk"), fw, accel),
+        "disk.img, OVMF + systemd-boot",
+    );
     let _ = std::fs::remove_file(&img);
     let _ = std::fs::remove_file(&qcow2);
     println!();
-    println!("oa bench: disk image of tiny (GPT, ESP {} MiB, root {} MiB)", disk.layout.partitions[0].size() >> 20, disk.layout.partitions[1].size() >> 20);
+    println!(
+        "oa bench: disk image of tiny (GPT, ESP {} MiB, root {} MiB)",
+        disk.layout.partitions[0].size() >> 20,
+        disk.layout.partitions[1].size() >> 20
+    );
     println!("  write disk.img + bmap (median of 3)  {:>7.2} s", write.as_secs_f64());
     println!("  qemu-img convert to qcow2            {:>7.2} s", qcow2_time.as_secs_f64());
     println!("  kernel + initramfs + rootfs          {:>7.2} MiB", mib(parts));
-    println!("  disk.img size                        {:>7.2} MiB   overhead {:.2} MiB ({:.1}%)", mib(size), mib(size - parts), (size - parts) as f64 * 100.0 / parts as f64);
+    println!(
+        "  disk.img size                        {:>7.2} MiB   overhead {:.2} MiB ({:.1}%)",
+        mib(size),
+        mib(size - parts),
+        (size - parts) as f64 * 100.0 / parts as f64
+    );
     println!("  disk.img allocated (sparse)          {:>7.2} MiB", mib(allocated));
-    println!("  bmap: mapped (what oa flash writes)  {:>7.2} MiB   overhead {:.2} MiB", mib(mapped), mib(mapped.saturating_sub(parts)));
+    println!(
+        "  bmap: mapped (what oa flash writes)  {:>7.2} MiB   overhead {:.2} MiB",
+        mib(mapped),
+        mib(mapped.saturating_sub(parts))
+    );
     println!("  disk.qcow2                           {:>7.2} MiB", mib(qsize));
-    println!("  boot to ready, SeaBIOS + syslinux    {:>7.2} s   ({:.2}x the -kernel boot)", bios.as_secs_f64(), bios.as_secs_f64() / kernel_boot.as_secs_f64());
-    println!("  boot to ready, OVMF + systemd-boot   {:>7.2} s   ({:.2}x the -kernel boot)", uefi.as_secs_f64(), uefi.as_secs_f64() / kernel_boot.as_secs_f64());
+    println!(
+        "  boot to ready, SeaBIOS + syslinux    {:>7.2} s   ({:.2}x the -kernel boot)",
+        bios.as_secs_f64(),
+        bios.as_secs_f64() / kernel_boot.as_secs_f64()
+    );
+    println!(
+        "  boot to ready, OVMF + systemd-boot   {:>7.2} s   ({:.2}x the -kernel boot)",
+        uefi.as_secs_f64(),
+        uefi.as_secs_f64() / kernel_boot.as_secs_f64()
+    );
 }
 
 fn oa_build(ws: &Path, out: &Path, no_cache: bool) {
@@ -213,7 +261,10 @@ fn make_baseline(path: &Path) {
     let mut a = Archive::new();
     a.add_file("bin/busybox", 0o755, Source::Path(tmp.join("bin/busybox")));
     a.add("dev/console", Member::CharDev { mode: 0o600, major: 5, minor: 1 });
-    let script = format!("#!/bin/busybox sh\n/bin/busybox echo \"{} host=baseline\"\n/bin/busybox poweroff -f\n", oa_contract::READY_LINE);
+    let script = format!(
+        "#!/bin/busybox sh\n/bin/busybox echo \"{} host=baseline\"\n/bin/busybox poweroff -f\n",
+        oa_contract::READY_LINE
+    );
     a.add_file("init", 0o755, Source::Bytes(script.into_bytes()));
     a.write_zstd(path).expect("writing baseline initramfs");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -242,9 +293,17 @@ fn bench_persistence(ws: &Path, plain: Option<Duration>) {
     // tiny-persist without boot counting: the bench stops QEMU at the ready line, before the
     // boot is marked good, and must not trigger a rollback.
     let profile = dir.join("tiny-persist-bench.toml");
-    std::fs::write(&profile, "include = [\"../../profiles/tiny-persist.toml\"]\n[persistence]\nboot_attempts = 0\n").expect("bench profile");
+    std::fs::write(&profile, "include = [\"../../profiles/tiny-persist.toml\"]\n[persistence]\nboot_attempts = 0\n")
+        .expect("bench profile");
     let out = dir.join("tiny-persist");
-    let o = Command::new(oa_bin()).current_dir(ws).arg("build").arg(&profile).arg("--out").arg(&out).output().expect("running oa build");
+    let o = Command::new(oa_bin())
+        .current_dir(ws)
+        .arg("build")
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("running oa build");
     assert!(o.status.success(), "oa build tiny-persist failed:\n{}", String::from_utf8_lossy(&o.stderr));
     let m = read_manifest(&out).expect("manifest");
     let disk = dir.join("persist-disk.img");
@@ -280,7 +339,13 @@ fn bench_persistence(ws: &Path, plain: Option<Duration>) {
         unlocked.push(t);
     }
     let console = std::fs::read_to_string(&log2).unwrap_or_default();
-    let unlock_ms = console.lines().find(|l| l.contains("stage persist: unlocked")).and_then(|l| l.rsplit(" in ").next()).and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0);
+    let unlock_ms = console
+        .lines()
+        .find(|l| l.contains("stage persist: unlocked"))
+        .and_then(|l| l.rsplit(" in ").next())
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
     let u = median(&mut unlocked);
     println!();
     println!("oa bench, persistence (key file, pbkdf2 1000 iterations, median of {RUNS})");
