@@ -25,7 +25,7 @@ AARCH64_TARGET := aarch64-unknown-linux-musl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_QEMU := qemu-system-x86
 
-.PHONY: all deps build run test bench clean check-deps
+.PHONY: all deps build run test check bench clean check-deps
 
 all: build
 
@@ -65,7 +65,13 @@ build: deps
 run: build
 	$(OA) run $(PROFILE)
 
-test: build
+# Formatting and lints are gates: `make test` runs this first, so CI enforces it. Clippy uses
+# the release profile, so it shares the dependency builds of `make build` and `make test`.
+check:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+test: build check
 	$(CARGO) test --release --workspace -- --test-threads=2
 
 bench: build

@@ -346,30 +346,6 @@ pub fn write_sd_image(tree: &Path, rootfs: &Path, out: &Path, disk_id: u32) -> R
     result.map(|_| parts)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mbr_round_trips() {
-        let parts = vec![
-            MbrPart { bootable: true, kind: TYPE_FAT32_LBA, start_lba: 2048, sectors: 131072 },
-            MbrPart { bootable: false, kind: TYPE_LINUX, start_lba: 133120, sectors: 4096 },
-        ];
-        let b = mbr(0x1234abcd, &parts);
-        assert_eq!(parse_mbr(&b).unwrap(), (0x1234abcd, parts));
-    }
-
-    #[test]
-    fn config_txt_boots_our_kernel_and_initramfs() {
-        let c = config_txt("p", &["dtparam=audio=off".into()]);
-        assert!(c.contains("arm_64bit=1\n"));
-        assert!(c.contains("kernel=kernel8.img\n"));
-        assert!(c.contains("initramfs initramfs.img followkernel\n"));
-        assert!(c.ends_with("dtparam=audio=off\n"));
-    }
-}
-
 /// The Raspberry Pi stage's result, kept in the cache: `<dir>/rpi/` (the tree) and
 /// `<dir>/rpi.img` with its digest.
 pub struct RpiOut {
@@ -474,8 +450,32 @@ pub fn stage(i: &StageInputs) -> Result<(RpiOut, bool, String)> {
         "rpi/ ({nfiles} files, {} device trees) + rpi.img {} MiB (boot {} MiB FAT, root {} MiB)",
         dtbs.len(),
         size >> 20,
-        parts[0].sectors as u64 * 512 >> 20,
-        parts[1].sectors as u64 * 512 >> 20
+        (parts[0].sectors as u64 * 512) >> 20,
+        (parts[1].sectors as u64 * 512) >> 20
     );
     Ok((RpiOut { dir, img_sha256: sha, img_size: size }, false, detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbr_round_trips() {
+        let parts = vec![
+            MbrPart { bootable: true, kind: TYPE_FAT32_LBA, start_lba: 2048, sectors: 131072 },
+            MbrPart { bootable: false, kind: TYPE_LINUX, start_lba: 133120, sectors: 4096 },
+        ];
+        let b = mbr(0x1234abcd, &parts);
+        assert_eq!(parse_mbr(&b).unwrap(), (0x1234abcd, parts));
+    }
+
+    #[test]
+    fn config_txt_boots_our_kernel_and_initramfs() {
+        let c = config_txt("p", &["dtparam=audio=off".into()]);
+        assert!(c.contains("arm_64bit=1\n"));
+        assert!(c.contains("kernel=kernel8.img\n"));
+        assert!(c.contains("initramfs initramfs.img followkernel\n"));
+        assert!(c.ends_with("dtparam=audio=off\n"));
+    }
 }

@@ -284,26 +284,6 @@ fn path_mounts(paths: &[String]) -> Vec<PathMount> {
     rels.into_iter().map(|rel| PathMount { key: rel.replace('%', "%25").replace('/', "%2f"), rel }).collect()
 }
 
-#[cfg(test)]
-mod path_tests {
-    use super::*;
-
-    #[test]
-    fn parents_first_escaped_and_unique() {
-        let v = path_mounts(&[
-            "/etc/ssh".into(),
-            "/etc".into(),
-            "/var/lib/".into(),
-            "/etc".into(),
-            "/../x".into(),
-            "/".into(),
-        ]);
-        let rels: Vec<&str> = v.iter().map(|m| m.rel.as_str()).collect();
-        assert_eq!(rels, ["etc", "etc/ssh", "var/lib"]);
-        assert_eq!(v[1].key, "etc%2fssh");
-    }
-}
-
 fn save_bootargs(args: &BootArgs) {
     if let Err(e) = std::fs::write(bootargs::SAVED, args.render().join(" ") + "\n") {
         console::warn(&format!("write {}: {e} (stage 2 will read /proc/cmdline only)", bootargs::SAVED));
@@ -338,4 +318,24 @@ fn exec(init: &str, argv: &[String]) -> Result<std::convert::Infallible> {
     let path = c(init)?;
     let argv: Vec<CString> = argv.iter().map(|a| c(a)).collect::<Result<_>>()?;
     nix::unistd::execv(&path, &argv).sys("exec", init)
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn parents_first_escaped_and_unique() {
+        let v = path_mounts(&[
+            "/etc/ssh".into(),
+            "/etc".into(),
+            "/var/lib/".into(),
+            "/etc".into(),
+            "/../x".into(),
+            "/".into(),
+        ]);
+        let rels: Vec<&str> = v.iter().map(|m| m.rel.as_str()).collect();
+        assert_eq!(rels, ["etc", "etc/ssh", "var/lib"]);
+        assert_eq!(v[1].key, "etc%2fssh");
+    }
 }

@@ -130,7 +130,7 @@ pub fn demo_repo(dir: &Path, repo: &str, cache_root: &Path, kernel_modules: Opti
     for applet in list.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
         let _ = symlink("busybox", bb.join("usr/bin").join(applet));
     }
-    let version = info.version.split(':').last().unwrap_or("1").replace('-', ".") + "-1";
+    let version = info.version.split(':').next_back().unwrap_or("1").replace('-', ".") + "-1";
     pkgs.push(build_package(
         &spec("busybox", &version, "oa: Debian's busybox-static", &["filesystem"]),
         &bb,

@@ -65,10 +65,10 @@ fn check_options(buf: &[u8]) -> Result<(), Malformed> {
         }
         let ok = match code {
             53 => len == 1,
-            1 | 3 | 6 if len % 4 != 0 || len == 0 => false,
+            1 | 3 | 6 if !len.is_multiple_of(4) || len == 0 => false,
             1 | 28 | 50 | 51 | 54 | 58 | 59 => len == 4,
             57 => len == 2,
-            93 => len >= 2 && len % 2 == 0,
+            93 => len >= 2 && len.is_multiple_of(2),
             61 | 60 | 77 | 97 | 12 => len >= 1,
             _ => true,
         };
