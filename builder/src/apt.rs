@@ -2,6 +2,7 @@
 //! fetch it with `apt-get download` into the package cache (outside the repository), verify its
 //! sha256 against apt's index, and reuse it on later builds.
 
+use crate::cache::Store;
 use crate::deb;
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
@@ -146,73 +147,69 @@ impl PackageCache {
                 return Err(e);
             }
         };
-        let path = self.dir.join(&info.file_name);
-        let verified = self.dir.join(format!("{}.sha256", info.file_name));
-        if path.exists() && std::fs::read_to_string(&verified).is_ok_and(|s| s.trim() == info.sha256) {
-            return Ok((path, info));
-        }
-        eprintln!("    downloading {} {} ({})", info.name, info.version, info.arch);
-        let tmp = tempfile_dir(&self.dir)?;
-        let out = Command::new("apt-get")
-            .current_dir(&tmp)
-            .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
-            .arg(format!("{}:{}={}", info.name, info.arch, info.version))
-            .output()
-            .map_err(|e| Error::ToolMissing {
-                tool: "apt-get".into(),
-                why: e.to_string(),
-                hint: "install apt".into(),
-            })?;
-        if !out.status.success() {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(Error::Package {
-                package: name.into(),
-                reason: format!("apt-get download failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
-            });
-        }
-        let got = std::fs::read_dir(&tmp)
-            .ctx("listing download folder", &tmp)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-            .ok_or_else(|| Error::Package {
-                package: name.into(),
-                reason: "apt-get download wrote no .deb file".into(),
-            })?;
-        let digest = hash::sha256_file(&got)?;
-        if digest != info.sha256 {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(Error::Package {
-                package: name.into(),
-                reason: format!("downloaded file has sha256 {digest}, apt's index says {}", info.sha256),
-            });
-        }
-        std::fs::rename(&got, &path).ctx("moving download into the cache", &path)?;
-        std::fs::write(&verified, &info.sha256).ctx("writing", &verified)?;
-        let _ = std::fs::remove_dir_all(&tmp);
-        Ok((path, info))
+        // Entries are named by the package's sha256 from apt's index: content-addressed, and
+        // checked against the download before the entry exists.
+        let store = Store::open_dir(&self.dir)?;
+        let (entry, _) = store.get_or_build(DEB_ENTRY, &info.sha256, false, |scratch| {
+            eprintln!("    downloading {} {} ({})", info.name, info.version, info.arch);
+            let out = Command::new("apt-get")
+                .current_dir(scratch.path())
+                .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+                .arg(format!("{}:{}={}", info.name, info.arch, info.version))
+                .output()
+                .map_err(|e| Error::ToolMissing {
+                    tool: "apt-get".into(),
+                    why: e.to_string(),
+                    hint: "install apt".into(),
+                })?;
+            if !out.status.success() {
+                return Err(Error::Package {
+                    package: name.into(),
+                    reason: format!("apt-get download failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                });
+            }
+            let got = std::fs::read_dir(scratch.path())
+                .ctx("listing download folder", scratch.path())?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "deb"))
+                .ok_or_else(|| Error::Package {
+                    package: name.into(),
+                    reason: "apt-get download wrote no .deb file".into(),
+                })?;
+            let want = scratch.join(&info.file_name);
+            std::fs::rename(&got, &want).ctx("naming the download", &want)?;
+            let digest = scratch.seal(&info.file_name)?;
+            if digest != info.sha256 {
+                return Err(Error::Package {
+                    package: name.into(),
+                    reason: format!("downloaded file has sha256 {digest}, apt's index says {}", info.sha256),
+                });
+            }
+            Ok(())
+        })?;
+        Ok((entry.file(&info.file_name), info))
     }
 
     /// The newest verified cached .deb of `name` for `arch`, when apt cannot be asked.
     fn newest_cached(&self, name: &str, arch: &str) -> Option<(PathBuf, PackageInfo)> {
-        let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
-        for e in std::fs::read_dir(&self.dir).ok()?.flatten() {
-            let p = e.path();
-            let f = p.file_name()?.to_string_lossy().to_string();
-            if f.starts_with(&format!("{name}_"))
-                && f.ends_with(&format!("_{arch}.deb"))
-                && self.dir.join(format!("{f}.sha256")).exists()
-            {
-                let t = e.metadata().ok()?.modified().ok()?;
-                if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
-                    best = Some((t, p));
+        let store = Store::open_dir(&self.dir).ok()?;
+        let mut best: Option<(std::time::SystemTime, PathBuf, String)> = None;
+        for entry in store.entries(DEB_ENTRY) {
+            for e in std::fs::read_dir(&entry.dir).ok()?.flatten() {
+                let f = e.file_name().to_string_lossy().to_string();
+                if f.starts_with(&format!("{name}_")) && f.ends_with(&format!("_{arch}.deb")) {
+                    let (Ok(t), Ok(sha256)) = (e.metadata().and_then(|m| m.modified()), entry.digest(&f)) else {
+                        continue;
+                    };
+                    if best.as_ref().is_none_or(|(bt, _, _)| t > *bt) {
+                        best = Some((t, e.path(), sha256));
+                    }
                 }
             }
         }
-        let (_, path) = best?;
+        let (_, path, sha256) = best?;
         let c = deb::control(&path).ok()?;
-        let sha256 =
-            std::fs::read_to_string(self.dir.join(format!("{}.sha256", path.file_name()?.to_string_lossy()))).ok()?;
         Some((
             path.clone(),
             PackageInfo {
@@ -220,12 +217,15 @@ impl PackageCache {
                 version: c.get("Version")?.into(),
                 arch: arch.into(),
                 file_name: path.file_name()?.to_string_lossy().into(),
-                sha256: sha256.trim().into(),
+                sha256,
                 depends: c.depends(),
             },
         ))
     }
 }
+
+/// The cache entries of downloaded packages: `<cache>/debs/deb-<sha256>/<file name>`.
+const DEB_ENTRY: &str = "deb";
 
 /// A fresh private directory inside `parent`.
 pub fn tempfile_dir(parent: &Path) -> Result<PathBuf> {

@@ -171,35 +171,15 @@ pub fn info(a: InfoArgs) -> Result<i32> {
 pub fn graph(a: GraphArgs) -> Result<i32> {
     let resolved = profile::load(&a.profile)?;
     let name = |p: &Path| p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let mut pipeline = vec![
-        ("profile", "packages"),
-        ("packages", "kernel"),
-        ("packages", "rootfs"),
-        ("overlays", "rootfs"),
-        ("oa-init", "rootfs"),
-        ("oa-init", "initramfs"),
-        ("kernel", "initramfs"),
-        ("kernel", "vmlinuz"),
-        ("rootfs", "rootfs.squashfs"),
-        ("initramfs", "initramfs.img"),
-        ("vmlinuz", "manifest.json"),
-        ("rootfs.squashfs", "manifest.json"),
-        ("initramfs.img", "manifest.json"),
-    ];
-    if resolved.profile.image.disk {
-        pipeline.extend([
-            ("vmlinuz", "disk.img"),
-            ("initramfs.img", "disk.img"),
-            ("rootfs.squashfs", "disk.img"),
-            ("disk.img", "disk.img.bmap"),
-            ("disk.img", "manifest.json"),
-        ]);
-        if resolved.profile.image.qcow2 {
-            pipeline.push(("disk.img", "disk.qcow2"));
-        }
-    }
+    // The pipeline as the build runs it (pipeline.rs): never a second, hand-kept copy.
+    let graph = crate::pipeline::graph(&resolved.profile);
+    let pipeline = graph.edges.clone();
     let top = resolved.files.last().map(|p| name(p)).unwrap_or_default();
     match a.format {
+        GraphFormat::Json => {
+            let j = serde_json::json!({"profile": resolved.profile.name, "pipeline": graph});
+            println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        }
         GraphFormat::Dot => {
             println!("digraph oa {{\n  rankdir=LR;\n  subgraph cluster_includes {{\n    label=\"includes\";");
             for f in &resolved.files {
@@ -209,6 +189,9 @@ pub fn graph(a: GraphArgs) -> Result<i32> {
                 println!("    \"{}\" -> \"{}\" [label=include];", name(from), name(to));
             }
             println!("  }}\n  subgraph cluster_pipeline {{\n    label=\"build pipeline\";");
+            for s in &graph.stages {
+                println!("    \"{s}\" [shape=box];");
+            }
             for (a, b) in pipeline {
                 println!("    \"{a}\" -> \"{b}\";");
             }

@@ -37,6 +37,12 @@ pub enum Error {
     #[error("output directory {}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
 
+    #[error("build pipeline: stage `{stage}` needs {needs}, which no earlier stage produced (a bug in oa: please report it)")]
+    Pipeline { stage: &'static str, needs: &'static str },
+
+    #[error("build cache {}: {reason}", path.display())]
+    Cache { path: PathBuf, reason: String },
+
     #[error(transparent)]
     Flash(#[from] crate::flash::FlashError),
 

@@ -59,19 +59,18 @@ pub fn normalize(name: &str) -> String {
 }
 
 const INDEX_FILE: &str = ".oa-modindex.json";
-/// Marks a finished unpack; the suffix changes when what an unpack keeps changes.
-pub const COMPLETE: &str = ".oa-complete-v2";
+/// Part of the cache key of an unpacked kernel: changes when what an unpack keeps changes.
+const UNPACK_VERSION: &str = "v2";
 
 impl Kernel {
-    /// Unpack `deb_path` into `cache_root/kernels/<file stem>/` (once; a marker file says the
-    /// unpack finished) and index its modules.
-    pub fn from_deb(deb_path: &Path, cache_root: &Path) -> Result<Kernel> {
-        let stem = deb_path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        let kernels = cache_root.join("kernels");
-        let root = kernels.join(&stem);
-        if !root.join(COMPLETE).exists() {
-            std::fs::create_dir_all(&kernels).ctx("creating", &kernels)?;
-            let tmp = crate::apt::tempfile_dir(&kernels)?;
+    /// Unpack `deb_path` into a cache entry (once, keyed by the package file name, which names
+    /// the package, version and architecture) and index its modules. `rebuild` unpacks again.
+    pub fn from_deb(deb_path: &Path, cache_root: &Path, rebuild: bool) -> Result<(Kernel, bool)> {
+        let store = crate::cache::Store::open_dir(&cache_root.join("kernels"))?;
+        let mut key = crate::hash::Key::new("kernel");
+        key.add("deb", deb_path.file_name().unwrap_or_default().as_encoded_bytes())
+            .add("unpack", UNPACK_VERSION.as_bytes());
+        let (entry, made) = store.get_or_build("kernel", &key.hex(), rebuild, |scratch| {
             eprintln!("    unpacking kernel package {}", deb_path.display());
             // Path::starts_with compares whole components, so the device-tree folder
             // (usr/lib/linux-image-<release>/) is matched on the string.
@@ -81,32 +80,19 @@ impl Kernel {
                     || p.starts_with("usr/lib/modules")
                     || p.to_string_lossy().starts_with("usr/lib/linux-image-")
             };
-            deb::extract(deb_path, &tmp, &keep)?;
-            let index = build_index(&tmp)?;
-            let json = serde_json::to_vec(&index).map_err(|e| Error::Other(e.to_string()))?;
-            std::fs::write(tmp.join(INDEX_FILE), json).ctx("writing module index in", &tmp)?;
-            std::fs::write(tmp.join(COMPLETE), b"").ctx("marking complete", &tmp)?;
-            if root.exists() {
-                std::fs::remove_dir_all(&root).ctx("removing stale unpack", &root)?;
-            }
-            std::fs::rename(&tmp, &root).ctx("moving unpacked kernel into place", &root)?;
-        }
-        Self::open(&root)
+            deb::extract(deb_path, scratch.path(), &keep)?;
+            Self::index_tree(scratch.path())
+        })?;
+        Ok((Self::open(&entry.dir)?, made.is_none()))
     }
 
     /// Index the modules of an unpacked kernel tree (`boot/vmlinuz-<rel>` and
-    /// `[usr/]lib/modules/<rel>/`, uncompressed `.ko`) made by another source than a .deb
-    /// (an Arch `linux` package: bases/arch.rs), and mark it complete.
+    /// `[usr/]lib/modules/<rel>/`, uncompressed `.ko`), from a .deb or another source (an Arch
+    /// `linux` package: bases/arch.rs).
     pub fn index_tree(root: &Path) -> Result<()> {
         let index = build_index(root)?;
-        let json = serde_json::to_vec(&index).map_err(|e| Error::Other(e.to_string()))?;
-        std::fs::write(root.join(INDEX_FILE), json).ctx("writing module index in", root)?;
-        std::fs::write(root.join(COMPLETE), b"").ctx("marking complete", root)
-    }
-
-    /// Is this unpacked kernel tree complete (see [`Kernel::index_tree`])?
-    pub fn tree_complete(root: &Path) -> bool {
-        root.join(COMPLETE).exists()
+        let json = serde_json::to_vec(&index).map_err(|e| Error::Kernel(format!("encoding the module index: {e}")))?;
+        std::fs::write(root.join(INDEX_FILE), json).ctx("writing module index in", root)
     }
 
     /// Open an unpacked kernel tree (made by [`Kernel::from_deb`]).

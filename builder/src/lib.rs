@@ -2,12 +2,14 @@
 //! folder with a manifest; and the QEMU runner that boots it.
 //!
 //! Modules follow the build flow: [`profile`] (read, compose, validate), [`apt`] and [`deb`]
-//! (packages), [`kernel`], [`rootfs`], [`squashfs`], [`initramfs`], [`build`] (the pipeline and
-//! its cache), [`qemu`] (booting). [`commands`] holds one function per CLI subcommand.
+//! (packages), [`kernel`], [`rootfs`], [`squashfs`], [`initramfs`], [`image`], [`rpi`];
+//! [`pipeline`] lists the stages, [`stages`] holds their bodies, [`build`] folds over them and
+//! [`cache`] keeps what they made; [`qemu`] boots the result. [`commands`] holds one function per CLI subcommand.
 
 pub mod apt;
 pub mod bases;
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod deb;
@@ -20,10 +22,12 @@ pub mod image;
 pub mod initbin;
 pub mod initramfs;
 pub mod kernel;
+pub mod pipeline;
 pub mod profile;
 pub mod qemu;
 pub mod rootfs;
 pub mod rpi;
 pub mod serve;
 pub mod squashfs;
+pub mod stages;
 pub mod tool;

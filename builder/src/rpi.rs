@@ -45,22 +45,22 @@ pub fn firmware_dir(source: &str, cache_root: &Path) -> Result<PathBuf> {
     if source != "package" {
         return Ok(PathBuf::from(source));
     }
+    // The private apt state that fetches the package (not a cache entry: apt keeps it).
     let base = cache_root.join("rpi-firmware");
     std::fs::create_dir_all(&base).ctx("creating", &base)?;
     let deb = fetch_firmware_package(&base)?;
-    let stem = deb.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let dir = base.join(&stem);
-    if !dir.join(".oa-complete").exists() {
-        let tmp = tempfile_dir(&base)?;
-        crate::deb::extract(&deb, &tmp, &|p| p.starts_with("usr/lib/raspi-firmware"))?;
-        let src = tmp.join("usr/lib/raspi-firmware");
-        std::fs::write(src.join(".oa-complete"), b"").ctx("marking complete", &src)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&src, &dir).ctx("moving firmware into the cache", &dir)?;
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    Ok(dir)
+    let mut key = crate::hash::Key::new("rpi-firmware");
+    key.add("deb", deb.file_name().unwrap_or_default().as_encoded_bytes());
+    let store = crate::cache::Store::open(cache_root)?;
+    let (entry, _) = store.get_or_build("rpi-firmware", &key.hex(), false, |scratch| {
+        crate::deb::extract(&deb, scratch.path(), &|p| p.starts_with(FIRMWARE_IN_PACKAGE))?;
+        Ok(())
+    })?;
+    Ok(entry.file(FIRMWARE_IN_PACKAGE))
 }
+
+/// Where the raspi-firmware package keeps the firmware.
+const FIRMWARE_IN_PACKAGE: &str = "usr/lib/raspi-firmware";
 
 /// The host's Debian mirror and release, from its apt sources and os-release.
 fn host_mirror() -> (String, String) {
@@ -376,6 +376,7 @@ impl RpiOut {
 pub struct StageInputs<'a> {
     pub profile: &'a crate::profile::Profile,
     pub cache_root: &'a Path,
+    pub store: &'a crate::cache::Store,
     pub kernel: &'a crate::kernel::Kernel,
     pub kernel_sha: &'a str,
     pub initrd: &'a Path,
@@ -387,7 +388,7 @@ pub struct StageInputs<'a> {
 }
 
 /// Make (or reuse from the cache) the `rpi/` tree and `rpi.img`.
-pub fn stage(i: &StageInputs) -> Result<(RpiOut, bool, String)> {
+pub fn stage(i: &StageInputs) -> Result<(RpiOut, crate::pipeline::Outcome)> {
     use oa_contract::manifest::artifact;
     let p = i.profile;
     let firmware = firmware_dir(&p.rpi.firmware, i.cache_root)?;
@@ -406,19 +407,9 @@ pub fn stage(i: &StageInputs) -> Result<(RpiOut, bool, String)> {
     key.add("cmdline", i.cmdline.join(" ").as_bytes())
         .add("config", p.rpi.config.join("\n").as_bytes())
         .add("profile", p.name.as_bytes());
-    let stages = i.cache_root.join("stages");
-    let dir = stages.join(format!("rpi-{}", key.hex()));
-    let sha_file = dir.join(format!("{}.sha256", artifact::RPI_IMAGE));
-    if !i.no_cache && sha_file.is_file() {
-        let img_sha256 = std::fs::read_to_string(&sha_file).ctx("reading", &sha_file)?.trim().to_string();
-        let img_size =
-            std::fs::metadata(dir.join(artifact::RPI_IMAGE)).ctx("reading", dir.join(artifact::RPI_IMAGE))?.len();
-        return Ok((RpiOut { dir, img_sha256, img_size }, true, "unchanged".into()));
-    }
-    let tmp = tempfile_dir(&stages)?;
-    let result = (|| -> Result<(u64, String, usize, Vec<MbrPart>)> {
+    let (entry, made) = i.store.get_or_build("rpi", &key.hex(), i.no_cache, |scratch| {
         let names = write_tree(
-            &tmp.join(artifact::RPI_TREE),
+            &scratch.join(artifact::RPI_TREE),
             &TreeInputs {
                 profile: &p.name,
                 firmware: &firmware,
@@ -430,30 +421,29 @@ pub fn stage(i: &StageInputs) -> Result<(RpiOut, bool, String)> {
             },
         )?;
         let disk_id = u32::from_str_radix(&i.rootfs_sha[..8], 16).unwrap_or(0x6f61_0001);
-        let img = tmp.join(artifact::RPI_IMAGE);
-        let parts = write_sd_image(&tmp.join(artifact::RPI_TREE), i.rootfs, &img, disk_id)?;
-        let sha = crate::hash::sha256_file(&img)?;
-        std::fs::write(tmp.join(format!("{}.sha256", artifact::RPI_IMAGE)), &sha).ctx("writing digest in", &tmp)?;
+        let img = scratch.join(artifact::RPI_IMAGE);
+        let parts = write_sd_image(&scratch.join(artifact::RPI_TREE), i.rootfs, &img, disk_id)?;
+        scratch.seal(artifact::RPI_IMAGE)?;
         let size = std::fs::metadata(&img).ctx("reading", &img)?.len();
-        Ok((size, sha, names.len(), parts))
-    })();
-    let (size, sha, nfiles, parts) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
+        Ok(format!(
+            "rpi/ ({} files, {} device trees) + rpi.img {} MiB (boot {} MiB FAT, root {} MiB)",
+            names.len(),
+            dtbs.len(),
+            size >> 20,
+            (parts[0].sectors as u64 * 512) >> 20,
+            (parts[1].sectors as u64 * 512) >> 20
+        ))
+    })?;
+    let out = RpiOut {
+        img_sha256: entry.digest(artifact::RPI_IMAGE)?,
+        img_size: entry.size(artifact::RPI_IMAGE)?,
+        dir: entry.dir,
     };
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).ctx("storing the Raspberry Pi stage in the cache", &dir)?;
-    let detail = format!(
-        "rpi/ ({nfiles} files, {} device trees) + rpi.img {} MiB (boot {} MiB FAT, root {} MiB)",
-        dtbs.len(),
-        size >> 20,
-        (parts[0].sectors as u64 * 512) >> 20,
-        (parts[1].sectors as u64 * 512) >> 20
-    );
-    Ok((RpiOut { dir, img_sha256: sha, img_size: size }, false, detail))
+    let outcome = match made {
+        Some(detail) => crate::pipeline::Outcome::made(detail),
+        None => crate::pipeline::Outcome::cached("unchanged"),
+    };
+    Ok((out, outcome))
 }
 
 #[cfg(test)]

@@ -190,19 +190,15 @@ pub fn classify(text: &str, p: &Profile) -> Error {
 }
 
 /// The kernel of an Arch base tree: `/usr/lib/modules/<release>/vmlinuz` and its modules,
-/// unpacked once into `<cache>/kernels/arch-<base key>/` (compressed `.ko.zst`/`.ko.xz`
-/// modules are decompressed there) and indexed.
-pub fn kernel(base: &super::BaseTree, cache_root: &Path, no_cache: bool) -> Result<(Kernel, bool)> {
-    let kernels = cache_root.join("kernels");
-    let root = kernels.join(format!("arch-{}", &base.key[..32]));
-    if Kernel::tree_complete(&root) && !no_cache {
-        return Ok((Kernel::open(&root)?, true));
-    }
-    std::fs::create_dir_all(&kernels).ctx("creating", &kernels)?;
-    let tmp = crate::apt::tempfile_dir(&kernels)?;
-    let result = (|| -> Result<()> {
+/// unpacked once into a cache entry keyed by the base tree (compressed `.ko.zst`/`.ko.xz`
+/// modules are decompressed there) and indexed. Returns whether it came from the cache.
+pub fn kernel(base: &super::Tree, store: &crate::cache::Store, no_cache: bool) -> Result<(Kernel, bool)> {
+    let mut key = crate::hash::Key::new("kernel-arch");
+    key.add("base", base.key.as_bytes());
+    let (entry, made) = store.get_or_build("kernel", &key.hex(), no_cache, |scratch| {
+        let tmp = scratch.path();
         let mut c = Command::new("tar");
-        c.arg("-C").arg(&tmp).args(["--wildcards", "-xf"]).arg(&base.tar).arg("./usr/lib/modules/*");
+        c.arg("-C").arg(tmp).args(["--wildcards", "-xf"]).arg(&base.tar).arg("./usr/lib/modules/*");
         crate::tool::run(&mut c, "tar", "install tar").map_err(|_| {
             Error::Kernel(
                 "the Arch base has no /usr/lib/modules: add the kernel package (`linux`) to [packages] arch".into(),
@@ -232,17 +228,9 @@ pub fn kernel(base: &super::BaseTree, cache_root: &Path, no_cache: bool) -> Resu
         std::fs::rename(moddir.join(&rel).join("vmlinuz"), boot.join(format!("vmlinuz-{rel}")))
             .ctx("moving vmlinuz", &boot)?;
         decompress_modules(&moddir.join(&rel))?;
-        Kernel::index_tree(&tmp)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if root.exists() {
-        std::fs::remove_dir_all(&root).ctx("removing stale kernel tree", &root)?;
-    }
-    std::fs::rename(&tmp, &root).ctx("moving kernel tree into place", &root)?;
-    Ok((Kernel::open(&root)?, false))
+        Kernel::index_tree(tmp)
+    })?;
+    Ok((Kernel::open(&entry.dir)?, made.is_none()))
 }
 
 /// `.ko.zst` / `.ko.xz` / `.ko.gz` -> `.ko` (the initramfs loader reads plain modules).

@@ -10,15 +10,39 @@ pub mod archpkg;
 pub mod customize;
 pub mod debian;
 
-use crate::error::{Error, IoContext, Result};
-use crate::hash::{self, Key};
+use crate::cache::Store;
+use crate::error::{Error, Result};
+use crate::hash::Key;
+use crate::pipeline::Outcome;
 use crate::profile::{Base, Profile};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A base tree in the cache: `stages/base-<key>.tar` (numeric owners, xattrs).
+/// The base a root filesystem starts from, carrying its tree for the full-OS bases.
 #[derive(Debug, Clone)]
-pub struct BaseTree {
+pub enum BaseTree {
+    /// `base = "busybox"`: no tree; the rootfs stage unpacks the profile's packages.
+    Busybox,
+    /// `base = "debian"`: an mmdebstrap tree.
+    Debian(Tree),
+    /// `base = "arch"`: a pacman tree (its kernel comes from the installed `linux`).
+    Arch(Tree),
+}
+
+impl BaseTree {
+    /// The tree of a full-OS base.
+    pub fn tree(&self) -> Option<&Tree> {
+        match self {
+            BaseTree::Busybox => None,
+            BaseTree::Debian(t) | BaseTree::Arch(t) => Some(t),
+        }
+    }
+}
+
+/// A base tree in the cache: the entry `stages/base-<key>/` holding `base.tar` (numeric owners,
+/// xattrs).
+#[derive(Debug, Clone)]
+pub struct Tree {
     pub tar: PathBuf,
     /// The cache key (hex), part of the rootfs key.
     pub key: String,
@@ -26,13 +50,12 @@ pub struct BaseTree {
     pub size: u64,
 }
 
-/// Build (or reuse) the base tree of `p`. `None` for `base = "busybox"` (its packages are
-/// unpacked in the rootfs stage). Returns the tree and whether it came from the cache.
-pub fn base_stage(p: &Profile, cache_root: &Path, no_cache: bool) -> Result<Option<(BaseTree, bool, String)>> {
-    let stage_dir = cache_root.join("stages");
-    std::fs::create_dir_all(&stage_dir).ctx("creating cache folder", &stage_dir)?;
+const TAR: &str = "base.tar";
+
+/// Build (or reuse) the base tree of `p`, with one line for people.
+pub fn base_stage(p: &Profile, store: &Store, cache_root: &Path, no_cache: bool) -> Result<(BaseTree, Outcome)> {
     let (key, describe) = match p.base {
-        Base::Busybox => return Ok(None),
+        Base::Busybox => return Ok((BaseTree::Busybox, Outcome::cached("busybox: no base tree"))),
         Base::Debian => {
             let src = debian::Source::resolve(p)?;
             let mut k = Key::new("base-debian");
@@ -42,39 +65,23 @@ pub fn base_stage(p: &Profile, cache_root: &Path, no_cache: bool) -> Result<Opti
         Base::Arch => {
             let mut k = Key::new("base-arch");
             arch::add_to(&mut k, p);
-            (
-                k.hex(),
-                format!(
-                    "arch from {}",
-                    p.pacman.repos.iter().map(|r| r.servers[0].as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            )
+            let servers: Vec<&str> =
+                p.pacman.repos.iter().filter_map(|r| r.servers.first()).map(String::as_str).collect();
+            (k.hex(), format!("arch from {}", servers.join(", ")))
         }
     };
-    let tar = stage_dir.join(format!("base-{key}.tar"));
-    let done = stage_dir.join(format!("base-{key}.tar.sha256"));
-    if !no_cache && tar.is_file() && done.is_file() {
-        let size = std::fs::metadata(&tar).ctx("reading", &tar)?.len();
-        return Ok(Some((BaseTree { tar, key, size }, true, format!("{describe}: unchanged"))));
-    }
-    let _ = std::fs::remove_file(&done);
-    let tmp = stage_dir.join(format!(".base-{}.tar.tmp", hash::unique_suffix()));
-    let result = match p.base {
-        Base::Debian => debian::bootstrap(p, &debian::Source::resolve(p)?, &tmp, cache_root),
-        Base::Arch => arch::install(p, &tmp, cache_root),
-        Base::Busybox => unreachable!(),
+    let (entry, made) = store.get_or_build("base", &key, no_cache, |scratch| match p.base {
+        Base::Debian => debian::bootstrap(p, &debian::Source::resolve(p)?, &scratch.join(TAR), cache_root),
+        _ => arch::install(p, &scratch.join(TAR), cache_root),
+    })?;
+    let size = entry.size(TAR)?;
+    let tree = Tree { tar: entry.file(TAR), key, size };
+    let base = if p.base == Base::Debian { BaseTree::Debian(tree) } else { BaseTree::Arch(tree) };
+    let outcome = match made {
+        Some(()) => Outcome::made(format!("{describe}: {} MiB tarball", size >> 20)),
+        None => Outcome::cached(format!("{describe}: unchanged")),
     };
-    if let Err(e) = result {
-        // Nothing partial stays in the cache.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    let d = hash::sha256_file(&tmp)?;
-    std::fs::write(&done, d).ctx("writing", &done)?;
-    std::fs::rename(&tmp, &tar).ctx("storing base tree", &tar)?;
-    let size = std::fs::metadata(&tar).ctx("reading", &tar)?.len();
-    let detail = format!("{describe}: {} MiB tarball", size >> 20);
-    Ok(Some((BaseTree { tar, key, size }, false, detail)))
+    Ok((base, outcome))
 }
 
 /// Full-OS bases run package maintainer scripts and keep file owners: that needs root.

@@ -156,8 +156,12 @@ pub struct InfoArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum GraphFormat {
+    /// Graphviz DOT (`oa graph tiny | dot -Tsvg > tiny.svg`).
     Dot,
+    /// A Mermaid flowchart (renders in Markdown on GitHub and GitLab).
     Mermaid,
+    /// The stage list, sources, output files and edges as JSON, for scripts and tests.
+    Json,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,0 +1,82 @@
+//! Stage `initramfs`: oa-init as `/init`, the kernel modules the profile needs (with their
+//! dependencies), busybox for the emergency shell and the persistence bundle, as a zstd cpio.
+
+use crate::build::{need, Context, Stored};
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Key;
+use crate::initramfs::{Archive, Member, Source};
+use crate::pipeline::Outcome;
+use crate::{deb, elfdeps};
+use oa_contract::config::InitramfsConfig;
+use oa_contract::initramfs_paths;
+use oa_contract::manifest::artifact;
+use std::path::Path;
+
+pub fn run(cx: &mut Context) -> Result<Outcome> {
+    let p = cx.profile;
+    let k = need(&cx.kernel, "initramfs", "the kernel")?;
+    let busybox = &need(&cx.packages, "initramfs", "the packages")?.busybox;
+    let kernel = &k.kernel;
+    let modules = kernel.module_closure(&elfdeps::modules(p))?;
+    let mut key = Key::new("initramfs");
+    key.add("kernel", k.id.as_bytes()).add("init", cx.init.sha256.as_bytes()).add("profile", p.name.as_bytes());
+    for m in &modules {
+        key.add("module", m.as_bytes());
+    }
+    if let Some((_, info)) = busybox {
+        key.add("busybox", info.sha256.as_bytes());
+    }
+    if let Some(s) = &cx.storage {
+        key.add("persistence", s.key.as_bytes());
+    }
+    let (entry, made) = cx.store.get_or_build("initramfs", &key.hex(), cx.opts.no_cache, |scratch| {
+        let mut a = Archive::new();
+        a.add_file(initramfs_paths::INIT, 0o755, Source::Path(cx.init.path.clone()));
+        for d in ["dev", "proc", "sys", "run", "sysroot", "tmp"] {
+            a.add(d, Member::Dir { mode: 0o755 });
+        }
+        a.add("dev/console", Member::CharDev { mode: 0o600, major: 5, minor: 1 });
+        a.add("dev/null", Member::CharDev { mode: 0o666, major: 1, minor: 3 });
+        // Modules keep their path under lib/modules/<release>/ (usr/lib/... folded into lib/).
+        let mut loaded = Vec::new();
+        for m in &modules {
+            let inside = m.trim_start_matches("usr/").to_string();
+            a.add_file(&inside, 0o644, Source::Path(kernel.root.join(m)));
+            loaded.push(inside);
+        }
+        let mut extra = String::new();
+        if let Some((bb, _)) = busybox {
+            let unpacked = scratch.join("busybox");
+            std::fs::create_dir_all(&unpacked).ctx("creating", &unpacked)?;
+            deb::extract(bb, &unpacked, &|p| p == Path::new("bin/busybox"))?;
+            let bin = unpacked.join("bin/busybox");
+            a.add_file(initramfs_paths::BUSYBOX, 0o755, Source::Bytes(std::fs::read(&bin).ctx("reading", &bin)?));
+            a.add("bin/sh", Member::Symlink { target: "busybox".into() });
+            std::fs::remove_dir_all(&unpacked).ctx("removing", &unpacked)?;
+            extra = " + busybox".into();
+        }
+        if let Some(s) = &cx.storage {
+            s.add_to_initramfs(&mut a)?;
+            extra.push_str(" + oa-storage");
+        }
+        let cfg = InitramfsConfig {
+            profile: p.name.clone(),
+            kernel_release: kernel.release.clone(),
+            modules: loaded,
+            default_cmdline: vec![],
+        };
+        let json = serde_json::to_vec_pretty(&cfg)
+            .map_err(|e| Error::Kernel(format!("encoding {}: {e}", initramfs_paths::CONFIG)))?;
+        a.add_file(initramfs_paths::CONFIG, 0o644, Source::Bytes(json));
+        let img = scratch.join(artifact::INITRAMFS);
+        a.write_zstd(&img)?;
+        scratch.seal(artifact::INITRAMFS)?;
+        let size = std::fs::metadata(&img).ctx("reading", &img)?.len();
+        Ok(format!("oa-init + {} modules{extra}, {} KiB zstd", modules.len(), size / 1024))
+    })?;
+    cx.initramfs = Some(Stored { path: entry.file(artifact::INITRAMFS), sha256: entry.digest(artifact::INITRAMFS)? });
+    Ok(match made {
+        Some(detail) => Outcome::made(detail),
+        None => Outcome::cached("unchanged"),
+    })
+}

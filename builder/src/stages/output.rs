@@ -1,0 +1,87 @@
+//! Stage `output`: the artifacts copied into a folder beside the output folder with
+//! `manifest.json`, then swapped into place at once, so a failed build never leaves a folder
+//! that looks finished.
+
+use crate::build::{need, Context};
+use crate::error::{Error, IoContext, Result};
+use crate::hash;
+use crate::pipeline::Outcome;
+use oa_contract::manifest::{self, artifact, Artifact, Manifest};
+use std::path::{Path, PathBuf};
+
+/// A folder being assembled: removed on drop unless it was moved into place.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn run(cx: &mut Context) -> Result<Outcome> {
+    let p = cx.profile;
+    let out = &cx.out;
+    let k = need(&cx.kernel, "output", "the kernel")?;
+    let initrd = need(&cx.initramfs, "output", "the initramfs")?;
+    let rootfs = need(&cx.rootfs, "output", "the root image")?;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).ctx("creating output folder", parent)?;
+    let name = out.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| p.name.clone());
+    let mut partial = Partial(parent.join(format!(".{name}.partial-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&partial.0);
+    std::fs::create_dir_all(&partial.0).ctx("creating", &partial.0)?;
+    let dir = partial.0.clone();
+
+    let mut artifacts = Vec::new();
+    let mut copy = |aname: &str, src: &Path, digest: String, sparse: bool| -> Result<()> {
+        let dst = dir.join(aname);
+        let size = if sparse {
+            // Disk images keep their holes (the blank parts take no space).
+            crate::image::copy_sparse(src, &dst)?;
+            std::fs::metadata(src).ctx("reading", src)?.len()
+        } else {
+            std::fs::copy(src, &dst).ctx("copying artifact to", &dst)?
+        };
+        artifacts.push(Artifact { name: aname.into(), path: aname.into(), size, sha256: digest });
+        Ok(())
+    };
+    copy(artifact::KERNEL, &k.kernel.vmlinuz, k.vmlinuz_sha256.clone(), false)?;
+    copy(artifact::INITRAMFS, &initrd.path, initrd.sha256.clone(), false)?;
+    copy(artifact::ROOTFS, &rootfs.path, rootfs.sha256.clone(), false)?;
+    if let Some(d) = &cx.disk {
+        copy(artifact::DISK_IMAGE, &d.img, d.img_sha256.clone(), true)?;
+        copy(artifact::DISK_BMAP, &d.bmap, hash::sha256_file(&d.bmap)?, false)?;
+        if let Some((q, sha)) = &d.qcow2 {
+            copy(artifact::DISK_QCOW2, q, sha.clone(), false)?;
+        }
+    }
+    if let Some(r) = &cx.rpi {
+        r.copy_into(&dir, &mut artifacts)?;
+    }
+    let m = Manifest {
+        schema: manifest::SCHEMA_VERSION,
+        profile: p.name.clone(),
+        arch: p.arch.as_str().to_string(),
+        kernel_release: k.kernel.release.clone(),
+        cmdline: cx.manifest_cmdline("output")?,
+        artifacts,
+        builder: format!("oa {}", env!("CARGO_PKG_VERSION")),
+    };
+    let json = serde_json::to_vec_pretty(&m)
+        .map_err(|e| Error::Output { path: dir.clone(), reason: format!("encoding the manifest: {e}") })?;
+    std::fs::write(dir.join(manifest::FILE_NAME), json).ctx("writing manifest in", &dir)?;
+    // Swap the finished folder into place.
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    if out.exists() {
+        std::fs::rename(out, &old).ctx("moving previous output aside", out)?;
+    }
+    std::fs::rename(&dir, out).ctx("moving finished output into place", out)?;
+    partial.0 = PathBuf::new();
+    let _ = std::fs::remove_dir_all(&old);
+    let total: u64 = m.artifacts.iter().map(|a| a.size).sum();
+    let detail = format!("{} ({} KiB)", out.display(), total / 1024);
+    cx.manifest = Some(m);
+    Ok(Outcome::made(detail))
+}
