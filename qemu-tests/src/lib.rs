@@ -34,6 +34,47 @@ pub fn oa_bin() -> PathBuf {
     p
 }
 
+/// `oa build <profile> --out <out>`, checked: the build succeeds, and the stages it ran (its
+/// `--json` report) are exactly the pipeline `oa graph --format json` draws for the profile, so
+/// every profile the tests build proves the graph is the build. Returns how long it took.
+pub fn oa_build(profile: &std::ffi::OsStr, out: &Path) -> Duration {
+    let t = Instant::now();
+    let o = std::process::Command::new(oa_bin())
+        .current_dir(workspace())
+        .arg("build")
+        .arg(profile)
+        .arg("--out")
+        .arg(out)
+        .arg("--json")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running oa build");
+    let took = t.elapsed();
+    assert!(o.status.success(), "oa build {} failed ({})", profile.to_string_lossy(), o.status);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("oa build --json prints JSON");
+    let ran: Vec<&str> =
+        report["stages"].as_array().expect("stages").iter().filter_map(|s| s["stage"].as_str()).collect();
+    let g = std::process::Command::new(oa_bin())
+        .current_dir(workspace())
+        .arg("graph")
+        .arg(profile)
+        .args(["--format", "json"])
+        .output()
+        .expect("running oa graph");
+    assert!(
+        g.status.success(),
+        "oa graph {} failed: {}",
+        profile.to_string_lossy(),
+        String::from_utf8_lossy(&g.stderr)
+    );
+    let graph: serde_json::Value = serde_json::from_slice(&g.stdout).expect("oa graph --format json prints JSON");
+    let drawn: Vec<&str> =
+        graph["pipeline"]["stages"].as_array().expect("pipeline.stages").iter().filter_map(|s| s.as_str()).collect();
+    assert!(!ran.is_empty());
+    assert_eq!(ran, drawn, "the stages oa build ran are not the ones oa graph draws for {}", profile.to_string_lossy());
+    took
+}
+
 /// Build `profile` once per test process into `target/qemu-tests/<name>` and return the folder.
 pub fn built(profile: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<std::collections::BTreeMap<String, PathBuf>>> = OnceLock::new();
@@ -43,13 +84,7 @@ pub fn built(profile: &str) -> PathBuf {
         return p.clone();
     }
     let out = workspace().join("target/qemu-tests").join(profile);
-    let st = std::process::Command::new(oa_bin())
-        .current_dir(workspace())
-        .args(["build", profile, "--out"])
-        .arg(&out)
-        .status()
-        .expect("running oa build");
-    assert!(st.success(), "oa build {profile} failed ({st})");
+    oa_build(profile.as_ref(), &out);
     map.insert(profile.to_string(), out.clone());
     out
 }
@@ -258,15 +293,7 @@ pub fn built_variant(name: &str, base: &str, extra: &str) -> PathBuf {
     )
     .expect("writing the test profile");
     let out = workspace().join("target/qemu-tests").join(name);
-    let st = std::process::Command::new(oa_bin())
-        .current_dir(workspace())
-        .arg("build")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("running oa build");
-    assert!(st.success(), "oa build {} failed ({st})", file.display());
+    oa_build(file.as_os_str(), &out);
     map.insert(name.to_string(), out.clone());
     out
 }

@@ -8,7 +8,7 @@
 use oa_builder::build::{default_cache_root, read_manifest};
 use oa_builder::qemu::{detect_accel, Spec};
 use oa_contract::READY_LINE;
-use oa_qemu_tests::{oa_bin, workspace, Machine};
+use oa_qemu_tests::{oa_build, workspace, Machine};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,20 +41,11 @@ fn test_key() -> (PathBuf, String) {
     (key, public)
 }
 
-/// `oa build <profile file> --out target/qemu-tests/<name>`.
+/// `oa build <profile file> --out target/qemu-tests/<name>` (checked against `oa graph`).
 fn build(name: &str, profile: &Path) -> PathBuf {
     let out = workspace().join("target/qemu-tests").join(name);
-    let t = Instant::now();
-    let o = Command::new(oa_bin())
-        .current_dir(workspace())
-        .arg("build")
-        .arg(profile)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("running oa build");
-    assert!(o.status.success(), "oa build {name} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    eprintln!("[{name}] oa build took {:.1}s", t.elapsed().as_secs_f64());
+    let took = oa_build(profile.as_os_str(), &out);
+    eprintln!("[{name}] oa build took {:.1}s", took.as_secs_f64());
     out
 }
 
