@@ -69,7 +69,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let mut spec = match (&m, image_file || a.disk) {
         (_, true) => {
             if !a.append.is_empty() {
-                return Err(Error::Other(
+                return Err(Error::Usage(
                     "--append works when oa loads the kernel itself; a disk boot takes its command line from the image's boot loader (syslinux.cfg, loader/entries/oa.conf): rebuild with the words in [kernel] cmdline, or boot without --disk".into(),
                 ));
             }

@@ -70,11 +70,11 @@ pub fn closure(bin: &Path) -> Result<(Vec<Lib>, PathBuf)> {
     let out = std::process::Command::new("ldd")
         .arg(bin)
         .output()
-        .map_err(|e| Error::Other(format!("running ldd {}: {e}", bin.display())))?;
+        .map_err(|e| Error::Persistence(format!("running ldd {}: {e}", bin.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let (libs, loader) = parse_ldd(&text).map_err(|e| Error::Other(format!("{}: {e}", bin.display())))?;
+    let (libs, loader) = parse_ldd(&text).map_err(|e| Error::Persistence(format!("{}: {e}", bin.display())))?;
     let loader = loader
-        .ok_or_else(|| Error::Other(format!("{} has no dynamic loader (ldd: {})", bin.display(), text.trim())))?;
+        .ok_or_else(|| Error::Persistence(format!("{} has no dynamic loader (ldd: {})", bin.display(), text.trim())))?;
     Ok((libs, loader))
 }
 
@@ -103,7 +103,7 @@ pub fn locate_storage() -> Result<PathBuf> {
         }
     }
     c.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        Error::Other(format!(
+        Error::Persistence(format!(
             "[persistence] needs oa-storage (looked at {}); build it with `cargo build --release -p oa-storage` (`make build` does it) or set OA_STORAGE_BIN",
             c.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         ))
@@ -140,7 +140,7 @@ pub fn persist_config(x: &Persistence) -> PersistConfig {
 pub fn bundle(p: &Profile) -> Result<Option<Bundle>> {
     let Some(x) = &p.persistence else { return Ok(None) };
     if p.arch.as_str() != std::env::consts::ARCH {
-        return Err(Error::Other(format!(
+        return Err(Error::Persistence(format!(
             "[persistence] on {} is not supported on a {} host yet (oa-storage and mkfs.btrfs are taken from the host)",
             p.arch,
             std::env::consts::ARCH
@@ -168,13 +168,13 @@ pub fn bundle(p: &Profile) -> Result<Option<Bundle>> {
         }
         loader_seen.get_or_insert(loader);
     }
-    let loader = loader_seen.ok_or_else(|| Error::Other("no dynamic loader found".into()))?;
+    let loader = loader_seen.ok_or_else(|| Error::Persistence("no dynamic loader found".into()))?;
     files.push((
         storage_paths::LOADER.trim_start_matches('/').into(),
         loader.canonicalize().ctx("resolving", &loader)?,
         0o755,
     ));
-    let config = serde_json::to_vec_pretty(&persist_config(x)).map_err(|e| Error::Other(e.to_string()))?;
+    let config = serde_json::to_vec_pretty(&persist_config(x)).map_err(|e| Error::Encode(e.to_string()))?;
     let keyfile = x.keyfile.clone().filter(|_| x.key == KeySource::Keyfile);
     if let Some(k) = &keyfile {
         eprintln!("WARNING: [persistence] key file {} is copied into the initramfs: the persistent data is ONLY AS SECRET AS THE IMAGE. Anyone with initramfs.img can unlock it. Use key = \"passphrase\" for real secrets.", k.display());

@@ -46,8 +46,47 @@ pub enum Error {
     #[error(transparent)]
     Flash(#[from] crate::flash::FlashError),
 
+    /// A full-OS base (mmdebstrap, pacman) could not be made; the text names the mirror,
+    /// repository or package and what to change.
     #[error("{0}")]
-    Other(String),
+    Base(String),
+
+    /// The assembled root filesystem lacks something the profile needs (a service's binary,
+    /// a systemd unit, a time zone, /sbin/init).
+    #[error("{0}")]
+    RootContent(String),
+
+    /// Writing a disk image or squashfs.
+    #[error("{0}")]
+    Image(String),
+
+    /// `[persistence]`: bundling oa-storage and mkfs.btrfs with their libraries.
+    #[error("{0}")]
+    Persistence(String),
+
+    /// The Raspberry Pi outputs.
+    #[error("{0}")]
+    Rpi(String),
+
+    /// Running QEMU.
+    #[error("{0}")]
+    Qemu(String),
+
+    /// Options that do not go together.
+    #[error("{0}")]
+    Usage(String),
+
+    /// `oa serve`.
+    #[error("{0}")]
+    Serve(String),
+
+    /// Walking a folder (overlays, cache keys).
+    #[error("{0}")]
+    Walk(String),
+
+    /// Encoding a JSON file the builder writes.
+    #[error("encoding JSON: {0}")]
+    Encode(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -9,7 +9,7 @@ use std::path::Path;
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64> {
     let mut n = 0;
     for entry in walkdir::WalkDir::new(src).sort_by_file_name() {
-        let entry = entry.map_err(|e| crate::error::Error::Other(format!("walking overlay {}: {e}", src.display())))?;
+        let entry = entry.map_err(|e| crate::error::Error::Walk(format!("walking overlay {}: {e}", src.display())))?;
         let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
         let target = dst.join(rel);
         let md = entry.path().symlink_metadata().ctx("reading metadata of", entry.path())?;

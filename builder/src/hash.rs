@@ -43,7 +43,7 @@ impl Key {
         use std::os::unix::fs::PermissionsExt;
         self.add("tree", label.as_bytes());
         for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
-            let entry = entry.map_err(|e| crate::error::Error::Other(format!("walking {}: {e}", root.display())))?;
+            let entry = entry.map_err(|e| crate::error::Error::Walk(format!("walking {}: {e}", root.display())))?;
             let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
             let md = entry.path().symlink_metadata().ctx("reading metadata of", entry.path())?;
             self.add("path", rel.as_os_str().as_encoded_bytes());

@@ -409,7 +409,7 @@ pub fn run_interactive(spec: &Spec) -> Result<std::process::ExitStatus> {
 pub fn run_until_ready(spec: &Spec, timeout: Duration, echo: bool, log: Option<&Path>) -> Result<Outcome> {
     let start = Instant::now();
     let mut child = spawn(spec)?;
-    let mut stdout = child.stdout.take().ok_or_else(|| Error::Other("QEMU has no stdout pipe".into()))?;
+    let mut stdout = child.stdout.take().ok_or_else(|| Error::Qemu("QEMU has no stdout pipe".into()))?;
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -457,7 +457,7 @@ pub fn run_until_ready(spec: &Spec, timeout: Duration, echo: bool, log: Option<&
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let st = child.wait().map_err(|e| Error::Other(format!("waiting for QEMU: {e}")))?;
+                let st = child.wait().map_err(|e| Error::Qemu(format!("waiting for QEMU: {e}")))?;
                 break Outcome::Exited(st);
             }
         }

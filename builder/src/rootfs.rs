@@ -73,7 +73,7 @@ pub fn assemble(root: &Path, inputs: &Inputs) -> Result<()> {
     }
     // Generated from the profile: last, so they describe what the profile says.
     fsutil::write_file(&root.join("etc/hostname"), format!("{}\n", p.hostname).as_bytes(), 0o644)?;
-    let cfg = serde_json::to_vec_pretty(&system_config(p)).map_err(|e| Error::Other(e.to_string()))?;
+    let cfg = serde_json::to_vec_pretty(&system_config(p)).map_err(|e| Error::Encode(e.to_string()))?;
     fsutil::write_file(&root.join(rootfs_paths::SYSTEM_CONFIG), &cfg, 0o644)?;
     let init_dst = root.join(rootfs_paths::INIT);
     let data = std::fs::read(inputs.init_bin).ctx("reading", inputs.init_bin)?;
@@ -81,7 +81,7 @@ pub fn assemble(root: &Path, inputs: &Inputs) -> Result<()> {
     for s in &p.services {
         let exe = root.join(s.command[0].trim_start_matches('/'));
         if exe.symlink_metadata().is_err() {
-            return Err(Error::Other(format!(
+            return Err(Error::RootContent(format!(
                 "service `{}`: {} is not in the root filesystem; add the package or overlay that provides it",
                 s.name, s.command[0]
             )));
@@ -94,7 +94,7 @@ pub fn assemble(root: &Path, inputs: &Inputs) -> Result<()> {
 fn busybox_links(root: &Path, arch: &str) -> Result<()> {
     let bb = root.join("bin/busybox");
     if !bb.exists() {
-        return Err(Error::Other("base = \"busybox\" but no package put /bin/busybox in the root filesystem; add busybox-static to [packages] debian".into()));
+        return Err(Error::RootContent("base = \"busybox\" but no package put /bin/busybox in the root filesystem; add busybox-static to [packages] debian".into()));
     }
     // The applet list comes from the binary itself; a foreign-arch busybox runs under QEMU's
     // user-mode emulator (qemu-user-static), which is what the cross build needs anyway.

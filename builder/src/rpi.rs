@@ -31,7 +31,7 @@ pub fn firmware_files(dir: &Path) -> Result<Vec<PathBuf>> {
     v.sort();
     for need in ["bootcode.bin", "start.elf", "start4.elf", "fixup.dat", "fixup4.dat"] {
         if !v.iter().any(|p| p.file_name().is_some_and(|n| n == need)) {
-            return Err(Error::Other(format!(
+            return Err(Error::Rpi(format!(
                 "Raspberry Pi firmware folder {} has no {need}; point rpi.firmware at a folder with the Pi firmware (bootcode.bin, start*.elf, fixup*.dat) or use \"package\"",
                 dir.display()
             )));

@@ -5,6 +5,6 @@ use crate::error::{Error, Result};
 
 /// Serve until interrupted. Exit code 0 after Ctrl-C/SIGTERM.
 pub fn serve(a: crate::cli::ServeArgs) -> Result<i32> {
-    oa_pxe::server::run_blocking(&a.options).map_err(|e| Error::Other(format!("oa serve: {e:#}")))?;
+    oa_pxe::server::run_blocking(&a.options).map_err(|e| Error::Serve(format!("oa serve: {e:#}")))?;
     Ok(0)
 }

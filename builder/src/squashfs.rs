@@ -26,7 +26,7 @@ pub fn pack(tree: &Path, out: &Path, owners: Owners) -> Result<()> {
     cmd.args(["-mkfs-time", "0", "-all-time", "0"]).args(["-processors", "2"]);
     crate::tool::run(&mut cmd, "mksquashfs", "install squashfs-tools (`make deps` does it)")?;
     if !out.exists() {
-        return Err(Error::Other(format!("mksquashfs succeeded but wrote no {}", out.display())));
+        return Err(Error::Image(format!("mksquashfs succeeded but wrote no {}", out.display())));
     }
     Ok(())
 }

@@ -135,7 +135,7 @@ pub fn classify(text: &str, p: &Profile) -> Error {
     let line_with = |m: &str| text.lines().find(|l| l.contains(m)).map(str::trim).map(str::to_string);
     if let Some(l) = line_with("target not found:") {
         let name = l.rsplit(':').next().unwrap_or("?").trim().to_string();
-        return Error::Other(format!(
+        return Error::Base(format!(
             "Arch package `{name}`: not found in the repositories {} ({l})",
             servers.join(", ")
         ));
@@ -144,14 +144,14 @@ pub fn classify(text: &str, p: &Profile) -> Error {
     if let Some(l) = line_with(".sig'") {
         let file = l.split('\'').nth(1).unwrap_or("?");
         if let Some(repo) = file.strip_suffix(".db.sig") {
-            return Error::Other(format!(
+            return Error::Base(format!(
                 "pacman repository `{repo}`: database signature check failed (SigLevel = {}): no {file}\n(sign the database, or use `Required DatabaseOptional`)",
                 p.pacman.sig_level
             ));
         }
         let stem = file.trim_end_matches(".sig").split(".pkg.tar").next().unwrap_or(file);
         let name = stem.rsplitn(4, '-').nth(3).unwrap_or(stem);
-        return Error::Other(format!(
+        return Error::Base(format!(
             "Arch package `{name}`: signature check failed (SigLevel = {}): no signature {file}\n(sign the package, or relax sig_level for a trusted local repository)",
             p.pacman.sig_level
         ));
@@ -160,7 +160,7 @@ pub fn classify(text: &str, p: &Profile) -> Error {
         if let Some(l) = line_with(m) {
             // "error: busybox: missing required signature"
             let name = l.trim_start_matches("error:").trim().split(':').next().unwrap_or("?").trim().to_string();
-            return Error::Other(format!(
+            return Error::Base(format!(
                 "Arch package `{name}`: signature check failed (SigLevel = {}): {l}\n(sign the repository, give [pacman] gpg_dir with the signer's key, or relax sig_level for a trusted local repository)",
                 p.pacman.sig_level
             ));
@@ -174,14 +174,14 @@ pub fn classify(text: &str, p: &Profile) -> Error {
         "failed to update",
     ] {
         if let Some(l) = line_with(m) {
-            return Error::Other(format!(
+            return Error::Base(format!(
                 "pacman: a repository is unreachable ({l}); check the servers: {}\n{}",
                 servers.join(", "),
                 super::tail(text, 6)
             ));
         }
     }
-    Error::Other(format!(
+    Error::Base(format!(
         "pacman failed installing {} from {}:\n{}",
         p.packages.arch.join(" "),
         servers.join(", "),

@@ -151,7 +151,7 @@ pub fn demo_repo(dir: &Path, repo: &str, cache_root: &Path, kernel_modules: Opti
                 }
             }
         }
-        let (kpath, kinfo) = kdeb.ok_or_else(|| Error::Other("no Debian kernel image package".into()))?;
+        let (kpath, kinfo) = kdeb.ok_or_else(|| Error::Base("no Debian kernel image package".into()))?;
         let (k, _) = crate::kernel::Kernel::from_deb(&kpath, cache_root, false)?;
         let lx = work.join("linux");
         let moddir = lx.join("usr/lib/modules").join(&k.release);

@@ -39,7 +39,7 @@ pub fn apply(root: &Path, p: &Profile) -> Result<()> {
     if p.init.system == InitSystem::Systemd {
         systemd(root, p)?;
     } else if !p.system.enable_units.is_empty() || !p.system.mask_units.is_empty() {
-        return Err(Error::Other("[system] enable_units/mask_units need [init] system = \"systemd\"".into()));
+        return Err(Error::RootContent("[system] enable_units/mask_units need [init] system = \"systemd\"".into()));
     }
     Ok(())
 }
@@ -226,7 +226,7 @@ fn set_timezone(root: &Path, tz: &str) -> Result<()> {
     if zone.exists() {
         symlink(format!("/usr/share/zoneinfo/{tz}"), &lt).ctx("creating", &lt)?;
     } else if tz != "UTC" && tz != "Etc/UTC" {
-        return Err(Error::Other(format!(
+        return Err(Error::RootContent(format!(
             "system.timezone = \"{tz}\": /usr/share/zoneinfo/{tz} is not in the root filesystem (add the tzdata package, or check the name)"
         )));
     }
@@ -246,7 +246,7 @@ fn systemd(root: &Path, p: &Profile) -> Result<()> {
         .iter()
         .any(|f| root.join(f).exists())
     {
-        return Err(Error::Other(
+        return Err(Error::RootContent(
             "[init] system = \"systemd\" but the root filesystem has no /sbin/init; add systemd-sysv (Debian) or systemd (Arch) to the packages".into(),
         ));
     }
@@ -288,7 +288,9 @@ fn systemd(root: &Path, p: &Profile) -> Result<()> {
     let networkd = find_unit(root, "systemd-networkd.service").is_some();
     if p.system.dhcp.unwrap_or(networkd) {
         if !networkd {
-            return Err(Error::Other("[system] dhcp = true needs systemd-networkd in the root filesystem".into()));
+            return Err(Error::RootContent(
+                "[system] dhcp = true needs systemd-networkd in the root filesystem".into(),
+            ));
         }
         write_file(
             &root.join(DHCP_NETWORK),
@@ -343,7 +345,9 @@ fn enable_unit(root: &Path, name: &str, done: &mut Vec<String>) -> Result<()> {
     }
     done.push(name.to_string());
     let rel = find_unit(root, name).ok_or_else(|| {
-        Error::Other(format!("systemd unit `{name}` is not in the root filesystem: add the package that ships it"))
+        Error::RootContent(format!(
+            "systemd unit `{name}` is not in the root filesystem: add the package that ships it"
+        ))
     })?;
     let path = root.join(&rel);
     // Follow a symlinked unit (aliases) to its file for reading.

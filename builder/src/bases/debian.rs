@@ -20,13 +20,13 @@ impl Source {
         let suite = match &p.debian.suite {
             Some(s) => s.clone(),
             None => host_codename().ok_or_else(|| {
-                Error::Other("debian base: the host has no VERSION_CODENAME in /etc/os-release; set [debian] suite = \"bookworm\"".into())
+                Error::Base("debian base: the host has no VERSION_CODENAME in /etc/os-release; set [debian] suite = \"bookworm\"".into())
             })?,
         };
         let mirror = match &p.debian.mirror {
             Some(m) => m.clone(),
             None => host_mirror(&suite).ok_or_else(|| {
-                Error::Other(format!(
+                Error::Base(format!(
                     "debian base: the host's apt sources list no Debian mirror for `{suite}`; set [debian] mirror = \"http://deb.debian.org/debian\""
                 ))
             })?,
@@ -183,19 +183,14 @@ pub fn classify(text: &str, src: &Source) -> Error {
         "apt-get update",
     ];
     if unreachable.iter().any(|m| text.contains(m)) {
-        return Error::Other(format!(
+        return Error::Base(format!(
             "debian base: mirror {} (suite {}) is unreachable or has no such suite; check [debian] mirror/suite or the network:\n{}",
             src.mirror,
             src.suite,
             super::tail(text, 6)
         ));
     }
-    Error::Other(format!(
-        "debian base: mmdebstrap from {} {} failed:\n{}",
-        src.mirror,
-        src.suite,
-        super::tail(text, 12)
-    ))
+    Error::Base(format!("debian base: mmdebstrap from {} {} failed:\n{}", src.mirror, src.suite, super::tail(text, 12)))
 }
 
 #[cfg(test)]

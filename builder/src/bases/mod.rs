@@ -87,7 +87,7 @@ pub fn base_stage(p: &Profile, store: &Store, cache_root: &Path, no_cache: bool)
 /// Full-OS bases run package maintainer scripts and keep file owners: that needs root.
 pub fn require_root(what: &str) -> Result<()> {
     if !nix_is_root() {
-        return Err(Error::Other(format!(
+        return Err(Error::Base(format!(
             "{what} needs root (package scripts run in a chroot and files keep their owners); run `oa build` as root"
         )));
     }

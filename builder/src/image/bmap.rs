@@ -238,11 +238,11 @@ pub fn data_extents(f: &std::fs::File, size: u64) -> Result<Vec<(u64, u64)>> {
             Ok(s) => s as u64,
             Err(nix::errno::Errno::ENXIO) => break, // no data after pos
             Err(nix::errno::Errno::EINVAL) => return Ok(vec![(0, size)]),
-            Err(e) => return Err(Error::Other(format!("SEEK_DATA in image: {e}"))),
+            Err(e) => return Err(Error::Image(format!("SEEK_DATA in image: {e}"))),
         };
         let end = match lseek(fd, start as i64, Whence::SeekHole) {
             Ok(e) => (e as u64).min(size),
-            Err(e) => return Err(Error::Other(format!("SEEK_HOLE in image: {e}"))),
+            Err(e) => return Err(Error::Image(format!("SEEK_HOLE in image: {e}"))),
         };
         if end <= start {
             break;

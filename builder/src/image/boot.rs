@@ -36,7 +36,7 @@ impl BootFiles {
     /// Debian package to install.
     pub fn locate_in(root: &Path, arch: &str) -> Result<BootFiles> {
         if arch != "x86_64" {
-            return Err(Error::Other(format!(
+            return Err(Error::Image(format!(
                 "disk images are made for x86_64 only (syslinux and the x86-64 systemd-boot); the profile's arch is {arch}: set [image] disk = false"
             )));
         }
@@ -83,7 +83,7 @@ impl BootFiles {
             source: e,
         })?;
         if code.is_empty() || code.len() > 440 {
-            return Err(Error::Other(format!(
+            return Err(Error::Image(format!(
                 "{} is {} bytes; MBR boot code must be 1 to 440 bytes",
                 self.gptmbr.display(),
                 code.len()

@@ -111,7 +111,7 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
     let needed = esp_mib_for(&esp_files);
     let esp_mib = match spec.esp_mib {
         Some(m) if m < needed => {
-            return Err(Error::Other(format!(
+            return Err(Error::Image(format!(
                 "image.esp_mib = {m} is too small for the EFI system partition's files (kernel {} + initramfs {} + boot loaders): give at least {needed}, or leave esp_mib out to fit it",
                 bmap::human(kernel_len),
                 bmap::human(initrd_len)
@@ -193,7 +193,7 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
     dst.seek(SeekFrom::Start(root_p.offset())).ctx("seeking in", out)?;
     let copied = std::io::copy(&mut src, &mut dst).ctx("writing the root image into", out)?;
     if copied != rootfs_len {
-        return Err(Error::Other(format!(
+        return Err(Error::Image(format!(
             "{} changed while it was copied into {}",
             spec.rootfs.display(),
             out.display()
