@@ -72,9 +72,10 @@ pub fn install(p: &Profile, out: &Path, cache_root: &Path) -> Result<()> {
             hint: "install the Debian package pacman-package-manager (`make deps` does it)".into(),
         });
     }
-    let stages = cache_root.join("stages");
-    let work = crate::apt::tempfile_dir(&stages)?;
-    let result = (|| -> Result<()> {
+    // Removed on return, whatever happens.
+    let scratch = crate::cache::Store::open(cache_root)?.scratch()?;
+    let work = scratch.path();
+    {
         let root = work.join("root");
         let pkgcache = cache_dir(p, cache_root);
         for d in [root.join("var/lib/pacman"), root.join("var/log"), root.join("etc"), pkgcache.clone()] {
@@ -123,9 +124,7 @@ pub fn install(p: &Profile, out: &Path, cache_root: &Path) -> Result<()> {
         // Record where it came from, for people looking at the image.
         crate::fsutil::write_file(&root.join("etc/oa/pacman.conf"), pacman_conf(p).as_bytes(), 0o644)?;
         super::pack_tar(&root, out)
-    })();
-    let _ = std::fs::remove_dir_all(&work);
-    result
+    }
 }
 
 /// Turn pacman's output into an error naming the package or the mirror.
