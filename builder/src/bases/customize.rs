@@ -96,108 +96,122 @@ fn first_free(used: &[u32], from: u32) -> u32 {
     (from..60000).find(|i| !used.contains(i)).unwrap_or(60000)
 }
 
-fn add_user(root: &Path, u: &User) -> Result<()> {
-    let mut passwd = Table::read(root, "etc/passwd", 0o644)?;
-    let mut group = Table::read(root, "etc/group", 0o644)?;
-    let mut shadow = Table::read(root, "etc/shadow", 0o640)?;
-    let gshadow_present = root.join("etc/gshadow").exists();
-    let mut gshadow = Table::read(root, "etc/gshadow", 0o640)?;
-    let is_root = u.name == "root";
+/// The account files of a root filesystem, read once and written back together.
+struct Accounts {
+    passwd: Table,
+    group: Table,
+    shadow: Table,
+    /// Debian has /etc/gshadow; Arch may not.
+    gshadow: Option<Table>,
+}
 
-    let existing = passwd.find(&u.name).cloned();
-    let uid = match (&existing, u.uid) {
-        (_, Some(id)) => id,
-        (Some(l), None) => l[2].parse().unwrap_or(1000),
-        (None, None) => first_free(&passwd.ids(), 1000),
-    };
-    // The user's own group: existing primary group, else a group named after the user.
-    let gid = match &existing {
-        Some(l) => l[3].parse().unwrap_or(uid),
-        None => match group.find(&u.name) {
-            Some(g) => g[2].parse().unwrap_or(uid),
-            None => {
-                let gid = if group.ids().contains(&uid) { first_free(&group.ids(), 1000) } else { uid };
-                group.set(vec![u.name.clone(), "x".into(), gid.to_string(), String::new()]);
-                if gshadow_present {
-                    gshadow.set(vec![u.name.clone(), "!".into(), String::new(), String::new()]);
-                }
-                gid
-            }
-        },
-    };
-    let home = u.home.clone().unwrap_or_else(|| if is_root { "/root".into() } else { format!("/home/{}", u.name) });
-    let shell = u.shell.clone().unwrap_or_else(|| {
-        let existing_shell = existing.as_ref().and_then(|l| l.get(6).cloned()).filter(|s| !s.is_empty());
-        existing_shell.unwrap_or_else(|| {
-            if root.join("bin/bash").exists() {
-                "/bin/bash".into()
-            } else {
-                "/bin/sh".into()
-            }
+impl Accounts {
+    fn read(root: &Path) -> Result<Accounts> {
+        let gshadow =
+            if root.join("etc/gshadow").exists() { Some(Table::read(root, "etc/gshadow", 0o640)?) } else { None };
+        Ok(Accounts {
+            passwd: Table::read(root, "etc/passwd", 0o644)?,
+            group: Table::read(root, "etc/group", 0o644)?,
+            shadow: Table::read(root, "etc/shadow", 0o640)?,
+            gshadow,
         })
-    });
-    let gecos = existing.as_ref().and_then(|l| l.get(4).cloned()).unwrap_or_default();
-    passwd.set(vec![u.name.clone(), "x".into(), uid.to_string(), gid.to_string(), gecos, home.clone(), shell]);
+    }
 
-    // `*`: no password matches, key logins still work; `!`: the account is locked.
-    let hash = if u.locked { "!".to_string() } else { u.password_hash.clone().unwrap_or_else(|| "*".into()) };
-    let mut sh = shadow.find(&u.name).cloned().unwrap_or_else(|| {
-        vec![
-            u.name.clone(),
-            String::new(),
-            "19000".into(),
-            "0".into(),
-            "99999".into(),
-            "7".into(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ]
-    });
-    sh.resize(sh.len().max(9), String::new());
-    sh[1] = hash;
-    shadow.set(sh);
-
-    for g in &u.groups {
-        if group.find(g).is_none() {
-            let gid = first_free(&group.ids(), 1000);
-            group.set(vec![g.clone(), "x".into(), gid.to_string(), String::new()]);
-            if gshadow_present {
-                gshadow.set(vec![g.clone(), "!".into(), String::new(), String::new()]);
-            }
+    /// Add group `name` (with a free gid from 1000, or `gid`) unless it exists; its gid.
+    fn ensure_group(&mut self, name: &str, gid: Option<u32>) -> u32 {
+        if let Some(g) = self.group.find(name) {
+            return g[2].parse().unwrap_or(gid.unwrap_or(1000));
         }
-        for t in [&mut group, &mut gshadow] {
-            if let Some(l) = t.find(g) {
+        let gid = gid.filter(|g| !self.group.ids().contains(g)).unwrap_or_else(|| first_free(&self.group.ids(), 1000));
+        self.group.set(vec![name.into(), "x".into(), gid.to_string(), String::new()]);
+        if let Some(gs) = &mut self.gshadow {
+            gs.set(vec![name.into(), "!".into(), String::new(), String::new()]);
+        }
+        gid
+    }
+
+    /// Make `user` a member of group `name` (in group and gshadow).
+    fn add_member(&mut self, name: &str, user: &str) {
+        for t in std::iter::once(&mut self.group).chain(self.gshadow.as_mut()) {
+            if let Some(l) = t.find(name) {
                 l.resize(4, String::new());
                 let mut members: Vec<String> = l[3].split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
-                if !members.contains(&u.name) {
-                    members.push(u.name.clone());
+                if !members.iter().any(|m| m == user) {
+                    members.push(user.into());
                 }
                 l[3] = members.join(",");
             }
         }
     }
-    passwd.write()?;
-    group.write()?;
-    shadow.write()?;
-    if gshadow_present {
-        gshadow.write()?;
-    }
-    // /etc/shadow is root:shadow 0640 on Debian; keep the group when it exists.
-    if let Some(g) = group.find("shadow").and_then(|l| l[2].parse::<u32>().ok()) {
-        for f in ["etc/shadow", "etc/gshadow"] {
-            if root.join(f).exists() {
-                chown(root.join(f), Some(0), Some(g)).ctx("chown", root.join(f))?;
-            }
-        }
+
+    /// Set the shadow entry of `user`: `*` (no password matches, key logins still work), the
+    /// given hash, or `!` (locked).
+    fn set_password(&mut self, u: &User) {
+        let hash = if u.locked { "!".to_string() } else { u.password_hash.clone().unwrap_or_else(|| "*".into()) };
+        let mut sh = self.shadow.find(&u.name).cloned().unwrap_or_else(|| {
+            let mut v = vec![u.name.clone(), String::new(), "19000".into(), "0".into(), "99999".into(), "7".into()];
+            v.resize(9, String::new());
+            v
+        });
+        sh.resize(sh.len().max(9), String::new());
+        sh[1] = hash;
+        self.shadow.set(sh);
     }
 
-    // Home folder and authorized keys, owned by the user.
-    let home_dir = root.join(home.trim_start_matches('/'));
+    fn write(&mut self, root: &Path) -> Result<()> {
+        self.passwd.write()?;
+        self.group.write()?;
+        self.shadow.write()?;
+        if let Some(gs) = &self.gshadow {
+            gs.write()?;
+        }
+        // /etc/shadow is root:shadow 0640 on Debian; keep the group when it exists.
+        if let Some(g) = self.group.find("shadow").and_then(|l| l[2].parse::<u32>().ok()) {
+            for f in ["etc/shadow", "etc/gshadow"] {
+                if root.join(f).exists() {
+                    chown(root.join(f), Some(0), Some(g)).ctx("chown", root.join(f))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn add_user(root: &Path, u: &User) -> Result<()> {
+    let mut acc = Accounts::read(root)?;
+    let is_root = u.name == "root";
+    let existing = acc.passwd.find(&u.name).cloned();
+    let uid = match (&existing, u.uid) {
+        (_, Some(id)) => id,
+        (Some(l), None) => l[2].parse().unwrap_or(1000),
+        (None, None) => first_free(&acc.passwd.ids(), 1000),
+    };
+    // The user's own group: existing primary group, else a group named after the user.
+    let gid = match &existing {
+        Some(l) => l[3].parse().unwrap_or(uid),
+        None => acc.ensure_group(&u.name, Some(uid)),
+    };
+    let home = u.home.clone().unwrap_or_else(|| if is_root { "/root".into() } else { format!("/home/{}", u.name) });
+    let existing_shell = existing.as_ref().and_then(|l| l.get(6).cloned()).filter(|s| !s.is_empty());
+    let default_shell = if root.join("bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
+    let shell = u.shell.clone().or(existing_shell).unwrap_or_else(|| default_shell.into());
+    let gecos = existing.as_ref().and_then(|l| l.get(4).cloned()).unwrap_or_default();
+    acc.passwd.set(vec![u.name.clone(), "x".into(), uid.to_string(), gid.to_string(), gecos, home.clone(), shell]);
+    acc.set_password(u);
+    for g in &u.groups {
+        acc.ensure_group(g, None);
+        acc.add_member(g, &u.name);
+    }
+    acc.write(root)?;
+    make_home(&root.join(home.trim_start_matches('/')), u, uid, gid)
+}
+
+/// The home folder (when missing) and `~/.ssh/authorized_keys`, owned by the user.
+fn make_home(home_dir: &Path, u: &User, uid: u32, gid: u32) -> Result<()> {
     if !home_dir.exists() {
-        std::fs::create_dir_all(&home_dir).ctx("creating home", &home_dir)?;
-        set_mode(&home_dir, if is_root { 0o700 } else { 0o750 })?;
-        chown(&home_dir, Some(uid), Some(gid)).ctx("chown", &home_dir)?;
+        std::fs::create_dir_all(home_dir).ctx("creating home", home_dir)?;
+        set_mode(home_dir, if u.name == "root" { 0o700 } else { 0o750 })?;
+        chown(home_dir, Some(uid), Some(gid)).ctx("chown", home_dir)?;
     }
     if !u.ssh_authorized_keys.is_empty() {
         let ssh = home_dir.join(".ssh");
@@ -392,4 +406,72 @@ fn enable_unit(root: &Path, name: &str, done: &mut Vec<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_with_accounts() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let etc = d.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(etc.join("group"), "root:x:0:\nshadow:x:42:\nalice:x:1000:\nusers:x:100:alice\n").unwrap();
+        std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\nalice:*:19000:0:99999:7:::\n").unwrap();
+        std::fs::write(etc.join("gshadow"), "root:*::\nshadow:*::\nalice:!::\nusers:*::alice\n").unwrap();
+        d
+    }
+
+    fn user(name: &str) -> User {
+        User {
+            name: name.into(),
+            uid: None,
+            groups: vec!["users".into(), "wheel".into()],
+            shell: None,
+            home: None,
+            password_hash: None,
+            locked: false,
+            ssh_authorized_keys: vec!["ssh-ed25519 AAAA test".into()],
+        }
+    }
+
+    #[test]
+    fn a_new_user_gets_free_ids_its_groups_and_keys_and_applying_twice_changes_nothing() {
+        let d = root_with_accounts();
+        let r = d.path();
+        add_user(r, &user("bob")).unwrap();
+        let read = |f: &str| std::fs::read_to_string(r.join(f)).unwrap();
+        let (passwd, group, shadow, gshadow) =
+            (read("etc/passwd"), read("etc/group"), read("etc/shadow"), read("etc/gshadow"));
+        assert!(passwd.contains("bob:x:1001:1001::/home/bob:/bin/sh\n"), "{passwd}");
+        assert!(group.contains("bob:x:1001:\n") && group.contains("users:x:100:alice,bob\n"), "{group}");
+        assert!(group.contains("wheel:x:1002:bob\n"), "{group}");
+        assert!(shadow.contains("bob:*:19000:0:99999:7:::\n"), "{shadow}");
+        assert!(gshadow.contains("wheel:!::bob\n"), "{gshadow}");
+        let keys = r.join("home/bob/.ssh/authorized_keys");
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), "ssh-ed25519 AAAA test\n");
+        add_user(r, &user("bob")).unwrap();
+        assert_eq!(
+            (read("etc/passwd"), read("etc/group"), read("etc/shadow"), read("etc/gshadow")),
+            (passwd, group, shadow, gshadow)
+        );
+    }
+
+    #[test]
+    fn an_existing_user_keeps_ids_and_gecos_and_can_be_locked() {
+        let d = root_with_accounts();
+        let mut u = user("alice");
+        u.groups.clear();
+        u.locked = true;
+        add_user(d.path(), &u).unwrap();
+        let passwd = std::fs::read_to_string(d.path().join("etc/passwd")).unwrap();
+        assert!(passwd.contains("alice:x:1000:1000:Alice:/home/alice:/bin/sh\n"), "{passwd}");
+        let shadow = std::fs::read_to_string(d.path().join("etc/shadow")).unwrap();
+        assert!(shadow.contains("alice:!:19000:"), "{shadow}");
+    }
 }
