@@ -27,6 +27,9 @@ impl Outcome {
     }
 }
 
+/// A name (a stage, a source, a file) that holds for the profiles where `when` is true.
+pub struct When(pub &'static str, pub fn(&Profile) -> bool);
+
 /// One stage of the build.
 pub struct Stage {
     pub name: &'static str,
@@ -35,10 +38,21 @@ pub struct Stage {
     /// Is this stage part of the build of the profile?
     pub wanted: fn(&Profile) -> bool,
     /// What it reads: the names of earlier stages, or [`SOURCES`] outside the pipeline.
-    pub reads: fn(&Profile) -> Vec<&'static str>,
+    pub reads: &'static [When],
     /// The files of the output folder it makes (copied there by the output stage).
-    pub makes: fn(&Profile) -> Vec<&'static str>,
+    pub makes: &'static [When],
     pub run: fn(&mut Context) -> Result<Outcome>,
+}
+
+impl Stage {
+    /// What the stage reads when building `p`.
+    pub fn reads(&self, p: &Profile) -> Vec<&'static str> {
+        self.reads.iter().filter(|w| (w.1)(p)).map(|w| w.0).collect()
+    }
+    /// The output files the stage makes when building `p`.
+    pub fn makes(&self, p: &Profile) -> Vec<&'static str> {
+        self.makes.iter().filter(|w| (w.1)(p)).map(|w| w.0).collect()
+    }
 }
 
 /// Inputs from outside the pipeline that stages read.
@@ -48,8 +62,26 @@ pub const SOURCES: &[&str] =
 fn always(_: &Profile) -> bool {
     true
 }
-fn nothing(_: &Profile) -> Vec<&'static str> {
-    Vec::new()
+fn full_os(p: &Profile) -> bool {
+    p.base != Base::Busybox
+}
+fn arch_base(p: &Profile) -> bool {
+    p.base == Base::Arch
+}
+fn deb_kernel(p: &Profile) -> bool {
+    p.base != Base::Arch
+}
+fn persistent(p: &Profile) -> bool {
+    p.persistence.is_some()
+}
+fn disk(p: &Profile) -> bool {
+    p.image.disk
+}
+fn qcow2(p: &Profile) -> bool {
+    p.image.disk && p.image.qcow2
+}
+fn rpi(p: &Profile) -> bool {
+    p.rpi.enable
 }
 
 /// Every stage, in the order they run.
@@ -58,95 +90,95 @@ pub const STAGES: &[Stage] = &[
         name: "packages",
         doc: "resolve and download the kernel and Debian packages (apt), verified by sha256",
         wanted: always,
-        reads: |_| vec!["profile", "apt"],
-        makes: nothing,
+        reads: &[When("profile", always), When("apt", always)],
+        makes: &[],
         run: stages::packages::run,
     },
     Stage {
         name: "base",
         doc: "the full-OS base tree: mmdebstrap (debian) or pacman (arch), kept as a tarball",
-        wanted: |p| p.base != Base::Busybox,
-        reads: |_| vec!["profile", "mirror"],
-        makes: nothing,
+        wanted: full_os,
+        reads: &[When("profile", always), When("mirror", always)],
+        makes: &[],
         run: stages::base::run,
     },
     Stage {
         name: "kernel",
         doc: "unpack the kernel and index its modules",
         wanted: always,
-        reads: |p| if p.base == Base::Arch { vec!["base"] } else { vec!["packages"] },
-        makes: |_| vec![artifact::KERNEL],
+        reads: &[When("packages", deb_kernel), When("base", arch_base)],
+        makes: &[When(artifact::KERNEL, always)],
         run: stages::kernel::run,
     },
     Stage {
         name: "rootfs",
         doc: "assemble the root tree (base or packages, overlays, oa-init, customisation) and pack it as squashfs",
         wanted: always,
-        reads: |p| {
-            let mut v = vec!["packages"];
-            if p.base != Base::Busybox {
-                v.push("base");
-            }
-            v.extend(["overlays", "oa-init"]);
-            if p.persistence.is_some() {
-                v.push("oa-storage");
-            }
-            v
-        },
-        makes: |_| vec![artifact::ROOTFS],
+        reads: &[
+            When("packages", always),
+            When("base", full_os),
+            When("overlays", always),
+            When("oa-init", always),
+            When("oa-storage", persistent),
+        ],
+        makes: &[When(artifact::ROOTFS, always)],
         run: stages::rootfs::run,
     },
     Stage {
         name: "initramfs",
         doc: "oa-init, the kernel modules it needs, busybox and oa-storage as a zstd cpio",
         wanted: always,
-        reads: |p| {
-            let mut v = vec!["kernel", "packages", "oa-init"];
-            if p.persistence.is_some() {
-                v.push("oa-storage");
-            }
-            v
-        },
-        makes: |_| vec![artifact::INITRAMFS],
+        reads: &[
+            When("kernel", always),
+            When("packages", always),
+            When("oa-init", always),
+            When("oa-storage", persistent),
+        ],
+        makes: &[When(artifact::INITRAMFS, always)],
         run: stages::initramfs::run,
     },
     Stage {
         name: "image",
         doc: "disk.img (GPT, BIOS + UEFI boot loaders, root partition) with its block map, and qcow2",
-        wanted: |p| p.image.disk,
-        reads: |_| vec!["kernel", "initramfs", "rootfs", "boot loaders"],
-        makes: |p| {
-            let mut v = vec![artifact::DISK_IMAGE, artifact::DISK_BMAP];
-            if p.image.qcow2 {
-                v.push(artifact::DISK_QCOW2);
-            }
-            v
-        },
+        wanted: disk,
+        reads: &[
+            When("kernel", always),
+            When("initramfs", always),
+            When("rootfs", always),
+            When("boot loaders", always),
+        ],
+        makes: &[
+            When(artifact::DISK_IMAGE, always),
+            When(artifact::DISK_BMAP, always),
+            When(artifact::DISK_QCOW2, qcow2),
+        ],
         run: stages::image::run,
     },
     Stage {
         name: "rpi",
         doc: "the Raspberry Pi boot tree rpi/ and the SD card image rpi.img",
-        wanted: |p| p.rpi.enable,
-        reads: |_| vec!["kernel", "initramfs", "rootfs", "raspi-firmware"],
-        makes: |_| vec![artifact::RPI_TREE, artifact::RPI_IMAGE],
+        wanted: rpi,
+        reads: &[
+            When("kernel", always),
+            When("initramfs", always),
+            When("rootfs", always),
+            When("raspi-firmware", always),
+        ],
+        makes: &[When(artifact::RPI_TREE, always), When(artifact::RPI_IMAGE, always)],
         run: stages::rpi::run,
     },
     Stage {
         name: "output",
         doc: "copy the artifacts into the output folder with manifest.json, swapped into place at once",
         wanted: always,
-        reads: |p| {
-            let mut v = vec!["kernel", "initramfs", "rootfs"];
-            if p.image.disk {
-                v.push("image");
-            }
-            if p.rpi.enable {
-                v.push("rpi");
-            }
-            v
-        },
-        makes: |_| vec![oa_contract::manifest::FILE_NAME],
+        reads: &[
+            When("kernel", always),
+            When("initramfs", always),
+            When("rootfs", always),
+            When("image", disk),
+            When("rpi", rpi),
+        ],
+        makes: &[When(oa_contract::manifest::FILE_NAME, always)],
         run: stages::output::run,
     },
 ];
@@ -171,13 +203,13 @@ pub fn graph(p: &Profile) -> Graph {
     let mut g = Graph { stages: Vec::new(), sources: Vec::new(), files: Vec::new(), edges: Vec::new() };
     for s in &plan {
         g.stages.push(s.name);
-        for r in (s.reads)(p) {
+        for r in s.reads(p) {
             if SOURCES.contains(&r) && !g.sources.contains(&r) {
                 g.sources.push(r);
             }
             g.edges.push((r, s.name));
         }
-        for f in (s.makes)(p) {
+        for f in s.makes(p) {
             g.files.push(f);
             g.edges.push((s.name, f));
         }
@@ -208,7 +240,7 @@ mod tests {
         for (file, p) in profiles() {
             let plan = plan(&p);
             for (i, s) in plan.iter().enumerate() {
-                for r in (s.reads)(&p) {
+                for r in s.reads(&p) {
                     let earlier = plan[..i].iter().any(|e| e.name == r);
                     assert!(
                         earlier || SOURCES.contains(&r),
@@ -221,8 +253,8 @@ mod tests {
             let out = plan.last().unwrap();
             assert_eq!(out.name, "output", "{file}");
             for s in &plan {
-                if !(s.makes)(&p).is_empty() && s.name != "output" {
-                    assert!((out.reads)(&p).contains(&s.name), "{file}: the output stage does not read {}", s.name);
+                if !s.makes(&p).is_empty() && s.name != "output" {
+                    assert!(out.reads(&p).contains(&s.name), "{file}: the output stage does not read {}", s.name);
                 }
             }
         }
