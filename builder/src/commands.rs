@@ -208,7 +208,7 @@ pub fn graph(a: GraphArgs) -> Result<i32> {
                 println!("    f{} -->|include| f{}", idx(from), idx(to));
             }
             println!("  end\n  subgraph pipeline");
-            let id = |s: &str| s.replace(['.', '-'], "_");
+            let id = |s: &str| s.replace(['.', '-', ' ', '/'], "_");
             for (a, b) in pipeline {
                 println!("    {}[\"{a}\"] --> {}[\"{b}\"]", id(a), id(b));
             }

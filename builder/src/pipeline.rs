@@ -164,7 +164,8 @@ pub const STAGES: &[Stage] = &[
             When("rootfs", always),
             When("raspi-firmware", always),
         ],
-        makes: &[When(artifact::RPI_TREE, always), When(artifact::RPI_IMAGE, always)],
+        // The tree is a folder: drawn as `rpi/` so it is not the stage `rpi`.
+        makes: &[When("rpi/", always), When(artifact::RPI_IMAGE, always)],
         run: stages::rpi::run,
     },
     Stage {
@@ -270,6 +271,12 @@ mod tests {
             files.sort();
             files.dedup();
             assert_eq!(files.len(), g.files.len(), "{file}: a file is made by two stages");
+            for f in &g.files {
+                assert!(
+                    !g.stages.contains(f) && !SOURCES.contains(f),
+                    "{file}: output file {f} has the name of a stage or source"
+                );
+            }
             assert!(g.files.contains(&artifact::ROOTFS) && g.files.contains(&oa_contract::manifest::FILE_NAME));
             assert_eq!(g.files.contains(&artifact::DISK_IMAGE), p.image.disk, "{file}");
             assert_eq!(g.files.contains(&artifact::RPI_IMAGE), p.rpi.enable, "{file}");
