@@ -468,6 +468,9 @@ mod tests {
         ];
         let b = mbr(0x1234abcd, &parts);
         assert_eq!(parse_mbr(&b).unwrap(), (0x1234abcd, parts));
+        // The exact bytes: rpi.img must stay byte-identical for the same inputs.
+        use sha2::{Digest, Sha256};
+        assert_eq!(hex::encode(Sha256::digest(b)), "a45020269418327b1ff25d782290c488be0d6e4e44fba18537ff6e4ff1d804b3");
     }
 
     #[test]

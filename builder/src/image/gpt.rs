@@ -310,4 +310,18 @@ mod tests {
         // Entries 4..128 are empty.
         assert!(entries[3 * 128..].iter().all(|&b| b == 0));
     }
+
+    /// The exact bytes of the table for a fixed layout: a change here changes every disk image
+    /// (the image must stay byte-identical for the same inputs).
+    #[test]
+    fn table_bytes_are_pinned() {
+        let mut h = Sha256::new();
+        for (off, bytes) in layout().table_writes(&[0x90; 440]) {
+            h.update(off.to_le_bytes());
+            h.update(&bytes);
+        }
+        assert_eq!(hex::encode(h.finalize()), "8f160c8b4dd00870a8dd12eb83885ba69e1dafc24d479618b51f97a8981421ec");
+        // The ESP's FAT serial is taken from a derived GUID's on-disk bytes.
+        assert_eq!(guid_bytes(&derived_guid(b"seed", "esp-serial"))[..4], [173, 31, 60, 5]);
+    }
 }
