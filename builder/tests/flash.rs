@@ -6,7 +6,7 @@
 //! unchanged afterwards.
 
 use oa_builder::image::bmap::Bmap;
-use oa_builder::image::gpt::{self, Layout, PartSpec};
+use oa_builder::image::gpt::{self, PartSpec};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -54,7 +54,7 @@ impl Drop for Loop {
 /// A small GPT disk image with data in two places, its bmap beside it (`disk.img.bmap`).
 /// Returns (image, the byte range of a hole that the bmap leaves unmapped).
 fn test_image(dir: &Path, size_mib: u64) -> (PathBuf, (u64, u64)) {
-    let layout = Layout::plan(
+    let layout = gpt::plan(
         &[
             PartSpec { label: "oa-esp".into(), type_guid: gpt::types::ESP, size_bytes: MIB, attributes: 0 },
             PartSpec {
