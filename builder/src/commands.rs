@@ -147,6 +147,11 @@ pub fn flash(a: FlashArgs) -> Result<i32> {
         allow_file: a.allow_file,
         progress: true,
     };
+    if a.dry_run {
+        println!("{}", crate::flash::plan(&opts)?);
+        eprintln!("oa flash: dry run, nothing was written");
+        return Ok(0);
+    }
     let r = crate::flash::flash(&opts)?;
     eprintln!(
         "oa flash: wrote and verified {} on {} in {:.1}s{}",

@@ -234,59 +234,18 @@ pub fn write_tree(dir: &Path, i: &TreeInputs) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// One MBR partition entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MbrPart {
-    pub bootable: bool,
-    pub kind: u8,
-    pub start_lba: u32,
-    pub sectors: u32,
-}
+pub use oa_disk::mbr::{MbrError, MbrPart, TYPE_FAT32_LBA, TYPE_LINUX};
 
-/// Partition type of the boot partition (FAT32 LBA) and of the root image partition (Linux).
-pub const TYPE_FAT32_LBA: u8 = 0x0c;
-pub const TYPE_LINUX: u8 = 0x83;
 const MIB: u64 = 1 << 20;
 
 /// The 512-byte MBR for `parts` with `disk_id` (the Pi's PARTUUID prefix).
 pub fn mbr(disk_id: u32, parts: &[MbrPart]) -> [u8; 512] {
-    let mut b = [0u8; 512];
-    b[440..444].copy_from_slice(&disk_id.to_le_bytes());
-    for (i, p) in parts.iter().take(4).enumerate() {
-        let e = &mut b[446 + 16 * i..446 + 16 * (i + 1)];
-        e[0] = if p.bootable { 0x80 } else { 0 };
-        // CHS fields are unused by the Pi and Linux: the "beyond 1024 cylinders" marker.
-        e[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
-        e[4] = p.kind;
-        e[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
-        e[8..12].copy_from_slice(&p.start_lba.to_le_bytes());
-        e[12..16].copy_from_slice(&p.sectors.to_le_bytes());
-    }
-    b[510] = 0x55;
-    b[511] = 0xaa;
-    b
+    oa_disk::mbr::dos(disk_id, parts)
 }
 
-/// Parse the partition entries of an MBR (for checks and tests).
-pub fn parse_mbr(b: &[u8]) -> std::result::Result<(u32, Vec<MbrPart>), String> {
-    if b.len() < 512 || b[510] != 0x55 || b[511] != 0xaa {
-        return Err("no MBR signature 55 aa".into());
-    }
-    let id = u32::from_le_bytes([b[440], b[441], b[442], b[443]]);
-    let mut v = Vec::new();
-    for i in 0..4 {
-        let e = &b[446 + 16 * i..446 + 16 * (i + 1)];
-        if e[4] == 0 {
-            continue;
-        }
-        v.push(MbrPart {
-            bootable: e[0] == 0x80,
-            kind: e[4],
-            start_lba: u32::from_le_bytes([e[8], e[9], e[10], e[11]]),
-            sectors: u32::from_le_bytes([e[12], e[13], e[14], e[15]]),
-        });
-    }
-    Ok((id, v))
+/// Parse the disk identifier and the used partition entries of an MBR (for checks and tests).
+pub fn parse_mbr(b: &[u8]) -> std::result::Result<(u32, Vec<MbrPart>), MbrError> {
+    oa_disk::mbr::parse(b).map(|m| (m.disk_id, m.partitions))
 }
 
 fn round_mib(n: u64) -> u64 {
@@ -458,6 +417,9 @@ mod tests {
         ];
         let b = mbr(0x1234abcd, &parts);
         assert_eq!(parse_mbr(&b).unwrap(), (0x1234abcd, parts));
+        // The exact bytes: rpi.img must stay byte-identical for the same inputs.
+        use sha2::{Digest, Sha256};
+        assert_eq!(hex::encode(Sha256::digest(b)), "a45020269418327b1ff25d782290c488be0d6e4e44fba18537ff6e4ff1d804b3");
     }
 
     #[test]

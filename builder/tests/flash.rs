@@ -6,7 +6,7 @@
 //! unchanged afterwards.
 
 use oa_builder::image::bmap::Bmap;
-use oa_builder::image::gpt::{self, Layout, PartSpec};
+use oa_builder::image::gpt::{self, PartSpec};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -54,7 +54,7 @@ impl Drop for Loop {
 /// A small GPT disk image with data in two places, its bmap beside it (`disk.img.bmap`).
 /// Returns (image, the byte range of a hole that the bmap leaves unmapped).
 fn test_image(dir: &Path, size_mib: u64) -> (PathBuf, (u64, u64)) {
-    let layout = Layout::plan(
+    let layout = gpt::plan(
         &[
             PartSpec { label: "oa-esp".into(), type_guid: gpt::types::ESP, size_bytes: MIB, attributes: 0 },
             PartSpec {
@@ -278,4 +278,48 @@ fn a_bmap_for_another_image_is_refused_before_writing() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is for an image of"), "{}", stderr(&o));
     assert!(lo.read() == before);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let b = Bmap::parse(&std::fs::read_to_string(d.path().join("disk.img.bmap")).unwrap()).unwrap();
+    // An existing file: same bytes afterwards.
+    let f = d.path().join("stick.img");
+    std::fs::write(&f, vec![0x33u8; 16 * MIB as usize]).unwrap();
+    let o = oa(&["flash", img.to_str().unwrap(), f.to_str().unwrap(), "--allow-file", "--dry-run"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing was written"), "{}", stderr(&o));
+    assert!(std::fs::read(&f).unwrap().iter().all(|&x| x == 0x33), "the file is untouched");
+    // Every extent of the block map, with its checksum, and the checks made.
+    assert!(out.contains(&format!("would write {} extent(s)", b.ranges.len())), "{out}");
+    for r in &b.ranges {
+        let (a, z) = r.bytes(b.block_size, b.image_size);
+        assert!(out.contains(&format!("bytes {a}..{z} (")) && out.contains(&r.sha256), "{out}");
+    }
+    assert!(out.contains("checks passed:") && out.contains("block map") && out.contains("at least as large"), "{out}");
+    assert!(out.contains("holds: data of unknown kind"), "{out}");
+    // A missing file is not created.
+    let n = d.path().join("new.img");
+    let o = oa(&["flash", img.to_str().unwrap(), n.to_str().unwrap(), "--allow-file", "--dry-run", "--no-bmap"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("would write 1 extent(s)") && out.contains("bytes 0..8388608"), "{out}");
+    assert!(out.contains("would be created"), "{out}");
+    assert!(!n.exists(), "no file was created");
+    // A loop device: the plan names it whole and its sector size; its bytes are unchanged.
+    let lo = Loop::new(d.path(), "dry", 16 * MIB, 0x44);
+    let before = lo.read();
+    let o = oa(&["flash", img.to_str().unwrap(), &lo.dev, "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("is a whole disk") && out.contains("logical sectors of 512 bytes"), "{out}");
+    assert!(lo.read() == before);
+    // Refusals still apply.
+    let small = d.path().join("small.img");
+    std::fs::write(&small, vec![0u8; MIB as usize]).unwrap();
+    let o = oa(&["flash", img.to_str().unwrap(), small.to_str().unwrap(), "--allow-file", "--dry-run"]);
+    assert!(!o.status.success() && stderr(&o).contains("larger than"), "{}", stderr(&o));
 }

@@ -8,8 +8,9 @@ use oa_contract::cmdline::RootSpec;
 
 use crate::console;
 use crate::error::{Error, IoContext, Result};
-use crate::gpt;
 use crate::rootimage;
+use oa_disk::gpt;
+use oa_disk::{Guid, SectorSize};
 
 const SYS_BLOCK: &str = "/sys/class/block";
 pub const POLL: Duration = Duration::from_millis(20);
@@ -73,23 +74,24 @@ fn names(devs: &[BlockDev]) -> String {
 
 /// Read the GPT of a whole disk. `Ok(None)` when the disk has no GPT.
 pub fn read_gpt(disk: &BlockDev) -> Result<Option<Vec<gpt::Partition>>> {
-    let sector: u64 = read_trim(&Path::new(SYS_BLOCK).join(&disk.name).join("queue/logical_block_size"))
+    let sector = read_trim(&Path::new(SYS_BLOCK).join(&disk.name).join("queue/logical_block_size"))
         .and_then(|s| s.parse().ok())
-        .filter(|s: &u64| (512..=65536).contains(s))
-        .unwrap_or(512);
+        .and_then(SectorSize::new)
+        .unwrap_or(SectorSize::B512);
     let mut f = std::fs::File::open(&disk.dev).ctx("open", &disk.dev)?;
-    let mut hdr = vec![0u8; sector as usize];
-    f.seek(SeekFrom::Start(sector)).ctx("seek to GPT header of", &disk.dev)?;
+    let mut hdr = vec![0u8; sector.bytes() as usize];
+    f.seek(SeekFrom::Start(sector.bytes())).ctx("seek to GPT header of", &disk.dev)?;
     if f.read_exact(&mut hdr).is_err() {
         return Ok(None); // smaller than two sectors: no GPT
     }
     let gpt_err = |why: String| Error::Gpt { device: disk.dev.display().to_string(), why };
-    let Some(h) = gpt::parse_header(&hdr).map_err(gpt_err)? else { return Ok(None) };
-    let mut ent = vec![0u8; gpt::entries_len(&h)];
-    let off = h.entries_lba.checked_mul(sector).ok_or_else(|| gpt_err("entry LBA out of range".into()))?;
+    let Some(h) = gpt::parse_header(&hdr).map_err(|e| gpt_err(e.to_string()))? else { return Ok(None) };
+    // Bounded by parse_header (at most gpt::MAX_ENTRIES_BYTES).
+    let mut ent = vec![0u8; h.entries_len()];
+    let off = h.entries_lba.checked_offset(sector).ok_or_else(|| gpt_err("entry LBA out of range".into()))?;
     f.seek(SeekFrom::Start(off)).ctx("seek to GPT entries of", &disk.dev)?;
     f.read_exact(&mut ent).ctx("read GPT entries of", &disk.dev)?;
-    gpt::parse_entries(&h, &ent).map(Some).map_err(gpt_err)
+    gpt::parse_entries(&h, &ent).map(Some).map_err(|e| gpt_err(e.to_string()))
 }
 
 /// Look for a GPT partition matching `pred` on every whole disk, return its device.
@@ -145,7 +147,11 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
                 p.exists().then_some(p)
             }
             Some(RootSpec::PartLabel(l)) => find_partition(&devs, &|p| &p.name == l, &mut gpt_errors),
-            Some(RootSpec::PartUuid(u)) => find_partition(&devs, &|p| p.uuid.eq_ignore_ascii_case(u), &mut gpt_errors),
+            Some(RootSpec::PartUuid(u)) => {
+                // A PARTUUID= that is not a GUID matches no partition (and is named as not found).
+                let want = u.parse::<Guid>().ok();
+                find_partition(&devs, &|p| Some(p.guid) == want, &mut gpt_errors)
+            }
             Some(RootSpec::Label(_)) => {
                 return Err(Error::NotSupported { what: "oa.root=LABEL= (filesystem labels)".into() })
             }

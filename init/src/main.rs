@@ -6,7 +6,6 @@ mod console;
 mod devices;
 mod emergency;
 mod error;
-mod gpt;
 mod loopdev;
 mod modules;
 mod mounts;

@@ -41,10 +41,7 @@ pub fn mkfs(dev: &Path, label: &str) -> Result<()> {
 
 /// The mount point `target` has something mounted on it (per /proc/self/mountinfo).
 pub fn is_mounted(target: &Path) -> bool {
-    let t = target.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|s| s.lines().any(|l| l.split(' ').nth(4) == Some(t.as_ref())))
-        .unwrap_or(false)
+    oa_disk::mountinfo::read().map(|m| m.iter().any(|e| e.mount_point == target)).unwrap_or(false)
 }
 
 /// Mount (idempotent: an existing mount is kept).

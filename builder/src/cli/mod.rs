@@ -143,6 +143,10 @@ pub struct FlashArgs {
     /// a disk, a missing one is created with the image's size.
     #[arg(long)]
     pub allow_file: bool,
+    /// Print the plan (what would be written where, with which checksums, after which checks)
+    /// and write nothing; every refusal still applies.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -142,7 +142,7 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
             attributes: 0,
         });
     }
-    let layout = Layout::plan(&parts, spec.seed);
+    let layout = gpt::plan(&parts, spec.seed);
     let (esp_p, root_p) = (layout.partitions[0].clone(), layout.partitions[1].clone());
 
     // The file, sparse, with the partition table.
@@ -160,12 +160,11 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
     img.sync_all().ctx("syncing", out)?;
 
     // The ESP: FAT, syslinux's boot sector and ldlinux, then the files.
-    let serial = u32::from_le_bytes(
-        gpt::guid_bytes(&gpt::derived_guid(spec.seed, "esp-serial"))[..4].try_into().unwrap_or([0; 4]),
-    );
+    let g = gpt::derived_guid(spec.seed, "esp-serial").to_gpt_bytes();
+    let serial = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
     let ep = epoch();
     let fat = fat::Fat::new(out, esp_p.offset(), ep);
-    fat.format(esp_p.size() / gpt::SECTOR, esp_p.first_lba, "OA-ESP", serial)?;
+    fat.format(esp_p.sectors(), esp_p.first_lba.0, "OA-ESP", serial)?;
     install_syslinux(&files.syslinux, out, esp_p.offset(), ep)?;
     fat.mkdirs(esp::DIRS)?;
     let cfg_dir = tempdir_beside(out)?;
