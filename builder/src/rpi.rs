@@ -280,29 +280,30 @@ pub fn write_sd_image(tree: &Path, rootfs: &Path, out: &Path, disk_id: u32) -> R
             sectors: (root_bytes / 512) as u32,
         },
     ];
-    let tmp = out.with_extension(format!("img.partial-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::File::create(&tmp).ctx("creating", &tmp)?;
-        f.set_len(total).ctx("sizing", &tmp)?;
-        f.write_all(&mbr(disk_id, &parts)).ctx("writing the MBR of", &tmp)?;
-        f.seek(SeekFrom::Start(root_start)).ctx("seeking in", &tmp)?;
-        let mut src = std::fs::File::open(rootfs).ctx("opening", rootfs)?;
-        std::io::copy(&mut src, &mut f).ctx("writing the root image into", &tmp)?;
-        f.sync_all().ctx("syncing", &tmp)?;
-        drop(f);
-        let fat = Fat::new(&tmp, boot_start, 0);
-        fat.format(boot_bytes / 512, boot_start / 512, "OA-BOOT", disk_id)?;
-        for file in &files {
-            let name = file.file_name().unwrap_or_default().to_string_lossy().to_string();
-            fat.copy(file, &name)?;
-        }
-        std::fs::rename(&tmp, out).ctx("moving the finished SD image into place", out)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    // Written beside `out` under a temporary name (removed on drop) and renamed when finished.
+    use std::io::{Seek, SeekFrom, Write};
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp =
+        tempfile::Builder::new().prefix(".rpi.img.").tempfile_in(parent).ctx("creating a temporary file in", parent)?;
+    let path = tmp.path().to_path_buf();
+    let f = tmp.as_file_mut();
+    f.set_len(total).ctx("sizing", &path)?;
+    f.write_all(&mbr(disk_id, &parts)).ctx("writing the MBR of", &path)?;
+    f.seek(SeekFrom::Start(root_start)).ctx("seeking in", &path)?;
+    let mut src = std::fs::File::open(rootfs).ctx("opening", rootfs)?;
+    std::io::copy(&mut src, f).ctx("writing the root image into", &path)?;
+    f.sync_all().ctx("syncing", &path)?;
+    let fat = Fat::new(&path, boot_start, 0);
+    fat.format(boot_bytes / 512, boot_start / 512, "OA-BOOT", disk_id)?;
+    for file in &files {
+        let name = file.file_name().unwrap_or_default().to_string_lossy().to_string();
+        fat.copy(file, &name)?;
     }
-    result.map(|_| parts)
+    // Temporary files are 0600; the image is an ordinary output file.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .ctx("setting the mode of", &path)?;
+    tmp.persist(out).map_err(|e| e.error).ctx("moving the finished SD image into place", out)?;
+    Ok(parts)
 }
 
 /// The Raspberry Pi stage's result, kept in the cache: `<dir>/rpi/` (the tree) and

@@ -28,7 +28,7 @@ use gpt::{Layout, PartSpec};
 use oa_contract::manifest::partlabel;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const MIB: u64 = 1 << 20;
@@ -105,8 +105,48 @@ fn epoch() -> u64 {
 /// the blank parts are holes.
 pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<Disk> {
     let mbr_code = files.mbr_code()?;
-    let (kernel_len, initrd_len, rootfs_len, sdboot_len) =
-        (len(spec.kernel)?, len(spec.initrd)?, len(spec.rootfs)?, len(&files.systemd_boot)?);
+    let rootfs_len = len(spec.rootfs)?;
+    let (esp_mib, esp_files) = esp_size(spec, files)?;
+    let layout = gpt::plan(&partitions(spec, esp_mib, rootfs_len), spec.seed);
+    let (esp_p, root_p) = (layout.partitions[0].clone(), layout.partitions[1].clone());
+
+    // The file, sparse, with the partition table.
+    let _ = std::fs::remove_file(out);
+    let img = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .ctx("creating disk image", out)?;
+    img.set_len(layout.size_bytes()).ctx("sizing disk image", out)?;
+    for (off, bytes) in layout.table_writes(&mbr_code) {
+        img.write_all_at(&bytes, off).ctx("writing the partition table of", out)?;
+    }
+    img.sync_all().ctx("syncing", out)?;
+    drop(img);
+
+    write_esp(spec, files, out, &esp_p)?;
+    copy_root(spec, out, root_p.offset(), rootfs_len)?;
+
+    // The block map: everything that must be on the device even where it is zeros.
+    let mut required = layout.table_ranges();
+    required.push((esp_p.offset(), esp_p.offset() + esp_p.size()));
+    required.push((root_p.offset(), root_p.offset() + rootfs_len));
+    if let Some(p) = layout.partition(partlabel::PERSIST) {
+        // A blank partition must read as blank on the device too: its start (LUKS, btrfs,
+        // ext4 and FAT signatures) and its end (RAID metadata) are written as zeros.
+        let edge = p.size().min(MIB);
+        required.push((p.offset(), p.offset() + edge));
+        required.push((p.offset() + p.size() - edge, p.offset() + p.size()));
+    }
+    let map = Bmap::create(out, &required)?;
+    Ok(Disk { layout, bmap: map, esp_files })
+}
+
+/// The ESP's size in MiB (the profile's, checked, or fitted to its files) and the bytes of the
+/// kernel, initramfs and systemd-boot it holds.
+fn esp_size(spec: &DiskSpec<'_>, files: &BootFiles) -> Result<(u32, u64)> {
+    let (kernel_len, initrd_len, sdboot_len) = (len(spec.kernel)?, len(spec.initrd)?, len(&files.systemd_boot)?);
     let esp_files = [kernel_len, initrd_len, sdboot_len, 4096, 4096, 4096];
     let needed = esp_mib_for(&esp_files);
     let esp_mib = match spec.esp_mib {
@@ -120,6 +160,12 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
         Some(m) => m,
         None => needed,
     };
+    Ok((esp_mib, esp_files.iter().take(3).sum()))
+}
+
+/// The partitions of disk.img: the ESP, the root image, and the blank persistence partition
+/// when the profile asks for one.
+fn partitions(spec: &DiskSpec<'_>, esp_mib: u32, rootfs_len: u64) -> Vec<PartSpec> {
     let mut parts = vec![
         PartSpec {
             label: partlabel::ESP.into(),
@@ -142,24 +188,12 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
             attributes: 0,
         });
     }
-    let layout = gpt::plan(&parts, spec.seed);
-    let (esp_p, root_p) = (layout.partitions[0].clone(), layout.partitions[1].clone());
+    parts
+}
 
-    // The file, sparse, with the partition table.
-    let _ = std::fs::remove_file(out);
-    let img = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(out)
-        .ctx("creating disk image", out)?;
-    img.set_len(layout.size_bytes()).ctx("sizing disk image", out)?;
-    for (off, bytes) in layout.table_writes(&mbr_code) {
-        img.write_all_at(&bytes, off).ctx("writing the partition table of", out)?;
-    }
-    img.sync_all().ctx("syncing", out)?;
-
-    // The ESP: FAT, syslinux's boot sector and ldlinux, then the files.
+/// The ESP: FAT, syslinux's boot sector and ldlinux, the boot loader configuration, the
+/// kernel, the initramfs and systemd-boot.
+fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Partition) -> Result<()> {
     let g = gpt::derived_guid(spec.seed, "esp-serial").to_gpt_bytes();
     let serial = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
     let ep = epoch();
@@ -167,29 +201,30 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
     fat.format(esp_p.sectors(), esp_p.first_lba.0, "OA-ESP", serial)?;
     install_syslinux(&files.syslinux, out, esp_p.offset(), ep)?;
     fat.mkdirs(esp::DIRS)?;
-    let cfg_dir = tempdir_beside(out)?;
-    let result = (|| -> Result<()> {
-        let texts = [
-            (esp::SYSLINUX_CFG, boot::syslinux_cfg(spec.title, spec.cmdline)),
-            (esp::LOADER_CONF, boot::loader_conf()),
-            (esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)),
-        ];
-        for (i, (dst, text)) in texts.iter().enumerate() {
-            let tmp = cfg_dir.join(format!("{i}.conf"));
-            std::fs::write(&tmp, text).ctx("writing", &tmp)?;
-            fat.copy(&tmp, dst)?;
-        }
-        fat.copy(spec.kernel, esp::KERNEL)?;
-        fat.copy(spec.initrd, esp::INITRD)?;
-        fat.copy(&files.systemd_boot, esp::EFI_BOOT)
-    })();
-    let _ = std::fs::remove_dir_all(&cfg_dir);
-    result?;
+    // mtools copies from files: the generated texts go through a folder removed on drop.
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let cfg_dir =
+        tempfile::Builder::new().prefix(".oa-esp-").tempdir_in(parent).ctx("creating a temporary folder in", parent)?;
+    let texts = [
+        (esp::SYSLINUX_CFG, boot::syslinux_cfg(spec.title, spec.cmdline)),
+        (esp::LOADER_CONF, boot::loader_conf()),
+        (esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)),
+    ];
+    for (i, (dst, text)) in texts.iter().enumerate() {
+        let tmp = cfg_dir.path().join(format!("{i}.conf"));
+        std::fs::write(&tmp, text).ctx("writing", &tmp)?;
+        fat.copy(&tmp, dst)?;
+    }
+    fat.copy(spec.kernel, esp::KERNEL)?;
+    fat.copy(spec.initrd, esp::INITRD)?;
+    fat.copy(&files.systemd_boot, esp::EFI_BOOT)
+}
 
-    // The root image at the start of its partition.
+/// The root image at `offset` (the start of its partition), checked to be `rootfs_len` bytes.
+fn copy_root(spec: &DiskSpec<'_>, out: &Path, offset: u64, rootfs_len: u64) -> Result<()> {
     let mut src = std::fs::File::open(spec.rootfs).ctx("opening", spec.rootfs)?;
     let mut dst = std::fs::OpenOptions::new().write(true).open(out).ctx("opening", out)?;
-    dst.seek(SeekFrom::Start(root_p.offset())).ctx("seeking in", out)?;
+    dst.seek(SeekFrom::Start(offset)).ctx("seeking in", out)?;
     let copied = std::io::copy(&mut src, &mut dst).ctx("writing the root image into", out)?;
     if copied != rootfs_len {
         return Err(Error::Image(format!(
@@ -198,22 +233,7 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
             out.display()
         )));
     }
-    dst.sync_all().ctx("syncing", out)?;
-    drop(dst);
-
-    // The block map: everything that must be on the device even where it is zeros.
-    let mut required = layout.table_ranges();
-    required.push((esp_p.offset(), esp_p.offset() + esp_p.size()));
-    required.push((root_p.offset(), root_p.offset() + rootfs_len));
-    if let Some(p) = layout.partition(partlabel::PERSIST) {
-        // A blank partition must read as blank on the device too: its start (LUKS, btrfs,
-        // ext4 and FAT signatures) and its end (RAID metadata) are written as zeros.
-        let edge = p.size().min(MIB);
-        required.push((p.offset(), p.offset() + edge));
-        required.push((p.offset() + p.size() - edge, p.offset() + p.size()));
-    }
-    let map = Bmap::create(out, &required)?;
-    Ok(Disk { layout, bmap: map, esp_files: esp_files.iter().take(3).sum() })
+    dst.sync_all().ctx("syncing", out)
 }
 
 /// `syslinux --install --offset`: syslinux's boot sector and ldlinux.sys/.c32 into the FAT
@@ -236,13 +256,6 @@ fn install_syslinux(syslinux: &Path, image: &Path, offset: u64, epoch: u64) -> R
         });
     }
     Ok(())
-}
-
-fn tempdir_beside(out: &Path) -> Result<PathBuf> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let d = parent.join(format!(".oa-esp-{}", crate::hash::unique_suffix()));
-    std::fs::create_dir_all(&d).ctx("creating", &d)?;
-    Ok(d)
 }
 
 /// `qemu-img convert`: `raw` as qcow2 at `out`.
