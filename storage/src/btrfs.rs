@@ -27,14 +27,13 @@ fn mkfs_command() -> Command {
 pub fn mkfs(dev: &Path, label: &str) -> Result<()> {
     let mut c = mkfs_command();
     c.args(["-q", "-L", label]).arg(dev);
-    let out = c.output().map_err(|e| Error::Other(format!("running mkfs.btrfs: {e}")))?;
+    let out = c.output().map_err(|source| Error::Run { what: "mkfs.btrfs", source })?;
     if !out.status.success() {
-        return Err(Error::Other(format!(
-            "mkfs.btrfs {} failed ({}): {}",
-            dev.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::Mkfs {
+            device: dev.display().to_string(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -50,8 +49,33 @@ pub fn mount(dev: &Path, target: &Path, options: &str) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(target).ctx("create", target)?;
-    nix::mount::mount(Some(dev), target, Some("btrfs"), MsFlags::MS_NOATIME, Some(options))
-        .map_err(|e| Error::Other(format!("mount {} on {} (btrfs, {options}): {e}", dev.display(), target.display())))
+    nix::mount::mount(Some(dev), target, Some("btrfs"), MsFlags::MS_NOATIME, Some(options)).map_err(|source| {
+        Error::Mount {
+            device: dev.display().to_string(),
+            target: target.display().to_string(),
+            options: options.to_string(),
+            source,
+        }
+    })
+}
+
+/// A file's identity: its device and inode number (what `stat` says), so that two paths are
+/// compared as objects, not as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The identity of `p` (following symlinks), if it exists.
+pub fn id(p: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| FileId { dev: m.dev(), ino: m.ino() })
+}
+
+/// The id of the subvolume whose root `p` is (5: the top level), if it is one.
+pub fn subvolume_id(p: &Path) -> Option<u64> {
+    Subvolume::get(p).ok().map(|s| s.id())
 }
 
 pub fn is_subvolume(p: &Path) -> bool {

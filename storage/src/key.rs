@@ -19,7 +19,7 @@ impl KeySource {
             "network" => Ok(KeySource::Network),
             _ => match s.strip_prefix("file:") {
                 Some(p) if p.starts_with('/') => Ok(KeySource::File(p.to_string())),
-                _ => Err(Error::Other(format!("key source {s:?}: expected passphrase, file:/path or network"))),
+                _ => Err(Error::KeySource(s.to_string())),
             },
         }
     }
@@ -37,7 +37,7 @@ impl KeySource {
 pub fn read_file(path: &str) -> Result<Vec<u8>> {
     let k = std::fs::read(path).ctx("read key file", path)?;
     if k.is_empty() {
-        return Err(Error::Other(format!("key file {path} is empty")));
+        return Err(Error::EmptyKeyFile(path.to_string()));
     }
     Ok(k)
 }
@@ -77,7 +77,7 @@ pub fn prompt(question: &str) -> Result<Vec<u8>> {
     let n = std::io::stdin().lock().read_line(&mut line).ctx("read the passphrase from", "the console")?;
     let _ = std::io::stdout().write_all(b"\n");
     if n == 0 {
-        return Err(Error::Other("the console closed while asking for the passphrase".into()));
+        return Err(Error::ConsoleClosed);
     }
     let p = line.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
     Ok(p)

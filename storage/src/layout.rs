@@ -8,6 +8,9 @@
 //! <top>/meta/rollback    a rollback requested from the running system, applied at next boot
 //! ```
 
+use std::fmt;
+
+use oa_contract::cmdline;
 use serde::{Deserialize, Serialize};
 
 pub const STATE: &str = "state";
@@ -28,6 +31,17 @@ pub struct BootMeta {
     pub last_good: Option<String>,
     /// The snapshot this boot's state started from.
     pub current: Option<String>,
+    /// The boot (`/proc/sys/kernel/random/boot_id`) whose snapshot was taken last: that boot's
+    /// snapshot step is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+impl BootMeta {
+    /// The snapshots pruning never deletes: the last good one and the one booted.
+    pub fn protected(&self) -> Vec<&str> {
+        [self.last_good.as_deref(), self.current.as_deref()].into_iter().flatten().collect()
+    }
 }
 
 pub fn boot_name(seq: u64) -> String {
@@ -58,11 +72,47 @@ pub fn prune(existing: &[String], keep: usize, protect: &[&str]) -> Vec<String> 
     boots.iter().take(excess).map(|(_, n)| (*n).clone()).filter(|n| !protect.contains(&n.as_str())).collect()
 }
 
+/// Why the state is rolled back at this boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackReason {
+    /// `oa.rollback=` on the kernel command line (its value).
+    Cmdline(String),
+    /// `oa-init snapshot rollback` in the running system (`meta/rollback`).
+    Requested,
+    /// `pending` boots in a row did not reach ready.
+    BootCounting { pending: u32 },
+}
+
+impl fmt::Display for RollbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RollbackReason::Cmdline(c) => write!(f, "{}={c}", cmdline::ROLLBACK),
+            RollbackReason::Requested => f.write_str("requested with `oa-init snapshot rollback`"),
+            RollbackReason::BootCounting { pending } => {
+                write!(f, "boot counting: {pending} boot(s) in a row did not reach ready")
+            }
+        }
+    }
+}
+
 /// Why and to what the state is rolled back at this boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollback {
     pub to: String,
-    pub why: String,
+    pub why: RollbackReason,
+}
+
+/// A rollback that cannot be done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    #[error("{}=previous: there is no boot snapshot yet", cmdline::ROLLBACK)]
+    NoBootYet,
+    #[error("no earlier boot snapshot")]
+    NothingEarlier,
+    #[error("snapshot {name:?} does not exist (there are: {})", existing.join(", "))]
+    Missing { name: String, existing: Vec<String> },
+    #[error("boot counting: {pending} boot(s) in a row did not reach ready and no snapshot of a good boot is left")]
+    NoGoodLeft { pending: u32 },
 }
 
 /// Decide the rollback of this boot, before this boot's snapshot is taken. In order: the
@@ -74,37 +124,33 @@ pub fn decide_rollback(
     existing: &[String],
     meta: &BootMeta,
     attempts: u32,
-) -> Result<Option<Rollback>, String> {
-    let resolve = |want: &str| -> Result<String, String> {
+) -> Result<Option<Rollback>, RollbackError> {
+    let resolve = |want: &str| -> Result<String, RollbackError> {
         if want == "previous" {
             existing
                 .iter()
                 .filter_map(|n| boot_seq(n).map(|s| (s, n)))
                 .max()
                 .map(|(_, n)| n.clone())
-                .ok_or_else(|| "oa.rollback=previous: there is no boot snapshot yet".to_string())
+                .ok_or(RollbackError::NoBootYet)
         } else if existing.iter().any(|n| n == want) {
             Ok(want.to_string())
         } else {
-            Err(format!("snapshot {want:?} does not exist (there are: {})", existing.join(", ")))
+            Err(RollbackError::Missing { name: want.to_string(), existing: existing.to_vec() })
         }
     };
     if let Some(c) = cmdline {
-        return Ok(Some(Rollback { to: resolve(c)?, why: format!("oa.rollback={c}") }));
+        return Ok(Some(Rollback { to: resolve(c)?, why: RollbackReason::Cmdline(c.to_string()) }));
     }
     if let Some(r) = requested {
-        return Ok(Some(Rollback { to: resolve(r)?, why: "requested with `oa-init snapshot rollback`".into() }));
+        return Ok(Some(Rollback { to: resolve(r)?, why: RollbackReason::Requested }));
     }
     if attempts > 0 && meta.pending >= attempts {
         return match &meta.last_good {
-            Some(g) if existing.contains(g) => Ok(Some(Rollback {
-                to: g.clone(),
-                why: format!("boot counting: {} boot(s) in a row did not reach ready", meta.pending),
-            })),
-            _ => Err(format!(
-                "boot counting: {} boot(s) in a row did not reach ready and no snapshot of a good boot is left",
-                meta.pending
-            )),
+            Some(g) if existing.contains(g) => {
+                Ok(Some(Rollback { to: g.clone(), why: RollbackReason::BootCounting { pending: meta.pending } }))
+            }
+            _ => Err(RollbackError::NoGoodLeft { pending: meta.pending }),
         };
     }
     Ok(None)
@@ -136,19 +182,62 @@ mod tests {
         assert_eq!(decide_rollback(Some("previous"), None, &ex, &m, 0).unwrap().unwrap().to, "boot-000002");
         assert_eq!(decide_rollback(Some("mine"), Some("boot-000001"), &ex, &m, 0).unwrap().unwrap().to, "mine");
         assert_eq!(decide_rollback(None, Some("boot-000001"), &ex, &m, 0).unwrap().unwrap().to, "boot-000001");
-        assert!(decide_rollback(Some("nope"), None, &ex, &m, 0).is_err());
+        assert!(matches!(
+            decide_rollback(Some("nope"), None, &ex, &m, 0),
+            Err(RollbackError::Missing { name, .. }) if name == "nope"
+        ));
+        let r = decide_rollback(Some("mine"), None, &ex, &m, 0).unwrap().unwrap();
+        assert_eq!(r.why.to_string(), format!("{}=mine", cmdline::ROLLBACK));
+        assert_eq!(
+            decide_rollback(Some("previous"), None, &[], &m, 0).unwrap_err().to_string(),
+            format!("{}=previous: there is no boot snapshot yet", cmdline::ROLLBACK)
+        );
         assert_eq!(decide_rollback(None, None, &ex, &m, 3).unwrap(), None);
     }
 
     #[test]
     fn boot_counting_rolls_back_to_last_good() {
         let ex = names(&["boot-000001", "boot-000002"]);
-        let m = BootMeta { seq: 2, pending: 2, last_good: Some("boot-000001".into()), current: None };
+        let m = BootMeta { seq: 2, pending: 2, last_good: Some("boot-000001".into()), ..BootMeta::default() };
         let r = decide_rollback(None, None, &ex, &m, 2).unwrap().unwrap();
         assert_eq!(r.to, "boot-000001");
-        assert!(r.why.contains("2 boot(s)"));
+        assert_eq!(r.why, RollbackReason::BootCounting { pending: 2 });
+        assert_eq!(r.why.to_string(), "boot counting: 2 boot(s) in a row did not reach ready");
         assert_eq!(decide_rollback(None, None, &ex, &m, 3).unwrap(), None);
         assert_eq!(decide_rollback(None, None, &ex, &m, 0).unwrap(), None);
+    }
+
+    /// Pruning is idempotent: what is left after pruning has nothing more to prune, whatever is
+    /// protected (every subset of up to six boot snapshots, every keep, every protected pair).
+    #[test]
+    fn prune_twice_prunes_nothing_more() {
+        let all: Vec<String> = (1..=6).map(boot_name).collect();
+        for mask in 0u32..(1 << all.len()) {
+            let ex: Vec<String> =
+                all.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| n.clone()).collect();
+            for keep in 1..=4 {
+                for a in 0..=all.len() {
+                    for b in a..=all.len() {
+                        let protect: Vec<&str> =
+                            [all.get(a), all.get(b)].into_iter().flatten().map(String::as_str).collect();
+                        let gone = prune(&ex, keep, &protect);
+                        assert!(gone.iter().all(|g| !protect.contains(&g.as_str())));
+                        let left: Vec<String> = ex.iter().filter(|n| !gone.contains(n)).cloned().collect();
+                        assert!(prune(&left, keep, &protect).is_empty(), "{ex:?} keep {keep} protect {protect:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn boot_meta_without_a_boot_id_still_reads() {
+        let m: BootMeta =
+            serde_json::from_str(r#"{"seq":3,"pending":1,"last_good":null,"current":"boot-000003"}"#).unwrap();
+        assert_eq!(m.boot_id, None);
+        let with = BootMeta { boot_id: Some("b".into()), ..m };
+        let back: BootMeta = serde_json::from_slice(&serde_json::to_vec(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 
     #[test]

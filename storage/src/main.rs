@@ -26,9 +26,10 @@ const HELP: &str = "\
 oa-storage: encrypted btrfs persistence for oa (run by oa-init)
 
   oa-storage setup [--config FILE] [--device SPEC] [--key SOURCE] [--rollback NAME|previous]
-                   [--top DIR] [--state DIR] [--runtime FILE] [--mapping NAME]
+                   [--top DIR] [--state DIR] [--runtime FILE] [--mapping NAME] [--boot-id ID]
         unlock (or, on a blank device with format = \"if-blank\", create) LUKS2 + btrfs, take
-        this boot's snapshot, apply a rollback, prune, mount the state subvolume at --state
+        this boot's snapshot (once per boot id, default /proc/sys/kernel/random/boot_id),
+        apply a rollback, prune, mount the state subvolume at --state
   oa-storage mark-good          this boot reached ready (boot counting)
   oa-storage status             state of each object, key slots, snapshots
   oa-storage snapshot list | create NAME | rollback NAME|previous | delete NAME
@@ -105,15 +106,15 @@ fn run(args: &[String]) -> i32 {
 fn setup(args: &[String]) -> error::Result<()> {
     let cfg_path = flag(args, "--config").unwrap_or_else(|| format!("/{}", initramfs_paths::PERSIST_CONFIG));
     let mut cfg: PersistConfig = match std::fs::read(&cfg_path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| error::Error::Other(format!("{cfg_path}: {e}")))?,
+        Ok(b) => serde_json::from_slice(&b).map_err(error::json_err(&cfg_path))?,
         // Only the cmdline: the safe defaults (passphrase, never format).
         Err(_) => serde_json::from_str(r#"{"device":"","key":"passphrase"}"#)
-            .map_err(|e| error::Error::Other(e.to_string()))?,
+            .map_err(error::json_err("the default configuration"))?,
     };
     let o =
         ops::Overrides { device: flag(args, "--device"), key: flag(args, "--key"), rollback: flag(args, "--rollback") };
     if cfg.device.is_empty() && o.device.is_none() {
-        return Err(error::Error::Other("no persistence device: give oa.persist= or [persistence] device".into()));
+        return Err(error::Error::NoDevice);
     }
     if cfg.key.is_empty() {
         cfg.key = "passphrase".into();
@@ -124,5 +125,6 @@ fn setup(args: &[String]) -> error::Result<()> {
         runtime: flag(args, "--runtime").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(storage_paths::RUNTIME)),
         mapping: flag(args, "--mapping").unwrap_or_else(|| luks::MAPPING.to_string()),
     };
-    ops::setup(&cfg, &o, &places).map(|_| ())
+    let boot_id = flag(args, "--boot-id").unwrap_or_else(ops::boot_id);
+    ops::setup(&cfg, &o, &places, &boot_id).map(|_| ())
 }

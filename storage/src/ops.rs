@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use oa_contract::config::{PersistConfig, PersistRuntime};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{json_err, Error, IoContext, Result};
 use crate::key::{self, KeySource};
-use crate::layout::{self, BootMeta};
-use crate::state::{self, Step};
+use crate::layout::{self, BootMeta, RollbackError, RollbackReason};
+use crate::state::{self, Expect, Info, Mapping, Mount, Step};
 use crate::{btrfs, device, luks, say, warn};
 
 /// Where things go; the defaults are the boot's, tests point them elsewhere.
@@ -29,13 +29,93 @@ pub struct Overrides {
     pub rollback: Option<String>,
 }
 
+/// The kernel's id of this boot: the key of the boot snapshot step.
+pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// This boot's id; without one (no /proc) a new id per run, so each run takes its snapshot,
+/// as before boot ids.
+pub fn boot_id() -> String {
+    match std::fs::read_to_string(BOOT_ID) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("unknown-{}-{}", t.as_nanos(), std::process::id())
+        }
+    }
+}
+
 fn ms(t: Instant) -> u128 {
     t.elapsed().as_millis()
 }
 
+/// The real objects of one boot: the device, its mapping and mount points, and how to get the
+/// key. `info` and `apply` of [`state::Objects`]; [`state::converge`] drives them.
+struct Boot<'a> {
+    cfg: &'a PersistConfig,
+    o: &'a Overrides,
+    places: &'a Places,
+    dev: PathBuf,
+    mapping: PathBuf,
+    source: KeySource,
+    boot_id: &'a str,
+    /// The key of a volume formatted in this run, to unlock it without asking again.
+    key: Option<Vec<u8>>,
+}
+
+impl state::Objects for Boot<'_> {
+    fn info(&mut self) -> Result<Info> {
+        let expect = Expect { boot_id: self.boot_id, keep: Expect::keep(self.cfg) };
+        state::info(&self.dev, &self.mapping, &self.places.top, &self.places.state, expect).ctx("read", &self.dev)
+    }
+
+    fn apply(&mut self, step: Step) -> Result<()> {
+        let (cfg, places, dev, mapping) = (self.cfg, self.places, &self.dev, &self.mapping);
+        let t = Instant::now();
+        match step {
+            Step::LuksFormat => {
+                let k = obtain_key(&self.source, dev, true)?;
+                luks::format(dev, &k, cfg)?;
+                say(&format!("formatted {} as LUKS2 (aes-xts-plain64, {}) in {} ms", dev.display(), cfg.pbkdf, ms(t)));
+                self.key = Some(k);
+            }
+            Step::Unlock => {
+                unlock(&self.source, dev, &places.mapping, cfg.retries.max(1), self.key.take())?;
+                say(&format!("unlocked {} as {} in {} ms", dev.display(), mapping.display(), ms(t)));
+            }
+            Step::Mkfs => {
+                btrfs::mkfs(mapping, "oa-persist")?;
+                luks::set_done(dev)?;
+                say(&format!("made btrfs on {} in {} ms", mapping.display(), ms(t)));
+            }
+            Step::MarkDone => {
+                luks::set_done(dev)?;
+                say(&format!("{} holds a btrfs: LUKS2 label set to {}", dev.display(), crate::probe::LABEL_DONE));
+            }
+            Step::MountTop => btrfs::mount(mapping, &places.top, "subvolid=5")?,
+            Step::CreateSubvols => {
+                btrfs::ensure_subvolume(&places.top.join(layout::STATE))?;
+                for d in [layout::SNAPSHOTS, layout::META] {
+                    std::fs::create_dir_all(places.top.join(d)).ctx("create", places.top.join(d))?;
+                }
+                say("created the state subvolume");
+            }
+            Step::BootSnapshot => boot_snapshot(cfg, self.o, &places.top, self.boot_id)?,
+            Step::Prune => prune(cfg, &places.top)?,
+            Step::MountState => {
+                btrfs::mount(mapping, &places.state, &format!("subvol=/{}", layout::STATE))?;
+                for d in ["upper", "work"] {
+                    std::fs::create_dir_all(places.state.join(d)).ctx("create", places.state.join(d))?;
+                }
+            }
+            Step::Done => {}
+        }
+        Ok(())
+    }
+}
+
 /// Bring the device to "state subvolume mounted at `places.state`" (with upper/ and work/),
-/// taking this boot's snapshot, applying a rollback and pruning on the way.
-pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<PersistRuntime> {
+/// taking this boot's snapshot (once per `boot_id`), applying a rollback and pruning on the way.
+pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places, boot_id: &str) -> Result<PersistRuntime> {
     let t0 = Instant::now();
     let spec = o.device.clone().unwrap_or_else(|| cfg.device.clone());
     let source = KeySource::parse(o.key.as_deref().unwrap_or(&cfg.key))?;
@@ -45,58 +125,19 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<Pers
     if !cfg.paths.is_empty() {
         say(&format!("only {} persist; the rest of the root is tmpfs", cfg.paths.join(", ")));
     }
-    let mut key: Option<Vec<u8>> = None;
-    let mut current = None;
-    for _ in 0..16 {
-        let info = state::info(&dev, &mapping, &places.top, &places.state).ctx("read", &dev)?;
-        let step = state::plan(&info, cfg.format)
-            .map_err(|r| Error::Refused { device: dev.display().to_string(), why: r.message() })?;
-        let t = Instant::now();
-        match step {
-            Step::LuksFormat => {
-                let k = obtain_key(&source, &dev, true)?;
-                luks::format(&dev, &k, cfg)?;
-                say(&format!("formatted {} as LUKS2 (aes-xts-plain64, {}) in {} ms", dev.display(), cfg.pbkdf, ms(t)));
-                key = Some(k);
-            }
-            Step::Unlock => {
-                unlock(&source, &dev, &places.mapping, cfg.retries.max(1), key.take())?;
-                say(&format!("unlocked {} as {} in {} ms", dev.display(), mapping.display(), ms(t)));
-            }
-            Step::Mkfs => {
-                btrfs::mkfs(&mapping, "oa-persist")?;
-                luks::set_done(&dev)?;
-                say(&format!("made btrfs on {} in {} ms", mapping.display(), ms(t)));
-            }
-            Step::MountTop => btrfs::mount(&mapping, &places.top, "subvolid=5")?,
-            Step::CreateSubvols => {
-                btrfs::ensure_subvolume(&places.top.join(layout::STATE))?;
-                for d in [layout::SNAPSHOTS, layout::META] {
-                    std::fs::create_dir_all(places.top.join(d)).ctx("create", places.top.join(d))?;
-                }
-                say("created the state subvolume");
-            }
-            Step::MountState => {
-                current = Some(boot_snapshots(cfg, o, &places.top)?);
-                btrfs::mount(&mapping, &places.state, &format!("subvol=/{}", layout::STATE))?;
-                for d in ["upper", "work"] {
-                    std::fs::create_dir_all(places.state.join(d)).ctx("create", places.state.join(d))?;
-                }
-            }
-            Step::Done => break,
-        }
-    }
+    let mut boot = Boot { cfg, o, places, dev, mapping, source, boot_id, key: None };
+    state::converge(&mut boot, cfg.format)?;
     let rt = PersistRuntime {
-        device: dev.display().to_string(),
-        mapping: mapping.display().to_string(),
+        device: boot.dev.display().to_string(),
+        mapping: boot.mapping.display().to_string(),
         top: places.top.display().to_string(),
         state: places.state.display().to_string(),
-        current: current.or_else(|| read_meta(&places.top).current),
+        current: read_meta(&places.top).current,
     };
     if let Some(parent) = places.runtime.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let json = serde_json::to_vec_pretty(&rt).map_err(|e| Error::Other(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&rt).map_err(json_err(&places.runtime))?;
     std::fs::write(&places.runtime, json).ctx("write", &places.runtime)?;
     say(&format!("state subvolume mounted at {} ({} ms in all)", places.state.display(), ms(t0)));
     Ok(rt)
@@ -105,9 +146,7 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<Pers
 fn obtain_key(source: &KeySource, dev: &Path, new: bool) -> Result<Vec<u8>> {
     match source {
         KeySource::File(p) => key::read_file(p),
-        KeySource::Network => {
-            Err(Error::Other("oa.persist.key=network is not implemented yet; use passphrase or file:/path".into()))
-        }
+        KeySource::Network => Err(Error::NotImplemented { what: "network" }),
         KeySource::Passphrase if new => loop {
             let a = key::prompt(&format!("new passphrase for {}", dev.display()))?;
             if a.is_empty() {
@@ -161,12 +200,13 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 fn write_meta(top: &Path, m: &BootMeta) -> Result<()> {
-    write_atomic(&top.join(layout::BOOT_JSON), &serde_json::to_vec_pretty(m).map_err(|e| Error::Other(e.to_string()))?)
+    let path = top.join(layout::BOOT_JSON);
+    write_atomic(&path, &serde_json::to_vec_pretty(m).map_err(json_err(&path))?)
 }
 
-/// This boot's read-only snapshot, the rollback (if any), pruning, boot counting. Returns the
-/// snapshot the state now starts from.
-fn boot_snapshots(cfg: &PersistConfig, o: &Overrides, top: &Path) -> Result<String> {
+/// This boot's read-only snapshot, the rollback (if any), boot counting; recorded in
+/// `meta/boot.json` with `boot_id`, so that the step is done once per boot.
+fn boot_snapshot(cfg: &PersistConfig, o: &Overrides, top: &Path, boot_id: &str) -> Result<()> {
     let t = Instant::now();
     let snaps = top.join(layout::SNAPSHOTS);
     let state = top.join(layout::STATE);
@@ -180,7 +220,7 @@ fn boot_snapshots(cfg: &PersistConfig, o: &Overrides, top: &Path) -> Result<Stri
         match layout::decide_rollback(o.rollback.as_deref(), requested.as_deref(), &existing, &meta, cfg.boot_attempts)
         {
             Ok(r) => r,
-            Err(why) if o.rollback.is_some() => return Err(Error::Other(why)),
+            Err(why) if o.rollback.is_some() => return Err(why.into()),
             Err(why) => {
                 warn(&format!("{why}; booting the current state"));
                 None
@@ -198,22 +238,16 @@ fn boot_snapshots(cfg: &PersistConfig, o: &Overrides, top: &Path) -> Result<Stri
                 "ROLLED BACK to snapshot {} ({}); the state before is kept as snapshot {snap}",
                 rb.to, rb.why
             ));
-            if rb.why.starts_with("boot counting") {
+            if let RollbackReason::BootCounting { .. } = rb.why {
                 meta.pending = 0;
             }
             rb.to.clone()
         }
         None => snap.clone(),
     };
-    meta.current = Some(current.clone());
+    meta.current = Some(current);
     meta.pending += 1;
-    let mut all = existing;
-    all.push(snap.clone());
-    let protect: Vec<&str> = [meta.last_good.as_deref(), Some(current.as_str())].into_iter().flatten().collect();
-    let gone = layout::prune(&all, cfg.snapshots_keep.max(1) as usize, &protect);
-    for g in &gone {
-        btrfs::delete(&snaps.join(g))?;
-    }
+    meta.boot_id = Some(boot_id.to_string());
     write_meta(top, &meta)?;
     btrfs::sync(top)?;
     let counting = if cfg.boot_attempts > 0 {
@@ -221,14 +255,28 @@ fn boot_snapshots(cfg: &PersistConfig, o: &Overrides, top: &Path) -> Result<Stri
     } else {
         String::new()
     };
-    say(&format!("snapshot {snap} taken, {} pruned{counting} in {} ms", gone.len(), ms(t)));
-    Ok(current)
+    say(&format!("snapshot {snap} taken{counting} in {} ms", ms(t)));
+    Ok(())
+}
+
+/// Delete the boot snapshots beyond `snapshots_keep` (never the last good one or the one
+/// booted). Idempotent: a second run finds nothing more to delete.
+fn prune(cfg: &PersistConfig, top: &Path) -> Result<()> {
+    let snaps = top.join(layout::SNAPSHOTS);
+    let meta = read_meta(top);
+    let keep = Expect::keep(cfg);
+    let gone = layout::prune(&btrfs::list(&snaps)?, keep, &meta.protected());
+    for g in &gone {
+        btrfs::delete(&snaps.join(g))?;
+    }
+    btrfs::sync(top)?;
+    say(&format!("{} boot snapshot(s) pruned ({}), {keep} kept", gone.len(), gone.join(", ")));
+    Ok(())
 }
 
 fn runtime(path: &Path) -> Result<PersistRuntime> {
-    let b = std::fs::read(path)
-        .map_err(|e| Error::Other(format!("{}: {e}: persistence is not set up on this boot", path.display())))?;
-    serde_json::from_slice(&b).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    let b = std::fs::read(path).map_err(|source| Error::NotSetUp { path: path.display().to_string(), source })?;
+    serde_json::from_slice(&b).map_err(json_err(path))
 }
 
 /// Stage 2 reached ready: this boot's starting snapshot is good; reset the count.
@@ -247,22 +295,24 @@ pub fn status(rt_path: &Path) -> Result<()> {
     let rt = runtime(rt_path)?;
     let top = PathBuf::from(&rt.top);
     let dev = PathBuf::from(&rt.device);
-    let info = state::info(&dev, Path::new(&rt.mapping), &top, Path::new(&rt.state)).ctx("read", &dev)?;
-    println!("device    {}: {:?}", rt.device, info.dev);
+    // Nothing to prune is asked of `info` here: status reports, it does not plan.
+    let expect = Expect { boot_id: &boot_id(), keep: usize::MAX };
+    let info = state::info(&dev, Path::new(&rt.mapping), &top, Path::new(&rt.state), expect).ctx("read", &dev)?;
+    println!("device    {}: {:?}", rt.device, info.header);
     for k in luks::keyslots(&dev).unwrap_or_else(|e| vec![format!("key slots unreadable: {e}")]) {
         println!("  {k}");
     }
-    println!("mapping   {}: {}", rt.mapping, if info.mapping_open { "unlocked" } else { "locked" });
+    println!("mapping   {}: {}", rt.mapping, if info.mapping == Mapping::Mapped { "unlocked" } else { "locked" });
     println!(
         "btrfs     {:?}, top level {} at {}",
         info.fs,
-        if info.top_mounted { "mounted" } else { "not mounted" },
+        if info.top == Mount::Mounted { "mounted" } else { "not mounted" },
         rt.top
     );
     println!(
         "state     subvolume {}, {} at {}",
         layout::STATE,
-        if info.state_mounted { "mounted (overlay upper)" } else { "not mounted" },
+        if info.state == Mount::Mounted { "mounted (overlay upper)" } else { "not mounted" },
         rt.state
     );
     let m = read_meta(&top);
@@ -295,15 +345,13 @@ pub fn list(rt_path: &Path) -> Result<()> {
 
 pub fn create(rt_path: &Path, name: &str) -> Result<()> {
     if !layout::valid_user_name(name) {
-        return Err(Error::Other(format!(
-            "{name:?} is not a valid snapshot name: letters, digits, . _ -; not boot-* or previous"
-        )));
+        return Err(Error::InvalidName(name.to_string()));
     }
     let rt = runtime(rt_path)?;
     let top = PathBuf::from(&rt.top);
     let dst = top.join(layout::SNAPSHOTS).join(name);
     if dst.exists() {
-        return Err(Error::Other(format!("snapshot {name} exists already")));
+        return Err(Error::SnapshotExists(name.to_string()));
     }
     btrfs::sync(&top)?;
     btrfs::snapshot(&top.join(layout::STATE), &dst, true)?;
@@ -325,11 +373,11 @@ pub fn rollback(rt_path: &Path, name: &str) -> Result<()> {
             .filter_map(|n| layout::boot_seq(n).filter(|s| *s < cur).map(|s| (s, n)))
             .max()
             .map(|(_, n)| n.clone())
-            .ok_or_else(|| Error::Other("no earlier boot snapshot".into()))?
+            .ok_or(RollbackError::NothingEarlier)?
     } else if existing.iter().any(|n| n == name) {
         name.to_string()
     } else {
-        return Err(Error::Other(format!("snapshot {name:?} does not exist (there are: {})", existing.join(", "))));
+        return Err(RollbackError::Missing { name: name.to_string(), existing }.into());
     };
     write_atomic(&top.join(layout::ROLLBACK_NEXT), format!("{target}\n").as_bytes())?;
     btrfs::sync(&top)?;
@@ -341,7 +389,7 @@ pub fn delete(rt_path: &Path, name: &str) -> Result<()> {
     let rt = runtime(rt_path)?;
     let p = Path::new(&rt.top).join(layout::SNAPSHOTS).join(name);
     if !btrfs::is_subvolume(&p) {
-        return Err(Error::Other(format!("snapshot {name:?} does not exist")));
+        return Err(Error::NoSnapshot(name.to_string()));
     }
     btrfs::delete(&p)?;
     println!("snapshot {name} deleted");

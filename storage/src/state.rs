@@ -1,65 +1,162 @@
-//! The storage objects as states and transitions (DESIGN.md "Objects, states and morphisms").
+//! The storage objects as states and transitions (docs/persistence.md "The boot").
 //!
 //! ```text
-//! device:   Missing | Blank | Foreign(signatures) | Luks{oa, finished}
-//! mapping:  Closed | Open                       (/dev/mapper/oa-persist)
-//! fs:       None | Btrfs | Foreign               (on the mapping)
-//! top:      Unmounted | Mounted                  (/run/oa/persist, subvolid 5)
-//! subvols:  state, snapshots/, meta/ present or not
-//! state:    Unmounted | Mounted                  (/run/oa/rw)
+//! header:    Absent | Foreign(signatures) | OaNew | OaDone    (the LUKS2 label says which)
+//! mapping:   Closed | Mapped                                   (/dev/mapper/oa-persist)
+//! fs:        Unseen | Empty | Btrfs | Foreign(signatures)      (on the mapping; Unseen: closed)
+//! top:       Unmounted | Mounted                               (/run/oa/persist, subvolid 5)
+//! subvols:   Missing | Present                                 (state, snapshots/, meta/)
+//! snapshot:  NotTaken | Taken                                  (this boot's, by boot id)
+//! prune:     Pending(names) | Pruned                           (boot snapshots beyond keep)
+//! state:     Unmounted | Mounted                               (/run/oa/rw = subvolume state)
 //! ```
 //!
+//! A field past the first layer that is not there yet (no mapping, top not mounted) reads as
+//! "not done"; [`plan`] never looks at it before the layer under it is done.
+//!
 //! [`info`] reads the current state; [`plan`] is a pure function from the current state and the
-//! policy to the next transition (or a refusal); `setup` applies transitions one at a time,
-//! re-reading the state after each, until there is nothing left to do. Running it twice
-//! changes nothing the second time.
+//! policy to the next transition (or a refusal); [`converge`] applies transitions one at a time
+//! through an [`Objects`] (the real device, or the in-memory model of the tests), re-reading the
+//! state after each, and fails loudly when a step changes nothing or the plan does not reach
+//! [`Step::Done`]. Running it twice changes nothing the second time.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
+use oa_contract::config::PersistConfig;
 use oa_contract::config::PersistFormat;
 
+use crate::btrfs::FileId;
+use crate::error::{Error, Result};
+use crate::layout;
 use crate::probe::{self, Signature};
 
+/// The LUKS2 header of the device (or what is there instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeviceState {
-    Blank,
+pub enum Header {
+    /// All zeros at the start and the end: blank.
+    Absent,
+    /// Something oa did not make (another filesystem, a LUKS header of another subsystem, ...).
     Foreign(Vec<Signature>),
-    /// An oa LUKS2 volume; `finished`: its btrfs was made (label `oa-persist`).
-    OaLuks {
-        finished: bool,
-        uuid: String,
-    },
+    /// An oa LUKS2 volume whose btrfs is not made yet (label `oa-persist-new`).
+    OaNew { uuid: String },
+    /// A finished oa LUKS2 volume (label `oa-persist`).
+    OaDone { uuid: String },
 }
 
+/// The dm-crypt mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapping {
+    Closed,
+    Mapped,
+}
+
+/// What the decrypted mapping holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FsState {
-    None,
+pub enum Fs {
+    /// The mapping is closed: not known.
+    Unseen,
+    Empty,
     Btrfs,
     Foreign(Vec<Signature>),
 }
 
+/// A mount point: the top level (subvolid 5) or the state subvolume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mount {
+    Unmounted,
+    Mounted,
+}
+
+/// The layout inside the btrfs: the `state` subvolume and the `snapshots/` and `meta/` folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subvols {
+    Missing,
+    Present,
+}
+
+/// This boot's read-only snapshot of the state (with its rollback), keyed by the boot id that
+/// `meta/boot.json` records once it is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    NotTaken,
+    Taken,
+}
+
+/// Boot snapshots beyond `snapshots_keep` (never the last good one or the one booted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prune {
+    Pending(Vec<String>),
+    Pruned,
+}
+
+/// The state of every object: a product of the named states above.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
     pub device: PathBuf,
-    pub dev: DeviceState,
-    pub mapping_open: bool,
-    /// Only known when the mapping is open.
-    pub fs: Option<FsState>,
-    pub top_mounted: bool,
-    pub subvols_present: bool,
-    pub state_mounted: bool,
+    pub header: Header,
+    pub mapping: Mapping,
+    pub fs: Fs,
+    pub top: Mount,
+    pub subvols: Subvols,
+    pub snapshot: Snapshot,
+    pub prune: Prune,
+    pub state: Mount,
+}
+
+impl fmt::Display for Info {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[Signature]| v.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ");
+        let header = match &self.header {
+            Header::Absent => "blank".to_string(),
+            Header::Foreign(s) => format!("foreign ({})", list(s)),
+            Header::OaNew { .. } => "oa LUKS2, btrfs not made".to_string(),
+            Header::OaDone { .. } => "oa LUKS2".to_string(),
+        };
+        let fs = match &self.fs {
+            Fs::Unseen => "not seen".to_string(),
+            Fs::Empty => "empty".to_string(),
+            Fs::Btrfs => "btrfs".to_string(),
+            Fs::Foreign(s) => format!("foreign ({})", list(s)),
+        };
+        let mount = |m: Mount| if m == Mount::Mounted { "mounted" } else { "not mounted" };
+        write!(
+            f,
+            "header {header}, mapping {}, filesystem {fs}, top level {}, subvolumes {}, boot snapshot {}, {}, state {}",
+            if self.mapping == Mapping::Mapped { "open" } else { "closed" },
+            mount(self.top),
+            if self.subvols == Subvols::Present { "present" } else { "missing" },
+            if self.snapshot == Snapshot::Taken { "taken" } else { "not taken" },
+            match &self.prune {
+                Prune::Pending(v) => format!("{} snapshot(s) to prune", v.len()),
+                Prune::Pruned => "nothing to prune".to_string(),
+            },
+            mount(self.state),
+        )
+    }
 }
 
 /// The next transition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
     LuksFormat,
     Unlock,
     Mkfs,
+    /// btrfs made but the LUKS label still says `oa-persist-new` (cut between mkfs and relabel).
+    MarkDone,
     MountTop,
     CreateSubvols,
+    /// This boot's snapshot, the rollback (if any), boot counting; recorded by boot id.
+    BootSnapshot,
+    Prune,
     MountState,
     Done,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
 }
 
 /// Refusals: the device holds something oa must not touch.
@@ -70,88 +167,179 @@ pub enum Refusal {
     InnerForeign(Vec<Signature>),
 }
 
-impl Refusal {
-    pub fn message(&self) -> String {
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let list = |v: &[Signature]| v.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ");
         match self {
-            Refusal::Foreign(s) => format!("holds data oa did not make ({}); refusing to format it", list(s)),
-            Refusal::BlankNoConsent => "is blank but formatting is not allowed (profile [persistence] format = \"never\"); set format = \"if-blank\" to let oa format it".into(),
-            Refusal::InnerForeign(s) => format!("is an oa LUKS2 volume but holds no btrfs ({}); refusing to format inside it", list(s)),
+            Refusal::Foreign(s) => write!(f, "holds data oa did not make ({}); refusing to format it", list(s)),
+            Refusal::BlankNoConsent => f.write_str("is blank but formatting is not allowed (profile [persistence] format = \"never\"); set format = \"if-blank\" to let oa format it"),
+            Refusal::InnerForeign(s) => write!(f, "is an oa LUKS2 volume but holds no btrfs ({}); refusing to format inside it", list(s)),
         }
     }
 }
 
 /// The next step from `info`, under the formatting policy.
-pub fn plan(info: &Info, format: PersistFormat) -> Result<Step, Refusal> {
-    match &info.dev {
-        DeviceState::Foreign(s) => return Err(Refusal::Foreign(s.clone())),
-        DeviceState::Blank if format == PersistFormat::IfBlank => return Ok(Step::LuksFormat),
-        DeviceState::Blank => return Err(Refusal::BlankNoConsent),
-        DeviceState::OaLuks { .. } => {}
-    }
-    if !info.mapping_open {
+pub fn plan(info: &Info, format: PersistFormat) -> std::result::Result<Step, Refusal> {
+    let finished = match &info.header {
+        Header::Foreign(s) => return Err(Refusal::Foreign(s.clone())),
+        Header::Absent if format == PersistFormat::IfBlank => return Ok(Step::LuksFormat),
+        Header::Absent => return Err(Refusal::BlankNoConsent),
+        Header::OaNew { .. } => false,
+        Header::OaDone { .. } => true,
+    };
+    if info.mapping == Mapping::Closed {
         return Ok(Step::Unlock);
     }
-    let finished = matches!(info.dev, DeviceState::OaLuks { finished: true, .. });
     match &info.fs {
-        Some(FsState::Btrfs) => {}
+        Fs::Btrfs if !finished => return Ok(Step::MarkDone),
+        Fs::Btrfs => {}
         // Inside a fresh oa volume the decrypted bytes are noise: mkfs only while the LUKS label
         // still says the btrfs was never made.
-        Some(FsState::None) | Some(FsState::Foreign(_)) if !finished => return Ok(Step::Mkfs),
-        Some(FsState::Foreign(s)) => return Err(Refusal::InnerForeign(s.clone())),
-        Some(FsState::None) | None => return Err(Refusal::InnerForeign(vec![])),
+        Fs::Empty | Fs::Foreign(_) if !finished => return Ok(Step::Mkfs),
+        Fs::Foreign(s) => return Err(Refusal::InnerForeign(s.clone())),
+        Fs::Empty | Fs::Unseen => return Err(Refusal::InnerForeign(vec![])),
     }
-    if !info.top_mounted {
-        return Ok(Step::MountTop);
+    Ok(if info.top == Mount::Unmounted {
+        Step::MountTop
+    } else if info.subvols == Subvols::Missing {
+        Step::CreateSubvols
+    } else if info.snapshot == Snapshot::NotTaken {
+        Step::BootSnapshot
+    } else if let Prune::Pending(_) = info.prune {
+        Step::Prune
+    } else if info.state == Mount::Unmounted {
+        Step::MountState
+    } else {
+        Step::Done
+    })
+}
+
+/// The objects `converge` works on: `info` reads their state, `apply` takes one step. The real
+/// device is `ops::Boot`; the tests have an in-memory model.
+pub trait Objects {
+    fn info(&mut self) -> Result<Info>;
+    fn apply(&mut self, step: Step) -> Result<()>;
+}
+
+/// More steps than a run can need (each kind of step is taken at most once).
+pub const MAX_STEPS: usize = 16;
+
+/// Apply the plan until it says [`Step::Done`]; the steps taken, in order. Fails with
+/// [`Error::Refused`] on a refusal, [`Error::NoProgress`] when a step returned Ok but the state
+/// read afterwards is the same, [`Error::NotConverged`] after [`MAX_STEPS`].
+pub fn converge(objects: &mut impl Objects, format: PersistFormat) -> Result<Vec<Step>> {
+    let mut info = objects.info()?;
+    let mut taken = Vec::new();
+    loop {
+        let step =
+            plan(&info, format).map_err(|why| Error::Refused { device: info.device.display().to_string(), why })?;
+        if step == Step::Done {
+            return Ok(taken);
+        }
+        if taken.len() == MAX_STEPS {
+            return Err(Error::NotConverged { steps: MAX_STEPS, step, state: Box::new(info) });
+        }
+        objects.apply(step)?;
+        taken.push(step);
+        let next = objects.info()?;
+        if next == info {
+            return Err(Error::NoProgress { step, state: Box::new(info) });
+        }
+        info = next;
     }
-    if !info.subvols_present {
-        return Ok(Step::CreateSubvols);
+}
+
+/// What `info` needs besides the places: this boot's id and how many boot snapshots to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    pub boot_id: &'a str,
+    pub keep: usize,
+}
+
+impl Expect<'_> {
+    pub fn keep(cfg: &PersistConfig) -> usize {
+        cfg.snapshots_keep.max(1) as usize
     }
-    if !info.state_mounted {
-        return Ok(Step::MountState);
+}
+
+/// `top` holds the top level of a btrfs: a mount root (its device differs from its parent's)
+/// that is subvolume 5.
+fn top_mount(top: Option<FileId>, parent: Option<FileId>, subvol_id: Option<u64>) -> Mount {
+    match (top, parent) {
+        (Some(t), Some(p)) if t.dev != p.dev && subvol_id == Some(5) => Mount::Mounted,
+        _ => Mount::Unmounted,
     }
-    Ok(Step::Done)
+}
+
+/// The state mount point shows the very subvolume `top/state` is (same device and inode).
+fn state_mount(mount_point: Option<FileId>, subvolume: Option<FileId>) -> Mount {
+    match (mount_point, subvolume) {
+        (Some(m), Some(s)) if m == s => Mount::Mounted,
+        _ => Mount::Unmounted,
+    }
+}
+
+fn fs_of(sigs: Vec<Signature>) -> Fs {
+    if sigs.contains(&Signature::Btrfs) {
+        Fs::Btrfs
+    } else if sigs.is_empty() {
+        Fs::Empty
+    } else {
+        Fs::Foreign(sigs)
+    }
+}
+
+fn header_of(sigs: Vec<Signature>) -> Header {
+    if sigs.is_empty() {
+        return Header::Absent;
+    }
+    match sigs.iter().find(|s| s.is_oa_luks()) {
+        Some(Signature::Luks { label, uuid, .. }) if label == probe::LABEL_DONE => {
+            Header::OaDone { uuid: uuid.clone() }
+        }
+        Some(Signature::Luks { uuid, .. }) => Header::OaNew { uuid: uuid.clone() },
+        _ => Header::Foreign(sigs),
+    }
 }
 
 /// Read the current state of every object.
-pub fn info(device: &Path, mapping: &Path, top: &Path, state_mnt: &Path) -> std::io::Result<Info> {
+pub fn info(device: &Path, mapping: &Path, top: &Path, state_mnt: &Path, expect: Expect<'_>) -> std::io::Result<Info> {
+    use crate::btrfs;
     let (head, tail) = probe::read_regions(device)?;
-    let sigs = probe::detect(&head, &tail);
-    let dev = if sigs.is_empty() {
-        DeviceState::Blank
-    } else if let Some(Signature::Luks { label, uuid, .. }) = sigs.iter().find(|s| s.is_oa_luks()) {
-        DeviceState::OaLuks { finished: label == probe::LABEL_DONE, uuid: uuid.clone() }
-    } else {
-        DeviceState::Foreign(sigs)
-    };
-    let mapping_open = mapping.exists();
-    let fs = if mapping_open {
+    let header = header_of(probe::detect(&head, &tail));
+    let (mapping, fs) = if mapping.exists() {
         let (h, t) = probe::read_regions(mapping)?;
-        let s = probe::detect(&h, &t);
-        Some(if s.contains(&Signature::Btrfs) {
-            FsState::Btrfs
-        } else if s.is_empty() {
-            FsState::None
-        } else {
-            FsState::Foreign(s)
-        })
+        (Mapping::Mapped, fs_of(probe::detect(&h, &t)))
     } else {
-        None
+        (Mapping::Closed, Fs::Unseen)
     };
-    let top_mounted = crate::btrfs::is_mounted(top);
-    let subvols_present = top_mounted
-        && crate::btrfs::is_subvolume(&top.join(crate::layout::STATE))
-        && top.join(crate::layout::SNAPSHOTS).is_dir()
-        && top.join(crate::layout::META).is_dir();
-    Ok(Info {
-        device: device.to_path_buf(),
-        dev,
-        mapping_open,
-        fs,
-        top_mounted,
-        subvols_present,
-        state_mounted: crate::btrfs::is_mounted(state_mnt),
-    })
+    let top_state = match fs {
+        Fs::Btrfs => top_mount(btrfs::id(top), top.parent().and_then(btrfs::id), btrfs::subvolume_id(top)),
+        _ => Mount::Unmounted,
+    };
+    let subvols = if top_state == Mount::Mounted
+        && btrfs::is_subvolume(&top.join(layout::STATE))
+        && top.join(layout::SNAPSHOTS).is_dir()
+        && top.join(layout::META).is_dir()
+    {
+        Subvols::Present
+    } else {
+        Subvols::Missing
+    };
+    let (mut snapshot, mut prune, mut state) = (Snapshot::NotTaken, Prune::Pruned, Mount::Unmounted);
+    if subvols == Subvols::Present {
+        let meta = crate::ops::read_meta(top);
+        if meta.boot_id.as_deref() == Some(expect.boot_id) {
+            snapshot = Snapshot::Taken;
+        }
+        let existing = btrfs::list(&top.join(layout::SNAPSHOTS)).map_err(std::io::Error::other)?;
+        let gone = layout::prune(&existing, expect.keep, &meta.protected());
+        if !gone.is_empty() {
+            prune = Prune::Pending(gone);
+        }
+        state = state_mount(btrfs::id(state_mnt), btrfs::id(&top.join(layout::STATE)));
+    }
+    Ok(Info { device: device.to_path_buf(), header, mapping, fs, top: top_state, subvols, snapshot, prune, state })
 }
 
 #[cfg(test)]
@@ -161,21 +349,23 @@ mod tests {
     fn base() -> Info {
         Info {
             device: "/dev/vdb".into(),
-            dev: DeviceState::OaLuks { finished: true, uuid: "u".into() },
-            mapping_open: true,
-            fs: Some(FsState::Btrfs),
-            top_mounted: true,
-            subvols_present: true,
-            state_mounted: true,
+            header: Header::OaDone { uuid: "u".into() },
+            mapping: Mapping::Mapped,
+            fs: Fs::Btrfs,
+            top: Mount::Mounted,
+            subvols: Subvols::Present,
+            snapshot: Snapshot::Taken,
+            prune: Prune::Pruned,
+            state: Mount::Mounted,
         }
     }
 
     #[test]
     fn never_formats_foreign_or_without_consent() {
         let mut i = base();
-        i.dev = DeviceState::Foreign(vec![Signature::Ext]);
+        i.header = Header::Foreign(vec![Signature::Ext]);
         assert_eq!(plan(&i, PersistFormat::IfBlank), Err(Refusal::Foreign(vec![Signature::Ext])));
-        i.dev = DeviceState::Blank;
+        i.header = Header::Absent;
         assert_eq!(plan(&i, PersistFormat::Never), Err(Refusal::BlankNoConsent));
         assert_eq!(plan(&i, PersistFormat::IfBlank), Ok(Step::LuksFormat));
     }
@@ -183,30 +373,358 @@ mod tests {
     #[test]
     fn walks_the_chain_in_order() {
         let mut i = base();
-        i.dev = DeviceState::OaLuks { finished: false, uuid: "u".into() };
-        i.mapping_open = false;
-        i.fs = None;
+        i.header = Header::OaNew { uuid: "u".into() };
+        i.mapping = Mapping::Closed;
+        i.fs = Fs::Unseen;
         assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::Unlock));
-        i.mapping_open = true;
-        i.fs = Some(FsState::Foreign(vec![Signature::UnknownData]));
+        i.mapping = Mapping::Mapped;
+        i.fs = Fs::Foreign(vec![Signature::UnknownData]);
         assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::Mkfs));
-        i.fs = Some(FsState::Btrfs);
-        i.top_mounted = false;
+        i.fs = Fs::Btrfs;
+        assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::MarkDone));
+        i.header = Header::OaDone { uuid: "u".into() };
+        i.top = Mount::Unmounted;
         assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::MountTop));
-        i.top_mounted = true;
-        i.subvols_present = false;
+        i.top = Mount::Mounted;
+        i.subvols = Subvols::Missing;
         assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::CreateSubvols));
-        i.subvols_present = true;
-        i.state_mounted = false;
+        i.subvols = Subvols::Present;
+        i.snapshot = Snapshot::NotTaken;
+        assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::BootSnapshot));
+        i.snapshot = Snapshot::Taken;
+        i.prune = Prune::Pending(vec!["boot-000001".into()]);
+        assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::Prune));
+        i.prune = Prune::Pruned;
+        i.state = Mount::Unmounted;
         assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::MountState));
-        i.state_mounted = true;
+        i.state = Mount::Mounted;
         assert_eq!(plan(&i, PersistFormat::Never), Ok(Step::Done));
     }
 
     #[test]
     fn finished_volume_without_btrfs_is_not_reformatted() {
         let mut i = base();
-        i.fs = Some(FsState::Foreign(vec![Signature::UnknownData]));
+        i.fs = Fs::Foreign(vec![Signature::UnknownData]);
         assert!(matches!(plan(&i, PersistFormat::IfBlank), Err(Refusal::InnerForeign(_))));
+        i.fs = Fs::Empty;
+        assert!(matches!(plan(&i, PersistFormat::IfBlank), Err(Refusal::InnerForeign(_))));
+    }
+
+    #[test]
+    fn mounts_are_compared_by_device_and_inode() {
+        let id = |dev, ino| Some(FileId { dev, ino });
+        // the top level: a mount root that is subvolume 5
+        assert_eq!(top_mount(id(40, 256), id(20, 7), Some(5)), Mount::Mounted);
+        assert_eq!(top_mount(id(20, 9), id(20, 7), Some(5)), Mount::Unmounted, "a plain folder");
+        assert_eq!(top_mount(id(40, 256), id(20, 7), Some(257)), Mount::Unmounted, "another subvolume");
+        assert_eq!(top_mount(None, id(20, 7), Some(5)), Mount::Unmounted, "missing");
+        // the state: the mount point is the state subvolume itself, whatever its path says
+        assert_eq!(state_mount(id(41, 256), id(41, 256)), Mount::Mounted);
+        assert_eq!(state_mount(id(20, 12), id(41, 256)), Mount::Unmounted, "an empty folder");
+        assert_eq!(state_mount(id(42, 256), id(41, 256)), Mount::Unmounted, "another subvolume there");
+        assert_eq!(state_mount(None, None), Mount::Unmounted);
+    }
+
+    #[test]
+    fn headers_and_filesystems_are_named() {
+        let luks = |label: &str, subsystem: &str| Signature::Luks {
+            version: 2,
+            label: label.into(),
+            subsystem: subsystem.into(),
+            uuid: "u".into(),
+        };
+        assert_eq!(header_of(vec![]), Header::Absent);
+        assert_eq!(header_of(vec![luks(probe::LABEL_DONE, probe::OA_SUBSYSTEM)]), Header::OaDone { uuid: "u".into() });
+        assert_eq!(header_of(vec![luks(probe::LABEL_NEW, probe::OA_SUBSYSTEM)]), Header::OaNew { uuid: "u".into() });
+        assert!(matches!(header_of(vec![luks(probe::LABEL_DONE, "other")]), Header::Foreign(_)));
+        assert_eq!(fs_of(vec![]), Fs::Empty);
+        assert_eq!(fs_of(vec![Signature::Btrfs]), Fs::Btrfs);
+        assert_eq!(fs_of(vec![Signature::Ext]), Fs::Foreign(vec![Signature::Ext]));
+    }
+}
+
+/// The model test: an in-memory device with the same [`Objects`] interface, and [`converge`]
+/// run from every reachable state of it.
+#[cfg(test)]
+mod model {
+    use std::collections::{BTreeSet, HashSet, VecDeque};
+
+    use super::*;
+
+    const KEEP: usize = 2;
+    /// Boot snapshots are counted up to this many, meaning "this many or more": every boot cut
+    /// inside its snapshot step leaves one more, so the real count has no bound.
+    const MAX_BOOTS: usize = KEEP + 3;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    enum H {
+        Blank,
+        Ext,
+        New,
+        Done,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    enum Inner {
+        /// Decrypted noise of a fresh volume (probes as unknown data).
+        Noise,
+        Ext,
+        Btrfs {
+            subvols: bool,
+            boots: usize,
+            this_boot: bool,
+        },
+    }
+
+    /// What is on the disk and what is open or mounted in this boot.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    struct Dev {
+        header: H,
+        inner: Inner,
+        mapped: bool,
+        top: bool,
+        state: bool,
+    }
+
+    impl Dev {
+        fn fresh(header: H, inner: Inner) -> Dev {
+            Dev { header, inner, mapped: false, top: false, state: false }
+        }
+
+        /// A reboot (or power cut): nothing is open or mounted, a new boot id.
+        fn reboot(mut self) -> Dev {
+            (self.mapped, self.top, self.state) = (false, false, false);
+            if let Inner::Btrfs { this_boot, .. } = &mut self.inner {
+                *this_boot = false;
+            }
+            self
+        }
+    }
+
+    fn fail(step: Step, d: &Dev) -> Error {
+        Error::NoProgress { step, state: Box::new(observe(d)) }
+    }
+
+    /// What `info` reads from the model: the same rules as the real one.
+    fn observe(d: &Dev) -> Info {
+        let header = match d.header {
+            H::Blank => Header::Absent,
+            H::Ext => Header::Foreign(vec![Signature::Ext]),
+            H::New => Header::OaNew { uuid: "u".into() },
+            H::Done => Header::OaDone { uuid: "u".into() },
+        };
+        let (mapping, fs) = match (d.mapped, d.inner) {
+            (false, _) => (Mapping::Closed, Fs::Unseen),
+            (true, Inner::Noise) => (Mapping::Mapped, Fs::Foreign(vec![Signature::UnknownData])),
+            (true, Inner::Ext) => (Mapping::Mapped, Fs::Foreign(vec![Signature::Ext])),
+            (true, Inner::Btrfs { .. }) => (Mapping::Mapped, Fs::Btrfs),
+        };
+        let mut i = Info {
+            device: "/dev/model".into(),
+            header,
+            mapping,
+            fs,
+            top: Mount::Unmounted,
+            subvols: Subvols::Missing,
+            snapshot: Snapshot::NotTaken,
+            prune: Prune::Pruned,
+            state: Mount::Unmounted,
+        };
+        if let (true, true, Inner::Btrfs { subvols, boots, this_boot }) = (d.mapped, d.top, d.inner) {
+            i.top = Mount::Mounted;
+            if subvols {
+                i.subvols = Subvols::Present;
+                if this_boot {
+                    i.snapshot = Snapshot::Taken;
+                }
+                if boots > KEEP {
+                    i.prune = Prune::Pending((0..boots - KEEP).map(|n| layout::boot_name(n as u64)).collect());
+                }
+                if d.state {
+                    i.state = Mount::Mounted;
+                }
+            }
+        }
+        i
+    }
+
+    /// The model device; `cut` makes the next step stop half-way (power cut inside it).
+    struct Model {
+        dev: Dev,
+        cut: bool,
+    }
+
+    impl Objects for Model {
+        fn info(&mut self) -> Result<Info> {
+            Ok(observe(&self.dev))
+        }
+
+        fn apply(&mut self, step: Step) -> Result<()> {
+            let d = &mut self.dev;
+            let cut = std::mem::take(&mut self.cut);
+            match (step, d.inner) {
+                (Step::LuksFormat, _) if d.header == H::Blank => (d.header, d.inner) = (H::New, Inner::Noise),
+                (Step::Unlock, _) if matches!(d.header, H::New | H::Done) => d.mapped = true,
+                (Step::Mkfs, _) if d.mapped && d.header == H::New => {
+                    d.inner = Inner::Btrfs { subvols: false, boots: 0, this_boot: false };
+                    if !cut {
+                        d.header = H::Done;
+                    }
+                }
+                (Step::MarkDone, Inner::Btrfs { .. }) if d.header == H::New => d.header = H::Done,
+                (Step::MountTop, Inner::Btrfs { .. }) if d.mapped => d.top = true,
+                (Step::CreateSubvols, Inner::Btrfs { boots, this_boot, .. }) if d.top => {
+                    d.inner = Inner::Btrfs { subvols: !cut, boots, this_boot }
+                }
+                (Step::BootSnapshot, Inner::Btrfs { subvols: true, boots, .. }) if d.top => {
+                    // cut: the snapshot was taken but boot.json not written yet
+                    d.inner = Inner::Btrfs { subvols: true, boots: (boots + 1).min(MAX_BOOTS), this_boot: !cut }
+                }
+                (Step::Prune, Inner::Btrfs { subvols: true, boots, this_boot }) if d.top => {
+                    let left = if cut { boots - 1 } else { boots.min(KEEP) };
+                    d.inner = Inner::Btrfs { subvols: true, boots: left, this_boot };
+                }
+                (Step::MountState, Inner::Btrfs { subvols: true, .. }) if d.top => d.state = true,
+                _ => return Err(fail(step, d)),
+            }
+            Ok(())
+        }
+    }
+
+    /// Starting points: what a disk can hold when a boot begins.
+    fn starts() -> Vec<Dev> {
+        let mut v = vec![
+            Dev::fresh(H::Blank, Inner::Noise),
+            Dev::fresh(H::Ext, Inner::Noise),
+            Dev::fresh(H::New, Inner::Noise),
+            Dev::fresh(H::New, Inner::Ext),
+            Dev::fresh(H::Done, Inner::Noise),
+            Dev::fresh(H::Done, Inner::Ext),
+        ];
+        // Boot snapshots up to two beyond `keep` (the profile lowered snapshots_keep).
+        for subvols in [false, true] {
+            for boots in 0..=KEEP + 2 {
+                v.push(Dev::fresh(H::Done, Inner::Btrfs { subvols, boots, this_boot: false }));
+            }
+        }
+        v
+    }
+
+    /// Every state reachable from the starting points by a step of the plan, a reboot, or a
+    /// step cut half-way by a power cut (then the next boot goes on).
+    fn reachable(format: PersistFormat) -> BTreeSet<Dev> {
+        let mut seen: HashSet<Dev> = HashSet::new();
+        let mut todo: VecDeque<Dev> = starts().into_iter().collect();
+        while let Some(d) = todo.pop_front() {
+            if !seen.insert(d) {
+                continue;
+            }
+            todo.push_back(d.reboot());
+            if let Ok(step) = plan(&observe(&d), format) {
+                if step != Step::Done {
+                    let mut m = Model { dev: d, cut: false };
+                    m.apply(step).expect("the plan's step applies in the model");
+                    todo.push_back(m.dev);
+                    // A power cut inside the step: what it left, found by the next boot.
+                    let mut m = Model { dev: d, cut: true };
+                    m.apply(step).expect("the plan's step applies in the model");
+                    todo.push_back(m.dev.reboot());
+                }
+            }
+        }
+        seen.into_iter().collect()
+    }
+
+    /// The longest run: LuksFormat, Unlock, Mkfs, MountTop, CreateSubvols, BootSnapshot,
+    /// MountState (a volume formatted in this run has nothing to prune; Mkfs and MarkDone
+    /// exclude each other).
+    const N: usize = 7;
+
+    #[test]
+    fn from_every_reachable_state_setup_reaches_done_and_a_second_setup_does_nothing() {
+        for format in [PersistFormat::IfBlank, PersistFormat::Never] {
+            let states = reachable(format);
+            let (mut done, mut refused, mut longest) = (0, 0, 0);
+            for d in &states {
+                let mut m = Model { dev: *d, cut: false };
+                match converge(&mut m, format) {
+                    Ok(steps) => {
+                        assert!(steps.len() <= N, "{d:?}: {steps:?}");
+                        let kinds: HashSet<Step> = steps.iter().copied().collect();
+                        assert_eq!(kinds.len(), steps.len(), "{d:?}: a step taken twice: {steps:?}");
+                        assert_eq!(plan(&observe(&m.dev), format), Ok(Step::Done));
+                        let again = converge(&mut m, format).expect("a second setup");
+                        assert!(again.is_empty(), "{d:?}: a second setup took {again:?}");
+                        longest = longest.max(steps.len());
+                        done += 1;
+                    }
+                    Err(Error::Refused { .. }) => {
+                        // A refusal writes nothing: the disk is as it was (an unlock may be open).
+                        assert_eq!((m.dev.header, m.dev.inner), (d.header, d.inner), "{d:?}");
+                        refused += 1;
+                    }
+                    Err(e) => panic!("{d:?}: {e}"),
+                }
+            }
+            // Without consent to format, the longest run is the one without LuksFormat.
+            let bound = if format == PersistFormat::IfBlank { N } else { N - 1 };
+            assert_eq!(longest, bound, "{format:?}");
+            assert_eq!(done + refused, states.len());
+            eprintln!("{format:?}: {} reachable states, {done} reach Done, {refused} refused", states.len());
+            assert!(done > 0 && refused > 0);
+        }
+    }
+
+    #[test]
+    fn the_reachable_states_cover_the_named_cases() {
+        let s = reachable(PersistFormat::IfBlank);
+        let has = |f: &dyn Fn(&Dev) -> bool| s.iter().any(f);
+        assert!(has(&|d| d.header == H::Blank), "blank device");
+        assert!(has(&|d| d.header == H::New && !d.mapped), "half-formatted header");
+        assert!(has(&|d| d.header == H::New && matches!(d.inner, Inner::Btrfs { .. })), "mkfs cut before the label");
+        assert!(has(&|d| d.header == H::Done && d.mapped && !d.top), "btrfs, top not mounted");
+        assert!(has(&|d| matches!(d.inner, Inner::Btrfs { subvols: false, .. }) && d.top), "no state subvolume");
+        assert!(has(&|d| matches!(d.inner, Inner::Btrfs { boots, .. } if boots > KEEP) && d.top), "to prune");
+        assert!(has(&|d| d.state), "done, mounted");
+        assert_eq!(s.len(), 52, "the reachable-state count changed: {}", s.len());
+    }
+
+    /// The loop's own laws, with objects that misbehave.
+    #[test]
+    fn a_step_that_changes_nothing_or_a_plan_that_never_ends_fails_loudly() {
+        struct Stuck;
+        impl Objects for Stuck {
+            fn info(&mut self) -> Result<Info> {
+                let mut i = observe(&Dev::fresh(H::Done, Inner::Btrfs { subvols: true, boots: 0, this_boot: true }));
+                (i.mapping, i.fs) = (Mapping::Mapped, Fs::Btrfs);
+                Ok(i)
+            }
+            fn apply(&mut self, _: Step) -> Result<()> {
+                Ok(())
+            }
+        }
+        match converge(&mut Stuck, PersistFormat::Never) {
+            Err(Error::NoProgress { step: Step::MountTop, state }) => assert_eq!(state.top, Mount::Unmounted),
+            other => panic!("{other:?}"),
+        }
+
+        /// Flips the top mount forever: always a change, never Done.
+        struct Flip(bool);
+        impl Objects for Flip {
+            fn info(&mut self) -> Result<Info> {
+                let mut i = Stuck.info()?;
+                if self.0 {
+                    (i.top, i.subvols) = (Mount::Mounted, Subvols::Missing);
+                }
+                Ok(i)
+            }
+            fn apply(&mut self, _: Step) -> Result<()> {
+                self.0 = !self.0;
+                Ok(())
+            }
+        }
+        let e = converge(&mut Flip(false), PersistFormat::Never).unwrap_err();
+        assert!(matches!(e, Error::NotConverged { steps: MAX_STEPS, .. }), "{e:?}");
+        assert!(e.to_string().contains("top level"), "names the state: {e}");
     }
 }
