@@ -135,7 +135,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     std::fs::create_dir_all(&stage_dir).ctx("creating cache folder", &stage_dir)?;
     check_out_writable(&out)?;
     let darch = p.arch.debian().to_string();
-    let arch = p.arch.as_str();
+    let arch = p.arch;
     let init_bin = initbin::locate(arch, opts.init_bin.as_deref())?;
     let init_sha = hash::sha256_file(&init_bin)?;
     // [persistence]: oa-storage + mkfs.btrfs with their libraries (elfdeps.rs).
@@ -215,7 +215,9 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     let rootfs = prog.run("rootfs", || {
         let mut key = Key::new("rootfs");
         key.add("profile", &serde_json::to_vec(&rootfs::system_config(p)).unwrap_or_default());
-        key.add("base", p.base.as_str().as_bytes()).add("arch", arch.as_bytes()).add("hostname", p.hostname.as_bytes());
+        key.add("base", p.base.as_str().as_bytes())
+            .add("arch", arch.as_str().as_bytes())
+            .add("hostname", p.hostname.as_bytes());
         for (_, info) in &debs {
             key.add("deb", info.sha256.as_bytes());
         }
@@ -440,7 +442,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
             let m = Manifest {
                 schema: manifest::SCHEMA_VERSION,
                 profile: p.name.clone(),
-                arch: arch.to_string(),
+                arch,
                 kernel_release: kernel.release.clone(),
                 cmdline: cl,
                 artifacts,
@@ -492,7 +494,7 @@ fn disk_stage(
     manifest_cmdline: &[String],
 ) -> Result<(DiskOut, bool, String)> {
     use crate::image::{self, boot::BootFiles};
-    let files = BootFiles::locate(p.arch.as_str())?;
+    let files = BootFiles::locate(p.arch)?;
     let boot_cmdline = image::disk_cmdline(manifest_cmdline);
     let mut key = Key::new("image");
     key.add("kernel", kernel_sha.as_bytes())
@@ -516,7 +518,7 @@ fn disk_stage(
     let tmp = stage_dir.join(format!(".image-{}.tmp", hash::unique_suffix()));
     let spec = image::DiskSpec {
         title: &p.name,
-        arch: p.arch.as_str(),
+        arch: p.arch,
         kernel: vmlinuz,
         initrd: &initrd.path,
         rootfs: &rootfs.path,

@@ -8,6 +8,7 @@
 //! <top>/meta/rollback    a rollback requested from the running system, applied at next boot
 //! ```
 
+use oa_contract::cmdline;
 use serde::{Deserialize, Serialize};
 
 pub const STATE: &str = "state";
@@ -82,7 +83,7 @@ pub fn decide_rollback(
                 .filter_map(|n| boot_seq(n).map(|s| (s, n)))
                 .max()
                 .map(|(_, n)| n.clone())
-                .ok_or_else(|| "oa.rollback=previous: there is no boot snapshot yet".to_string())
+                .ok_or_else(|| format!("{}=previous: there is no boot snapshot yet", cmdline::ROLLBACK))
         } else if existing.iter().any(|n| n == want) {
             Ok(want.to_string())
         } else {
@@ -90,7 +91,7 @@ pub fn decide_rollback(
         }
     };
     if let Some(c) = cmdline {
-        return Ok(Some(Rollback { to: resolve(c)?, why: format!("oa.rollback={c}") }));
+        return Ok(Some(Rollback { to: resolve(c)?, why: cmdline::word(cmdline::ROLLBACK, c) }));
     }
     if let Some(r) = requested {
         return Ok(Some(Rollback { to: resolve(r)?, why: "requested with `oa-init snapshot rollback`".into() }));

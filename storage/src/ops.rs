@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oa_contract::config::{PersistConfig, PersistRuntime};
+use oa_contract::config::{KeySource, PersistConfig, PersistRuntime};
 
 use crate::error::{Error, IoContext, Result};
-use crate::key::{self, KeySource};
+use crate::key;
 use crate::layout::{self, BootMeta};
 use crate::state::{self, Step};
 use crate::{btrfs, device, luks, say, warn};
@@ -38,7 +38,7 @@ fn ms(t: Instant) -> u128 {
 pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<PersistRuntime> {
     let t0 = Instant::now();
     let spec = o.device.clone().unwrap_or_else(|| cfg.device.clone());
-    let source = KeySource::parse(o.key.as_deref().unwrap_or(&cfg.key))?;
+    let source = o.key.as_deref().map_or_else(|| Ok(cfg.key.clone()), KeySource::parse).map_err(Error::Other)?;
     let dev = device::find(&spec, Duration::from_secs(10)).ok_or_else(|| Error::Missing(spec.clone()))?;
     let mapping = luks::mapping_path(&places.mapping);
     say(&format!("{} is {} (key: {})", spec, dev.display(), source.describe()));
@@ -105,9 +105,10 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places) -> Result<Pers
 fn obtain_key(source: &KeySource, dev: &Path, new: bool) -> Result<Vec<u8>> {
     match source {
         KeySource::File(p) => key::read_file(p),
-        KeySource::Network => {
-            Err(Error::Other("oa.persist.key=network is not implemented yet; use passphrase or file:/path".into()))
-        }
+        KeySource::Network => Err(Error::Other(format!(
+            "{}=network is not implemented yet; use passphrase or file:/path",
+            oa_contract::cmdline::PERSIST_KEY
+        ))),
         KeySource::Passphrase if new => loop {
             let a = key::prompt(&format!("new passphrase for {}", dev.display()))?;
             if a.is_empty() {
