@@ -21,15 +21,6 @@ pub struct PackageInfo {
     pub depends: Vec<String>,
 }
 
-/// Debian architecture name for an oa arch.
-pub fn debian_arch(arch: &str) -> &str {
-    match arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 /// A fingerprint of what `apt-cache show` answers from: the package lists and apt's config.
 /// When it is unchanged, an earlier answer is still the answer.
 fn apt_fingerprint() -> String {

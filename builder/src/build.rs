@@ -107,7 +107,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&p.name));
     let store = Store::open(&opts.cache_root)?;
     check_out_writable(&out)?;
-    let init_path = initbin::locate(p.arch.as_str(), opts.init_bin.as_deref())?;
+    let init_path = initbin::locate(p.arch, opts.init_bin.as_deref())?;
     let init = Stored { sha256: hash::sha256_file(&init_path)?, path: init_path };
     let storage = crate::elfdeps::bundle(p)?;
     let mut cx = Context {

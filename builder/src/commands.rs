@@ -50,9 +50,9 @@ pub fn run(a: RunArgs) -> Result<i32> {
     };
     // A bare image file may have no manifest beside it: disk images are x86_64.
     let m = if image_file { build::read_manifest(&dir).ok() } else { Some(build::read_manifest(&dir)?) };
-    let arch = m.as_ref().map_or_else(|| "x86_64".to_string(), |m| m.arch.clone());
+    let arch = m.as_ref().map_or(oa_contract::Arch::X86_64, |m| m.arch);
     let accel = match a.accel {
-        AccelArg::Auto => qemu::detect_accel(&arch),
+        AccelArg::Auto => qemu::detect_accel(arch),
         AccelArg::Kvm => Accel::Kvm,
         AccelArg::Tcg => Accel::Tcg,
     };
@@ -61,7 +61,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let firmware = match a.firmware {
         FirmwareArg::Bios => qemu::Firmware::Bios,
         FirmwareArg::Uefi => {
-            let (fw, guard) = qemu::UefiFiles::locate(&arch)?.for_run(&std::env::temp_dir())?;
+            let (fw, guard) = qemu::UefiFiles::locate(arch)?.for_run(&std::env::temp_dir())?;
             _vars = Some(guard);
             fw
         }
@@ -87,7 +87,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
             };
             // The built image stays as built (snapshot); an image file named directly is the
             // VM's disk and keeps what the guest writes.
-            qemu::Spec::from_disk(&arch, qemu::DiskBoot::detect(&path, !image_file)?, firmware, accel)
+            qemu::Spec::from_disk(arch, qemu::DiskBoot::detect(&path, !image_file)?, firmware, accel)
         }
         (Some(m), false) => {
             let mut s = qemu::Spec::from_output(&dir, m, accel);

@@ -7,8 +7,8 @@
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Key;
 use crate::initramfs::{Archive, Source};
-use crate::profile::{KeySource, Pbkdf, PersistFormat, Persistence, Profile};
-use oa_contract::config::{PersistConfig, PersistFormat as CFormat};
+use crate::profile::{KeySource, Persistence, Profile};
+use oa_contract::config::{KeySource as ConfigKey, PersistConfig};
 use oa_contract::{initramfs_paths, storage_paths};
 use std::path::{Path, PathBuf};
 
@@ -114,23 +114,17 @@ pub fn persist_config(x: &Persistence) -> PersistConfig {
     PersistConfig {
         device: x.device.clone(),
         key: match x.key {
-            KeySource::Passphrase => "passphrase".into(),
-            KeySource::Keyfile => format!("file:/{}", initramfs_paths::PERSIST_KEYFILE),
-            KeySource::Network => "network".into(),
+            KeySource::Passphrase => ConfigKey::Passphrase,
+            KeySource::Keyfile => ConfigKey::File(format!("/{}", initramfs_paths::PERSIST_KEYFILE)),
+            KeySource::Network => ConfigKey::Network,
         },
         retries: x.passphrase_retries,
         paths: x.paths.clone(),
         snapshots_keep: x.snapshots_keep,
         optional: x.optional,
-        format: match x.format {
-            PersistFormat::Never => CFormat::Never,
-            PersistFormat::IfBlank => CFormat::IfBlank,
-        },
+        format: x.format,
         boot_attempts: x.boot_attempts,
-        pbkdf: match x.pbkdf {
-            Pbkdf::Argon2id => "argon2id".into(),
-            Pbkdf::Pbkdf2 => "pbkdf2".into(),
-        },
+        pbkdf: x.pbkdf,
         pbkdf_memory_kib: x.pbkdf_memory_kib,
         pbkdf_iterations: x.pbkdf_iterations,
     }

@@ -2,20 +2,18 @@
 //! is what the boot needs: a static executable for the profile's architecture.
 
 use crate::error::{Error, Result};
+use oa_contract::Arch;
 use object::Object;
 use std::path::{Path, PathBuf};
 
 /// Rust target triple oa-init is built for, per oa arch.
-pub fn target_triple(arch: &str) -> &'static str {
-    match arch {
-        "aarch64" => "aarch64-unknown-linux-musl",
-        _ => "x86_64-unknown-linux-musl",
-    }
+pub fn target_triple(arch: Arch) -> &'static str {
+    arch.musl_target()
 }
 
 /// Where to look, in order: `explicit` (from `--init` or `OA_INIT_BIN`), next to the running
 /// `oa`, then the cargo target folders around it (`target/<triple>/{release,debug}/oa-init`).
-pub fn candidates(arch: &str, explicit: Option<&Path>) -> Vec<PathBuf> {
+pub fn candidates(arch: Arch, explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(p) = explicit {
         return vec![p.to_path_buf()];
     }
@@ -35,7 +33,7 @@ pub fn candidates(arch: &str, explicit: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// Locate and check oa-init for `arch`.
-pub fn locate(arch: &str, explicit: Option<&Path>) -> Result<PathBuf> {
+pub fn locate(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     let c = candidates(arch, explicit);
     let found = c.iter().find(|p| p.is_file()).ok_or_else(|| {
         Error::InitBinary(format!(
@@ -50,13 +48,13 @@ pub fn locate(arch: &str, explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// The binary must be an ELF executable for `arch` with no program interpreter (static): the
 /// initramfs carries no shared libraries for it.
-pub fn check(path: &Path, arch: &str) -> Result<()> {
+pub fn check(path: &Path, arch: Arch) -> Result<()> {
     let data = std::fs::read(path).map_err(|e| Error::InitBinary(format!("reading {}: {e}", path.display())))?;
     let file = object::File::parse(&*data)
         .map_err(|e| Error::InitBinary(format!("{} is not an ELF executable: {e}", path.display())))?;
     let want = match arch {
-        "aarch64" => object::Architecture::Aarch64,
-        _ => object::Architecture::X86_64,
+        Arch::Aarch64 => object::Architecture::Aarch64,
+        Arch::X86_64 => object::Architecture::X86_64,
     };
     if file.architecture() != want {
         return Err(Error::InitBinary(format!(

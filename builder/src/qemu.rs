@@ -7,7 +7,9 @@
 //! Debian's `ovmf`): its code read-only and a copy of the variable store per run.
 
 use crate::error::{Error, Result};
+use oa_contract::cmdline::{self, Cmdline, RootSpec};
 use oa_contract::manifest::{artifact, Manifest};
+use oa_contract::{Arch, ConsoleLine};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +25,7 @@ pub enum Accel {
 /// What to boot and how.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    pub arch: String,
+    pub arch: Arch,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     /// The root image, attached read-only as the first virtio disk (`/dev/vda`).
@@ -99,13 +101,15 @@ pub struct UefiFiles {
 }
 
 impl UefiFiles {
-    pub fn locate(arch: &str) -> Result<UefiFiles> {
+    pub fn locate(arch: Arch) -> Result<UefiFiles> {
         Self::locate_in(Path::new("/"), arch)
     }
 
-    pub fn locate_in(root: &Path, arch: &str) -> Result<UefiFiles> {
+    pub fn locate_in(root: &Path, arch: Arch) -> Result<UefiFiles> {
         let (pairs, package): (&[(&str, &str)], &str) = match arch {
-            "aarch64" => (&[("usr/share/AAVMF/AAVMF_CODE.fd", "usr/share/AAVMF/AAVMF_VARS.fd")], "qemu-efi-aarch64"),
+            Arch::Aarch64 => {
+                (&[("usr/share/AAVMF/AAVMF_CODE.fd", "usr/share/AAVMF/AAVMF_VARS.fd")], "qemu-efi-aarch64")
+            }
             _ => (
                 &[
                     ("usr/share/OVMF/OVMF_CODE_4M.fd", "usr/share/OVMF/OVMF_VARS_4M.fd"),
@@ -160,10 +164,11 @@ impl Spec {
     /// image as /dev/vda, and the manifest's command line.
     pub fn from_output(dir: &Path, m: &Manifest, accel: Accel) -> Spec {
         let file = |n: &str| dir.join(m.artifact(n).map(|a| a.path.as_str()).unwrap_or(n));
-        let mut append = m.cmdline.clone();
-        append.push(format!("{}=/dev/vda", oa_contract::cmdline::ROOT));
+        let mut append = Cmdline::from_words(m.cmdline.iter().cloned());
+        append.set_root(&RootSpec::Path(cmdline::RUN_ROOT_DEVICE.into()));
+        let append = append.into_words();
         Spec {
-            arch: m.arch.clone(),
+            arch: m.arch,
             kernel: file(artifact::KERNEL),
             initrd: file(artifact::INITRAMFS),
             root_image: Some(file(artifact::ROOTFS)),
@@ -179,9 +184,9 @@ impl Spec {
     }
 
     /// Boot the disk image `disk` through `firmware` (its boot loader holds the command line).
-    pub fn from_disk(arch: &str, disk: DiskBoot, firmware: Firmware, accel: Accel) -> Spec {
+    pub fn from_disk(arch: Arch, disk: DiskBoot, firmware: Firmware, accel: Accel) -> Spec {
         Spec {
-            arch: arch.to_string(),
+            arch,
             kernel: PathBuf::new(),
             initrd: PathBuf::new(),
             root_image: None,
@@ -204,9 +209,11 @@ impl Spec {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));
-        match self.arch.as_str() {
-            "aarch64" => push(&["-M", "virt", "-cpu", if self.accel == Accel::Kvm { "host" } else { "cortex-a57" }]),
-            _ => push(&["-M", "q35"]),
+        match self.arch {
+            Arch::Aarch64 => {
+                push(&["-M", "virt", "-cpu", if self.accel == Accel::Kvm { "host" } else { "cortex-a57" }])
+            }
+            Arch::X86_64 => push(&["-M", "q35"]),
         }
         push(&["-accel", if self.accel == Accel::Kvm { "kvm" } else { "tcg" }]);
         let mem = self.memory_mib.to_string();
@@ -252,11 +259,11 @@ impl Spec {
 /// KVM when it works, else TCG. `/dev/kvm` may exist while guests hang (no nested
 /// virtualisation): require the vmx/svm CPU flag, then prove it by running one `hlt`
 /// instruction in a throw-away VM in a child process that is killed if it does not finish.
-pub fn detect_accel(arch: &str) -> Accel {
+pub fn detect_accel(arch: Arch) -> Accel {
     if let Ok(v) = std::env::var("OA_ACCEL") {
         return if v == "kvm" { Accel::Kvm } else { Accel::Tcg };
     }
-    if arch != std::env::consts::ARCH {
+    if Arch::host() != Some(arch) {
         return Accel::Tcg;
     }
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -264,7 +271,7 @@ pub fn detect_accel(arch: &str) -> Accel {
         .lines()
         .filter(|l| l.starts_with("flags") || l.starts_with("Features"))
         .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    if !has_virt && arch == "x86_64" {
+    if !has_virt && arch == Arch::X86_64 {
         return Accel::Tcg;
     }
     if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
@@ -363,7 +370,7 @@ pub fn spawn(spec: &Spec) -> Result<Child> {
             why: "not on PATH".into(),
             hint: format!(
                 "install it: apt-get install {} (`make deps` does it)",
-                if spec.arch == "aarch64" { "qemu-system-arm" } else { "qemu-system-x86" }
+                if spec.arch == Arch::Aarch64 { "qemu-system-arm" } else { "qemu-system-x86" }
             ),
         });
     }
@@ -437,10 +444,12 @@ pub fn run_until_ready(spec: &Spec, timeout: Duration, echo: bool, log: Option<&
                 for b in chunk {
                     if b == b'\n' {
                         let l = String::from_utf8_lossy(&line).trim_end().to_string();
-                        if l.contains(oa_contract::READY_LINE) && found.is_none() {
-                            found = Some(Outcome::Ready(start.elapsed(), l));
-                        } else if l.contains(oa_contract::FATAL_PREFIX) && found.is_none() {
-                            found = Some(Outcome::Fatal(l));
+                        match ConsoleLine::parse(&l) {
+                            Some(c) if c.is_ready() && found.is_none() => {
+                                found = Some(Outcome::Ready(start.elapsed(), l.clone()))
+                            }
+                            Some(c) if c.is_fatal() && found.is_none() => found = Some(Outcome::Fatal(l.clone())),
+                            _ => {}
                         }
                         line.clear();
                     } else {
@@ -479,7 +488,7 @@ mod tests {
         let m = Manifest {
             schema: 1,
             profile: "tiny".into(),
-            arch: "x86_64".into(),
+            arch: Arch::X86_64,
             kernel_release: "6.1".into(),
             cmdline: vec!["console=ttyS0".into()],
             artifacts: vec![],
@@ -498,20 +507,20 @@ mod tests {
     #[test]
     fn disk_boot_under_bios_and_uefi() {
         let disk = DiskBoot { path: "/o/disk.img".into(), format: "raw".into(), snapshot: true };
-        let s = Spec::from_disk("x86_64", disk.clone(), Firmware::Bios, Accel::Tcg);
+        let s = Spec::from_disk(Arch::X86_64, disk.clone(), Firmware::Bios, Accel::Tcg);
         let a = s.args().join(" ");
         assert!(a.contains("-drive file=/o/disk.img,format=raw,if=none,id=disk0,snapshot=on -device virtio-blk-pci,drive=disk0,bootindex=0"), "{a}");
         assert!(!a.contains("-kernel") && !a.contains("-append") && !a.contains("pflash"), "{a}");
         let uefi = Firmware::Uefi { code: "/fw/CODE.fd".into(), vars: "/tmp/vars.fd".into() };
         let q = DiskBoot { path: "/o/disk.qcow2".into(), format: "qcow2".into(), snapshot: false };
-        let a = Spec::from_disk("x86_64", q, uefi, Accel::Tcg).args().join(" ");
+        let a = Spec::from_disk(Arch::X86_64, q, uefi, Accel::Tcg).args().join(" ");
         assert!(a.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/tmp/vars.fd"), "{a}");
         assert!(a.contains("file=/o/disk.qcow2,format=qcow2,if=none,id=disk0 -device"), "{a}");
         // The firmware goes before the disk; -kernel boots can use OVMF too.
         let m = Manifest {
             schema: 1,
             profile: "t".into(),
-            arch: "x86_64".into(),
+            arch: Arch::X86_64,
             kernel_release: "6".into(),
             cmdline: vec![],
             artifacts: vec![],
@@ -526,7 +535,7 @@ mod tests {
     #[test]
     fn missing_uefi_firmware_names_the_package() {
         let root = tempfile::tempdir().unwrap();
-        let e = UefiFiles::locate_in(root.path(), "x86_64").unwrap_err().to_string();
+        let e = UefiFiles::locate_in(root.path(), Arch::X86_64).unwrap_err().to_string();
         assert!(
             e.contains("OVMF_CODE_4M.fd") && e.contains("apt-get install ovmf") && e.contains("--firmware bios"),
             "{e}"
@@ -540,7 +549,7 @@ mod tests {
         std::fs::create_dir_all(&fw).unwrap();
         std::fs::write(fw.join("OVMF_CODE_4M.fd"), b"code").unwrap();
         std::fs::write(fw.join("OVMF_VARS_4M.fd"), b"vars").unwrap();
-        let u = UefiFiles::locate_in(root.path(), "x86_64").unwrap();
+        let u = UefiFiles::locate_in(root.path(), Arch::X86_64).unwrap();
         let (f1, g1) = u.for_run(root.path()).unwrap();
         let (f2, _g2) = u.for_run(root.path()).unwrap();
         assert_ne!(f1, f2, "each run has its own variable store");
@@ -571,7 +580,7 @@ mod tests {
     fn no_virt_flag_means_tcg_here() {
         // On machines without vmx/svm this must answer at once, without touching /dev/kvm.
         let t = Instant::now();
-        let a = detect_accel("x86_64");
+        let a = detect_accel(Arch::X86_64);
         assert!(t.elapsed() < Duration::from_secs(5));
         let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         if !flags.contains(" vmx") && !flags.contains(" svm") && std::env::var("OA_ACCEL").is_err() {

@@ -6,7 +6,7 @@ use crate::deb;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::profile::Profile;
-use oa_contract::config::{InitSystem, Service, SystemConfig};
+use oa_contract::config::{Service, SystemConfig};
 use oa_contract::rootfs_paths;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -24,21 +24,14 @@ pub fn system_config(p: &Profile) -> SystemConfig {
     SystemConfig {
         profile: p.name.clone(),
         hostname: p.hostname.clone(),
-        init: match p.init.system.as_str() {
-            "systemd" => InitSystem::Systemd,
-            _ => InitSystem::Oa,
-        },
+        init: p.init.system,
         services: p
             .services
             .iter()
             .map(|s| Service {
                 name: s.name.clone(),
                 command: s.command.clone(),
-                restart: match s.restart.as_str() {
-                    "on-failure" => oa_contract::config::Restart::OnFailure,
-                    "never" => oa_contract::config::Restart::Never,
-                    _ => oa_contract::config::Restart::Always,
-                },
+                restart: s.restart,
                 env: s.env.clone(),
             })
             .collect(),

@@ -95,7 +95,7 @@ fn missing_qemu_is_named_with_the_package_to_install() {
     let m = oa_contract::manifest::Manifest {
         schema: 1,
         profile: "t".into(),
-        arch: "x86_64".into(),
+        arch: oa_contract::Arch::X86_64,
         kernel_release: "6.1".into(),
         cmdline: vec![],
         artifacts: vec![],

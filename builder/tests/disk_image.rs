@@ -41,13 +41,13 @@ fn inputs() -> Inputs {
 }
 
 fn cmdline() -> Vec<String> {
-    image::disk_cmdline(&["console=ttyS0".to_string(), "oa.sha256=abc".to_string()])
+    image::disk_cmdline(&["console=ttyS0".to_string(), oa_contract::cmdline::word(oa_contract::cmdline::SHA256, "abc")])
 }
 
 fn spec<'a>(i: &'a Inputs, cl: &'a [String], persistence_mib: u32) -> DiskSpec<'a> {
     DiskSpec {
         title: "disk-test",
-        arch: "x86_64",
+        arch: oa_contract::Arch::X86_64,
         kernel: &i.kernel,
         initrd: &i.initrd,
         rootfs: &i.rootfs,
@@ -61,7 +61,7 @@ fn spec<'a>(i: &'a Inputs, cl: &'a [String], persistence_mib: u32) -> DiskSpec<'
 #[test]
 fn the_image_has_the_partitions_filesystems_and_boot_files() {
     let i = inputs();
-    let files = BootFiles::locate("x86_64").expect("boot loader files (make deps)");
+    let files = BootFiles::locate(oa_contract::Arch::X86_64).expect("boot loader files (make deps)");
     let cl = cmdline();
     let img = i.out.join("disk.img");
     let disk = image::write_disk(&spec(&i, &cl, 32), &files, &img).unwrap();
@@ -144,7 +144,7 @@ fn the_image_has_the_partitions_filesystems_and_boot_files() {
 #[test]
 fn the_same_inputs_give_the_same_bytes() {
     let i = inputs();
-    let files = BootFiles::locate("x86_64").expect("boot loader files (make deps)");
+    let files = BootFiles::locate(oa_contract::Arch::X86_64).expect("boot loader files (make deps)");
     let cl = cmdline();
     let a = i.out.join("a.img");
     let b = i.out.join("b.img");
@@ -157,7 +157,7 @@ fn the_same_inputs_give_the_same_bytes() {
 #[test]
 fn a_too_small_esp_is_refused_with_the_size_needed() {
     let i = inputs();
-    let files = BootFiles::locate("x86_64").expect("boot loader files (make deps)");
+    let files = BootFiles::locate(oa_contract::Arch::X86_64).expect("boot loader files (make deps)");
     let cl = cmdline();
     let mut s = spec(&i, &cl, 0);
     s.esp_mib = Some(8);
@@ -175,7 +175,7 @@ fn run_disk_without_a_disk_image_or_with_append_is_refused() {
     let m = oa_contract::manifest::Manifest {
         schema: oa_contract::manifest::SCHEMA_VERSION,
         profile: "p".into(),
-        arch: "x86_64".into(),
+        arch: oa_contract::Arch::X86_64,
         kernel_release: "6.1".into(),
         cmdline: vec![],
         artifacts: vec![],
@@ -192,7 +192,7 @@ fn run_disk_without_a_disk_image_or_with_append_is_refused() {
     b[510] = 0x55;
     b[511] = 0xaa;
     std::fs::write(&img, &b).unwrap();
-    let o = oa(&["run", img.to_str().unwrap(), "--append", "oa.shell", "--until-ready"]);
+    let o = oa(&["run", img.to_str().unwrap(), "--append", oa_contract::cmdline::SHELL, "--until-ready"]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("--append") && e.contains("syslinux.cfg"), "{e}");

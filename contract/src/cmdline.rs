@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+/// What every oa key starts with; other words of the command line belong to the kernel.
+pub const PREFIX: &str = "oa.";
+
 /// Where the root image is (`oa.root=`).
 pub const ROOT: &str = "oa.root";
 /// Expected sha256 (hex) of the root image (`oa.sha256=`).
@@ -181,6 +184,125 @@ pub fn split(cmdline: &str) -> Vec<String> {
     out
 }
 
+/// A word as the kernel reads it back: a value holding whitespace is quoted (`key="a b"`).
+pub fn quote(word: &str) -> String {
+    if word.chars().any(char::is_whitespace) {
+        match word.split_once('=') {
+            Some((k, v)) => format!("{k}=\"{v}\""),
+            None => format!("\"{word}\""),
+        }
+    } else {
+        word.to_string()
+    }
+}
+
+/// One `key=value` word (`word(SHA256, digest)` is `oa.sha256=<digest>`).
+pub fn word(key: &str, value: impl fmt::Display) -> String {
+    format!("{key}={value}")
+}
+
+/// Where `oa run` puts the root image of an output folder: the first virtio disk.
+pub const RUN_ROOT_DEVICE: &str = "/dev/vda";
+
+/// The root of a `disk.img`: its root partition by GPT name (`PARTLABEL=oa-root`).
+pub fn disk_root() -> RootSpec {
+    RootSpec::PartLabel(crate::manifest::partlabel::ROOT.into())
+}
+
+/// A kernel command line as its words, in order: the one way oa edits a command line (the
+/// disk image's boot loaders, `oa run`, the iPXE script, the Pi's `cmdline.txt`).
+///
+/// Editing keeps the order of the other words: [`Cmdline::set`] removes every word of the key
+/// and appends the new one at the end. Rendering ([`fmt::Display`]) joins the words with one
+/// space, quoting values that hold whitespace, so `parse(render(c)) == c`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cmdline {
+    words: Vec<String>,
+}
+
+impl Cmdline {
+    pub fn new() -> Cmdline {
+        Cmdline::default()
+    }
+
+    /// Split a command line the way the kernel does ([`split`]).
+    pub fn parse(line: &str) -> Cmdline {
+        Cmdline { words: split(line) }
+    }
+
+    /// The words as given (a manifest's `cmdline`, a profile's `[kernel] cmdline`).
+    pub fn from_words<I, S>(words: I) -> Cmdline
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Cmdline { words: words.into_iter().map(Into::into).collect() }
+    }
+
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
+    pub fn into_words(self) -> Vec<String> {
+        self.words
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    fn is_key(word: &str, key: &str) -> bool {
+        word.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+    }
+
+    /// The value of the last `key=value` word; `Some("")` for a bare `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.words.iter().rev().find(|w| Cmdline::is_key(w, key)).map(|w| w[key.len()..].trim_start_matches('='))
+    }
+
+    /// Drop every `key` and `key=...` word.
+    pub fn remove(&mut self, key: &str) -> &mut Cmdline {
+        self.words.retain(|w| !Cmdline::is_key(w, key));
+        self
+    }
+
+    /// `key=value` as the only word of the key, at the end.
+    pub fn set(&mut self, key: &str, value: impl fmt::Display) -> &mut Cmdline {
+        self.remove(key);
+        self.words.push(word(key, value));
+        self
+    }
+
+    /// `oa.root=<spec>` as the only root word, at the end.
+    pub fn set_root(&mut self, root: &RootSpec) -> &mut Cmdline {
+        self.set(ROOT, root)
+    }
+
+    /// Append a word (kept even when its key is there already).
+    pub fn push(&mut self, word: impl Into<String>) -> &mut Cmdline {
+        self.words.push(word.into());
+        self
+    }
+
+    /// Append the words of `other`.
+    pub fn extend(&mut self, other: Cmdline) -> &mut Cmdline {
+        self.words.extend(other.words);
+        self
+    }
+}
+
+impl fmt::Display for Cmdline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, w) in self.words.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(&quote(w))?;
+        }
+        Ok(())
+    }
+}
+
 impl BootArgs {
     /// Parse the `oa.*` keys of a whole kernel command line; other words are ignored.
     pub fn parse(cmdline: &str) -> Result<BootArgs, CmdlineError> {
@@ -190,7 +312,7 @@ impl BootArgs {
                 Some((k, v)) => (k.to_string(), Some(v.to_string())),
                 None => (word.clone(), None),
             };
-            if !key.starts_with("oa.") {
+            if !key.starts_with(PREFIX) {
                 continue;
             }
             let need =
@@ -307,11 +429,29 @@ mod tests {
     }
 
     #[test]
+    fn cmdline_edits_keep_the_order() {
+        let mut c = Cmdline::from_words(["console=ttyS0", "oa.root=/dev/vda", "oa.sha256=ab", "oa.rootx=1"]);
+        c.set_root(&disk_root());
+        assert_eq!(c.to_string(), "console=ttyS0 oa.sha256=ab oa.rootx=1 oa.root=PARTLABEL=oa-root");
+        assert_eq!(c.get(ROOT), Some("PARTLABEL=oa-root"));
+        assert_eq!(c.get(SHA256), Some("ab"));
+        assert_eq!(c.get(SHELL), None);
+        c.push(SHELL).push(word(CONFIG, "/etc/my conf"));
+        assert_eq!(c.get(SHELL), Some(""));
+        assert_eq!(
+            c.remove(SHA256).to_string(),
+            r#"console=ttyS0 oa.rootx=1 oa.root=PARTLABEL=oa-root oa.shell oa.config="/etc/my conf""#
+        );
+        assert_eq!(Cmdline::parse(&c.to_string()), c);
+        assert!(Cmdline::parse("  ").is_empty());
+    }
+
+    #[test]
     fn docs_name_every_key() {
         let doc = include_str!("../../docs/boot-contract.md");
         for k in KEYS {
             assert!(doc.contains(&format!("`{}", k.name)), "docs/boot-contract.md does not document {}", k.name);
         }
-        assert!(doc.contains(crate::READY_LINE));
+        assert!(doc.contains(crate::console::READY_LINE));
     }
 }

@@ -35,12 +35,24 @@ pub struct SystemConfig {
     pub console_shell: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InitSystem {
-    #[default]
-    Oa,
-    Systemd,
+crate::arch::string_enum! {
+    /// What runs as PID 1 after switch_root (profile `[init] system`).
+    #[derive(Default)]
+    pub enum InitSystem {
+        /// oa-init supervises the profile's services.
+        #[default]
+        Oa = "oa",
+        /// oa-init execs /sbin/init (systemd).
+        Systemd = "systemd",
+    }
+}
+
+/// The part of [`SystemConfig`] stage 1 needs to choose the next init: read leniently (other
+/// keys are ignored), so that a system.json stage 2 would refuse still names its init.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct SystemInit {
+    #[serde(default)]
+    pub init: InitSystem,
 }
 
 /// A supervised service.
@@ -57,13 +69,15 @@ pub struct Service {
     pub env: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restart {
-    #[default]
-    Always,
-    OnFailure,
-    Never,
+crate::arch::string_enum! {
+    /// When the supervisor restarts a service.
+    #[derive(Default)]
+    pub enum Restart {
+        #[default]
+        Always = "always",
+        OnFailure = "on-failure",
+        Never = "never",
+    }
 }
 
 /// `/etc/oa/persist.json` in the initramfs (and the root image): the profile's `[persistence]`
@@ -76,7 +90,7 @@ pub struct PersistConfig {
     pub device: String,
     /// Key source: `passphrase` (typed at the console), `file:/path` (a file in the initramfs),
     /// `network` (not implemented yet).
-    pub key: String,
+    pub key: KeySource,
     /// Passphrase attempts before giving up.
     #[serde(default = "default_retries")]
     pub retries: u32,
@@ -97,8 +111,8 @@ pub struct PersistConfig {
     #[serde(default)]
     pub boot_attempts: u32,
     /// LUKS2 key slot PBKDF: `argon2id` or `pbkdf2`.
-    #[serde(default = "default_pbkdf")]
-    pub pbkdf: String,
+    #[serde(default)]
+    pub pbkdf: Pbkdf,
     /// argon2 memory in KiB; 0: libcryptsetup's benchmark decides.
     #[serde(default)]
     pub pbkdf_memory_kib: u32,
@@ -107,23 +121,109 @@ pub struct PersistConfig {
     pub pbkdf_iterations: u32,
 }
 
+/// Passphrase attempts when the profile does not say ([`PersistConfig::retries`]).
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Boot snapshots kept when the profile does not say ([`PersistConfig::snapshots_keep`]).
+pub const DEFAULT_SNAPSHOTS_KEEP: u32 = 5;
+/// The persistence device of a `disk.img` (its blank `oa-persist` partition), the example the
+/// builder's messages give.
+pub const DEFAULT_PERSIST_DEVICE: &str = "PARTLABEL=oa-persist";
+
 fn default_retries() -> u32 {
-    3
+    DEFAULT_RETRIES
 }
 fn default_keep() -> u32 {
-    5
-}
-fn default_pbkdf() -> String {
-    "argon2id".into()
+    DEFAULT_SNAPSHOTS_KEEP
 }
 
-/// Formatting consent of [`PersistConfig::format`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PersistFormat {
-    #[default]
-    Never,
-    IfBlank,
+crate::arch::string_enum! {
+    /// Formatting consent of [`PersistConfig::format`] (profile `[persistence] format`).
+    #[derive(Default)]
+    pub enum PersistFormat {
+        /// Never format: the device must hold an oa volume already.
+        #[default]
+        Never = "never",
+        /// Format it when it is blank (all zeros at its start and end).
+        IfBlank = "if-blank",
+    }
+}
+
+crate::arch::string_enum! {
+    /// LUKS2 key slot PBKDF of [`PersistConfig::pbkdf`] (profile `[persistence] pbkdf`).
+    #[derive(Default)]
+    pub enum Pbkdf {
+        #[default]
+        Argon2id = "argon2id",
+        Pbkdf2 = "pbkdf2",
+    }
+}
+
+/// Where the persistence key comes from ([`PersistConfig::key`], `oa.persist.key=`), spelled
+/// `passphrase`, `file:/path` or `network` in persist.json and on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum KeySource {
+    /// Typed at the console at every boot.
+    Passphrase,
+    /// A file (absolute path; in the initramfs: only as secret as the image).
+    File(String),
+    /// Fetched over the network (not implemented yet).
+    Network,
+}
+
+impl KeySource {
+    /// Parse `passphrase`, `file:/path` or `network`.
+    pub fn parse(s: &str) -> Result<KeySource, String> {
+        match s {
+            "passphrase" => Ok(KeySource::Passphrase),
+            "network" => Ok(KeySource::Network),
+            _ => match s.strip_prefix("file:") {
+                Some(p) if p.starts_with('/') => Ok(KeySource::File(p.to_string())),
+                _ => Err(format!("key source {s:?}: expected passphrase, file:/path or network")),
+            },
+        }
+    }
+
+    /// For people: `passphrase`, `key file /path`, `network key`.
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::Passphrase => "passphrase".into(),
+            KeySource::File(p) => format!("key file {p}"),
+            KeySource::Network => "network key".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Passphrase => f.write_str("passphrase"),
+            KeySource::File(p) => write!(f, "file:{p}"),
+            KeySource::Network => f.write_str("network"),
+        }
+    }
+}
+
+impl std::str::FromStr for KeySource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<KeySource, String> {
+        KeySource::parse(s)
+    }
+}
+
+impl TryFrom<String> for KeySource {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<KeySource, String> {
+        KeySource::parse(&s)
+    }
+}
+
+impl From<KeySource> for String {
+    fn from(k: KeySource) -> String {
+        k.to_string()
+    }
 }
 
 /// What `oa-storage setup` leaves in `/run/oa/persist.json` for oa-init, `oa-init status` and
@@ -255,6 +355,39 @@ impl RuntimeConfig {
         } else {
             parts.join(", ")
         }
+    }
+}
+
+#[cfg(test)]
+mod persist_tests {
+    use super::*;
+
+    #[test]
+    fn persist_json_spellings() {
+        let c: PersistConfig = serde_json::from_str(r#"{"device":"","key":"passphrase"}"#).unwrap();
+        assert_eq!(
+            (c.key.clone(), c.pbkdf, c.retries, c.snapshots_keep),
+            (KeySource::Passphrase, Pbkdf::Argon2id, 3, 5)
+        );
+        let c: PersistConfig = serde_json::from_str(
+            r#"{"device":"d","key":"file:/etc/oa/persist.key","pbkdf":"pbkdf2","format":"if-blank"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.key, KeySource::File("/etc/oa/persist.key".into()));
+        assert_eq!((c.pbkdf, c.format), (Pbkdf::Pbkdf2, PersistFormat::IfBlank));
+        let j = serde_json::to_string(&c).unwrap();
+        assert!(j.contains(r#""key":"file:/etc/oa/persist.key""#) && j.contains(r#""pbkdf":"pbkdf2""#), "{j}");
+        assert!(serde_json::from_str::<PersistConfig>(r#"{"device":"d","key":"passphrase","pbkdf":"argon"}"#).is_err());
+        assert!(serde_json::from_str::<PersistConfig>(r#"{"device":"d","key":"file:rel"}"#).is_err());
+        assert_eq!("network".parse::<KeySource>(), Ok(KeySource::Network));
+    }
+
+    #[test]
+    fn system_init_reads_only_init() {
+        let s: SystemInit = serde_json::from_str(r#"{"init":"systemd","other":1}"#).unwrap();
+        assert_eq!(s.init, InitSystem::Systemd);
+        assert_eq!(serde_json::from_str::<SystemInit>("{}").unwrap().init, InitSystem::Oa);
+        assert_eq!(serde_json::to_string(&Restart::OnFailure).unwrap(), "\"on-failure\"");
     }
 }
 

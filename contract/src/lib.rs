@@ -7,19 +7,14 @@
 //! This crate is not for logic: it holds names, types and their parsing/rendering only, so that
 //! it builds for every target the init is built for (musl, aarch64) without extra dependencies.
 
+pub mod arch;
 pub mod cmdline;
 pub mod config;
+pub mod console;
 pub mod manifest;
 
-/// The line oa-init prints on the console when the system is up. `oa run --until-ready` and
-/// the QEMU tests wait for it. Followed by ` host=<hostname>` on the same line.
-pub const READY_LINE: &str = "oa-init: ready";
-
-/// Prefix of the one line per stage that oa-init prints (`oa-init: stage <name>: ...`).
-pub const STAGE_PREFIX: &str = "oa-init: stage";
-
-/// Prefix of every fatal error line oa-init prints before the emergency path.
-pub const FATAL_PREFIX: &str = "oa-init: FATAL";
+pub use arch::Arch;
+pub use console::{ConsoleLine, FATAL_PREFIX, READY_LINE, STAGE_PREFIX};
 
 /// Paths inside the initramfs.
 pub mod initramfs_paths {

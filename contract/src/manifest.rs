@@ -38,7 +38,7 @@ pub mod partlabel {
 pub struct Manifest {
     pub schema: u32,
     pub profile: String,
-    pub arch: String,
+    pub arch: crate::arch::Arch,
     pub kernel_release: String,
     /// The kernel command line to boot this output with (oa.* keys included, console not).
     pub cmdline: Vec<String>,

@@ -1,21 +1,10 @@
 //! The oa.* boot arguments: kernel command line merged over the initramfs defaults.
 
-use oa_contract::cmdline::{split, BootArgs, CmdlineError, SHELL};
+use oa_contract::cmdline::{quote, split, BootArgs, CmdlineError, SHELL};
 
 /// Where stage 1 leaves the merged arguments for stage 2 (the defaults baked into the
 /// initramfs are gone after switch_root).
 pub const SAVED: &str = oa_contract::mounts::SAVED_CMDLINE;
-
-fn quote(word: &str) -> String {
-    if word.chars().any(char::is_whitespace) {
-        match word.split_once('=') {
-            Some((k, v)) => format!("{k}=\"{v}\""),
-            None => format!("\"{word}\""),
-        }
-    } else {
-        word.to_string()
-    }
-}
 
 /// Parse `defaults` (from initramfs.json) and then the kernel command line; a key given on the
 /// kernel command line wins (later words override earlier ones, flags included: `oa.shell=0`
@@ -51,13 +40,12 @@ pub fn shell_requested(cmdline: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oa_contract::cmdline::RootSpec;
+    use oa_contract::cmdline::{disk_root, word, RootSpec, CONFIG, PREFIX, ROOT, SHA256};
 
     #[test]
     fn kernel_cmdline_wins() {
-        let d =
-            vec!["oa.root=PARTLABEL=oa-root".to_string(), "oa.shell".to_string(), "oa.config=/etc/my conf".to_string()];
-        let a = merge(&d, "console=ttyS0 oa.root=/dev/vdb oa.shell=0").unwrap();
+        let d = vec![word(ROOT, disk_root()), SHELL.to_string(), word(CONFIG, "/etc/my conf")];
+        let a = merge(&d, &format!("console=ttyS0 {} {}", word(ROOT, "/dev/vdb"), word(SHELL, 0))).unwrap();
         assert_eq!(a.root, Some(RootSpec::Path("/dev/vdb".into())));
         assert!(!a.shell);
         assert_eq!(a.config.as_deref(), Some("/etc/my conf"));
@@ -65,7 +53,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_absent() {
-        let a = merge(&["oa.shell".to_string(), "oa.root=/dev/vda".to_string()], "quiet").unwrap();
+        let a = merge(&[SHELL.to_string(), word(ROOT, "/dev/vda")], "quiet").unwrap();
         assert!(a.shell);
         assert_eq!(a.root, Some(RootSpec::Path("/dev/vda".into())));
         assert_eq!(merge(&[], "").unwrap(), BootArgs::default());
@@ -73,14 +61,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_reported_once() {
-        let a = merge(&["oa.frob=1".to_string()], "oa.frob=2 oa.zap").unwrap();
-        assert_eq!(a.unknown, vec!["oa.frob=1".to_string(), "oa.zap".to_string()]);
+        // Keys this version does not know, spelled as a newer builder would.
+        let (frob, zap) = (format!("{PREFIX}frob"), format!("{PREFIX}zap"));
+        let a = merge(&[word(&frob, 1)], &format!("{} {zap}", word(&frob, 2))).unwrap();
+        assert_eq!(a.unknown, vec![word(&frob, 1), zap]);
     }
 
     #[test]
     fn shell_flag_lenient() {
-        assert!(shell_requested("oa.sha256=bad oa.shell"));
-        assert!(!shell_requested("oa.shell oa.shell=0"));
+        assert!(shell_requested(&format!("{} {SHELL}", word(SHA256, "bad"))));
+        assert!(!shell_requested(&format!("{SHELL} {}", word(SHELL, 0))));
         assert!(!shell_requested("console=ttyS0"));
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use oa_contract::{FATAL_PREFIX, READY_LINE, STAGE_PREFIX};
+use oa_contract::ConsoleLine;
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
@@ -27,37 +27,42 @@ pub fn line(s: &str) {
     let _ = lock.flush();
 }
 
+/// Write one [`ConsoleLine`].
+pub fn print(l: ConsoleLine<'_>) {
+    line(&l.to_string());
+}
+
 /// `oa-init: <msg>`
 pub fn info(msg: &str) {
-    line(&format!("oa-init: {msg}"));
+    print(ConsoleLine::Info(msg));
 }
 
 /// `oa-init: warning: <msg>`
 pub fn warn(msg: &str) {
-    line(&format!("oa-init: warning: {msg}"));
+    print(ConsoleLine::Warning(msg));
 }
 
 /// `oa-init: debug: <msg>`, only with `oa.debug`.
 pub fn debug(msg: &str) {
     if DEBUG.load(Ordering::Relaxed) {
-        line(&format!("oa-init: debug: {msg}"));
+        print(ConsoleLine::Debug(msg));
     }
 }
 
 /// `oa-init: stage <name>: <msg>`
 pub fn stage(name: &str, msg: &str) {
-    line(&format!("{STAGE_PREFIX} {name}: {msg}"));
+    print(ConsoleLine::Stage { name, text: msg });
 }
 
 /// `oa-init: FATAL <what>: <why>` and `oa-init: hint: <hint>`
 pub fn fatal(what: &str, why: &str, hint: &str) {
-    line(&format!("{FATAL_PREFIX} {what}: {why}"));
-    line(&format!("oa-init: hint: {hint}"));
+    print(ConsoleLine::Fatal { what, why });
+    print(ConsoleLine::Hint(hint));
 }
 
 /// `oa-init: ready host=<hostname> profile=<profile>`
 pub fn ready(hostname: &str, profile: &str) {
-    line(&format!("{READY_LINE} host={hostname} profile={profile}"));
+    print(ConsoleLine::Ready { host: hostname, profile });
 }
 
 /// Point stdin, stdout and stderr at /dev/console. Best effort: when the console cannot be

@@ -4,7 +4,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oa_contract::cmdline::RootSpec;
+use oa_contract::cmdline::{self, RootSpec};
 
 use crate::console;
 use crate::error::{Error, IoContext, Result};
@@ -153,10 +153,10 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
                 find_partition(&devs, &|p| Some(p.guid) == want, &mut gpt_errors)
             }
             Some(RootSpec::Label(_)) => {
-                return Err(Error::NotSupported { what: "oa.root=LABEL= (filesystem labels)".into() })
+                return Err(Error::NotSupported { what: format!("{}=LABEL= (filesystem labels)", cmdline::ROOT) })
             }
             Some(RootSpec::Uuid(_)) => {
-                return Err(Error::NotSupported { what: "oa.root=UUID= (filesystem UUIDs)".into() })
+                return Err(Error::NotSupported { what: format!("{}=UUID= (filesystem UUIDs)", cmdline::ROOT) })
             }
             Some(RootSpec::Http(u)) => {
                 // Network boot: bring the NIC up, DHCP, download into RAM (crate::net).
@@ -205,7 +205,7 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
                 });
             }
             let spec = match spec {
-                Some(s) => format!("oa.root={s}"),
+                Some(s) => cmdline::word(cmdline::ROOT, s),
                 None if !mismatched.is_empty() => "a squashfs image with the sha256 from oa.sha256=".to_string(),
                 None => "a squashfs image (oa.root= not given, scanned all block devices)".to_string(),
             };

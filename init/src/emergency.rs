@@ -9,7 +9,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::console;
-use crate::error::Error;
+use crate::error::Failure;
 use crate::process::{self, Command, Stdio};
 use crate::shutdown;
 use crate::signals::{Action, Signals};
@@ -28,11 +28,9 @@ pub fn allow_shell(on: bool) {
     SHELL_ALLOWED.store(on, Ordering::Relaxed);
 }
 
-/// Print `FATAL <what>: <err>` and a hint (the error's own, else `default_hint`), then enter
-/// the emergency path.
-pub fn fail(what: &str, err: &Error, default_hint: &str) -> ! {
-    let hint = err.hint().unwrap_or_else(|| default_hint.to_string());
-    console::fatal(what, &err.to_string(), &hint);
+/// Print `FATAL <what>: <err>` and the failure's hint, then enter the emergency path.
+pub fn fail(f: &Failure) -> ! {
+    console::fatal(f.what, &f.err.to_string(), &f.hint());
     enter()
 }
 
@@ -56,7 +54,10 @@ pub fn enter() -> ! {
     if SHELL_ALLOWED.load(Ordering::Relaxed) {
         match shell_argv() {
             Some(argv) => run_shell(&argv),
-            None => console::info("oa.shell is set but no shell is present (the initramfs has no /bin/busybox)"),
+            None => console::info(&format!(
+                "{} is set but no shell is present (the initramfs has no /bin/busybox)",
+                oa_contract::cmdline::SHELL
+            )),
         }
     }
     console::info("halting (add oa.shell to the kernel command line for an emergency shell)");

@@ -1,8 +1,13 @@
-//! The one error type of oa-init. Every variant says what was being done to which file or
-//! device, so a FATAL line on the console is enough to understand a failed boot.
+//! The one error type of oa-init, and [`Failure`]: a failed boot step of stage 1, stage 2 or
+//! persistence, as the emergency path prints it. Every variant says what was being done to
+//! which file or device, so a FATAL line on the console is enough to understand a failed boot.
+
+// A failure is built once, on the cold path: its size does not matter.
+#![allow(clippy::result_large_err)]
 
 use nix::errno::Errno;
-use oa_contract::cmdline::CmdlineError;
+use oa_contract::cmdline::{self, CmdlineError};
+use oa_contract::storage_paths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,9 +50,65 @@ pub enum Error {
     #[error("{device}: GPT: {why}")]
     Gpt { device: String, why: String },
 
+    /// Persistence (`oa-storage setup`) failed and the profile does not make it optional.
+    #[error("persistence: {0}")]
+    Persist(PersistError),
+
     /// Something expected is missing (a file, a mount point).
     #[error("{what}: {why}")]
     Unexpected { what: String, why: String },
+}
+
+/// Why stage 1 could not set up persistence (the exit status of `oa-storage setup`, or why it
+/// did not run).
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Persistence was asked for but the initramfs has no oa-storage.
+    #[error(
+        "{}= is set but this initramfs has no {} (the profile has no [persistence] section)",
+        cmdline::PERSIST,
+        storage_paths::STORAGE
+    )]
+    NoStorage,
+    #[error("the persistence device was not found")]
+    Missing,
+    #[error("the persistence device did not unlock with the key given")]
+    WrongKey,
+    #[error("the persistence device was refused (it holds data oa did not make, or formatting is not allowed)")]
+    Refused,
+    /// Any other exit status.
+    #[error("oa-storage setup failed ({0})")]
+    Failed(std::process::ExitStatus),
+    #[error("cannot run {}: {0}", storage_paths::STORAGE)]
+    Spawn(std::io::Error),
+}
+
+/// A failed boot step: what was being done, the error, and what to do when the error itself
+/// has no better hint. Stage 1, stage 2 and persistence fail with it; the emergency path prints
+/// it (`oa-init: FATAL <what>: <err>`, `oa-init: hint: <hint>`).
+#[derive(Debug)]
+pub struct Failure {
+    pub what: &'static str,
+    pub err: Error,
+    pub default_hint: &'static str,
+}
+
+impl Failure {
+    /// The error's own hint, else the step's.
+    pub fn hint(&self) -> String {
+        self.err.hint().unwrap_or_else(|| self.default_hint.to_string())
+    }
+}
+
+/// Name the step a result belongs to: `op().step("find the root image", HINT)?`.
+pub trait Step<T> {
+    fn step(self, what: &'static str, default_hint: &'static str) -> std::result::Result<T, Failure>;
+}
+
+impl<T> Step<T> for Result<T> {
+    fn step(self, what: &'static str, default_hint: &'static str) -> std::result::Result<T, Failure> {
+        self.map_err(|err| Failure { what, err, default_hint })
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,13 +124,15 @@ impl Error {
             Error::RootNotFound { .. } => Some(
                 "check oa.root= on the kernel command line and that the initramfs carries the storage driver (e.g. virtio_blk, ahci, nvme, usb_storage); add oa.shell for a shell to look around".into(),
             ),
-            Error::NotSquashfs { .. } => Some("oa.root= must point at the rootfs.squashfs of the build (a raw partition or device holding it)".into()),
+            Error::NotSquashfs { .. } => Some(format!("{}= must point at the rootfs.squashfs of the build (a raw partition or device holding it)", cmdline::ROOT)),
             Error::Cmdline(_) => Some("fix the oa.* keys on the kernel command line (see docs/boot-contract.md)".into()),
             Error::NotSupported { .. } => Some("use a /dev path, PARTLABEL= or PARTUUID= for oa.root=, or leave it out to scan for the squashfs image".into()),
             Error::Json { .. } => Some("the file was not written by a matching oa build: rebuild the image".into()),
             Error::Mount { fstype, source: Errno::ENODEV, .. } => Some(format!(
                 "the kernel does not know the filesystem {fstype}: the initramfs must load its module (check the modules in /etc/oa/initramfs.json)"
             )),
+            Error::Persist(PersistError::NoStorage) => Some("add a [persistence] section to the profile and rebuild with oa build".into()),
+            Error::Persist(_) => Some("see the persist lines above; add oa.shell to look around, or set [persistence] optional = true to boot on tmpfs instead".into()),
             _ => None,
         }
     }

@@ -23,7 +23,7 @@ mod switch_root;
 
 use std::path::Path;
 
-use oa_contract::initramfs_paths;
+use oa_contract::{initramfs_paths, ConsoleLine};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -81,11 +81,14 @@ fn cli(args: &[String]) -> i32 {
         }
         Some("status" | "snapshot") => persist::cli(&args[1..]),
         Some(s @ ("stage1" | "stage2")) => {
-            eprintln!("oa-init: {s} runs only as PID 1 (started by the kernel or by stage 1)");
+            eprintln!(
+                "{}",
+                ConsoleLine::Info(&format!("{s} runs only as PID 1 (started by the kernel or by stage 1)"))
+            );
             2
         }
         Some(other) => {
-            eprintln!("oa-init: unknown command {other:?}; try `oa-init help`");
+            eprintln!("{}", ConsoleLine::Info(&format!("unknown command {other:?}; try `oa-init help`")));
             2
         }
     }

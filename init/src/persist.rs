@@ -9,9 +9,10 @@ use std::process::Command;
 
 use oa_contract::cmdline::BootArgs;
 use oa_contract::config::PersistConfig;
-use oa_contract::{initramfs_paths, storage_paths};
+use oa_contract::{initramfs_paths, storage_paths, ConsoleLine};
 
 use crate::console;
+use crate::error::{Error, PersistError};
 
 /// The profile's `[persistence]` as the builder wrote it, if any.
 fn config() -> Option<PersistConfig> {
@@ -41,9 +42,9 @@ pub enum Upper {
     Persistent,
 }
 
-/// Run `oa-storage setup` when persistence is configured. `Err((why, hint))` when it failed
-/// and persistence is not optional.
-pub fn setup(args: &BootArgs) -> Result<Upper, (String, &'static str)> {
+/// Run `oa-storage setup` when persistence is configured. An error when it failed and
+/// persistence is not optional.
+pub fn setup(args: &BootArgs) -> Result<Upper, Error> {
     let cfg = config();
     if args.persist.is_none() && cfg.is_none() {
         return Ok(Upper::Tmpfs);
@@ -58,34 +59,30 @@ pub fn setup(args: &BootArgs) -> Result<Upper, (String, &'static str)> {
     }
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
     if !Path::new(storage_paths::STORAGE).exists() {
-        let why = format!(
-            "oa.persist= is set but this initramfs has no {} (the profile has no [persistence] section)",
-            storage_paths::STORAGE
-        );
-        return fallback(optional, why, "add a [persistence] section to the profile and rebuild with oa build");
+        return fallback(optional, PersistError::NoStorage);
     }
     let why = match storage_command(&refs).status() {
         Ok(st) if st.success() => return Ok(Upper::Persistent),
         Ok(st) => match st.code() {
-            Some(storage_paths::EXIT_MISSING) => "the persistence device was not found".to_string(),
-            Some(storage_paths::EXIT_KEY) => "the persistence device did not unlock with the key given".to_string(),
-            Some(storage_paths::EXIT_REFUSED) => {
-                "the persistence device was refused (it holds data oa did not make, or formatting is not allowed)"
-                    .to_string()
-            }
-            _ => format!("oa-storage setup failed ({st})"),
+            Some(storage_paths::EXIT_MISSING) => PersistError::Missing,
+            Some(storage_paths::EXIT_KEY) => PersistError::WrongKey,
+            Some(storage_paths::EXIT_REFUSED) => PersistError::Refused,
+            _ => PersistError::Failed(st),
         },
-        Err(e) => format!("cannot run {}: {e}", storage_paths::STORAGE),
+        Err(e) => PersistError::Spawn(e),
     };
-    fallback(optional, why, "see the persist lines above; add oa.shell to look around, or set [persistence] optional = true to boot on tmpfs instead")
+    fallback(optional, why)
 }
 
-fn fallback(optional: bool, why: String, hint: &'static str) -> Result<Upper, (String, &'static str)> {
+fn fallback(optional: bool, why: PersistError) -> Result<Upper, Error> {
+    let e = Error::Persist(why);
     if optional {
-        console::warn(&format!("persistence: {why}; persistence is optional: booting with a tmpfs upper layer, CHANGES WILL BE LOST at shutdown"));
+        console::warn(&format!(
+            "{e}; persistence is optional: booting with a tmpfs upper layer, CHANGES WILL BE LOST at shutdown"
+        ));
         Ok(Upper::TmpfsFallback)
     } else {
-        Err((why, hint))
+        Err(e)
     }
 }
 
@@ -105,13 +102,16 @@ pub fn cli(args: &[String]) -> i32 {
     use std::os::unix::process::CommandExt;
     if !Path::new(storage_paths::STORAGE).exists() {
         eprintln!(
-            "oa-init: this system has no persistence (no {}): the profile has no [persistence] section",
-            storage_paths::STORAGE
+            "{}",
+            ConsoleLine::Info(&format!(
+                "this system has no persistence (no {}): the profile has no [persistence] section",
+                storage_paths::STORAGE
+            ))
         );
         return 1;
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let e = storage_command(&refs).exec();
-    eprintln!("oa-init: exec {}: {e}", storage_paths::LOADER);
+    eprintln!("{}", ConsoleLine::Info(&format!("exec {}: {e}", storage_paths::LOADER)));
     1
 }

@@ -101,7 +101,7 @@ fn child(cmd: &Command) -> ! {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    crate::console::line(&format!("oa-init: exec {}: {err}", cmd.program()));
+    crate::console::info(&format!("exec {}: {err}", cmd.program()));
     // SAFETY: _exit is always safe to call; it skips destructors, which belong to the parent.
     unsafe { nix::libc::_exit(127) }
 }

@@ -32,7 +32,8 @@ pub fn fetch(source: &str, dest: &Path) -> Option<RuntimeConfig> {
         Err(e) => {
             let _ = std::fs::remove_file(dest);
             console::warn(&format!(
-                "oa.config={source}: {e}; booting without the run-time configuration (the profile's settings apply)"
+                "{}: {e}; booting without the run-time configuration (the profile's settings apply)",
+                oa_contract::cmdline::word(oa_contract::cmdline::CONFIG, source)
             ));
             None
         }

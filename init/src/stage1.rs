@@ -9,37 +9,20 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::mount::MsFlags;
-use oa_contract::cmdline::BootArgs;
-use oa_contract::config::InitramfsConfig;
+use oa_contract::cmdline::{self, BootArgs};
+use oa_contract::config::{InitSystem, InitramfsConfig, SystemInit};
 use oa_contract::{initramfs_paths, mounts as mp, rootfs_paths};
 
 use crate::bootargs;
 use crate::console;
 use crate::devices;
 use crate::emergency;
-use crate::error::{Error, IoContext, Result, SysContext};
+use crate::error::{Error, Failure, IoContext, Result, Step, SysContext};
 use crate::loopdev;
 use crate::modules;
 use crate::mounts;
 use crate::rootimage;
 use crate::switch_root;
-
-/// A failed step: what it was, the error, and what to do when the error has no better hint.
-struct Failure {
-    what: &'static str,
-    err: Error,
-    hint: &'static str,
-}
-
-trait Step<T> {
-    fn step(self, what: &'static str, hint: &'static str) -> std::result::Result<T, Failure>;
-}
-
-impl<T> Step<T> for Result<T> {
-    fn step(self, what: &'static str, hint: &'static str) -> std::result::Result<T, Failure> {
-        self.map_err(|err| Failure { what, err, hint })
-    }
-}
 
 const HINT_REBUILD: &str = "the initramfs looks incomplete or damaged: rebuild it with oa build";
 const HINT_SHELL: &str = "add oa.shell to the kernel command line to look around in an emergency shell";
@@ -48,7 +31,7 @@ pub fn run() -> ! {
     emergency::set_stage(1);
     match boot() {
         Ok(never) => match never {},
-        Err(f) => emergency::fail(f.what, &f.err, f.hint),
+        Err(f) => emergency::fail(&f),
     }
 }
 
@@ -89,7 +72,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     for u in &args.unknown {
         console::warn(&format!("unknown kernel command line key {u} (ignored)"));
     }
-    for (given, key, consequence) in [(args.copytoram, "oa.copytoram", "the root image is used in place")] {
+    for (given, key, consequence) in [(args.copytoram, cmdline::COPYTORAM, "the root image is used in place")] {
         if given {
             console::warn(&format!("{key} is not supported yet by this oa-init: {consequence}"));
         }
@@ -129,11 +112,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
         args.config.as_deref().and_then(|src| crate::runtime_config::fetch(src, Path::new(mp::RUNTIME_CONFIG)));
 
     // 5b. Persistence (oa-storage, persist.rs): the state subvolume at /run/oa/rw, or tmpfs.
-    let upper = crate::persist::setup(&args).map_err(|(why, hint)| Failure {
-        what: "set up persistence",
-        err: Error::Unexpected { what: "persistence".into(), why },
-        hint,
-    })?;
+    let upper = crate::persist::setup(&args).step("set up persistence", HINT_SHELL)?;
     let persistent = matches!(upper, crate::persist::Upper::Persistent);
 
     // 6. Mount lower (squashfs), rw (tmpfs unless persistent), overlay.
@@ -168,7 +147,7 @@ fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
     let found =
         devices::find_root(args.root.as_ref(), args.sha256.as_deref()).step("find the root image", HINT_SHELL)?;
     let how = match &args.root {
-        Some(s) => format!("oa.root={s}"),
+        Some(s) => cmdline::word(cmdline::ROOT, s),
         None => "scan for a squashfs image".to_string(),
     };
     console::stage("root", &format!("found {} ({how}) in {} ms", found.path.display(), ms(t)));
@@ -185,7 +164,7 @@ fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
                         expected: want.clone(),
                         actual: got,
                     },
-                    hint: "",
+                    default_hint: "",
                 });
             }
             console::stage(
@@ -294,10 +273,11 @@ fn save_bootargs(args: &BootArgs) {
 /// `"init": "systemd"`. Checked before switch_root, while the emergency shell still exists.
 fn next_init(sysroot: &Path) -> Result<(String, Vec<String>)> {
     let cfg_path = sysroot.join(rootfs_paths::SYSTEM_CONFIG);
+    // Only `init` matters here; stage 2 reads the whole file strictly (and fails with a hint).
     let systemd = std::fs::read_to_string(&cfg_path)
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v.get("init").and_then(|i| i.as_str()) == Some("systemd"));
+        .and_then(|t| serde_json::from_str::<SystemInit>(&t).ok())
+        .is_some_and(|s| s.init == InitSystem::Systemd);
     let (init, argv) = if systemd {
         ("/sbin/init".to_string(), vec!["/sbin/init".to_string()])
     } else {

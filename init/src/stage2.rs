@@ -1,6 +1,9 @@
 //! Stage 2, PID 1 in the real root: hostname, /dev/pts and /dev/shm, services, console shell,
 //! the ready line, then supervise until a shutdown signal.
 
+// A failure is built once, on the cold path: its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 
 use nix::mount::MsFlags;
@@ -10,15 +13,19 @@ use oa_contract::rootfs_paths;
 use crate::bootargs;
 use crate::console;
 use crate::emergency;
-use crate::error::{Error, IoContext, Result, SysContext};
+use crate::error::{Error, Failure, IoContext, Result, Step, SysContext};
 use crate::mounts;
 use crate::signals::Signals;
 use crate::supervisor::{Supervisor, Unit};
 
+/// What to do when a step of stage 2 fails and its error has no better hint.
+const HINT: &str =
+    "add oa.shell to the kernel command line to look around in an emergency shell; rebuild the image if the file is wrong";
+
 pub fn run() -> ! {
     emergency::set_stage(2);
-    if let Err((what, e)) = boot() {
-        emergency::fail(what, &e, "add oa.shell to the kernel command line to look around in an emergency shell; rebuild the image if the file is wrong");
+    if let Err(f) = boot() {
+        emergency::fail(&f);
     }
     unreachable_pid1()
 }
@@ -34,11 +41,9 @@ fn read_system_config() -> Result<SystemConfig> {
     serde_json::from_str(&text).map_err(|source| Error::Json { path: path.display().to_string(), source })
 }
 
-type Failed = (&'static str, Error);
-
-fn boot() -> std::result::Result<(), Failed> {
+fn boot() -> std::result::Result<(), Failure> {
     // Normally moved in from stage 1; mounted here when booted without the oa initramfs.
-    mounts::mount_api_filesystems().map_err(|e| ("mount API filesystems", e))?;
+    mounts::mount_api_filesystems().step("mount API filesystems", HINT)?;
     console::attach();
     let cmdline = std::fs::read_to_string(bootargs::SAVED)
         .or_else(|_| std::fs::read_to_string("/proc/cmdline"))
@@ -49,15 +54,14 @@ fn boot() -> std::result::Result<(), Failed> {
     }
     let _ = nix::sys::reboot::set_cad_enabled(false);
 
-    let cfg = read_system_config().map_err(|e| ("read the system configuration", e))?;
+    let cfg = read_system_config().step("read the system configuration", HINT)?;
     if cfg.init == InitSystem::Systemd {
-        let e = nix::unistd::execv(c"/sbin/init", &[c"/sbin/init"]).sys("exec", "/sbin/init");
-        return Err((
-            "start systemd",
-            e.err().unwrap_or(Error::Unexpected { what: "exec".into(), why: "returned".into() }),
-        ));
+        let never = nix::unistd::execv(c"/sbin/init", &[c"/sbin/init"])
+            .sys("exec", "/sbin/init")
+            .step("start systemd", HINT)?;
+        match never {}
     }
-    mount_dev_extras().map_err(|e| ("mount /dev/pts and /dev/shm", e))?;
+    mount_dev_extras().step("mount /dev/pts and /dev/shm", HINT)?;
     let mut cfg = cfg;
     // oa.config= (left by stage 1): applied over the profile before the services start.
     if let Some(rc) = crate::runtime_config::load() {
@@ -67,18 +71,16 @@ fn boot() -> std::result::Result<(), Failed> {
         }
     }
     if !cfg.hostname.is_empty() {
-        nix::unistd::sethostname(&cfg.hostname)
-            .sys("sethostname", &cfg.hostname)
-            .map_err(|e| ("set the hostname", e))?;
+        nix::unistd::sethostname(&cfg.hostname).sys("sethostname", &cfg.hostname).step("set the hostname", HINT)?;
     }
-    let signals = Signals::install().map_err(|e| ("install signal handling", e))?;
+    let signals = Signals::install().step("install signal handling", HINT)?;
 
     let mut units = Vec::new();
     for s in &cfg.services {
-        units.push(Unit::service(s).map_err(|e| ("prepare a service", e))?);
+        units.push(Unit::service(s).step("prepare a service", HINT)?);
     }
     if cfg.console_shell {
-        units.push(Unit::console_shell(&cfg.hostname).map_err(|e| ("prepare the console shell", e))?);
+        units.push(Unit::console_shell(&cfg.hostname).step("prepare the console shell", HINT)?);
     }
     let n = units.len();
     let mut sup = Supervisor::new(units, signals);

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use oa_contract::cmdline::{self, Cmdline, RootSpec};
+
 use crate::config::{names, Config};
 use crate::mac::Mac;
 
@@ -163,14 +165,18 @@ pub fn script(cfg: &Config, mac: Option<Mac>, ov: Option<&Override>) -> String {
         }
         _ => (base.clone(), cfg.cmdline.clone()),
     };
-    let mut words = vec![format!("initrd={}", oa_contract::manifest::artifact::INITRAMFS)];
-    words.push(format!("{}={prefix}/{}", oa_contract::cmdline::ROOT, oa_contract::manifest::artifact::ROOTFS));
-    words.extend(cmdline.into_iter().filter(|w| !w.starts_with("oa.root=")));
+    // initrd= and oa.root= first, then the manifest's words (without its own oa.root=).
+    let mut words = Cmdline::new();
+    words.push(format!("initrd={}", oa_contract::manifest::artifact::INITRAMFS));
+    words.set_root(&RootSpec::Http(format!("{prefix}/{}", oa_contract::manifest::artifact::ROOTFS)));
+    let mut rest = Cmdline::from_words(cmdline);
+    rest.remove(cmdline::ROOT);
+    words.extend(rest);
     if let Some(o) = ov {
         if let (Some(m), Some(_)) = (mac, &o.config) {
-            words.push(format!("{}={base}/config/{}", oa_contract::cmdline::CONFIG, m.dashed()));
+            words.push(cmdline::word(cmdline::CONFIG, format!("{base}/config/{}", m.dashed())));
         }
-        words.extend(o.append.iter().cloned());
+        words.extend(Cmdline::from_words(o.append.iter().cloned()));
     }
     let who = mac.map(|m| m.to_string()).unwrap_or_else(|| "any machine".into());
     format!(
@@ -178,7 +184,7 @@ pub fn script(cfg: &Config, mac: Option<Mac>, ov: Option<&Override>) -> String {
         profile = cfg.manifest.profile,
         k = oa_contract::manifest::artifact::KERNEL,
         i = oa_contract::manifest::artifact::INITRAMFS,
-        cmd = words.join(" "),
+        cmd = words,
     )
 }
 
@@ -199,9 +205,9 @@ pub(crate) mod tests {
             manifest: Manifest {
                 schema: 1,
                 profile: "tiny".into(),
-                arch: "x86_64".into(),
+                arch: oa_contract::Arch::X86_64,
                 kernel_release: "6.1".into(),
-                cmdline: vec!["console=ttyS0".into(), format!("oa.sha256={}", "a".repeat(64))],
+                cmdline: vec!["console=ttyS0".into(), cmdline::word(cmdline::SHA256, "a".repeat(64))],
                 artifacts: vec![],
                 builder: "t".into(),
             },
@@ -215,7 +221,7 @@ pub(crate) mod tests {
             tftp_port: 69,
             http_port: 8080,
             boot_files: BootFiles { bios: "/b/undionly.kpxe".into(), uefi_x64: "/b/ipxe.efi".into(), uefi_arm64: None },
-            cmdline: vec!["console=ttyS0".into(), format!("oa.sha256={}", "a".repeat(64))],
+            cmdline: vec!["console=ttyS0".into(), cmdline::word(cmdline::SHA256, "a".repeat(64))],
             machines: None,
             max_tftp_transfers: 16,
         }
@@ -267,9 +273,18 @@ pub(crate) mod tests {
     fn overrides_add_words_config_and_scripts() {
         let c = cfg();
         let mac = Mac([0x52, 0x54, 0, 1, 2, 3]);
-        let o = Override { append: vec!["oa.debug".into()], config: Some("/m/c.json".into()), ..Default::default() };
+        let o =
+            Override { append: vec![cmdline::DEBUG.into()], config: Some("/m/c.json".into()), ..Default::default() };
         let s = script(&c, Some(mac), Some(&o));
-        assert!(s.contains("oa.config=http://10.0.0.1:8080/config/52-54-00-01-02-03 oa.debug\n"));
+        let words = format!(
+            "{} {}\n",
+            cmdline::word(cmdline::CONFIG, "http://10.0.0.1:8080/config/52-54-00-01-02-03"),
+            cmdline::DEBUG
+        );
+        assert!(
+            s.contains(&format!("console=ttyS0 {} {words}", cmdline::word(cmdline::SHA256, "a".repeat(64)))),
+            "{s}"
+        );
         let o = Override { script: Some("#!ipxe\nshell\n".into()), ..Default::default() };
         assert_eq!(script(&c, Some(mac), Some(&o)), "#!ipxe\nshell\n");
         let t = tempfile::tempdir().unwrap();

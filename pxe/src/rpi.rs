@@ -19,6 +19,8 @@
 
 use std::path::{Path, PathBuf};
 
+use oa_contract::cmdline::{self, Cmdline, RootSpec};
+
 use crate::config::Config;
 use crate::fsroot::{Refused, Root};
 use crate::mac::Mac;
@@ -154,18 +156,14 @@ pub fn is_pi_prefix(s: &str) -> bool {
 /// The tree's cmdline.txt for netboot: the same words with `oa.root=` pointing at this
 /// server's HTTP (the root image is fetched into RAM by oa-init).
 pub fn netboot_cmdline(cfg: &Config, original: &str) -> String {
-    let mut words: Vec<String> =
-        original.split_whitespace().filter(|w| !w.starts_with("oa.root=")).map(str::to_string).collect();
+    let mut words = Cmdline::from_words(original.split_whitespace());
+    words.remove(cmdline::ROOT);
     if words.is_empty() {
-        words = cfg.cmdline.iter().filter(|w| !w.starts_with("oa.root=")).cloned().collect();
+        words = Cmdline::from_words(cfg.cmdline.iter().cloned());
+        words.remove(cmdline::ROOT);
     }
-    words.push(format!(
-        "{}={}/{}",
-        oa_contract::cmdline::ROOT,
-        cfg.http_base(),
-        oa_contract::manifest::artifact::ROOTFS
-    ));
-    format!("{}\n", words.join(" "))
+    words.set_root(&RootSpec::Http(format!("{}/{}", cfg.http_base(), oa_contract::manifest::artifact::ROOTFS)));
+    format!("{words}\n")
 }
 
 #[cfg(test)]
@@ -196,6 +194,22 @@ mod tests {
         // UEFI clients and non-PXE requests are never Pis.
         assert_eq!(detect(pi3, class, Some(7), None), None);
         assert_eq!(detect(pi3, b"udhcp 1.35", Some(0), None), None);
+    }
+
+    #[test]
+    fn netboot_cmdline_points_the_root_at_http() {
+        use oa_contract::cmdline::{word, ROOT, SHA256};
+        let cfg = crate::boot::tests::cfg();
+        let original = format!("console=ttyS1,115200 {} {} quiet\n", word(ROOT, "/dev/mmcblk0p2"), word(SHA256, "ab"));
+        assert_eq!(
+            netboot_cmdline(&cfg, &original),
+            "console=ttyS1,115200 oa.sha256=ab quiet oa.root=http://10.0.0.1:8080/rootfs.squashfs\n"
+        );
+        let aaa = "a".repeat(64);
+        assert_eq!(
+            netboot_cmdline(&cfg, " \n"),
+            format!("console=ttyS0 oa.sha256={aaa} oa.root=http://10.0.0.1:8080/rootfs.squashfs\n")
+        );
     }
 
     #[test]

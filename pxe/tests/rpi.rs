@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use dhcproto::v4::{self, Decoder, Encodable, Encoder, Message, MessageType};
 use dhcproto::Decodable;
+use oa_contract::cmdline::{ROOT, SHA256};
 use oa_pxe::cli::ModeArg;
 use oa_pxe::{rpi, testclient, Config, Server};
 use tokio::net::UdpSocket;
@@ -35,7 +36,7 @@ async fn start(mode: ModeArg) -> Env {
     write(&out.join("rootfs.squashfs"), b"root image");
     write(&out.join("vmlinuz"), b"kernel");
     write(&out.join("initramfs.img"), b"initramfs");
-    write(&out.join("manifest.json"), format!(r#"{{"schema":1,"profile":"rpi4-ssh","arch":"aarch64","kernel_release":"0","cmdline":["console=ttyS1,115200","oa.sha256={SHA}"],"artifacts":[],"builder":"t"}}"#).as_bytes());
+    write(&out.join("manifest.json"), format!(r#"{{"schema":1,"profile":"rpi4-ssh","arch":"aarch64","kernel_release":"0","cmdline":["console=ttyS1,115200","{SHA256}={SHA}"],"artifacts":[],"builder":"t"}}"#).as_bytes());
     // The rpi/ tree as `oa build` writes it (small stand-ins for the firmware blobs; start4.elf
     // spans many TFTP blocks).
     let tree = out.join("rpi");
@@ -187,8 +188,8 @@ async fn pi_tftp_paths_with_serial_prefix_and_fallback() {
     // cmdline.txt: the tree's words, with oa.root= at this server's HTTP (the root image never
     // goes over TFTP).
     let cmdline = String::from_utf8(get("1a2b3c4d/cmdline.txt").await.unwrap()).unwrap();
-    assert!(cmdline.contains(&format!("oa.sha256={SHA}")), "{cmdline}");
-    assert!(cmdline.contains(&format!("oa.root=http://127.0.0.1:{}/rootfs.squashfs", e.http)), "{cmdline}");
+    assert!(cmdline.contains(&format!("{SHA256}={SHA}")), "{cmdline}");
+    assert!(cmdline.contains(&format!("{ROOT}=http://127.0.0.1:{}/rootfs.squashfs", e.http)), "{cmdline}");
     assert!(cmdline.starts_with("console=ttyS1,115200 "));
     // A missing file under a Pi prefix is "not found", and traversal stays refused.
     assert!(get("1a2b3c4d/nothing.bin").await.is_err());

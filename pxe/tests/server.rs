@@ -75,7 +75,7 @@ async fn traversal_is_refused_over_tftp_and_http() {
     assert_eq!((st, b.len()), (200, 100_000));
     let (st, b) = testclient::http_get(e.http, "/boot.ipxe").await.unwrap();
     assert_eq!(st, 200);
-    assert!(String::from_utf8_lossy(&b).contains("oa.root=http://127.0.0.1:"));
+    assert!(String::from_utf8_lossy(&b).contains(&format!("{}=http://127.0.0.1:", oa_contract::cmdline::ROOT)));
 }
 
 #[tokio::test(flavor = "multi_thread")]

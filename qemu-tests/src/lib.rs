@@ -8,6 +8,7 @@
 pub mod netns;
 
 use oa_builder::qemu::Spec;
+use oa_contract::{Arch, ConsoleLine, READY_LINE};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ExitStatus, Stdio};
@@ -193,6 +194,26 @@ impl Machine {
         }
     }
 
+    /// Wait for oa-init's line of stage `name` whose text starts with `text` (`oa-init: stage
+    /// <name>: <text>...`); returns the whole line.
+    pub fn expect_stage(&mut self, name: &str, text: &str, timeout: Duration) -> String {
+        self.expect(&ConsoleLine::Stage { name, text }.to_string(), timeout)
+    }
+
+    /// Wait for a plain oa-init line starting with `text` (`oa-init: <text>...`).
+    pub fn expect_info(&mut self, text: &str, timeout: Duration) -> String {
+        self.expect(&ConsoleLine::Info(text).to_string(), timeout)
+    }
+
+    /// Wait for the ready line; returns the host it names.
+    pub fn expect_ready(&mut self, timeout: Duration) -> String {
+        let line = self.expect(READY_LINE, timeout);
+        match ConsoleLine::parse(&line) {
+            Some(ConsoleLine::Ready { host, .. }) => host.to_string(),
+            _ => self.fail(&format!("`{line}` is not a ready line")),
+        }
+    }
+
     /// Assert `pattern` does not appear within `within` (reads the console for that long).
     pub fn expect_absent(&mut self, pattern: &str, within: Duration) {
         let deadline = Instant::now() + within;
@@ -301,7 +322,7 @@ pub fn built_variant(name: &str, base: &str, extra: &str) -> PathBuf {
 /// UEFI firmware for one machine: OVMF's code and a private copy of its variable store under
 /// `target/qemu-tests/uefi-vars/`, deleted when the returned guard is dropped (keep it alive
 /// while the machine runs).
-pub fn uefi_firmware(arch: &str) -> (oa_builder::qemu::Firmware, oa_builder::qemu::VarsCopy) {
+pub fn uefi_firmware(arch: Arch) -> (oa_builder::qemu::Firmware, oa_builder::qemu::VarsCopy) {
     let files = oa_builder::qemu::UefiFiles::locate(arch).unwrap_or_else(|e| panic!("{e}"));
     files.for_run(&workspace().join("target/qemu-tests/uefi-vars")).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 fn tiny_arm64_boots_to_ready_under_virt_and_powers_off() {
     let dir = built("tiny-arm64");
     let m = read_manifest(&dir).expect("manifest");
-    assert_eq!(m.arch, "aarch64");
-    let spec = Spec::from_output(&dir, &m, detect_accel(&m.arch));
+    assert_eq!(m.arch, oa_contract::Arch::Aarch64);
+    let spec = Spec::from_output(&dir, &m, detect_accel(m.arch));
     assert_eq!(spec.binary(), "qemu-system-aarch64");
     let mut vm = Machine::boot("tiny_arm64", &spec);
     let ready = vm.expect(READY_LINE, Duration::from_secs(90));

@@ -68,7 +68,7 @@ fn debian_ssh_boots_systemd_to_ready_and_accepts_an_ssh_login() {
     .unwrap();
     let out = build("debian-ssh-test", &profile);
     let m = read_manifest(&out).unwrap();
-    let mut spec = Spec::from_output(&out, &m, detect_accel(&m.arch));
+    let mut spec = Spec::from_output(&out, &m, detect_accel(m.arch));
     spec.memory_mib = 1024;
     let port = free_port();
     spec.extra.extend(
@@ -149,7 +149,7 @@ fn arch_local_repository_builds_and_boots_to_ready() {
     .unwrap();
     let out = build("arch-local", &profile);
     let m = read_manifest(&out).unwrap();
-    let spec = Spec::from_output(&out, &m, detect_accel(&m.arch));
+    let spec = Spec::from_output(&out, &m, detect_accel(m.arch));
     let mut vm = Machine::boot("arch_local", &spec);
     let ready = vm.expect(READY_LINE, Duration::from_secs(120));
     assert!(ready.contains("host=arch-local"), "{ready}");

@@ -12,16 +12,16 @@ const BOOT: Duration = Duration::from_secs(90);
 fn tiny_spec() -> Spec {
     let dir = built("tiny");
     let m = read_manifest(&dir).expect("manifest of the tiny build");
-    Spec::from_output(&dir, &m, detect_accel(&m.arch))
+    Spec::from_output(&dir, &m, detect_accel(m.arch))
 }
 
 #[test]
 fn tiny_boots_to_ready_and_starts_its_service() {
     let mut vm = Machine::boot("tiny_boots_to_ready", &tiny_spec());
-    vm.expect("oa-init: stage modules", BOOT);
-    vm.expect("oa-init: stage verify", BOOT);
-    let ready = vm.expect(READY_LINE, BOOT);
-    assert!(ready.contains("host=tiny"), "ready line names the host: {ready}");
+    vm.expect_stage("modules", "", BOOT);
+    vm.expect_stage("verify", "", BOOT);
+    let host = vm.expect_ready(BOOT);
+    assert_eq!(host, "tiny", "ready line names the host");
     // The service runs with its environment from the profile.
     vm.expect("oa-hello: hello from oa", Duration::from_secs(30));
     // The overlay and the generated files are in the root filesystem; the hostname is set.
@@ -58,7 +58,7 @@ fn corrupt_root_image_stops_with_a_clear_message() {
     data[mid] ^= 0xff;
     std::fs::write(&img, &data).unwrap();
     let m = read_manifest(&dir).unwrap();
-    let mut vm = Machine::boot("corrupt_root_image", &Spec::from_output(&dir, &m, detect_accel(&m.arch)));
+    let mut vm = Machine::boot("corrupt_root_image", &Spec::from_output(&dir, &m, detect_accel(m.arch)));
     let fatal = vm.expect(FATAL_PREFIX, BOOT);
     assert!(fatal.contains("sha256"), "the failure names the check: {fatal}");
     vm.expect("hint:", Duration::from_secs(10));
@@ -71,7 +71,7 @@ fn poweroff_ends_qemu_with_exit_0() {
     let mut vm = Machine::boot("poweroff", &tiny_spec());
     vm.expect(READY_LINE, BOOT);
     vm.send_line("poweroff");
-    vm.expect("oa-init: shutdown", Duration::from_secs(30));
+    vm.expect_info("shutdown", Duration::from_secs(30));
     let st = vm.wait_exit(Duration::from_secs(60));
     assert!(st.success(), "QEMU exit status after poweroff: {st}");
 }

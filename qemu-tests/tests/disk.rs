@@ -9,7 +9,7 @@
 use oa_builder::build::read_manifest;
 use oa_builder::qemu::{detect_accel, DiskBoot, Firmware, Spec};
 use oa_contract::manifest::artifact;
-use oa_contract::READY_LINE;
+use oa_contract::{Arch, READY_LINE};
 use oa_qemu_tests::{built, built_variant, oa_bin, uefi_firmware, workspace, Machine};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +20,7 @@ const SHORT: Duration = Duration::from_secs(30);
 /// Boot `image` (snapshot: the file is not changed) under `firmware`.
 fn disk_spec(image: &Path, snapshot: bool, firmware: Firmware) -> Spec {
     let disk = DiskBoot::detect(image, snapshot).expect("disk image");
-    Spec::from_disk("x86_64", disk, firmware, detect_accel("x86_64"))
+    Spec::from_disk(Arch::X86_64, disk, firmware, detect_accel(Arch::X86_64))
 }
 
 fn tiny_disk() -> PathBuf {
@@ -35,9 +35,9 @@ fn tiny_disk() -> PathBuf {
 fn tiny_disk_boots_to_ready_under_bios() {
     let mut vm = Machine::boot("disk_bios", &disk_spec(&tiny_disk(), true, Firmware::Bios));
     vm.expect("SYSLINUX", BOOT);
-    let root = vm.expect("oa-init: stage root", BOOT);
+    let root = vm.expect_stage("root", "", BOOT);
     assert!(root.contains("/dev/vda2") && root.contains("PARTLABEL=oa-root"), "{root}");
-    vm.expect("oa-init: stage verify: sha256 matches", BOOT);
+    vm.expect_stage("verify", "sha256 matches", BOOT);
     vm.expect(READY_LINE, BOOT);
     vm.send_line(
         "echo EFI=$(test -d /sys/firmware/efi && echo yes || echo no) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
@@ -47,9 +47,9 @@ fn tiny_disk_boots_to_ready_under_bios() {
 
 #[test]
 fn tiny_disk_boots_to_ready_under_uefi() {
-    let (fw, _vars) = uefi_firmware("x86_64");
+    let (fw, _vars) = uefi_firmware(Arch::X86_64);
     let mut vm = Machine::boot("disk_uefi", &disk_spec(&tiny_disk(), true, fw));
-    vm.expect("oa-init: stage root", BOOT);
+    vm.expect_stage("root", "", BOOT);
     vm.expect(READY_LINE, BOOT);
     vm.send_line(
         "echo EFI=$(test -d /sys/firmware/efi && echo yes || echo no) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
@@ -88,7 +88,7 @@ fn flash_to_a_file_then_boot_that_file_under_uefi() {
     assert!(o.status.success(), "oa flash: {e}");
     assert!(e.contains("wrote and verified") && e.contains("block map"), "{e}");
     assert_eq!(std::fs::metadata(&stick).unwrap().len(), 48 << 20, "a file keeps its size, like a disk");
-    let (fw, _vars) = uefi_firmware("x86_64");
+    let (fw, _vars) = uefi_firmware(Arch::X86_64);
     let mut vm = Machine::boot("disk_flashed_uefi", &disk_spec(&stick, false, fw));
     vm.expect(READY_LINE, BOOT);
     drop(vm);

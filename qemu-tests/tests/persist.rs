@@ -30,7 +30,7 @@ fn blank_disk(name: &str) -> PathBuf {
 fn spec(disk: &Path, append: &[&str]) -> Spec {
     let dir = built("tiny-persist");
     let m = read_manifest(&dir).expect("manifest of the tiny-persist build");
-    let mut s = Spec::from_output(&dir, &m, detect_accel(&m.arch));
+    let mut s = Spec::from_output(&dir, &m, detect_accel(m.arch));
     s.extra.extend(["-drive".to_string(), format!("file={},format=raw,if=virtio", disk.display())]);
     s.append.extend(append.iter().map(|a| a.to_string()));
     s
@@ -57,7 +57,7 @@ fn sh(vm: &mut Machine, cmd: &str, marker: &str) -> String {
 
 fn poweroff(vm: &mut Machine) {
     vm.send_line("sync; poweroff");
-    vm.expect("oa-init: shutdown", SHORT);
+    vm.expect_info("shutdown", SHORT);
     let st = vm.wait_exit(Duration::from_secs(60));
     assert!(st.success(), "QEMU exit status after poweroff: {st}");
 }
@@ -198,7 +198,11 @@ fn wrong_passphrase_leaves_the_device_byte_identical() {
     let before16 = sha256_of(&disk, Some(16 << 20));
     let before = sha256_of(&disk, None);
 
-    let mut vm = boot("persist_wrongpass_2", &disk, &["oa.persist.key=passphrase"]);
+    let mut vm = boot(
+        "persist_wrongpass_2",
+        &disk,
+        &[&oa_contract::cmdline::word(oa_contract::cmdline::PERSIST_KEY, "passphrase")],
+    );
     vm.expect("passphrase for /dev/vdb", BOOT);
     vm.send_line("not-the-key");
     vm.expect("wrong passphrase for /dev/vdb (attempt 1 of 2)", SHORT);
@@ -295,7 +299,7 @@ fn only_the_listed_paths_persist() {
     let m = read_manifest(&dir).expect("manifest of the tiny-persist-paths build");
     let disk = blank_disk("paths");
     let spec = || {
-        let mut s = Spec::from_output(&dir, &m, detect_accel(&m.arch));
+        let mut s = Spec::from_output(&dir, &m, detect_accel(m.arch));
         s.extra.extend(["-drive".to_string(), format!("file={},format=raw,if=virtio", disk.display())]);
         s
     };

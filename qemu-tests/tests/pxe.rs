@@ -99,11 +99,10 @@ fn bios_ipxe_netboots_to_ready_with_full_dhcp() {
         &["--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150", "--leases", &leases.display().to_string()],
     );
     let mut vm = Machine::start("pxe_bios", qemu(&ns, None, "52:54:00:0a:00:01", true));
-    vm.expect("oa-init: stage network: eth0 (52:54:00:0a:00:01) 10.99.0.100/24", BOOT);
-    vm.expect("oa-init: stage fetch: http://10.99.0.1/rootfs.squashfs", BOOT);
-    vm.expect("oa-init: stage verify: sha256 matches", BOOT);
-    let ready = vm.expect(READY_LINE, BOOT);
-    assert!(ready.contains("host=tiny-net"), "{ready}");
+    vm.expect_stage("network", "eth0 (52:54:00:0a:00:01) 10.99.0.100/24", BOOT);
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect_stage("verify", "sha256 matches", BOOT);
+    assert_eq!(vm.expect_ready(BOOT), "tiny-net");
     let l = server_log(&log);
     assert!(
         l.contains(
@@ -139,7 +138,7 @@ fn uefi_pxe_fetches_ipxe_over_tftp_and_netboots_to_ready() {
         ],
     );
     let mut vm = Machine::start("pxe_uefi", qemu(&ns, Some(&vars), "52:54:00:0a:00:02", false));
-    vm.expect("oa-init: stage fetch: http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
     vm.expect(READY_LINE, BOOT);
     let l = server_log(&log);
     assert!(l.contains("52:54:00:0a:00:02 Discover on 67 arch=7 (UEFI x64) class=PXEClient: Offer address 10.99.0.100 lease 3600 s, boot tftp ipxe.efi"), "{l}");
@@ -179,7 +178,7 @@ fn proxy_dhcp_next_to_dnsmasq_netboots_to_ready() {
     let (_srv, log) = serve(&ns, "pxe_proxy", &out, &["--mode", "proxy"]);
     let mut vm = Machine::start("pxe_proxy", qemu(&ns, None, "52:54:00:0a:00:03", true));
     // The address comes from dnsmasq, the boot from oa serve.
-    vm.expect("oa-init: stage network: eth0 (52:54:00:0a:00:03) 10.99.0.2", BOOT);
+    vm.expect_stage("network", "eth0 (52:54:00:0a:00:03) 10.99.0.2", BOOT);
     vm.expect(READY_LINE, BOOT);
     let l = server_log(&log);
     assert!(l.contains("52:54:00:0a:00:03 Discover on 67 arch=0 (BIOS) class=PXEClient user-class=iPXE: Offer boot http://10.99.0.1/boot/52-54-00-0a-00-03.ipxe"), "{l}");
@@ -222,12 +221,16 @@ fn bios_netboot_applies_the_machines_oa_config() {
         ],
     );
     let mut vm = Machine::start("pxe_config", qemu(&ns, None, "52:54:00:0a:00:04", true));
-    vm.expect("oa-init: stage config: http://10.99.0.1/config/52-54-00-0a-00-04: will apply hostname=from-config, 1 authorized key for root, files /etc/oa-test/hello.txt", BOOT);
-    vm.expect("oa-init: stage config: applied to /: hostname from-config, /root/.ssh/authorized_keys (1 key), /etc/oa-test/hello.txt", BOOT);
-    let ready = vm.expect(READY_LINE, BOOT);
-    assert!(ready.contains("host=from-config"), "the configuration's hostname wins over the profile's: {ready}");
+    vm.expect_stage("config", "http://10.99.0.1/config/52-54-00-0a-00-04: will apply hostname=from-config, 1 authorized key for root, files /etc/oa-test/hello.txt", BOOT);
+    vm.expect_stage(
+        "config",
+        "applied to /: hostname from-config, /root/.ssh/authorized_keys (1 key), /etc/oa-test/hello.txt",
+        BOOT,
+    );
+    let host = vm.expect_ready(BOOT);
+    assert_eq!(host, "from-config", "the configuration's hostname wins over the profile's");
     let c = vm.console();
-    assert!(!c.contains("oa.config= is not supported"), "{c}");
+    assert!(!c.contains(&format!("{}= is not supported", oa_contract::cmdline::CONFIG)), "{c}");
     vm.send_line("cat /root/.ssh/authorized_keys");
     vm.expect(&format!("\n{key}"), Duration::from_secs(30));
     vm.send_line("echo MODES=$(stat -c %a /root/.ssh /root/.ssh/authorized_keys /etc/oa-test/hello.txt) H=$(hostname) F=$(cat /etc/oa-test/hello.txt)");

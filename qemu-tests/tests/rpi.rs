@@ -76,7 +76,7 @@ fn rpi_image_layout_and_boot_files() {
     let cmdline = mtools(&["mtype", "-i", &target, "::/cmdline.txt"]);
     assert_eq!(cmdline.lines().count(), 1, "cmdline.txt is one line");
     let root_sha = &m.artifact("rootfs.squashfs").unwrap().sha256;
-    assert!(cmdline.contains(&format!("oa.sha256={root_sha}")), "{cmdline}");
+    assert!(cmdline.contains(&oa_contract::cmdline::word(oa_contract::cmdline::SHA256, root_sha)), "{cmdline}");
     // The kernel on the card is the build's kernel.
     let kernel = mtools(&["mdir", "-i", &target, "::/kernel8.img"]);
     let ksize = std::fs::metadata(dir.join("vmlinuz")).unwrap().len().to_string();
@@ -103,7 +103,7 @@ fn rpi_image_boots_to_ready_on_a_raspberry_pi_3b_model() {
     cmd.arg("-append").arg(format!("{} console=ttyAMA0", append.join(" ")));
     cmd.arg("-drive").arg(format!("file={},if=sd,format=raw", sd.display()));
     let mut vm = Machine::start("rpi3b_sd_boot", cmd);
-    vm.expect("oa-init: stage root: found /dev/mmcblk0p2", Duration::from_secs(90));
+    vm.expect_stage("root", "found /dev/mmcblk0p2", Duration::from_secs(90));
     vm.expect("service sshd started", Duration::from_secs(60));
     let ready = vm.expect(READY_LINE, Duration::from_secs(60));
     assert!(ready.contains("host=rpi4"), "{ready}");

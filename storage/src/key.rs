@@ -1,37 +1,9 @@
-//! Key sources: a passphrase typed at the console, a key file (in the initramfs), or the
-//! network (not implemented yet).
+//! Reading a key from its source ([`oa_contract::config::KeySource`]): a passphrase typed at
+//! the console, a key file (in the initramfs), or the network (not implemented yet).
 
 use std::io::{BufRead, Write};
 
 use crate::error::{Error, IoContext, Result};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    Passphrase,
-    File(String),
-    Network,
-}
-
-impl KeySource {
-    pub fn parse(s: &str) -> Result<KeySource> {
-        match s {
-            "passphrase" => Ok(KeySource::Passphrase),
-            "network" => Ok(KeySource::Network),
-            _ => match s.strip_prefix("file:") {
-                Some(p) if p.starts_with('/') => Ok(KeySource::File(p.to_string())),
-                _ => Err(Error::KeySource(s.to_string())),
-            },
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            KeySource::Passphrase => "passphrase".into(),
-            KeySource::File(p) => format!("key file {p}"),
-            KeySource::Network => "network key".into(),
-        }
-    }
-}
 
 /// The key bytes of a file: the whole file, as `cryptsetup --key-file` reads it.
 pub fn read_file(path: &str) -> Result<Vec<u8>> {

@@ -8,7 +8,7 @@ use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat, KeyslotInfo};
 use libcryptsetup_rs::{
     CryptDevice, CryptInit, CryptParamsLuks2, CryptParamsLuks2Ref, CryptPbkdfType, Either, LibcryptErr,
 };
-use oa_contract::config::PersistConfig;
+use oa_contract::config::{Pbkdf, PersistConfig};
 
 use crate::error::{Error, Result};
 use crate::probe;
@@ -34,7 +34,7 @@ fn init(dev: &Path) -> Result<CryptDevice> {
 
 /// The PBKDF for new key slots, from the profile.
 pub fn pbkdf(cfg: &PersistConfig) -> CryptPbkdfType {
-    let argon = cfg.pbkdf != "pbkdf2";
+    let argon = cfg.pbkdf == Pbkdf::Argon2id;
     let fixed = cfg.pbkdf_iterations > 0;
     CryptPbkdfType {
         type_: if argon { CryptKdf::Argon2Id } else { CryptKdf::Pbkdf2 },

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use oa_contract::config::PersistConfig;
-use oa_contract::{initramfs_paths, mounts, storage_paths, STAGE_PREFIX};
+use oa_contract::{initramfs_paths, mounts, storage_paths, ConsoleLine};
 
 const HELP: &str = "\
 oa-storage: encrypted btrfs persistence for oa (run by oa-init)
@@ -40,12 +40,16 @@ Exit status: 0 ok, 2 device missing, 3 wrong key, 4 device refused (holds data),
 
 /// `oa-init: stage persist: <msg>`
 pub fn say(msg: &str) {
-    line(&format!("{STAGE_PREFIX} persist: {msg}"));
+    line(&ConsoleLine::Stage { name: STAGE, text: msg }.to_string());
 }
 
+/// `oa-init: warning: persist: <msg>`
 pub fn warn(msg: &str) {
-    line(&format!("oa-init: warning: persist: {msg}"));
+    line(&ConsoleLine::Warning(&format!("{STAGE}: {msg}")).to_string());
 }
+
+/// The stage name of oa-storage's console lines.
+const STAGE: &str = "persist";
 
 fn line(s: &str) {
     let mut o = std::io::stdout().lock();
@@ -93,8 +97,8 @@ fn run(args: &[String]) -> i32 {
             let stage = args.first().is_some_and(|a| a == "setup");
             if stage {
                 // oa-init decides between FATAL and the tmpfs fallback (`optional`).
-                line(&format!("{STAGE_PREFIX} persist: ERROR {e}"));
-                line(&format!("{STAGE_PREFIX} persist: hint: {}", e.hint()));
+                say(&format!("ERROR {e}"));
+                say(&format!("hint: {}", e.hint()));
             } else {
                 eprintln!("oa-storage: {e}");
             }
@@ -105,7 +109,7 @@ fn run(args: &[String]) -> i32 {
 
 fn setup(args: &[String]) -> error::Result<()> {
     let cfg_path = flag(args, "--config").unwrap_or_else(|| format!("/{}", initramfs_paths::PERSIST_CONFIG));
-    let mut cfg: PersistConfig = match std::fs::read(&cfg_path) {
+    let cfg: PersistConfig = match std::fs::read(&cfg_path) {
         Ok(b) => serde_json::from_slice(&b).map_err(error::json_err(&cfg_path))?,
         // Only the cmdline: the safe defaults (passphrase, never format).
         Err(_) => serde_json::from_str(r#"{"device":"","key":"passphrase"}"#)
@@ -115,9 +119,6 @@ fn setup(args: &[String]) -> error::Result<()> {
         ops::Overrides { device: flag(args, "--device"), key: flag(args, "--key"), rollback: flag(args, "--rollback") };
     if cfg.device.is_empty() && o.device.is_none() {
         return Err(error::Error::NoDevice);
-    }
-    if cfg.key.is_empty() {
-        cfg.key = "passphrase".into();
     }
     let places = ops::Places {
         top: flag(args, "--top").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(storage_paths::TOP)),

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oa_contract::config::{PersistConfig, PersistRuntime};
+use oa_contract::config::{KeySource, PersistConfig, PersistRuntime};
 
 use crate::error::{json_err, Error, IoContext, Result};
-use crate::key::{self, KeySource};
+use crate::key;
 use crate::layout::{self, BootMeta, RollbackError, RollbackReason};
 use crate::state::{self, Expect, Info, Mapping, Mount, Step};
 use crate::{btrfs, device, luks, say, warn};
@@ -118,7 +118,11 @@ impl state::Objects for Boot<'_> {
 pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places, boot_id: &str) -> Result<PersistRuntime> {
     let t0 = Instant::now();
     let spec = o.device.clone().unwrap_or_else(|| cfg.device.clone());
-    let source = KeySource::parse(o.key.as_deref().unwrap_or(&cfg.key))?;
+    let source = o
+        .key
+        .as_deref()
+        .map_or_else(|| Ok(cfg.key.clone()), KeySource::parse)
+        .map_err(|_| Error::KeySource(o.key.clone().unwrap_or_default()))?;
     let dev = device::find(&spec, Duration::from_secs(10)).ok_or_else(|| Error::Missing(spec.clone()))?;
     let mapping = luks::mapping_path(&places.mapping);
     say(&format!("{} is {} (key: {})", spec, dev.display(), source.describe()));

@@ -10,7 +10,7 @@
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_file;
 use crate::profile::{InitSystem, Profile, User};
-use oa_contract::READY_LINE;
+use oa_contract::ConsoleLine;
 use std::os::unix::fs::{chown, symlink};
 use std::path::{Path, PathBuf};
 
@@ -267,14 +267,14 @@ fn systemd(root: &Path, p: &Profile) -> Result<()> {
     let sysdir = root.join("etc/systemd/system");
     // The ready line, once multi-user.target is reached. DefaultDependencies=no keeps the
     // target from ordering itself after this unit (it would be a cycle).
+    let line = ConsoleLine::Ready { host: "$(cat /proc/sys/kernel/hostname)", profile: &p.name };
     let ready = format!(
         "# added by oa build: the ready line `oa run --until-ready` and the tests wait for\n\
          [Unit]\nDescription=oa ready line\nDefaultDependencies=no\nAfter=multi-user.target\n\
          Conflicts=shutdown.target\nBefore=shutdown.target\n\n\
          [Service]\nType=oneshot\nRemainAfterExit=yes\n\
-         ExecStart=/bin/sh -c '{{ echo; echo \"{READY_LINE} host=$(cat /proc/sys/kernel/hostname) profile={}\"; }} > /dev/console'\n\n\
-         [Install]\nWantedBy=multi-user.target\n",
-        p.name
+         ExecStart=/bin/sh -c '{{ echo; echo \"{line}\"; }} > /dev/console'\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
     );
     write_file(&sysdir.join(READY_UNIT), ready.as_bytes(), 0o644)?;
     let mut enable = vec![READY_UNIT.to_string()];

@@ -14,6 +14,7 @@
 //! line is the same text in `syslinux.cfg` and in the loader entry; a test checks it.
 
 use crate::error::{Error, Result};
+use oa_contract::Arch;
 use std::path::{Path, PathBuf};
 
 /// Host files the disk image needs, found under a root (`/` in use; a test root in tests).
@@ -28,14 +29,14 @@ pub struct BootFiles {
 }
 
 impl BootFiles {
-    pub fn locate(arch: &str) -> Result<BootFiles> {
+    pub fn locate(arch: Arch) -> Result<BootFiles> {
         Self::locate_in(Path::new("/"), arch)
     }
 
     /// Find the files under `root`; a missing one is a [`Error::ToolMissing`] naming the
     /// Debian package to install.
-    pub fn locate_in(root: &Path, arch: &str) -> Result<BootFiles> {
-        if arch != "x86_64" {
+    pub fn locate_in(root: &Path, arch: Arch) -> Result<BootFiles> {
+        if arch != Arch::X86_64 {
             return Err(Error::Image(format!(
                 "disk images are made for x86_64 only (syslinux and the x86-64 systemd-boot); the profile's arch is {arch}: set [image] disk = false"
             )));
@@ -157,8 +158,8 @@ mod tests {
 
     #[test]
     fn both_loaders_get_the_same_command_line() {
-        let cl: Vec<String> =
-            ["console=ttyS0", "oa.sha256=ab", "oa.root=PARTLABEL=oa-root"].iter().map(|s| s.to_string()).collect();
+        use oa_contract::cmdline::{disk_root, word, ROOT, SHA256};
+        let cl = ["console=ttyS0".to_string(), word(SHA256, "ab"), word(ROOT, disk_root())];
         let s = syslinux_cfg("tiny", &cl);
         let e = loader_entry("tiny", &cl);
         assert_eq!(config_cmdline(&s), config_cmdline(&e));
@@ -171,15 +172,15 @@ mod tests {
     #[test]
     fn missing_packages_are_named() {
         let root = tempfile::tempdir().unwrap();
-        let e = BootFiles::locate_in(root.path(), "x86_64").unwrap_err().to_string();
+        let e = BootFiles::locate_in(root.path(), Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("gptmbr.bin") && e.contains("apt-get install syslinux"), "{e}");
         std::fs::create_dir_all(root.path().join("usr/lib/SYSLINUX")).unwrap();
         std::fs::write(root.path().join("usr/lib/SYSLINUX/gptmbr.bin"), [0u8; 440]).unwrap();
         std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
         std::fs::write(root.path().join("usr/bin/syslinux"), b"").unwrap();
-        let e = BootFiles::locate_in(root.path(), "x86_64").unwrap_err().to_string();
+        let e = BootFiles::locate_in(root.path(), Arch::X86_64).unwrap_err().to_string();
         assert!(e.contains("systemd-bootx64.efi") && e.contains("apt-get install systemd-boot-efi"), "{e}");
-        let e = BootFiles::locate_in(root.path(), "aarch64").unwrap_err().to_string();
+        let e = BootFiles::locate_in(root.path(), Arch::Aarch64).unwrap_err().to_string();
         assert!(e.contains("x86_64 only") && e.contains("disk = false"), "{e}");
     }
 }

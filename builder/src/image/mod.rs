@@ -25,6 +25,7 @@ use crate::error::{Error, IoContext, Result};
 use bmap::Bmap;
 use boot::{esp, BootFiles};
 use gpt::{Layout, PartSpec};
+use oa_contract::cmdline::{self, Cmdline};
 use oa_contract::manifest::partlabel;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -43,7 +44,7 @@ const SYSLINUX_BYTES: u64 = 256 * 1024;
 pub struct DiskSpec<'a> {
     /// Shown in the boot menus (the profile name).
     pub title: &'a str,
-    pub arch: &'a str,
+    pub arch: oa_contract::Arch,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub rootfs: &'a Path,
@@ -69,14 +70,9 @@ pub struct Disk {
 /// The boot loaders' command line: the manifest's (with `oa.sha256=`) plus where the root
 /// image is, `oa.root=PARTLABEL=oa-root`.
 pub fn disk_cmdline(manifest_cmdline: &[String]) -> Vec<String> {
-    let root = oa_contract::cmdline::RootSpec::PartLabel(partlabel::ROOT.into());
-    let mut cl: Vec<String> = manifest_cmdline
-        .iter()
-        .filter(|w| !w.starts_with(&format!("{}=", oa_contract::cmdline::ROOT)))
-        .cloned()
-        .collect();
-    cl.push(format!("{}={root}", oa_contract::cmdline::ROOT));
-    cl
+    let mut cl = Cmdline::from_words(manifest_cmdline.iter().cloned());
+    cl.set_root(&cmdline::disk_root());
+    cl.into_words()
 }
 
 /// The ESP size in MiB for files of these sizes: each file rounded up to 4 KiB (clusters are
@@ -298,9 +294,12 @@ mod tests {
 
     #[test]
     fn disk_cmdline_names_the_root_partition_once() {
-        let cl: Vec<String> =
-            ["console=ttyS0", "oa.sha256=ab", "oa.root=/dev/vda"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(disk_cmdline(&cl), vec!["console=ttyS0", "oa.sha256=ab", "oa.root=PARTLABEL=oa-root"]);
+        let cl = [
+            "console=ttyS0".to_string(),
+            cmdline::word(cmdline::SHA256, "ab"),
+            cmdline::word(cmdline::ROOT, "/dev/vda"),
+        ];
+        assert_eq!(disk_cmdline(&cl).join(" "), "console=ttyS0 oa.sha256=ab oa.root=PARTLABEL=oa-root");
     }
 
     #[test]

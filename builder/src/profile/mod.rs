@@ -37,6 +37,9 @@ use serde::{Deserialize, Serialize};
 pub use error::{Location, ProfileError};
 pub use load::{find_profile, load, load_from};
 pub use merge::{Empty, Leaf, Leaves, Merge, SetList};
+/// The contract's enums, used by profiles as they are (same spellings in TOML and JSON).
+pub use oa_contract::config::{InitSystem, Pbkdf, PersistFormat, Restart};
+pub use oa_contract::Arch;
 pub use system::{
     Debian, File, Pacman, PacmanRepo, PartialDebian, PartialFile, PartialPacman, PartialPacmanRepo, PartialSystem,
     PartialUser, System, User, DEFAULT_SIG_LEVEL,
@@ -72,56 +75,11 @@ macro_rules! string_enum {
 }
 
 string_enum! {
-    /// Target CPU architecture.
-    pub enum Arch {
-        X86_64 = "x86_64",
-        Aarch64 = "aarch64",
-    }
-}
-
-impl Arch {
-    /// Debian's name for the architecture (`dpkg --print-architecture`).
-    pub fn debian(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "amd64",
-            Arch::Aarch64 => "arm64",
-        }
-    }
-
-    /// Debian's kernel metapackage for the architecture, the default `kernel.package`.
-    pub fn default_kernel_package(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "linux-image-amd64",
-            Arch::Aarch64 => "linux-image-arm64",
-        }
-    }
-}
-
-string_enum! {
     /// What the root filesystem is built from.
     pub enum Base {
         Busybox = "busybox",
         Debian = "debian",
         Arch = "arch",
-    }
-}
-
-string_enum! {
-    /// What runs as PID 1 after switch_root.
-    pub enum InitSystem {
-        /// oa-init supervises the profile's services.
-        Oa = "oa",
-        /// oa-init execs /sbin/init (systemd).
-        Systemd = "systemd",
-    }
-}
-
-string_enum! {
-    /// When the supervisor restarts a service.
-    pub enum Restart {
-        Always = "always",
-        OnFailure = "on-failure",
-        Never = "never",
     }
 }
 
@@ -254,24 +212,6 @@ string_enum! {
         Keyfile = "keyfile",
         /// Fetched over the network (not implemented yet).
         Network = "network",
-    }
-}
-
-string_enum! {
-    /// Consent to format the persistence device.
-    pub enum PersistFormat {
-        /// Never format: the device must hold an oa volume already.
-        Never = "never",
-        /// Format it when it is blank (all zeros at its start and end).
-        IfBlank = "if-blank",
-    }
-}
-
-string_enum! {
-    /// Key slot PBKDF.
-    pub enum Pbkdf {
-        Argon2id = "argon2id",
-        Pbkdf2 = "pbkdf2",
     }
 }
 

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Location, ProfileError};
 use super::{
-    Arch, Base, Image, Init, InitSystem, Kernel, KeySource, Packages, PartialProfile, Pbkdf, PersistFormat,
-    Persistence, Profile, Qemu, Restart, Rpi, Service, SetList, DEFAULT_MEMORY_MIB, MAX_PARTITION_MIB, MIN_ESP_MIB,
-    MIN_MEMORY_MIB,
+    Arch, Base, Image, Init, Kernel, KeySource, Packages, PartialProfile, Persistence, Profile, Qemu, Rpi, Service,
+    SetList, DEFAULT_MEMORY_MIB, MAX_PARTITION_MIB, MIN_ESP_MIB, MIN_MEMORY_MIB,
 };
+use oa_contract::config;
 
 /// One step of a path into a TOML document, for pointing errors at the right place.
 #[derive(Debug, Clone, Copy)]
@@ -391,9 +391,10 @@ fn finalize_persistence(
         }
         return Err(ProfileError::Inconsistent {
             files: from(),
-            message:
-                "[persistence] has no `device`; add device = \"PARTLABEL=oa-persist\" (or LABEL=, UUID=, /dev/...)"
-                    .into(),
+            message: format!(
+                "[persistence] has no `device`; add device = \"{}\" (or LABEL=, UUID=, /dev/...)",
+                config::DEFAULT_PERSIST_DEVICE
+            ),
         });
     };
     let key = p.key.unwrap_or(KeySource::Passphrase);
@@ -408,13 +409,13 @@ fn finalize_persistence(
         device,
         key,
         keyfile: if key == KeySource::Keyfile { keyfile } else { None },
-        passphrase_retries: p.passphrase_retries.unwrap_or(3),
+        passphrase_retries: p.passphrase_retries.unwrap_or(config::DEFAULT_RETRIES),
         paths: p.paths.as_slice().to_vec(),
-        snapshots_keep: p.snapshots_keep.unwrap_or(5),
+        snapshots_keep: p.snapshots_keep.unwrap_or(config::DEFAULT_SNAPSHOTS_KEEP),
         optional: p.optional.unwrap_or(false),
-        format: p.format.unwrap_or(PersistFormat::Never),
+        format: p.format.unwrap_or_default(),
         boot_attempts: p.boot_attempts.unwrap_or(0),
-        pbkdf: p.pbkdf.unwrap_or(Pbkdf::Argon2id),
+        pbkdf: p.pbkdf.unwrap_or_default(),
         pbkdf_memory_kib: p.pbkdf_memory_kib.unwrap_or(0),
         pbkdf_iterations: p.pbkdf_iterations.unwrap_or(0),
     }))
@@ -500,7 +501,7 @@ pub(crate) fn finalize(
         services.push(Service {
             name: sname.clone(),
             command,
-            restart: svc.restart.unwrap_or(Restart::Always),
+            restart: svc.restart.unwrap_or_default(),
             env: svc.env.as_slice().to_vec(),
         });
     }
@@ -577,7 +578,7 @@ pub(crate) fn finalize(
             arch: merged.packages.arch.as_slice().to_vec(),
         },
         init: Init {
-            system: merged.init.system.unwrap_or(InitSystem::Oa),
+            system: merged.init.system.unwrap_or_default(),
             console_shell: merged.init.console_shell.unwrap_or(true),
             emergency_shell: merged.init.emergency_shell.unwrap_or(true),
         },

@@ -25,7 +25,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let k = need(&cx.kernel, "image", "the kernel")?;
     let initrd = need(&cx.initramfs, "image", "the initramfs")?;
     let rootfs = need(&cx.rootfs, "image", "the root image")?;
-    let files = BootFiles::locate(p.arch.as_str())?;
+    let files = BootFiles::locate(p.arch)?;
     let boot_cmdline = image::disk_cmdline(&cx.manifest_cmdline("image")?);
     // The key is also the seed of the disk's GUIDs: the same inputs give the same bytes.
     let mut key = Key::new("image");
@@ -42,7 +42,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let (entry, made) = cx.store.get_or_build("image", &key, cx.opts.no_cache, |scratch| {
         let spec = image::DiskSpec {
             title: &p.name,
-            arch: p.arch.as_str(),
+            arch: p.arch,
             kernel: &k.kernel.vmlinuz,
             initrd: &initrd.path,
             rootfs: &rootfs.path,

@@ -63,7 +63,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let m = Manifest {
         schema: manifest::SCHEMA_VERSION,
         profile: p.name.clone(),
-        arch: p.arch.as_str().to_string(),
+        arch: p.arch,
         kernel_release: k.kernel.release.clone(),
         cmdline: cx.manifest_cmdline("output")?,
         artifacts,

@@ -61,7 +61,8 @@ pub fn up() -> Result<()> {
 
 /// Bring the network up and fetch `url` to [`IMAGE`]; returns its path and sha256.
 pub fn fetch_root(url: &str, sha256: Option<&str>) -> Result<(PathBuf, String)> {
-    let target = http::Url::parse(url).map_err(|why| Error::Unexpected { what: format!("oa.root={url}"), why })?;
+    let target = http::Url::parse(url)
+        .map_err(|why| Error::Unexpected { what: oa_contract::cmdline::word(oa_contract::cmdline::ROOT, url), why })?;
     up()?;
     if let Some(parent) = std::path::Path::new(IMAGE).parent() {
         crate::mounts::ensure_dir(parent)?;

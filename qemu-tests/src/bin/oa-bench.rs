@@ -41,7 +41,7 @@ fn main() {
     let warm = t.elapsed();
 
     let m = read_manifest(&out).expect("manifest");
-    let accel = detect_accel(&m.arch);
+    let accel = detect_accel(m.arch);
     let spec = Spec::from_output(&out, &m, accel);
 
     // (b) the baseline initramfs: busybox only, /init prints the ready line at once.
@@ -115,7 +115,7 @@ fn bench_debian_ssh(ws: &Path) {
     let rootfs_line = stage(&log, "rootfs");
     let nums: Vec<u64> = rootfs_line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     let m = read_manifest(&out).expect("manifest");
-    let mut spec = Spec::from_output(&out, &m, detect_accel(&m.arch));
+    let mut spec = Spec::from_output(&out, &m, detect_accel(m.arch));
     spec.memory_mib = 1024;
     let booted = boot(&spec, "debian-ssh");
     println!();
@@ -145,13 +145,13 @@ fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot
     use oa_builder::qemu::{DiskBoot, Firmware, UefiFiles};
     use oa_contract::manifest::artifact;
     use std::os::unix::fs::MetadataExt;
-    let files = BootFiles::locate(&m.arch).expect("boot loader files (make deps)");
+    let files = BootFiles::locate(m.arch).expect("boot loader files (make deps)");
     let cl = image::disk_cmdline(&m.cmdline);
     let f = |n: &str| out.join(n);
     let (kernel, initrd, rootfs) = (f(artifact::KERNEL), f(artifact::INITRAMFS), f(artifact::ROOTFS));
     let spec = DiskSpec {
         title: &m.profile,
-        arch: &m.arch,
+        arch: m.arch,
         kernel: &kernel,
         initrd: &initrd,
         rootfs: &rootfs,
@@ -181,15 +181,15 @@ fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot
     let parts: u64 = [&kernel, &initrd, &rootfs].iter().map(|p| std::fs::metadata(p).expect("artifact").len()).sum();
     let mapped = disk.bmap.mapped_bytes();
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    let accel = detect_accel(&m.arch);
+    let accel = detect_accel(m.arch);
     let bios = boot(
-        &Spec::from_disk(&m.arch, DiskBoot::detect(&img, true).expect("disk"), Firmware::Bios, accel),
+        &Spec::from_disk(m.arch, DiskBoot::detect(&img, true).expect("disk"), Firmware::Bios, accel),
         "disk.img, SeaBIOS + syslinux",
     );
     let (fw, _vars) =
-        UefiFiles::locate(&m.arch).and_then(|u| u.for_run(&std::env::temp_dir())).expect("OVMF (make deps)");
+        UefiFiles::locate(m.arch).and_then(|u| u.for_run(&std::env::temp_dir())).expect("OVMF (make deps)");
     let uefi = boot(
-        &Spec::from_disk(&m.arch, DiskBoot::detect(&img, true).expect("disk"), fw, accel),
+        &Spec::from_disk(m.arch, DiskBoot::detect(&img, true).expect("disk"), fw, accel),
         "disk.img, OVMF + systemd-boot",
     );
     let _ = std::fs::remove_file(&img);
@@ -286,7 +286,7 @@ fn bench_persistence(ws: &Path, plain: Option<Duration>) {
         let out = dir.join("tiny");
         oa_build(ws, &out, false);
         let m = read_manifest(&out).expect("manifest");
-        let spec = Spec::from_output(&out, &m, detect_accel(&m.arch));
+        let spec = Spec::from_output(&out, &m, detect_accel(m.arch));
         let mut v: Vec<Duration> = (0..RUNS).map(|i| boot(&spec, &format!("tiny run {}", i + 1))).collect();
         median(&mut v)
     });
@@ -309,7 +309,7 @@ fn bench_persistence(ws: &Path, plain: Option<Duration>) {
     let disk = dir.join("persist-disk.img");
     let _ = std::fs::remove_file(&disk);
     std::fs::File::create(&disk).and_then(|f| f.set_len(320 << 20)).expect("disk file");
-    let mut spec = Spec::from_output(&out, &m, detect_accel(&m.arch));
+    let mut spec = Spec::from_output(&out, &m, detect_accel(m.arch));
     spec.extra.extend(["-drive".to_string(), format!("file={},format=raw,if=virtio", disk.display())]);
     let log = dir.join("persist-first-boot.log");
     let first = match run_until_ready(&spec, Duration::from_secs(180), false, Some(&log)).expect("booting") {
