@@ -76,7 +76,7 @@ test: build check
 
 bench: build
 	$(CARGO) run --release -p oa-qemu-tests --bin oa-bench
-	$(CARGO) build --release -p oa-pxe --bins
+	$(CARGO) build --release -p oa-pxe -p oa-testkit --bins
 	target/release/oa-pxe-bench
 
 # Install what `make build` made (run that first, as yourself; then `sudo make install`):
