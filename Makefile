@@ -25,7 +25,7 @@ AARCH64_TARGET := aarch64-unknown-linux-musl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_QEMU := qemu-system-x86
 
-.PHONY: all deps build run test check bench clean check-deps
+.PHONY: all deps build run test check bench install clean check-deps
 
 all: build
 
@@ -67,17 +67,51 @@ run: build
 
 # Formatting and lints are gates: `make test` runs this first, so CI enforces it. Clippy uses
 # the release profile, so it shares the dependency builds of `make build` and `make test`.
+# The last line keeps the builder/init contract in one place: no `"oa.` command-line literal
+# outside contract/ (use oa_contract::cmdline).
 check:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	@if grep -rn --include='*.rs' '"oa\.' builder init pxe storage disk testkit qemu-tests; then \
+	  echo 'error: "oa. literals outside contract/: use the oa_contract::cmdline constants'; exit 1; fi
 
 test: build check
 	$(CARGO) test --release --workspace -- --test-threads=2
 
 bench: build
 	$(CARGO) run --release -p oa-qemu-tests --bin oa-bench
-	$(CARGO) build --release -p oa-pxe --bins
+	$(CARGO) build --release -p oa-pxe -p oa-testkit --bins
 	target/release/oa-pxe-bench
+
+# Install what `make build` made (run that first, as yourself; then `sudo make install`):
+# oa, oa-pxe and oa-storage in BINDIR; oa-init as oa-init-x86_64 and oa-init-aarch64 beside
+# oa, where `oa build` looks for it (builder/src/initbin.rs; oa-storage likewise,
+# builder/src/elfdeps.rs); the man pages (oa(1), oa-SUBCOMMAND(1), oa-pxe(1)) and the bash,
+# zsh and fish completions, generated from the clap definitions by the hidden `oa doc`.
+# DESTDIR is prepended to every path (packaging).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+INSTALL ?= install
+
+install:
+	@for b in oa oa-pxe oa-storage; do test -x target/release/$$b || { echo "error: target/release/$$b is missing: run \`make build\` first"; exit 1; }; done
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DATADIR)/bash-completion/completions \
+	  $(DESTDIR)$(DATADIR)/zsh/site-functions $(DESTDIR)$(DATADIR)/fish/vendor_completions.d
+	$(INSTALL) -m 755 target/release/oa target/release/oa-pxe target/release/oa-storage $(DESTDIR)$(BINDIR)/
+	@for t in $(MUSL_TARGET):x86_64 $(AARCH64_TARGET):aarch64; do \
+	  init=target/$${t%%:*}/release/oa-init; \
+	  if [ -x $$init ]; then echo "$(INSTALL) -m 755 $$init $(DESTDIR)$(BINDIR)/oa-init-$${t##*:}"; $(INSTALL) -m 755 $$init $(DESTDIR)$(BINDIR)/oa-init-$${t##*:} || exit 1; \
+	  else echo "note: $$init is missing: oa build for $${t##*:} will need --init PATH"; fi; \
+	done
+	$(OA) doc man $(DESTDIR)$(MANDIR)/man1
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; $(OA) doc completions $$tmp; \
+	for c in oa oa-pxe; do \
+	  $(INSTALL) -m 644 $$tmp/$$c.bash $(DESTDIR)$(DATADIR)/bash-completion/completions/$$c; \
+	  $(INSTALL) -m 644 $$tmp/_$$c $(DESTDIR)$(DATADIR)/zsh/site-functions/_$$c; \
+	  $(INSTALL) -m 644 $$tmp/$$c.fish $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/$$c.fish; \
+	done; echo "completions: $(DESTDIR)$(DATADIR)/{bash-completion/completions,zsh/site-functions,fish/vendor_completions.d}"
 
 clean:
 	$(CARGO) clean

@@ -96,7 +96,19 @@ impl Store {
         }
         let scratch = self.scratch()?;
         let made = make(&scratch)?;
-        let entry = scratch.store(&self.entry_dir(stage, key))?;
+        let dir = self.entry_dir(stage, key);
+        if !rebuild {
+            // Another build (a parallel `oa build`, a test) may have made the same entry in the
+            // meantime: renaming onto a finished folder fails, and that entry is as good as ours,
+            // so it stays (whoever uses it keeps reading it) and our scratch folder is dropped.
+            if std::fs::rename(scratch.path(), &dir).is_ok() {
+                return Ok((scratch.into_entry(dir), Some(made)));
+            }
+            if let Some(e) = self.lookup(stage, key) {
+                return Ok((e, Some(made)));
+            }
+        }
+        let entry = scratch.store(&dir)?;
         Ok((entry, Some(made)))
     }
 }
@@ -118,6 +130,12 @@ impl Scratch {
         let side = self.path.join(format!("{name}.sha256"));
         std::fs::write(&side, &d).ctx("writing digest", &side)?;
         Ok(d)
+    }
+
+    /// The scratch folder was renamed to `dir` by the caller: it is an entry now.
+    fn into_entry(mut self, dir: PathBuf) -> Entry {
+        self.path = PathBuf::new();
+        Entry { dir }
     }
 
     /// Rename the finished folder to `dir`, replacing an earlier entry there.
@@ -214,5 +232,23 @@ mod tests {
         assert!(r.is_err());
         assert!(s.lookup("t", "k").is_none());
         assert_eq!(std::fs::read_dir(d.path().join("stages")).unwrap().count(), 0, "scratch folder removed");
+    }
+
+    #[test]
+    fn an_entry_made_meanwhile_by_another_build_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let (e, made) = s
+            .get_or_build("t", "k", false, |sc| {
+                // The other build finishes first.
+                s.get_or_build("t", "k", false, |other| std::fs::write(other.join("a"), b"first").ctx("writing", "a"))
+                    .unwrap();
+                std::fs::write(sc.join("a"), b"second").ctx("writing", "a")
+            })
+            .unwrap();
+        assert!(made.is_some());
+        assert_eq!(std::fs::read(e.file("a")).unwrap(), b"first", "the finished entry stays");
+        assert_eq!(s.entries("t").len(), 1);
+        assert_eq!(std::fs::read_dir(d.path().join("stages")).unwrap().count(), 1, "our scratch folder removed");
     }
 }

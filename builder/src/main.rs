@@ -13,6 +13,7 @@ fn main() {
         Cmd::Info(a) => commands::info(a),
         Cmd::Graph(a) => commands::graph(a),
         Cmd::Flash(a) => commands::flash(a),
+        Cmd::Doc(a) => oa_builder::cli::doc::run(a),
         Cmd::KvmProbe => std::process::exit(if oa_builder::qemu::kvm_probe() { 0 } else { 1 }),
     };
     match result {

@@ -6,18 +6,12 @@
 //! These run the real tools (mmdebstrap against the host's Debian mirror, pacman, repo-add)
 //! and need root, like `oa build` of a full-OS base.
 
-use oa_builder::bases::archpkg;
 use oa_builder::build::default_cache_root;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn oa(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oa")).args(args).current_dir(cwd).output().expect("running oa")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+mod common;
+use common::{oa, stderr};
 
 /// A scratch folder with a fresh cache whose downloaded packages and kernels are shared with
 /// the user's cache (so the tests do not download kernels again).
@@ -83,7 +77,7 @@ fn debian_unreachable_mirror_is_named() {
 fn local_repo(dir: &Path, cache: &Path, kernel: bool) -> PathBuf {
     let mods: Vec<String> =
         ["virtio_pci", "virtio_blk", "squashfs", "overlay", "loop"].iter().map(|s| s.to_string()).collect();
-    archpkg::demo_repo(&dir.join("repo"), "oa-local", cache, kernel.then_some(mods.as_slice()))
+    oa_testkit::archrepo::demo_repo(&dir.join("repo"), "oa-local", cache, kernel.then_some(mods.as_slice()))
         .expect("making the local Arch repository")
 }
 

@@ -2,15 +2,10 @@
 //! a non-zero exit, and nothing half-written left behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn oa(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oa")).args(args).current_dir(cwd).output().expect("running oa")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+mod common;
+use common::{oa, stderr, write_manifest};
 
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -92,16 +87,7 @@ fn unwritable_output_folder_is_refused_before_any_work() {
 #[test]
 fn missing_qemu_is_named_with_the_package_to_install() {
     let d = scratch();
-    let m = oa_contract::manifest::Manifest {
-        schema: 1,
-        profile: "t".into(),
-        arch: oa_contract::Arch::X86_64,
-        kernel_release: "6.1".into(),
-        cmdline: vec![],
-        artifacts: vec![],
-        builder: "test".into(),
-    };
-    std::fs::write(d.path().join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    write_manifest(d.path(), "t");
     let o = Command::new(env!("CARGO_BIN_EXE_oa"))
         .args(["run", ".", "--until-ready", "--accel", "tcg"])
         .current_dir(d.path())

@@ -7,6 +7,8 @@ use oa_builder::image::{self, boot::BootFiles, DiskSpec};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 const MIB: u64 = 1 << 20;
 
 fn tool(cmd: &str, args: &[&str]) -> String {
@@ -172,16 +174,7 @@ fn a_too_small_esp_is_refused_with_the_size_needed() {
 #[test]
 fn run_disk_without_a_disk_image_or_with_append_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let m = oa_contract::manifest::Manifest {
-        schema: oa_contract::manifest::SCHEMA_VERSION,
-        profile: "p".into(),
-        arch: oa_contract::Arch::X86_64,
-        kernel_release: "6.1".into(),
-        cmdline: vec![],
-        artifacts: vec![],
-        builder: "test".into(),
-    };
-    std::fs::write(d.path().join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    common::write_manifest(d.path(), "p");
     let oa = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_oa")).args(args).env("OA_ACCEL", "tcg").output().unwrap();
     let o = oa(&["run", d.path().to_str().unwrap(), "--disk", "--until-ready"]);
     assert!(!o.status.success());

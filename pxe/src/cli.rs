@@ -1,8 +1,17 @@
-//! The options of `oa serve` and `oa-pxe` (one definition, flattened into both CLIs). Each
-//! doc comment is the `--help` text.
+//! The command line of `oa-pxe` and the options it shares with `oa serve` (one definition,
+//! flattened into both CLIs). Each doc comment is the `--help` text; `oa doc` renders the same
+//! definitions as the oa-pxe(1) man page and its shell completions.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+/// oa-pxe: serve an `oa build` output folder to netbooting machines (proxyDHCP or DHCP, TFTP, HTTP).
+#[derive(Debug, clap::Parser)]
+#[command(name = "oa-pxe", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub options: Options,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {

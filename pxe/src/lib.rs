@@ -19,7 +19,6 @@ pub mod http;
 pub mod mac;
 pub mod rpi;
 pub mod server;
-pub mod testclient;
 pub mod tftp;
 
 pub use config::{Config, Mode};

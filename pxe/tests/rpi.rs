@@ -5,7 +5,7 @@
 //! next-server; then the TFTP paths a Pi asks for, with the serial prefix and the fallback
 //! without it, next to an x86 PXE client on the same server.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,17 +13,14 @@ use dhcproto::v4::{self, Decoder, Encodable, Encoder, Message, MessageType};
 use dhcproto::Decodable;
 use oa_contract::cmdline::{ROOT, SHA256};
 use oa_pxe::cli::ModeArg;
-use oa_pxe::{rpi, testclient, Config, Server};
+use oa_pxe::rpi;
+use oa_testkit::netboot;
 use tokio::net::UdpSocket;
 
-const SHA: &str = "5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f";
+mod common;
+use common::Env;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    dhcp: SocketAddr,
-    tftp: SocketAddr,
-    http: u16,
-}
+const SHA: &str = "5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f5e8f";
 
 fn write(p: &Path, data: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -53,17 +50,13 @@ async fn start(mode: ModeArg) -> Env {
     let machines = dir.path().join("machines");
     write(&machines.join("rpi/1a2b3c4d/config.txt"), b"arm_64bit=1\n# only for 1a2b3c4d\n");
     let dhcp = matches!(mode, ModeArg::Dhcp);
-    let o = testclient::loopback_options(
+    let o = netboot::loopback_options(
         &out,
         dhcp.then_some("127.0.2.1-127.0.2.50"),
         Some(dir.path().join("leases.json")),
         Some(machines),
     );
-    let s = Server::bind(Config::from_options(&o).unwrap()).unwrap();
-    let p = s.ports();
-    tokio::spawn(s.run());
-    let a = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    Env { dhcp: a(p.dhcp.unwrap()), tftp: a(p.tftp), http: p.http, _dir: dir }
+    common::serve(dir, &o)
 }
 
 /// A DISCOVER laid out like the Pi bootloader's.
@@ -169,7 +162,7 @@ async fn pi_and_pc_get_their_own_dhcp_answers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pi_tftp_paths_with_serial_prefix_and_fallback() {
     let e = start(ModeArg::Proxy).await;
-    let get = |p: &'static str| testclient::tftp_get(e.tftp, p, 512, 1);
+    let get = |p: &'static str| netboot::tftp_get(e.tftp, p, 512, 1);
     // Pi 3: bootcode.bin, bootsig.bin (not found is normal), then <serial>/start.elf.
     assert_eq!(get("bootcode.bin").await.unwrap(), b"BOOTCODE");
     assert!(get("bootsig.bin").await.is_err(), "bootsig.bin does not exist");
@@ -189,7 +182,7 @@ async fn pi_tftp_paths_with_serial_prefix_and_fallback() {
     // goes over TFTP).
     let cmdline = String::from_utf8(get("1a2b3c4d/cmdline.txt").await.unwrap()).unwrap();
     assert!(cmdline.contains(&format!("{SHA256}={SHA}")), "{cmdline}");
-    assert!(cmdline.contains(&format!("{ROOT}=http://127.0.0.1:{}/rootfs.squashfs", e.http)), "{cmdline}");
+    assert!(cmdline.contains(&format!("{ROOT}=http://127.0.0.1:{}/rootfs.squashfs", e.http.port())), "{cmdline}");
     assert!(cmdline.starts_with("console=ttyS1,115200 "));
     // A missing file under a Pi prefix is "not found", and traversal stays refused.
     assert!(get("1a2b3c4d/nothing.bin").await.is_err());

@@ -1,22 +1,18 @@
 //! The server over real loopback sockets: path traversal refused over TFTP and HTTP, malformed
 //! packets dropped without stopping anything, ranges, HEAD, and the 500-client load test.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use oa_pxe::cli::Options;
-use oa_pxe::{testclient, Config, Server};
+
+mod common;
+use common::Env;
+use oa_testkit::load::{self, LoadOptions};
+use oa_testkit::netboot;
 
 fn options(out: &Path, leases: &Path) -> Options {
-    testclient::loopback_options(out, Some("127.0.1.1-127.0.1.200"), Some(leases.to_path_buf()), None)
-}
-
-struct Env {
-    _dir: tempfile::TempDir,
-    dhcp: SocketAddr,
-    tftp: SocketAddr,
-    http: SocketAddr,
+    netboot::loopback_options(out, Some("127.0.1.1-127.0.1.200"), Some(leases.to_path_buf()), None)
 }
 
 async fn start() -> Env {
@@ -34,19 +30,15 @@ async fn start() -> Env {
     std::fs::write(dir.path().join("secret"), b"do not serve").unwrap();
     std::os::unix::fs::symlink(dir.path().join("secret"), out.join("escape")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", out.join("sub/passwd")).unwrap();
-    let cfg = Config::from_options(&options(&out, &dir.path().join("leases.json"))).unwrap();
-    let s = Server::bind(cfg).unwrap();
-    let p = s.ports();
-    tokio::spawn(s.run());
-    let a = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    Env { dhcp: a(p.dhcp.unwrap()), tftp: a(p.tftp), http: a(p.http), _dir: dir }
+    let o = options(&out, &dir.path().join("leases.json"));
+    common::serve(dir, &o)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn traversal_is_refused_over_tftp_and_http() {
     let e = start().await;
     for bad in ["../secret", "sub/../../secret", "/etc/passwd", "escape", "sub/passwd", "..\\secret", "%2e%2e/secret"] {
-        let r = testclient::tftp_get(e.tftp, bad, 512, 1).await;
+        let r = netboot::tftp_get(e.tftp, bad, 512, 1).await;
         assert!(r.is_err(), "TFTP {bad} was served");
     }
     for bad in [
@@ -60,7 +52,7 @@ async fn traversal_is_refused_over_tftp_and_http() {
         "/%00",
         "/..%5csecret",
     ] {
-        let (st, body) = testclient::http_get(e.http, bad).await.unwrap();
+        let (st, body) = netboot::http_get(e.http, bad).await.unwrap();
         assert!(st == 403 || st == 404 || st == 400, "HTTP {bad}: status {st}");
         assert!(
             !String::from_utf8_lossy(&body).contains("do not serve")
@@ -69,11 +61,11 @@ async fn traversal_is_refused_over_tftp_and_http() {
         );
     }
     // The real files are served.
-    assert_eq!(testclient::tftp_get(e.tftp, "rootfs.squashfs", 1468, 4).await.unwrap().len(), 100_000);
-    assert_eq!(testclient::tftp_get(e.tftp, "/vmlinuz", 512, 1).await.unwrap(), b"kernel");
-    let (st, b) = testclient::http_get(e.http, "/rootfs.squashfs").await.unwrap();
+    assert_eq!(netboot::tftp_get(e.tftp, "rootfs.squashfs", 1468, 4).await.unwrap().len(), 100_000);
+    assert_eq!(netboot::tftp_get(e.tftp, "/vmlinuz", 512, 1).await.unwrap(), b"kernel");
+    let (st, b) = netboot::http_get(e.http, "/rootfs.squashfs").await.unwrap();
     assert_eq!((st, b.len()), (200, 100_000));
-    let (st, b) = testclient::http_get(e.http, "/boot.ipxe").await.unwrap();
+    let (st, b) = netboot::http_get(e.http, "/boot.ipxe").await.unwrap();
     assert_eq!(st, 200);
     assert!(String::from_utf8_lossy(&b).contains(&format!("{}=http://127.0.0.1:", oa_contract::cmdline::ROOT)));
 }
@@ -128,17 +120,20 @@ async fn malformed_packets_do_not_stop_the_server() {
     }
     assert!(saw_error, "WRQ refused with error 2");
     // Both still answer.
-    let (ip, file) = testclient::dhcp(&s, e.dhcp, [0x52, 0x54, 0, 0, 0, 1], 42, true).await.unwrap();
+    let (ip, file) = netboot::dhcp(&s, e.dhcp, [0x52, 0x54, 0, 0, 0, 1], 42, true).await.unwrap();
     assert_eq!(ip.to_string(), "127.0.1.1");
     assert_eq!(file.as_deref(), Some("undionly.kpxe"));
-    assert_eq!(testclient::tftp_get(e.tftp, "vmlinuz", 512, 1).await.unwrap(), b"kernel");
+    assert_eq!(netboot::tftp_get(e.tftp, "vmlinuz", 512, 1).await.unwrap(), b"kernel");
 }
 
 #[test]
 fn load_500_clients_dhcp_then_tftp_or_http() {
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_oa-pxe-load"))
-        .args(["--clients", "500", "--server", env!("CARGO_BIN_EXE_oa-pxe"), "--max-rss-mib", "128"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "oa-pxe-load failed ({st})");
+    let report = load::run(&LoadOptions {
+        clients: 500,
+        max_rss_mib: 128,
+        server: env!("CARGO_BIN_EXE_oa-pxe").into(),
+        ..LoadOptions::default()
+    });
+    println!("{report}");
+    assert!(report.passed(), "oa-pxe load test failed:\n{report}");
 }

@@ -1,18 +1,18 @@
 //! arm64: the tiny appliance cross-built for aarch64 (Debian's arm64 kernel and busybox, oa-init
 //! for aarch64-unknown-linux-musl) boots under `qemu-system-aarch64 -M virt` (TCG).
 
-use oa_builder::build::read_manifest;
-use oa_builder::qemu::{detect_accel, Spec};
 use oa_contract::READY_LINE;
 use oa_qemu_tests::{built, Machine};
 use std::time::Duration;
 
+mod common;
+use common::output_spec;
+
 #[test]
 fn tiny_arm64_boots_to_ready_under_virt_and_powers_off() {
     let dir = built("tiny-arm64");
-    let m = read_manifest(&dir).expect("manifest");
+    let (m, spec) = output_spec(&dir);
     assert_eq!(m.arch, oa_contract::Arch::Aarch64);
-    let spec = Spec::from_output(&dir, &m, detect_accel(m.arch));
     assert_eq!(spec.binary(), "qemu-system-aarch64");
     let mut vm = Machine::boot("tiny_arm64", &spec);
     let ready = vm.expect(READY_LINE, Duration::from_secs(90));

@@ -5,13 +5,15 @@
 //! - an Arch base installed with pacman from a local repository made here (Arch mirrors are
 //!   not reachable from these machines) boots to the ready line.
 
-use oa_builder::build::{default_cache_root, read_manifest};
-use oa_builder::qemu::{detect_accel, Spec};
+use oa_builder::build::default_cache_root;
 use oa_contract::READY_LINE;
 use oa_qemu_tests::{oa_build, workspace, Machine};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::output_spec;
 
 /// systemd under TCG: measured ~30 s to the ready line; generous for a loaded machine.
 const SYSTEMD_BOOT: Duration = Duration::from_secs(300);
@@ -67,8 +69,7 @@ fn debian_ssh_boots_systemd_to_ready_and_accepts_an_ssh_login() {
     )
     .unwrap();
     let out = build("debian-ssh-test", &profile);
-    let m = read_manifest(&out).unwrap();
-    let mut spec = Spec::from_output(&out, &m, detect_accel(m.arch));
+    let (_, mut spec) = output_spec(&out);
     spec.memory_mib = 1024;
     let port = free_port();
     spec.extra.extend(
@@ -127,9 +128,8 @@ fn arch_local_repository_builds_and_boots_to_ready() {
     let modules: Vec<String> =
         ["virtio_pci", "virtio_blk", "squashfs", "overlay", "loop"].iter().map(|s| s.to_string()).collect();
     let t = Instant::now();
-    let repo =
-        oa_builder::bases::archpkg::demo_repo(&base.join("repo"), "oa-local", &default_cache_root(), Some(&modules))
-            .expect("making the local Arch repository");
+    let repo = oa_testkit::archrepo::demo_repo(&base.join("repo"), "oa-local", &default_cache_root(), Some(&modules))
+        .expect("making the local Arch repository");
     eprintln!("[arch_local] local repository made in {:.1}s", t.elapsed().as_secs_f64());
     let profile = base.join("arch-local.toml");
     std::fs::write(
@@ -148,8 +148,7 @@ fn arch_local_repository_builds_and_boots_to_ready() {
     )
     .unwrap();
     let out = build("arch-local", &profile);
-    let m = read_manifest(&out).unwrap();
-    let spec = Spec::from_output(&out, &m, detect_accel(m.arch));
+    let (_, spec) = output_spec(&out);
     let mut vm = Machine::boot("arch_local", &spec);
     let ready = vm.expect(READY_LINE, Duration::from_secs(120));
     assert!(ready.contains("host=arch-local"), "{ready}");

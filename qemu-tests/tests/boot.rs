@@ -1,18 +1,19 @@
 //! Boot scenarios of the walking skeleton, on the real kernel, initramfs and root image that
 //! `oa build profiles/tiny.toml` makes, under QEMU (TCG here).
 
-use oa_builder::build::read_manifest;
-use oa_builder::qemu::{detect_accel, Spec};
+use oa_builder::qemu::Spec;
 use oa_contract::{FATAL_PREFIX, READY_LINE};
 use oa_qemu_tests::{built, Machine};
 use std::time::Duration;
+
+mod common;
+use common::output_spec;
 
 const BOOT: Duration = Duration::from_secs(90);
 
 fn tiny_spec() -> Spec {
     let dir = built("tiny");
-    let m = read_manifest(&dir).expect("manifest of the tiny build");
-    Spec::from_output(&dir, &m, detect_accel(m.arch))
+    output_spec(&dir).1
 }
 
 #[test]
@@ -57,8 +58,7 @@ fn corrupt_root_image_stops_with_a_clear_message() {
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
     std::fs::write(&img, &data).unwrap();
-    let m = read_manifest(&dir).unwrap();
-    let mut vm = Machine::boot("corrupt_root_image", &Spec::from_output(&dir, &m, detect_accel(m.arch)));
+    let mut vm = Machine::boot("corrupt_root_image", &output_spec(&dir).1);
     let fatal = vm.expect(FATAL_PREFIX, BOOT);
     assert!(fatal.contains("sha256"), "the failure names the check: {fatal}");
     vm.expect("hint:", Duration::from_secs(10));

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+mod common;
+use common::output_spec;
+
 const BOOT: Duration = Duration::from_secs(120);
 const SHORT: Duration = Duration::from_secs(30);
 const DISK_MIB: u64 = 320;
@@ -29,8 +32,7 @@ fn blank_disk(name: &str) -> PathBuf {
 /// tiny-persist with `disk` as /dev/vdb and extra kernel command line words.
 fn spec(disk: &Path, append: &[&str]) -> Spec {
     let dir = built("tiny-persist");
-    let m = read_manifest(&dir).expect("manifest of the tiny-persist build");
-    let mut s = Spec::from_output(&dir, &m, detect_accel(m.arch));
+    let (_, mut s) = output_spec(&dir);
     s.extra.extend(["-drive".to_string(), format!("file={},format=raw,if=virtio", disk.display())]);
     s.append.extend(append.iter().map(|a| a.to_string()));
     s

@@ -1,4 +1,7 @@
-//! Command-line definitions for `oa` (clap). Every option's doc comment is its `--help` text.
+//! Command-line definitions for `oa` (clap). Every option's doc comment is its `--help` text;
+//! [`doc`] renders the same definitions as man pages and shell completions.
+
+pub mod doc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -38,6 +41,29 @@ pub enum Cmd {
     Flash(FlashArgs),
     #[command(name = "__kvm-probe", hide = true)]
     KvmProbe,
+    /// Generate the man pages or the shell completions of oa and oa-pxe (`make install` runs it).
+    #[command(hide = true)]
+    Doc(DocArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DocArgs {
+    #[command(subcommand)]
+    pub what: DocCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocCmd {
+    /// Write oa.1, one oa-SUBCOMMAND.1 per subcommand and oa-pxe.1 into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Write the bash (NAME.bash), zsh (_NAME) and fish (NAME.fish) completions of oa and oa-pxe into DIR.
+    Completions {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]

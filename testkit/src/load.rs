@@ -1,10 +1,9 @@
-//! `oa-pxe-load`: N simulated clients (default 500) at once on loopback against a real
+//! The oa-pxe load test: N simulated clients (default 500) at once on loopback against a real
 //! `oa-pxe` process: each does a DHCP exchange (full DHCP, PXE class) and then downloads the
 //! root image over TFTP (blksize 1468, windowsize 8) or HTTP, alternately. Every byte is
-//! compared; the server's resident memory is sampled throughout. Exit status 0 only when all
-//! clients got correct bytes and the peak RSS stayed under the bound.
-//!
-//! Usage: oa-pxe-load [--clients N] [--size BYTES] [--max-rss-mib M] [--server PATH-TO-oa-pxe]
+//! compared; the server's resident memory is sampled throughout. [`run`] returns a [`Report`]
+//! that passes only when all clients got correct bytes and the peak RSS stayed under the bound.
+//! `oa-pxe-load` runs it from the command line; pxe/tests/server.rs runs it in a test.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +12,80 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oa_pxe::testclient;
+use crate::netboot;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub clients: usize,
+    /// Size of the root image every client downloads, in bytes.
+    pub size: usize,
+    /// Bound on the server's peak resident memory.
+    pub max_rss_mib: u64,
+    /// The `oa-pxe` binary to start.
+    pub server: PathBuf,
+}
+
+impl Default for LoadOptions {
+    /// 500 clients, 1 MiB each, 256 MiB, the `oa-pxe` beside the running binary.
+    fn default() -> Self {
+        let server = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("oa-pxe")))
+            .unwrap_or_else(|| PathBuf::from("oa-pxe"));
+        LoadOptions { clients: 500, size: 1 << 20, max_rss_mib: 256, server }
+    }
+}
+
+/// What happened: the figures and each failed client's error.
+#[derive(Debug)]
+pub struct Report {
+    pub options: LoadOptions,
+    pub elapsed: Duration,
+    pub correct: usize,
+    pub failed: Vec<String>,
+    pub distinct_addresses: usize,
+    pub rss_idle_mib: u64,
+    pub rss_peak_mib: u64,
+}
+
+impl Report {
+    /// Every client got correct bytes at an address of its own, within the memory bound.
+    pub fn passed(&self) -> bool {
+        self.failed.is_empty()
+            && self.distinct_addresses == self.options.clients
+            && self.rss_peak_mib <= self.options.max_rss_mib
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = &self.options;
+        writeln!(
+            f,
+            "oa-pxe load: {} clients (DHCP, then {} KiB over TFTP or HTTP, alternately) in {:.2} s",
+            o.clients,
+            o.size / 1024,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  correct: {}  failed: {}  distinct addresses: {}",
+            self.correct,
+            self.failed.len(),
+            self.distinct_addresses
+        )?;
+        write!(
+            f,
+            "  server RSS: idle {} MiB, peak {} MiB (bound {} MiB)",
+            self.rss_idle_mib, self.rss_peak_mib, o.max_rss_mib
+        )?;
+        for e in self.failed.iter().take(10) {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
 
 fn free_port(udp: bool) -> u16 {
     if udp {
@@ -56,33 +128,15 @@ pub fn fake_output(dir: &std::path::Path, size: usize) -> Vec<u8> {
     data
 }
 
-fn main() {
-    let mut clients = 500usize;
-    let mut size = 1 << 20;
-    let mut max_rss_mib = 256u64;
-    let mut server = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("oa-pxe")))
-        .unwrap_or_else(|| PathBuf::from("oa-pxe"));
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let v = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--clients" => clients = v.parse().expect("--clients N"),
-            "--size" => size = v.parse().expect("--size BYTES"),
-            "--max-rss-mib" => max_rss_mib = v.parse().expect("--max-rss-mib M"),
-            "--server" => server = PathBuf::from(v),
-            a => panic!("unknown argument {a}"),
-        }
-        i += 2;
-    }
+/// Start `options.server` on loopback ports, run the clients against it, stop it.
+pub fn run(options: &LoadOptions) -> Report {
+    let LoadOptions { clients, size, ref server, .. } = *options;
     let dir = std::env::temp_dir().join(format!("oa-pxe-load-{}", std::process::id()));
     let out = dir.join("out");
     let data = Arc::new(fake_output(&out, size));
     let (dp, pp, tp, hp) = (free_port(true), free_port(true), free_port(true), free_port(false));
     let log = dir.join("server.log");
-    let mut child = Command::new(&server)
+    let mut child = Command::new(server)
         .arg(&out)
         .args([
             "--address",
@@ -143,18 +197,18 @@ fn main() {
                 let mac = [0x52, 0x54, 0x00, (n >> 16) as u8, (n >> 8) as u8, n as u8];
                 let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
                 let dhcp: SocketAddr = ([127, 0, 0, 1], dp).into();
-                let (ip, file) = testclient::dhcp(&sock, dhcp, mac, 0x1000_0000 + n as u32, true)
+                let (ip, file) = netboot::dhcp(&sock, dhcp, mac, 0x1000_0000 + n as u32, true)
                     .await
                     .map_err(|e| format!("client {n}: DHCP: {e}"))?;
                 if file.as_deref() != Some("undionly.kpxe") {
                     return Err(format!("client {n}: boot file {file:?}"));
                 }
                 let got = if n % 2 == 0 {
-                    testclient::tftp_get(([127, 0, 0, 1], tp).into(), "rootfs.squashfs", 1468, 8)
+                    netboot::tftp_get(([127, 0, 0, 1], tp).into(), "rootfs.squashfs", 1468, 8)
                         .await
                         .map_err(|e| format!("client {n}: TFTP: {e}"))?
                 } else {
-                    let (st, b) = testclient::http_get(([127, 0, 0, 1], hp).into(), "/rootfs.squashfs")
+                    let (st, b) = netboot::http_get(([127, 0, 0, 1], hp).into(), "/rootfs.squashfs")
                         .await
                         .map_err(|e| format!("client {n}: HTTP: {e}"))?;
                     if st != 200 {
@@ -189,17 +243,14 @@ fn main() {
     ips.sort();
     ips.dedup();
     let peak_mib = peak.load(Ordering::Relaxed).max(hwm) / 1024;
-    println!(
-        "oa-pxe load: {clients} clients (DHCP, then {} KiB over TFTP or HTTP, alternately) in {:.2} s",
-        size / 1024,
-        elapsed.as_secs_f64()
-    );
-    println!("  correct: {}  failed: {}  distinct addresses: {}", ok.len(), bad.len(), ips.len());
-    println!("  server RSS: idle {} MiB, peak {} MiB (bound {max_rss_mib} MiB)", rss_idle / 1024, peak_mib);
-    for e in bad.iter().take(10) {
-        println!("  {e}");
-    }
     let _ = std::fs::remove_dir_all(&dir);
-    let pass = bad.is_empty() && ips.len() == clients && peak_mib <= max_rss_mib;
-    std::process::exit(if pass { 0 } else { 1 });
+    Report {
+        options: options.clone(),
+        elapsed,
+        correct: ok.len(),
+        failed: bad,
+        distinct_addresses: ips.len(),
+        rss_idle_mib: rss_idle / 1024,
+        rss_peak_mib: peak_mib,
+    }
 }

@@ -1,6 +1,7 @@
 //! Protocol clients for the load test, the benchmark and the integration tests: a DHCP
-//! exchange (DISCOVER/OFFER/REQUEST/ACK), a TFTP read with options, an HTTP/1.1 GET. They speak
-//! the real protocols over real sockets; they are not a netboot client for production.
+//! exchange (DISCOVER/OFFER/REQUEST/ACK), a TFTP read with options, an HTTP/1.1 GET; and the
+//! oa-pxe options of a server on loopback. They speak the real protocols over real sockets;
+//! they are not a netboot client for production (and not in the oa-pxe crate for that reason).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -10,7 +11,8 @@ use dhcproto::{Decodable, Decoder, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::tftp;
+use oa_pxe::cli::{ModeArg, Options};
+use oa_pxe::tftp;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,13 +27,13 @@ pub fn loopback_options(
     range: Option<&str>,
     leases: Option<std::path::PathBuf>,
     machines: Option<std::path::PathBuf>,
-) -> crate::cli::Options {
+) -> Options {
     let dhcp = range.is_some();
-    crate::cli::Options {
+    Options {
         output: output.to_path_buf(),
         interface: None,
         address: Some(Ipv4Addr::LOCALHOST),
-        mode: if dhcp { crate::cli::ModeArg::Dhcp } else { crate::cli::ModeArg::Proxy },
+        mode: if dhcp { ModeArg::Dhcp } else { ModeArg::Proxy },
         range: range.map(str::to_string),
         netmask: dhcp.then(|| Ipv4Addr::new(255, 255, 0, 0)),
         router: None,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oa_pxe::testclient;
+use oa_testkit::netboot;
 
 const SIZE: usize = 64 << 20;
 
@@ -155,25 +155,24 @@ fn main() {
     rt.block_on(async {
         eprintln!("oa-pxe bench (64 MiB file on loopback, best of 2)");
         let o16 = best("TFTP oa-pxe  blksize 1468 windowsize 16", || async {
-            testclient::tftp_get(a(tp), "rootfs.squashfs", 1468, 16).await.unwrap()
+            netboot::tftp_get(a(tp), "rootfs.squashfs", 1468, 16).await.unwrap()
         })
         .await;
         let d16 = best("TFTP dnsmasq blksize 1468 windowsize 16", || async {
-            testclient::tftp_get(a(69), "rootfs.squashfs", 1468, 16).await.unwrap()
+            netboot::tftp_get(a(69), "rootfs.squashfs", 1468, 16).await.unwrap()
         })
         .await;
         let o1 = best("TFTP oa-pxe  blksize 1468 windowsize 1", || async {
-            testclient::tftp_get(a(tp), "rootfs.squashfs", 1468, 1).await.unwrap()
+            netboot::tftp_get(a(tp), "rootfs.squashfs", 1468, 1).await.unwrap()
         })
         .await;
         let d1 = best("TFTP dnsmasq blksize 1468 windowsize 1", || async {
-            testclient::tftp_get(a(69), "rootfs.squashfs", 1468, 1).await.unwrap()
+            netboot::tftp_get(a(69), "rootfs.squashfs", 1468, 1).await.unwrap()
         })
         .await;
-        let oh =
-            best("HTTP oa-pxe", || async { testclient::http_get(a(hp), "/rootfs.squashfs").await.unwrap().1 }).await;
+        let oh = best("HTTP oa-pxe", || async { netboot::http_get(a(hp), "/rootfs.squashfs").await.unwrap().1 }).await;
         let ph = best("HTTP python3 -m http.server", || async {
-            testclient::http_get(a(py), "/rootfs.squashfs").await.unwrap().1
+            netboot::http_get(a(py), "/rootfs.squashfs").await.unwrap().1
         })
         .await;
         // DHCP: 8 clients in parallel, DISCOVER -> OFFER as fast as answered, for 2 s.
@@ -185,7 +184,7 @@ fn main() {
                 let mut n = 0u32;
                 while t.elapsed() < Duration::from_secs(2) {
                     let mac = [0x52, 0x54, c as u8, (n >> 16) as u8, (n >> 8) as u8, n as u8];
-                    if testclient::discover(&s, a(dp), mac, (c << 24) | n).await.is_ok() {
+                    if netboot::discover(&s, a(dp), mac, (c << 24) | n).await.is_ok() {
                         n += 1;
                     }
                 }
