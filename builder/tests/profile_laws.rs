@@ -1,4 +1,4 @@
-//! The laws of profile composition (DESIGN.md, "Profile composition"): the merge of partial
+//! The laws of profile composition (docs/design.md, "Objects, states, plans"; docs/profiles.md, "Composition"): the merge of partial
 //! profiles is associative, the empty profile is its identity on both sides, scalars take the
 //! later value, and set-lists merge as an ordered union without duplicates.
 
