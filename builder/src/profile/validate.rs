@@ -134,8 +134,18 @@ fn is_valid_env_key(key: &str) -> bool {
 /// Check one file's values and resolve its overlay paths (relative to the file's directory)
 /// to canonical absolute paths.
 pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), ProfileError> {
-    use Seg::*;
+    check_names(src, part)?;
+    resolve_overlays(src, part)?;
+    check_kernel(src, part)?;
+    check_packages(src, part)?;
+    check_services(src, part)?;
+    check_qemu(src, part)?;
+    check_image(src, part)
+}
 
+/// The profile name and the hostname.
+fn check_names(src: &Source<'_>, part: &PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
     if let Some(name) = &part.name {
         if !is_valid_profile_name(name) {
             return Err(src.invalid(
@@ -159,7 +169,13 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
         }
     }
 
-    // Overlays: relative to this file's directory, must be existing directories.
+    Ok(())
+}
+
+/// Overlays: relative to this file's directory, must be existing directories; resolved to
+/// canonical absolute paths.
+fn resolve_overlays(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
     let dir = src.path.parent().unwrap_or(Path::new("/"));
     let mut overlays = SetList::new();
     for o in part.overlays.iter() {
@@ -191,7 +207,12 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
     }
     part.overlays = overlays;
 
-    // Kernel.
+    Ok(())
+}
+
+/// `[kernel]`: package name, module names, command line words.
+fn check_kernel(src: &Source<'_>, part: &PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
     if let Some(pkg) = &part.kernel.package {
         if !is_valid_debian_package(pkg) {
             return Err(src.invalid(
@@ -220,7 +241,12 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
         }
     }
 
-    // Packages.
+    Ok(())
+}
+
+/// `[packages]`: Debian package names.
+fn check_packages(src: &Source<'_>, part: &PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
     for p in part.packages.debian.iter() {
         if !is_valid_debian_package(p) {
             return Err(src.invalid(
@@ -233,7 +259,12 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
         }
     }
 
-    // Services.
+    Ok(())
+}
+
+/// `[services.*]`: names, an absolute `command[0]`, `KEY=VALUE` environment.
+fn check_services(src: &Source<'_>, part: &PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
     for (name, svc) in &part.services {
         if !is_valid_service_name(name) {
             return Err(src.invalid(
@@ -281,7 +312,12 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
         }
     }
 
-    // QEMU.
+    Ok(())
+}
+
+/// `[qemu]`: memory and CPUs.
+fn check_qemu(src: &Source<'_>, part: &PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
     if let Some(m) = part.qemu.memory_mib {
         if m < MIN_MEMORY_MIB {
             return Err(src.invalid(
@@ -294,7 +330,12 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
         return Err(src.invalid(&[Key("qemu"), Key("cpus")], "qemu.cpus must be at least 1"));
     }
 
-    // Image.
+    Ok(())
+}
+
+/// `[image]` sizes, and `[persistence]` (checked between them, as it always was).
+fn check_image(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
     if let Some(m) = part.image.esp_mib {
         if !(MIN_ESP_MIB..=MAX_PARTITION_MIB).contains(&m) {
             return Err(src.invalid(
