@@ -471,119 +471,13 @@ pub(crate) fn finalize(
     parts: &[PartialProfile],
     origins: &BTreeMap<String, Vec<PathBuf>>,
 ) -> Result<Profile, ProfileError> {
-    let name = match &merged.name {
-        Some(n) => n.clone(),
-        None => {
-            let stem = stem_source.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            if !is_valid_profile_name(&stem) {
-                return Err(ProfileError::Invalid {
-                    at: Location::file(top),
-                    message: format!(
-                        "the file name `{stem}` is not a valid profile name; add \
-                         `name = \"...\"` (letters, digits, `.`, `_`, `-`)"
-                    ),
-                });
-            }
-            stem
-        }
-    };
-
-    let Some(hostname) = merged.hostname.clone() else {
-        let suggestion: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-            .collect::<String>()
-            .trim_matches('-')
-            .to_string();
-        let suggestion = if is_valid_hostname(&suggestion) { suggestion } else { "oa".into() };
-        return Err(ProfileError::MissingHostname { file: top.to_path_buf(), files: files.to_vec(), suggestion });
-    };
-
+    let name = profile_name(merged, top, stem_source)?;
+    let hostname = hostname(merged, &name, top, files)?;
     let arch = merged.arch.unwrap_or(Arch::X86_64);
-    let mut services = Vec::new();
-    for (sname, svc) in &merged.services {
-        let defined_in = || -> Vec<PathBuf> {
-            files.iter().zip(parts).filter(|(_, p)| p.services.contains_key(sname)).map(|(f, _)| f.clone()).collect()
-        };
-        let Some(command) = svc.command.clone() else {
-            return Err(ProfileError::Inconsistent {
-                files: defined_in(),
-                message: format!(
-                    "service `{sname}` has no `command`; add `command = [\"/path/to/program\", ...]` \
-                     under [services.{sname}]"
-                ),
-            });
-        };
-        // env is a set-list: two different entries for one variable cannot both hold.
-        let env_key = format!("services.{sname}.env");
-        let env_files = origins.get(&env_key);
-        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, e) in svc.env.iter().enumerate() {
-            let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
-            if let Some(&j) = seen.get(key) {
-                let file_of = |ix: usize| {
-                    env_files.and_then(|f| f.get(ix)).map(|f| super::error::shown(f)).unwrap_or_else(|| "?".into())
-                };
-                return Err(ProfileError::Inconsistent {
-                    files: defined_in(),
-                    message: format!(
-                        "service `{sname}` sets {key} twice: `{}` (from {}) and `{}` (from {}); \
-                         env is a set-list, so a later file adds entries but cannot replace one: \
-                         set {key} in one file only",
-                        svc.env.as_slice()[j],
-                        file_of(j),
-                        e,
-                        file_of(i)
-                    ),
-                });
-            }
-            seen.insert(key, i);
-        }
-        services.push(Service {
-            name: sname.clone(),
-            command,
-            restart: svc.restart.unwrap_or_default(),
-            env: svc.env.as_slice().to_vec(),
-        });
-    }
+    let services = finalize_services(merged, files, parts, origins)?;
 
-    let rpi = Rpi {
-        enable: merged.rpi.enable.unwrap_or(false),
-        firmware: merged.rpi.firmware.clone().unwrap_or_else(|| "package".to_string()),
-        config: merged.rpi.config.as_slice().to_vec(),
-    };
-    if rpi.enable && arch != Arch::Aarch64 {
-        return Err(ProfileError::Inconsistent {
-            files: files.to_vec(),
-            message: "rpi.enable = true needs arch = \"aarch64\" (the Raspberry Pi outputs are arm64)".into(),
-        });
-    }
-    if rpi.firmware != "package" && !rpi.firmware.starts_with('/') {
-        return Err(ProfileError::Inconsistent {
-            files: files.to_vec(),
-            message: format!("rpi.firmware = {:?}: give \"package\" or an absolute folder path", rpi.firmware),
-        });
-    }
-    let image = Image {
-        disk: merged.image.disk.unwrap_or(false),
-        qcow2: merged.image.qcow2.unwrap_or(false),
-        persistence_mib: merged.image.persistence_mib.unwrap_or(0),
-        esp_mib: merged.image.esp_mib,
-    };
-    if image.qcow2 && !image.disk {
-        let files: Vec<PathBuf> = files
-            .iter()
-            .zip(parts)
-            .filter(|(_, p)| p.image.qcow2.is_some() || p.image.disk.is_some())
-            .map(|(f, _)| f.clone())
-            .collect();
-        return Err(ProfileError::Inconsistent {
-            files,
-            message: "image.qcow2 = true needs image.disk = true (disk.qcow2 is converted from \
-                      disk.img); add `disk = true` under [image]"
-                .into(),
-        });
-    }
+    let rpi = finalize_rpi(merged, arch, files)?;
+    let image = finalize_image(merged, files, parts)?;
 
     // Full-OS bases and customisation (profile/system.rs).
     let inconsistent = |message: String| ProfileError::Inconsistent { files: files.to_vec(), message };
@@ -637,4 +531,145 @@ pub(crate) fn finalize(
         files: gen_files,
         persistence,
     })
+}
+
+/// The profile's name: `name =`, else the top file's stem when that is a valid name.
+fn profile_name(merged: &PartialProfile, top: &Path, stem_source: &Path) -> Result<String, ProfileError> {
+    Ok(match &merged.name {
+        Some(n) => n.clone(),
+        None => {
+            let stem = stem_source.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            if !is_valid_profile_name(&stem) {
+                return Err(ProfileError::Invalid {
+                    at: Location::file(top),
+                    message: format!(
+                        "the file name `{stem}` is not a valid profile name; add \
+                         `name = \"...\"` (letters, digits, `.`, `_`, `-`)"
+                    ),
+                });
+            }
+            stem
+        }
+    })
+}
+
+/// The hostname, required; the error suggests one made from the profile name.
+fn hostname(merged: &PartialProfile, name: &str, top: &Path, files: &[PathBuf]) -> Result<String, ProfileError> {
+    let Some(hostname) = merged.hostname.clone() else {
+        let suggestion: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect::<String>()
+            .trim_matches('-')
+            .to_string();
+        let suggestion = if is_valid_hostname(&suggestion) { suggestion } else { "oa".into() };
+        return Err(ProfileError::MissingHostname { file: top.to_path_buf(), files: files.to_vec(), suggestion });
+    };
+
+    Ok(hostname)
+}
+
+/// `[services.*]`: each with a command, no variable set twice in `env`.
+fn finalize_services(
+    merged: &PartialProfile,
+    files: &[PathBuf],
+    parts: &[PartialProfile],
+    origins: &BTreeMap<String, Vec<PathBuf>>,
+) -> Result<Vec<Service>, ProfileError> {
+    let mut services = Vec::new();
+    for (sname, svc) in &merged.services {
+        let defined_in = || -> Vec<PathBuf> {
+            files.iter().zip(parts).filter(|(_, p)| p.services.contains_key(sname)).map(|(f, _)| f.clone()).collect()
+        };
+        let Some(command) = svc.command.clone() else {
+            return Err(ProfileError::Inconsistent {
+                files: defined_in(),
+                message: format!(
+                    "service `{sname}` has no `command`; add `command = [\"/path/to/program\", ...]` \
+                     under [services.{sname}]"
+                ),
+            });
+        };
+        // env is a set-list: two different entries for one variable cannot both hold.
+        let env_key = format!("services.{sname}.env");
+        let env_files = origins.get(&env_key);
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, e) in svc.env.iter().enumerate() {
+            let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+            if let Some(&j) = seen.get(key) {
+                let file_of = |ix: usize| {
+                    env_files.and_then(|f| f.get(ix)).map(|f| super::error::shown(f)).unwrap_or_else(|| "?".into())
+                };
+                return Err(ProfileError::Inconsistent {
+                    files: defined_in(),
+                    message: format!(
+                        "service `{sname}` sets {key} twice: `{}` (from {}) and `{}` (from {}); \
+                         env is a set-list, so a later file adds entries but cannot replace one: \
+                         set {key} in one file only",
+                        svc.env.as_slice()[j],
+                        file_of(j),
+                        e,
+                        file_of(i)
+                    ),
+                });
+            }
+            seen.insert(key, i);
+        }
+        services.push(Service {
+            name: sname.clone(),
+            command,
+            restart: svc.restart.unwrap_or_default(),
+            env: svc.env.as_slice().to_vec(),
+        });
+    }
+
+    Ok(services)
+}
+
+/// `[rpi]`: needs arch = "aarch64"; firmware "package" or an absolute folder.
+fn finalize_rpi(merged: &PartialProfile, arch: Arch, files: &[PathBuf]) -> Result<Rpi, ProfileError> {
+    let rpi = Rpi {
+        enable: merged.rpi.enable.unwrap_or(false),
+        firmware: merged.rpi.firmware.clone().unwrap_or_else(|| "package".to_string()),
+        config: merged.rpi.config.as_slice().to_vec(),
+    };
+    if rpi.enable && arch != Arch::Aarch64 {
+        return Err(ProfileError::Inconsistent {
+            files: files.to_vec(),
+            message: "rpi.enable = true needs arch = \"aarch64\" (the Raspberry Pi outputs are arm64)".into(),
+        });
+    }
+    if rpi.firmware != "package" && !rpi.firmware.starts_with('/') {
+        return Err(ProfileError::Inconsistent {
+            files: files.to_vec(),
+            message: format!("rpi.firmware = {:?}: give \"package\" or an absolute folder path", rpi.firmware),
+        });
+    }
+    Ok(rpi)
+}
+
+/// `[image]`: qcow2 needs disk.
+fn finalize_image(merged: &PartialProfile, files: &[PathBuf], parts: &[PartialProfile]) -> Result<Image, ProfileError> {
+    let image = Image {
+        disk: merged.image.disk.unwrap_or(false),
+        qcow2: merged.image.qcow2.unwrap_or(false),
+        persistence_mib: merged.image.persistence_mib.unwrap_or(0),
+        esp_mib: merged.image.esp_mib,
+    };
+    if image.qcow2 && !image.disk {
+        let files: Vec<PathBuf> = files
+            .iter()
+            .zip(parts)
+            .filter(|(_, p)| p.image.qcow2.is_some() || p.image.disk.is_some())
+            .map(|(f, _)| f.clone())
+            .collect();
+        return Err(ProfileError::Inconsistent {
+            files,
+            message: "image.qcow2 = true needs image.disk = true (disk.qcow2 is converted from \
+                      disk.img); add `disk = true` under [image]"
+                .into(),
+        });
+    }
+
+    Ok(image)
 }
