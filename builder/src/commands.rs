@@ -37,20 +37,8 @@ pub fn build(a: BuildArgs) -> Result<i32> {
 }
 
 pub fn run(a: RunArgs) -> Result<i32> {
-    // TARGET may be a disk image file (e.g. one written by `oa flash --allow-file`).
-    let image_file = a.target.is_file() && qemu::is_disk_image(&a.target);
-    let (dir, memory) = if image_file {
-        (a.target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(), None)
-    } else if a.target.join(oa_contract::manifest::FILE_NAME).is_file() {
-        (a.target.clone(), None)
-    } else {
-        let resolved = profile::load(&a.target)?;
-        let report = build::build(&resolved, &options(&a.common, a.out.clone()))?;
-        (report.out, Some(resolved.profile.qemu.memory_mib))
-    };
-    // A bare image file may have no manifest beside it: disk images are x86_64.
-    let m = if image_file { build::read_manifest(&dir).ok() } else { Some(build::read_manifest(&dir)?) };
-    let arch = m.as_ref().map_or(oa_contract::Arch::X86_64, |m| m.arch);
+    let target = RunTarget::resolve(&a)?;
+    let arch = target.manifest.as_ref().map_or(oa_contract::Arch::X86_64, |m| m.arch);
     let accel = match a.accel {
         AccelArg::Auto => qemu::detect_accel(arch),
         AccelArg::Kvm => Accel::Kvm,
@@ -66,38 +54,27 @@ pub fn run(a: RunArgs) -> Result<i32> {
             fw
         }
     };
-    let mut spec = match (&m, image_file || a.disk) {
+    let mut spec = match (&target.manifest, target.image_file || a.disk) {
         (_, true) => {
             if !a.append.is_empty() {
                 return Err(Error::Usage(
                     "--append works when oa loads the kernel itself; a disk boot takes its command line from the image's boot loader (syslinux.cfg, loader/entries/oa.conf): rebuild with the words in [kernel] cmdline, or boot without --disk".into(),
                 ));
             }
-            let path = if image_file {
-                a.target.clone()
-            } else {
-                let disk = m
-                    .as_ref()
-                    .and_then(|m| m.artifact(oa_contract::manifest::artifact::DISK_IMAGE))
-                    .ok_or_else(|| Error::Output {
-                        path: dir.clone(),
-                        reason: "has no disk.img; add `[image] disk = true` to the profile and build again".into(),
-                    })?;
-                dir.join(&disk.path)
-            };
             // The built image stays as built (snapshot); an image file named directly is the
             // VM's disk and keeps what the guest writes.
-            qemu::Spec::from_disk(arch, qemu::DiskBoot::detect(&path, !image_file)?, firmware, accel)
+            let path = target.disk_image(&a)?;
+            qemu::Spec::from_disk(arch, qemu::DiskBoot::detect(&path, !target.image_file)?, firmware, accel)
         }
         (Some(m), false) => {
-            let mut s = qemu::Spec::from_output(&dir, m, accel);
+            let mut s = qemu::Spec::from_output(&target.dir, m, accel);
             s.firmware = firmware;
             s.append.extend(a.append.iter().flat_map(|s| s.split_whitespace().map(str::to_string)));
             s
         }
-        (None, false) => return Err(Error::Output { path: dir.clone(), reason: "no manifest.json".into() }),
+        (None, false) => return Err(Error::Output { path: target.dir.clone(), reason: "no manifest.json".into() }),
     };
-    if let Some(mem) = a.memory.or(memory) {
+    if let Some(mem) = a.memory.or(target.memory) {
         spec.memory_mib = mem;
     }
     let interactive = !a.until_ready && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
@@ -105,6 +82,56 @@ pub fn run(a: RunArgs) -> Result<i32> {
         let st = qemu::run_interactive(&spec)?;
         return Ok(st.code().unwrap_or(1));
     }
+    until_ready(&spec, &a, &target.dir, accel)
+}
+
+/// What `oa run TARGET` boots: a disk image file, an output folder, or a profile built first.
+struct RunTarget {
+    /// The output folder (for a disk image file: the folder holding it).
+    dir: PathBuf,
+    /// TARGET is a disk image file (e.g. one written by `oa flash --allow-file`).
+    image_file: bool,
+    /// The profile's guest memory, when TARGET was a profile.
+    memory: Option<u32>,
+    /// A bare image file may have no manifest beside it: disk images are x86_64.
+    manifest: Option<oa_contract::manifest::Manifest>,
+}
+
+impl RunTarget {
+    fn resolve(a: &RunArgs) -> Result<RunTarget> {
+        let image_file = a.target.is_file() && qemu::is_disk_image(&a.target);
+        let (dir, memory) = if image_file {
+            (a.target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(), None)
+        } else if a.target.join(oa_contract::manifest::FILE_NAME).is_file() {
+            (a.target.clone(), None)
+        } else {
+            let resolved = profile::load(&a.target)?;
+            let report = build::build(&resolved, &options(&a.common, a.out.clone()))?;
+            (report.out, Some(resolved.profile.qemu.memory_mib))
+        };
+        let manifest = if image_file { build::read_manifest(&dir).ok() } else { Some(build::read_manifest(&dir)?) };
+        Ok(RunTarget { dir, image_file, memory, manifest })
+    }
+
+    /// The disk image to boot: TARGET itself, or the output's disk.img.
+    fn disk_image(&self, a: &RunArgs) -> Result<PathBuf> {
+        if self.image_file {
+            return Ok(a.target.clone());
+        }
+        let disk =
+            self.manifest.as_ref().and_then(|m| m.artifact(oa_contract::manifest::artifact::DISK_IMAGE)).ok_or_else(
+                || Error::Output {
+                    path: self.dir.clone(),
+                    reason: "has no disk.img; add `[image] disk = true` to the profile and build again".into(),
+                },
+            )?;
+        Ok(self.dir.join(&disk.path))
+    }
+}
+
+/// Boot `spec` without a terminal until the ready line, a FATAL line, QEMU's exit or the
+/// timeout; the exit code says which (0 ready, 1 failed, 2 timed out).
+fn until_ready(spec: &qemu::Spec, a: &RunArgs, dir: &Path, accel: Accel) -> Result<i32> {
     let what = match &spec.disk {
         Some(d) => format!(
             "disk image {} ({}, {})",
@@ -115,7 +142,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         None => dir.display().to_string(),
     };
     eprintln!("oa: booting {what} in QEMU ({accel:?}), waiting up to {}s for `{}`", a.timeout, oa_contract::READY_LINE);
-    let outcome = qemu::run_until_ready(&spec, Duration::from_secs(a.timeout), true, a.log.as_deref())?;
+    let outcome = qemu::run_until_ready(spec, Duration::from_secs(a.timeout), true, a.log.as_deref())?;
     Ok(match outcome {
         Outcome::Ready(t, _) => {
             eprintln!("\noa: ready after {:.2}s", t.as_secs_f64());
