@@ -39,22 +39,8 @@ pub fn oa_bin() -> PathBuf {
 /// `--json` report) are exactly the pipeline `oa graph --format json` draws for the profile, so
 /// every profile the tests build proves the graph is the build. Returns how long it took.
 pub fn oa_build(profile: &std::ffi::OsStr, out: &Path) -> Duration {
-    let t = Instant::now();
-    let o = std::process::Command::new(oa_bin())
-        .current_dir(workspace())
-        .arg("build")
-        .arg(profile)
-        .arg("--out")
-        .arg(out)
-        .arg("--json")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running oa build");
-    let took = t.elapsed();
-    assert!(o.status.success(), "oa build {} failed ({})", profile.to_string_lossy(), o.status);
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("oa build --json prints JSON");
-    let ran: Vec<&str> =
-        report["stages"].as_array().expect("stages").iter().filter_map(|s| s["stage"].as_str()).collect();
+    // The graph first: a test may keep its profile inside the output folder, which the build
+    // replaces.
     let g = std::process::Command::new(oa_bin())
         .current_dir(workspace())
         .arg("graph")
@@ -71,6 +57,22 @@ pub fn oa_build(profile: &std::ffi::OsStr, out: &Path) -> Duration {
     let graph: serde_json::Value = serde_json::from_slice(&g.stdout).expect("oa graph --format json prints JSON");
     let drawn: Vec<&str> =
         graph["pipeline"]["stages"].as_array().expect("pipeline.stages").iter().filter_map(|s| s.as_str()).collect();
+    let t = Instant::now();
+    let o = std::process::Command::new(oa_bin())
+        .current_dir(workspace())
+        .arg("build")
+        .arg(profile)
+        .arg("--out")
+        .arg(out)
+        .arg("--json")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running oa build");
+    let took = t.elapsed();
+    assert!(o.status.success(), "oa build {} failed ({})", profile.to_string_lossy(), o.status);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("oa build --json prints JSON");
+    let ran: Vec<&str> =
+        report["stages"].as_array().expect("stages").iter().filter_map(|s| s["stage"].as_str()).collect();
     assert!(!ran.is_empty());
     assert_eq!(ran, drawn, "the stages oa build ran are not the ones oa graph draws for {}", profile.to_string_lossy());
     took
