@@ -25,20 +25,21 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         KernelSource::Deb { path, info } => {
             let (k, cached) = Kernel::from_deb(path, &cx.opts.cache_root, cx.opts.no_cache)?;
             let what = k.release.clone();
-            (k, cached, info.sha256.clone(), what)
+            (k, cached, Some(info.sha256.clone()), what)
         }
         KernelSource::ArchBase => {
             let Some(BaseTree::Arch(tree)) = &cx.base else {
                 return Err(Error::Pipeline { stage: "kernel", needs: "the Arch base tree" });
             };
             let (k, cached) = crate::bases::arch::kernel(tree, &cx.store, cx.opts.no_cache)?;
-            let id = hash::sha256_file(&k.vmlinuz)?;
             let what = format!("{} from the `linux` package", k.release);
-            (k, cached, id, what)
+            (k, cached, None, what)
         }
     };
     let detail = format!("{what} ({} modules indexed)", kernel.index.modules.len());
     let vmlinuz_sha256 = hash::sha256_file(&kernel.vmlinuz)?;
+    // The Arch kernel has no package digest: it is named by vmlinuz's, hashed once.
+    let id = id.unwrap_or_else(|| vmlinuz_sha256.clone());
     cx.kernel = Some(KernelOut { kernel, id, vmlinuz_sha256 });
     Ok(Outcome { cached, detail })
 }
