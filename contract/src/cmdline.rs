@@ -26,6 +26,10 @@ pub const ROLLBACK: &str = "oa.rollback";
 pub const SHELL: &str = "oa.shell";
 /// Print debug output from oa-init (`oa.debug`).
 pub const DEBUG: &str = "oa.debug";
+/// Modules to load at the start of stage 1, before coldplug (`oa.modules=a,b`).
+pub const MODULES: &str = "oa.modules";
+/// Modules never loaded, by coldplug or by name (`oa.blacklist=a,b`).
+pub const BLACKLIST: &str = "oa.blacklist";
 
 /// One row of the key table: name, whether it takes a value, what it means.
 pub struct Key {
@@ -49,6 +53,16 @@ pub const KEYS: &[Key] = &[
     Key { name: ROLLBACK, takes_value: true, doc: "boot from a named earlier snapshot of the persistent state" },
     Key { name: SHELL, takes_value: false, doc: "on failure, start an emergency shell instead of halting" },
     Key { name: DEBUG, takes_value: false, doc: "print debug output from oa-init" },
+    Key {
+        name: MODULES,
+        takes_value: true,
+        doc: "comma-separated kernel modules (carried in the initramfs) to load before coldplug",
+    },
+    Key {
+        name: BLACKLIST,
+        takes_value: true,
+        doc: "comma-separated kernel modules oa-init must not load, whatever the hardware asks for",
+    },
 ];
 
 /// How the root image is located.
@@ -130,6 +144,10 @@ pub struct BootArgs {
     pub rollback: Option<String>,
     pub shell: bool,
     pub debug: bool,
+    /// `oa.modules=`: module names, `-` folded to `_`.
+    pub modules: Vec<String>,
+    /// `oa.blacklist=`: module names, `-` folded to `_`.
+    pub blacklist: Vec<String>,
     /// `oa.*` keys this version does not know; oa-init warns about them.
     pub unknown: Vec<String>,
 }
@@ -337,6 +355,8 @@ impl BootArgs {
                 ROLLBACK => a.rollback = Some(need(ROLLBACK)?),
                 SHELL => a.shell = flag(value.as_deref()),
                 DEBUG => a.debug = flag(value.as_deref()),
+                MODULES => a.modules = module_list(MODULES, &need(MODULES)?)?,
+                BLACKLIST => a.blacklist = module_list(BLACKLIST, &need(BLACKLIST)?)?,
                 _ => a.unknown.push(word.clone()),
             }
         }
@@ -373,8 +393,34 @@ impl BootArgs {
         if self.debug {
             v.push(DEBUG.to_string());
         }
+        if !self.modules.is_empty() {
+            v.push(format!("{MODULES}={}", self.modules.join(",")));
+        }
+        if !self.blacklist.is_empty() {
+            v.push(format!("{BLACKLIST}={}", self.blacklist.join(",")));
+        }
         v
     }
+}
+
+/// A comma-separated list of module names (`virtio_blk,e1000e`), normalized to the kernel's
+/// spelling (`-` is `_`).
+fn module_list(key: &'static str, value: &str) -> Result<Vec<String>, CmdlineError> {
+    let mut out = Vec::new();
+    for name in value.split(',').filter(|n| !n.is_empty()) {
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(CmdlineError::BadValue {
+                key,
+                value: value.to_string(),
+                expected: "module names separated by commas, like virtio_blk,e1000e",
+            });
+        }
+        let n = crate::modules::normalize(name);
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 /// A flag key is on when present without a value or with 1/yes/true/on.
@@ -414,6 +460,16 @@ mod tests {
         };
         let b = BootArgs::parse(&a.render().join(" ")).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn module_lists() {
+        let a = BootArgs::parse("oa.modules=e1000e,xhci-pci,e1000e oa.blacklist=ahci").unwrap();
+        assert_eq!(a.modules, ["e1000e", "xhci_pci"]);
+        assert_eq!(a.blacklist, ["ahci"]);
+        assert_eq!(BootArgs::parse(&a.render().join(" ")).unwrap(), a);
+        assert!(BootArgs::parse("oa.modules=../x").is_err());
+        assert!(BootArgs::parse("oa.blacklist=").is_err());
     }
 
     #[test]

@@ -11,9 +11,15 @@ pub struct InitramfsConfig {
     pub profile: String,
     /// Kernel release the modules are for (`uname -r`).
     pub kernel_release: String,
-    /// Module files, relative to the initramfs root, in the order to load them (dependencies
-    /// first, computed by the builder from modules.dep).
+    /// Module files, relative to the initramfs root, loaded at the start of stage 1 in this
+    /// order (dependencies first): what the boot needs whatever the hardware (squashfs,
+    /// overlay, loop, the profile's `[kernel] modules`). Driver classes are not listed here:
+    /// their modules are loaded by coldplug, when a device asks for them
+    /// (`modules.alias`/`modules.dep`, see [`crate::modules`]).
     pub modules: Vec<String>,
+    /// The driver classes the initramfs carries (`[kernel] drivers`), for messages.
+    #[serde(default)]
+    pub drivers: Vec<String>,
     /// Cmdline defaults baked in at build time; the kernel command line overrides them.
     #[serde(default)]
     pub default_cmdline: Vec<String>,

@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod config;
 pub mod console;
 pub mod manifest;
+pub mod modules;
 
 pub use arch::Arch;
 pub use console::{ConsoleLine, FATAL_PREFIX, READY_LINE, STAGE_PREFIX};

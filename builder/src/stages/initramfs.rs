@@ -63,6 +63,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             profile: p.name.clone(),
             kernel_release: kernel.release.clone(),
             modules: loaded,
+            drivers: vec![],
             default_cmdline: vec![],
         };
         let json = serde_json::to_vec_pretty(&cfg)
