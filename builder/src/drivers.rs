@@ -56,13 +56,9 @@ pub fn paths(class: DriverClass) -> &'static [&'static str] {
             "drivers/net/virtio_net.ko",
             "drivers/char/hw_random/virtio-rng.ko",
         ],
-        DriverClass::Keyboard => &[
-            "drivers/usb/host",
-            "drivers/hid/usbhid",
-            "drivers/hid/hid-generic.ko",
-            "drivers/input/keyboard/atkbd.ko",
-            "drivers/input/serio",
-        ],
+        DriverClass::Keyboard => {
+            &["drivers/usb/host", "drivers/hid/usbhid", "drivers/hid/hid-generic.ko", "drivers/input/keyboard/atkbd.ko"]
+        }
         DriverClass::Net => &["drivers/net/ethernet", "drivers/net/usb", "drivers/net/phy", "drivers/net/mdio"],
         DriverClass::Hba => &["drivers/scsi", "drivers/message/fusion"],
     }

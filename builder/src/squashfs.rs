@@ -17,8 +17,13 @@ pub enum Owners {
 
 /// Pack `tree` into `out` (which must not exist yet; the caller renames it into place).
 pub fn pack(tree: &Path, out: &Path, owners: Owners) -> Result<()> {
+    pack_with(tree, out, owners, &[])
+}
+
+/// [`pack`] with extra mksquashfs options (block size, compression level).
+pub fn pack_with(tree: &Path, out: &Path, owners: Owners, extra: &[&str]) -> Result<()> {
     let mut cmd = Command::new("mksquashfs");
-    cmd.arg(tree).arg(out).args(["-noappend", "-comp", "zstd", "-quiet", "-no-progress"]);
+    cmd.arg(tree).arg(out).args(["-noappend", "-comp", "zstd", "-quiet", "-no-progress"]).args(extra);
     match owners {
         Owners::AllRoot => cmd.arg("-all-root"),
         Owners::Keep => cmd.arg("-xattrs"),

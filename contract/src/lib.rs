@@ -25,6 +25,10 @@ pub mod initramfs_paths {
     pub const CONFIG: &str = "etc/oa/initramfs.json";
     /// Where the kernel modules live (`lib/modules/<release>/...`).
     pub const MODULES_DIR: &str = "lib/modules";
+    /// The driver classes' modules (with `modules.dep` and `modules.alias`) as a squashfs
+    /// image: the kernel unpacks it as one file, oa-init mounts it read-only over
+    /// `lib/modules/<release>/` and reads a module only when a device asks for it.
+    pub const DRIVERS_IMAGE: &str = "lib/oa/drivers.squashfs";
     /// Optional busybox for the emergency shell.
     pub const BUSYBOX: &str = "bin/busybox";
     /// JSON [`crate::config::PersistConfig`], present when the profile has `[persistence]`.
@@ -72,6 +76,9 @@ pub mod mounts {
     /// The merged oa.* arguments stage 1 hands to stage 2 (the initramfs defaults are gone
     /// after switch_root).
     pub const SAVED_CMDLINE: &str = "/run/oa/cmdline";
+    /// The driver image (initramfs_paths::DRIVERS_IMAGE), moved here by stage 1 so that
+    /// stage 2 loads the drivers of devices found late or plugged in later.
+    pub const MODULES: &str = "/run/oa/modules";
     /// The checked per-machine run-time configuration (`oa.config=`), JSON
     /// [`crate::config::RuntimeConfig`], left by stage 1 for stage 2.
     pub const RUNTIME_CONFIG: &str = "/run/oa/config.json";

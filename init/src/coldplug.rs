@@ -43,6 +43,12 @@ const DRAIN_MAX: usize = 4096;
 const MODALIAS_MAX: u64 = 4096;
 /// `/sys/devices` is a tree of a few levels; deeper is not a device tree.
 const WALK_DEPTH: usize = 48;
+/// [`Coldplug::busy`]: the time between two loads while waiting for the root or the NIC.
+const GAP: Duration = Duration::from_millis(20);
+/// [`Coldplug::settle`]: no uevent for this long means the devices are all there.
+const QUIET: Duration = Duration::from_millis(150);
+/// [`Coldplug::settle`] gives up after this long (a device that keeps adding children).
+const SETTLE_MAX: Duration = Duration::from_secs(5);
 /// Without a uevent socket (it could not be opened), walk sysfs at most this often instead.
 const REWALK_WITHOUT_SOCKET: Duration = Duration::from_millis(500);
 
@@ -74,6 +80,9 @@ pub struct Coldplug {
     seen: HashSet<String>,
     /// Blacklisted modules a device asked for (one debug line each).
     refused: HashSet<String>,
+    /// Modules devices asked for, not tried yet: (bytes to load, module, why).
+    queue: Vec<(u64, String, String)>,
+    last_load: Option<Instant>,
     sock: Option<OwnedFd>,
     buf: Vec<u8>,
     last_walk: Option<Instant>,
@@ -88,8 +97,10 @@ impl Coldplug {
     /// Read `modules.dep` and `modules.alias` of `release` and open the uevent socket. Missing
     /// files mean an initramfs without driver classes: coldplug then does nothing.
     pub fn open(release: &str, blacklist: &[String], drivers: &[String]) -> Coldplug {
-        let mut c =
-            Coldplug::at(Path::new("/"), Path::new(SYS), release, blacklist, drivers, Box::new(modules::load_one));
+        // Stage 1 loads with synchronous probes: when a controller's driver is loaded, the
+        // devices behind it are there (their uevents queued), so their cheap drivers are
+        // costed before the next controller's (virtio_blk before libata for an empty IDE bus).
+        let mut c = Coldplug::at(Path::new("/"), Path::new(SYS), release, blacklist, drivers, Box::new(sync_load));
         if c.active() {
             match uevent_socket() {
                 Ok(fd) => c.sock = Some(fd),
@@ -102,9 +113,25 @@ impl Coldplug {
         c
     }
 
+    /// Stage 2: coldplug from the driver image stage 1 moved to `dir` (oa_contract::mounts::
+    /// MODULES), for the devices stage 1 left (it stops once the root is found) and those
+    /// plugged in later. `None` when there is no such image.
+    pub fn open_in(dir: &Path, blacklist: &[String], drivers: &[String]) -> Option<Coldplug> {
+        if !dir.join(contract_modules::DEP_FILE).is_file() {
+            return None;
+        }
+        let mut c = Coldplug::open_dir(dir, Path::new(SYS), blacklist, drivers, Box::new(async_load));
+        c.sock = uevent_socket().ok();
+        Some(c)
+    }
+
     /// Coldplug over an initramfs at `root` and a sysfs at `sys`, without a socket.
     fn at(root: &Path, sys: &Path, release: &str, blacklist: &[String], drivers: &[String], load: Loader) -> Coldplug {
-        let dir = root.join(contract_modules::dir(release));
+        Coldplug::open_dir(&root.join(contract_modules::dir(release)), sys, blacklist, drivers, load)
+    }
+
+    fn open_dir(dir: &Path, sys: &Path, blacklist: &[String], drivers: &[String], load: Loader) -> Coldplug {
+        let dir = dir.to_path_buf();
         let read = |name: &str| std::fs::read_to_string(dir.join(name));
         let (deps, aliases) = match (read(contract_modules::DEP_FILE), read(contract_modules::ALIAS_FILE)) {
             (Ok(d), Ok(a)) => (contract_modules::parse_deps(&d), contract_modules::parse_aliases(&a)),
@@ -120,6 +147,11 @@ impl Coldplug {
                 (Vec::new(), Vec::new())
             }
         };
+        // Modules in the kernel already (loaded by stage 1, or built in with parameters) are
+        // not tried again: a load that ends in EEXIST still costs the signature check.
+        let state = std::fs::read_dir(sys.join("module"))
+            .map(|rd| rd.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), State::Present)).collect())
+            .unwrap_or_default();
         Coldplug {
             dir,
             sys: sys.to_path_buf(),
@@ -127,9 +159,11 @@ impl Coldplug {
             aliases: AliasIndex::new(aliases),
             blacklist: blacklist.iter().map(|b| normalize(b)).collect(),
             drivers: drivers.to_vec(),
-            state: HashMap::new(),
+            state,
             seen: HashSet::new(),
             refused: HashSet::new(),
+            queue: Vec::new(),
+            last_load: None,
             sock: None,
             buf: vec![0; UEVENT_MAX],
             last_walk: None,
@@ -185,11 +219,20 @@ impl Coldplug {
         self.spent += t.elapsed();
     }
 
-    /// Handle what happened since the last call: pending uevents, a rewalk after an overflow.
+    /// Handle what happened since the last call (pending uevents, a rewalk after an
+    /// overflow), then load the cheapest queued module, if any.
     pub fn poll(&mut self) {
         if !self.active() {
             return;
         }
+        self.poll_events();
+        let t = Instant::now();
+        if self.busy() && self.step() {
+            self.spent += t.elapsed();
+        }
+    }
+
+    fn poll_events(&mut self) {
         let t = Instant::now();
         let Some(fd) = self.sock.as_ref().map(|s| s.as_raw_fd()) else {
             if self.last_walk.is_none_or(|w| w.elapsed() >= REWALK_WITHOUT_SOCKET) {
@@ -278,8 +321,13 @@ impl Coldplug {
     /// Walk `sys/devices` and handle every modalias found.
     fn walk(&mut self) {
         let t = Instant::now();
-        let mut found = Vec::new();
-        walk_modaliases(&self.sys.join("devices"), 0, &mut found);
+        // The devices of every bus (what `udevadm trigger` enumerates): one folder per bus and a
+        // file per device, where the whole /sys/devices tree is thousands of folders (a third
+        // of a second under TCG). The tree walk is the fallback (a sysfs without /sys/bus).
+        let mut found = bus_modaliases(&self.sys.join("bus"));
+        if found.is_empty() {
+            walk_modaliases(&self.sys.join("devices"), 0, &mut found);
+        }
         for m in &found {
             self.handle(m);
         }
@@ -305,7 +353,74 @@ impl Coldplug {
                 }
                 continue;
             }
-            self.load(&m, modalias);
+            self.enqueue(m, modalias);
+        }
+    }
+
+    /// Queue `name` for loading, costed by the bytes of it and its dependencies not loaded
+    /// yet: the cheapest goes first, so the small driver of the boot disk (virtio_blk, nvme)
+    /// is not held up behind a big one (libata + scsi_mod for an empty IDE bus).
+    fn enqueue(&mut self, name: String, why: &str) {
+        if self.state.contains_key(&name) || self.queue.iter().any(|(_, n, _)| *n == name) {
+            return;
+        }
+        let cost = self.deps.get(&name).map_or(0, |d| {
+            load_order(d)
+                .into_iter()
+                .filter(|p| !self.state.contains_key(&normalize(p)))
+                .map(|p| std::fs::metadata(self.dir.join(p)).map_or(0, |m| m.len()))
+                .sum()
+        });
+        self.queue.push((cost, name, why.to_string()));
+    }
+
+    /// Load the cheapest queued module. Whether one was tried.
+    fn step(&mut self) -> bool {
+        self.last_load = Some(Instant::now());
+        let Some(i) = self.queue.iter().enumerate().min_by_key(|(_, q)| q.0).map(|(i, _)| i) else {
+            return false;
+        };
+        let (_, name, why) = self.queue.swap_remove(i);
+        self.load(&name, &why);
+        true
+    }
+
+    /// Modules queued, not tried yet.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether a module is waiting and may be loaded now: a wait loop polls again at once
+    /// instead of sleeping. Between two loads [`GAP`] passes, so the devices the last driver
+    /// probes (in the background, `async_probe`) are there to be costed before the next one
+    /// is chosen: virtio_pci brings up the virtio disk, whose small driver then goes before
+    /// libata for an empty IDE bus.
+    pub fn busy(&self) -> bool {
+        !self.queue.is_empty() && self.last_load.is_none_or(|t| t.elapsed() >= GAP)
+    }
+
+    /// Load everything the devices ask for, and what the devices those drivers bring up ask
+    /// for, until the queue is empty and no uevent came for `QUIET` (at most `SETTLE_MAX`):
+    /// before persistence (its disk may be on another controller than the root) and before a
+    /// systemd root (stage 2 of oa-init goes on with coldplug; systemd does not).
+    pub fn settle(&mut self) {
+        if !self.active() {
+            return;
+        }
+        let start = Instant::now();
+        let mut quiet_since = Instant::now();
+        while start.elapsed() < SETTLE_MAX {
+            let before = (self.uevents, self.loaded);
+            self.poll();
+            while self.step() {
+                self.poll_events();
+            }
+            if (self.uevents, self.loaded) != before {
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= QUIET {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -323,6 +438,9 @@ impl Coldplug {
             return false;
         };
         let order: Vec<String> = load_order(dep).into_iter().map(str::to_string).collect();
+        // One console line per module a device asked for, naming the dependencies loaded for it.
+        let mut fresh_deps: Vec<String> = Vec::new();
+        let mut fresh_self = false;
         for path in order {
             let n = normalize(&path);
             match self.state.get(&n) {
@@ -338,7 +456,11 @@ impl Coldplug {
                     self.state.insert(n.clone(), State::Present);
                     if fresh {
                         self.loaded += 1;
-                        console::stage("modules", &format!("{n} ({why})"));
+                        if n == name {
+                            fresh_self = true;
+                        } else {
+                            fresh_deps.push(n);
+                        }
                     }
                 }
                 Err(e) => {
@@ -348,6 +470,10 @@ impl Coldplug {
                     return false;
                 }
             }
+        }
+        if fresh_self || !fresh_deps.is_empty() {
+            let with = if fresh_deps.is_empty() { String::new() } else { format!("; with {}", fresh_deps.join(" ")) };
+            console::stage("modules", &format!("{name} ({why}{with})"));
         }
         true
     }
@@ -367,6 +493,40 @@ fn load_order(dep: &Dep) -> Vec<&str> {
     dep.deps.iter().rev().chain(std::iter::once(&dep.path)).map(String::as_str).collect()
 }
 
+fn sync_load(dir: &Path, rel: &str) -> Result<bool, LoadError> {
+    modules::load_with(dir, rel, modules::Probe::Sync)
+}
+
+/// Stage 2 (after the ready line) loads with `async_probe`: the supervisor is not held up.
+fn async_load(dir: &Path, rel: &str) -> Result<bool, LoadError> {
+    modules::load_with(dir, rel, modules::Probe::Async)
+}
+
+/// Mount the driver image of the initramfs (initramfs_paths::DRIVERS_IMAGE) read-only over
+/// `lib/modules/<release>/`, where [`Coldplug::open`] reads it. `Ok(false)` without an image.
+pub fn mount_image(release: &str) -> crate::error::Result<bool> {
+    let img = Path::new("/").join(oa_contract::initramfs_paths::DRIVERS_IMAGE);
+    if !img.is_file() {
+        return Ok(false);
+    }
+    let target = Path::new("/").join(contract_modules::dir(release));
+    crate::mounts::ensure_dir(&target)?;
+    let dev = crate::loopdev::attach_readonly(&img)?;
+    let flags = nix::mount::MsFlags::MS_RDONLY | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOSUID;
+    crate::mounts::mount(&dev.path.display().to_string(), &target, "squashfs", flags, None)?;
+    Ok(true)
+}
+
+/// Before switch_root: move the driver image to oa_contract::mounts::MODULES (under /run,
+/// which moves into the new root), so stage 2 goes on with it.
+pub fn hand_over(release: &str) -> crate::error::Result<()> {
+    let from = Path::new("/").join(contract_modules::dir(release));
+    if crate::mounts::is_mountpoint(&from)? {
+        crate::mounts::move_mount(&from, Path::new(oa_contract::mounts::MODULES))?;
+    }
+    Ok(())
+}
+
 /// A NETLINK_KOBJECT_UEVENT socket bound to the kernel's group, non-blocking, close-on-exec.
 fn uevent_socket() -> nix::Result<OwnedFd> {
     let fd = socket::socket(
@@ -382,6 +542,22 @@ fn uevent_socket() -> nix::Result<OwnedFd> {
     }
     socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, UEVENT_GROUP))?;
     Ok(fd)
+}
+
+/// The `modalias` of every device of every bus: `<bus>/*/devices/*/modalias` (the device
+/// entries are symlinks into /sys/devices).
+fn bus_modaliases(bus: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(buses) = std::fs::read_dir(bus) else { return out };
+    let mut buses: Vec<PathBuf> = buses.flatten().map(|e| e.path().join("devices")).collect();
+    buses.sort();
+    for b in buses {
+        let Ok(devs) = std::fs::read_dir(&b) else { continue };
+        let mut devs: Vec<PathBuf> = devs.flatten().map(|e| e.path().join("modalias")).collect();
+        devs.sort();
+        out.extend(devs.iter().filter_map(|p| read_modalias(p)));
+    }
+    out
 }
 
 /// Every `modalias` under `dir` (not following symlinks), in walk order.
@@ -836,11 +1012,16 @@ mod tests {
         assert!(c.active());
         c.note_listed(&["lib/modules/6.1.0-test/kernel/drivers/usb/core/usbcore.ko".into()], &[]);
         c.start();
+        // The walk queues; loading is one module per step, the cheapest first.
+        assert!(log.borrow().is_empty() && c.queued() == 1);
+        while c.step() {}
         assert_eq!(*log.borrow(), ["xhci_hcd", "xhci_pci"]);
         // The stick, then its SCSI disk, as uevents would bring them.
         c.handle("usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00");
+        while c.step() {}
         c.handle("scsi:t-0x00");
         c.handle("scsi:t-0x00");
+        while c.step() {}
         assert_eq!(*log.borrow(), ["xhci_hcd", "xhci_pci", "scsi_mod", "usb_storage", "sd_mod"]);
         assert_eq!(c.loaded(), 5);
         // A rewalk loads nothing twice.

@@ -79,7 +79,11 @@ pub fn read_gpt(disk: &BlockDev) -> Result<Option<Vec<gpt::Partition>>> {
         .and_then(|s| s.parse().ok())
         .and_then(SectorSize::new)
         .unwrap_or(SectorSize::B512);
-    let mut f = std::fs::File::open(&disk.dev).ctx("open", &disk.dev)?;
+    let mut f = match std::fs::File::open(&disk.dev) {
+        // An optical or card-reader drive without a medium holds no partition table.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOMEDIUM) => return Ok(None),
+        r => r.ctx("open", &disk.dev)?,
+    };
     let mut hdr = vec![0u8; sector.bytes() as usize];
     f.seek(SeekFrom::Start(sector.bytes())).ctx("seek to GPT header of", &disk.dev)?;
     if f.read_exact(&mut hdr).is_err() {
@@ -223,6 +227,8 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
                 drivers: coldplug.report(),
             });
         }
-        std::thread::sleep(POLL);
+        if !coldplug.busy() {
+            std::thread::sleep(POLL);
+        }
     }
 }

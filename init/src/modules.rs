@@ -34,9 +34,26 @@ pub enum LoadError {
     Init { path: String, source: Errno },
 }
 
+/// How a module's devices are probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Loading returns once the module's init and the probes it started are done.
+    Sync,
+    /// The kernel's `async_probe` module parameter: the driver probes its devices in the
+    /// background and loading returns at once, so one slow controller (an IDE bus that times
+    /// out under TCG, a USB hub) does not hold up the next driver; the devices it finds arrive
+    /// as uevents (crate::coldplug).
+    Async,
+}
+
 /// Load one module file (path relative to `root`): `Ok(true)` when loaded now, `Ok(false)` when
 /// the kernel has it already (`EEXIST`).
 pub fn load_one(root: &Path, rel: &str) -> Result<bool, LoadError> {
+    load_with(root, rel, Probe::Sync)
+}
+
+/// [`load_one`] with a choice of [`Probe`].
+pub fn load_with(root: &Path, rel: &str, probe: Probe) -> Result<bool, LoadError> {
     let path = root.join(rel.trim_start_matches('/'));
     let file =
         std::fs::File::open(&path).map_err(|source| LoadError::Open { path: path.display().to_string(), source })?;
@@ -45,7 +62,11 @@ pub fn load_one(root: &Path, rel: &str) -> Result<bool, LoadError> {
     } else {
         ModuleInitFlags::empty()
     };
-    match finit_module(&file, c"", flags) {
+    let params = match probe {
+        Probe::Sync => c"",
+        Probe::Async => c"async_probe",
+    };
+    match finit_module(&file, params, flags) {
         Ok(()) => Ok(true),
         Err(Errno::EEXIST) => Ok(false),
         Err(source) => Err(LoadError::Init { path: path.display().to_string(), source }),

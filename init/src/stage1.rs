@@ -107,12 +107,21 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     for (m, why) in &r.failed {
         console::warn(&format!("module {m} not loaded: {why}"));
     }
+    if let Err(e) = crate::coldplug::mount_image(&cfg.kernel_release) {
+        console::warn(&format!("cannot mount the driver image: {e} (only the listed modules are loaded)"));
+    }
     let mut coldplug = Coldplug::open(&cfg.kernel_release, &args.blacklist, &cfg.drivers);
     coldplug.note_listed(&listed, &r.failed);
     coldplug.load_named(&args.modules);
     coldplug.start();
     let by_coldplug = if coldplug.active() {
-        format!(" ({} listed, {} by coldplug; driver classes: {})", r.loaded, coldplug.loaded(), coldplug.drivers())
+        format!(
+            " ({} listed, {} by name; coldplug: {} drivers asked for, cheapest first; driver classes: {})",
+            r.loaded,
+            coldplug.loaded(),
+            coldplug.queued(),
+            coldplug.drivers()
+        )
     } else {
         String::new()
     };
@@ -132,12 +141,10 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
         .and_then(|src| crate::runtime_config::fetch(src, Path::new(mp::RUNTIME_CONFIG), &mut coldplug));
 
     // 5b. Persistence (oa-storage, persist.rs): the state subvolume at /run/oa/rw, or tmpfs.
-    // The disks found since the root get their drivers first; coldplug ends here.
-    coldplug.poll();
-    if coldplug.active() {
-        console::debug(&coldplug.summary());
+    // Its disk may be on another controller than the root: every driver first.
+    if Path::new("/").join(initramfs_paths::PERSIST_CONFIG).exists() {
+        coldplug.settle();
     }
-    drop(coldplug);
     let upper = crate::persist::setup(&args).step("set up persistence", HINT_SHELL)?;
     let persistent = matches!(upper, crate::persist::Upper::Persistent);
 
@@ -155,6 +162,17 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     // 7. switch_root and exec stage 2 (or systemd).
     let sysroot = Path::new(mp::SYSROOT);
     let (init, argv) = next_init(sysroot).step("choose the init of the root filesystem", HINT_REBUILD)?;
+    // Coldplug stops here: oa-init's stage 2 goes on from the driver image after the ready
+    // line (the devices left, and those plugged in later); systemd does not, so for it every
+    // device gets its driver now.
+    if init != format!("/{}", rootfs_paths::INIT) {
+        coldplug.settle();
+    }
+    console::debug(&coldplug.summary());
+    drop(coldplug);
+    if let Err(e) = crate::coldplug::hand_over(&cfg.kernel_release) {
+        console::warn(&format!("driver image not kept for stage 2: {e}"));
+    }
     // systemd does not read /run/oa/config.json: apply it to the new root here.
     if let (Some(rc), true) = (&runtime, init != format!("/{}", rootfs_paths::INIT)) {
         crate::runtime_config::report(mp::SYSROOT, &crate::runtime_config::apply(sysroot, rc));

@@ -11,6 +11,7 @@ use oa_contract::config::{InitSystem, SystemConfig};
 use oa_contract::rootfs_paths;
 
 use crate::bootargs;
+use crate::coldplug::Coldplug;
 use crate::console;
 use crate::emergency;
 use crate::error::{Error, Failure, IoContext, Result, Step, SysContext};
@@ -49,9 +50,8 @@ fn boot() -> std::result::Result<(), Failure> {
         .or_else(|_| std::fs::read_to_string("/proc/cmdline"))
         .unwrap_or_default();
     emergency::allow_shell(bootargs::shell_requested(&cmdline));
-    if let Ok(a) = bootargs::merge(&[], cmdline.trim()) {
-        console::set_debug(a.debug);
-    }
+    let args = bootargs::merge(&[], cmdline.trim()).unwrap_or_default();
+    console::set_debug(args.debug);
     let _ = nix::sys::reboot::set_cad_enabled(false);
 
     let cfg = read_system_config().step("read the system configuration", HINT)?;
@@ -88,6 +88,12 @@ fn boot() -> std::result::Result<(), Failure> {
     console::stage("services", &format!("started {n} (uptime {})", uptime()));
     console::ready(&cfg.hostname, &cfg.profile);
     crate::persist::mark_good();
+    // The drivers stage 1 did not need for the root (it stops once the root is found), then
+    // hotplug: the supervisor polls the uevents for as long as the system runs.
+    if let Some(mut c) = Coldplug::open_in(Path::new(oa_contract::mounts::MODULES), &args.blacklist, &[]) {
+        c.start();
+        sup.set_coldplug(c);
+    }
     sup.run()
 }
 

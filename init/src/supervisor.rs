@@ -7,6 +7,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oa_contract::config::{Restart, Service};
 
+use crate::coldplug::Coldplug;
 use crate::console;
 use crate::process::{self, Command, Stdio};
 use crate::shutdown;
@@ -119,11 +120,20 @@ impl Unit {
 pub struct Supervisor {
     units: Vec<Unit>,
     signals: Signals,
+    /// Drivers for devices found after stage 1 (crate::coldplug), polled on every wake-up.
+    coldplug: Option<Coldplug>,
 }
+
+/// With coldplug, how long the main loop sleeps at most between two looks at the uevents.
+const COLDPLUG_TICK: Duration = Duration::from_millis(250);
 
 impl Supervisor {
     pub fn new(units: Vec<Unit>, signals: Signals) -> Supervisor {
-        Supervisor { units, signals }
+        Supervisor { units, signals, coldplug: None }
+    }
+
+    pub fn set_coldplug(&mut self, c: Coldplug) {
+        self.coldplug = Some(c);
     }
 
     fn start(&mut self, i: usize) {
@@ -185,7 +195,15 @@ impl Supervisor {
         loop {
             let now = Instant::now();
             let next = self.units.iter().filter_map(|u| u.restart_at).min();
-            let timeout = next.map(|t| t.saturating_duration_since(now));
+            let mut timeout = next.map(|t| t.saturating_duration_since(now));
+            if let Some(c) = &self.coldplug {
+                let tick = match (c.busy(), c.queued()) {
+                    (true, _) => Duration::ZERO,
+                    (false, 0) => COLDPLUG_TICK,
+                    (false, _) => Duration::from_millis(50),
+                };
+                timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
+            }
             let sigs = self.signals.wait(timeout);
             for s in &sigs {
                 if let Some(a) = Action::from_signal(*s) {
@@ -194,6 +212,9 @@ impl Supervisor {
             }
             // Reap on every wake-up (SIGCHLD can coalesce).
             self.reap();
+            if let Some(c) = &mut self.coldplug {
+                c.poll();
+            }
             let now = Instant::now();
             for i in 0..self.units.len() {
                 if self.units[i].restart_at.is_some_and(|t| t <= now) {

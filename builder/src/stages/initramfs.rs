@@ -14,6 +14,40 @@ use oa_contract::initramfs_paths;
 use oa_contract::manifest::artifact;
 use std::path::Path;
 
+/// The driver image (initramfs_paths::DRIVERS_IMAGE): the carried modules at their paths below
+/// `lib/modules/<release>/`, with `modules.dep` and `modules.alias`, as a zstd squashfs.
+fn drivers_image(kernel: &Kernel, carried: &crate::kernel::Carried, scratch: &Path) -> Result<std::path::PathBuf> {
+    let tree = scratch.join("drivers");
+    let moddir = format!("{}/", oa_contract::modules::dir(&kernel.release));
+    for m in &carried.files {
+        let inside = Kernel::initramfs_path(m);
+        let dst = tree.join(inside.trim_start_matches(moddir.as_str()));
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).ctx("creating", parent)?;
+        }
+        let src = kernel.root.join(m);
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).ctx("copying module", &src)?;
+        }
+    }
+    std::fs::create_dir_all(&tree).ctx("creating", &tree)?;
+    let dep = tree.join(oa_contract::modules::DEP_FILE);
+    std::fs::write(&dep, oa_contract::modules::render_deps(&carried.deps)).ctx("writing", &dep)?;
+    let alias = tree.join(oa_contract::modules::ALIAS_FILE);
+    std::fs::write(&alias, oa_contract::modules::render_aliases(&carried.aliases)).ctx("writing", &alias)?;
+    let img = scratch.join("drivers.squashfs");
+    // Read once, a module at a time, and carried in every initramfs: large blocks and the
+    // strongest zstd level give the smallest image (it is not compressed again usefully).
+    crate::squashfs::pack_with(
+        &tree,
+        &img,
+        crate::squashfs::Owners::AllRoot,
+        &["-b", "1M", "-Xcompression-level", "19"],
+    )?;
+    std::fs::remove_dir_all(&tree).ctx("removing", &tree)?;
+    Ok(img)
+}
+
 pub fn run(cx: &mut Context) -> Result<Outcome> {
     let p = cx.profile;
     let k = need(&cx.kernel, "initramfs", "the kernel")?;
@@ -37,6 +71,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     for c in &classes {
         key.add("class", c.as_bytes());
     }
+    key.add("layout", b"drivers.squashfs");
     if let Some((_, info)) = busybox {
         key.add("busybox", info.sha256.as_bytes());
     }
@@ -53,14 +88,15 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         a.add("dev/null", Member::CharDev { mode: 0o666, major: 1, minor: 3 });
         // Modules keep their path under lib/modules/<release>/ (usr/lib/... folded into lib/),
         // with modules.dep and modules.alias for the carried ones (oa_contract::modules).
-        for m in &carried.files {
+        // The modules loaded at the start are files of the archive; every carried module is
+        // in the driver image too (the image is mounted over their folder).
+        for m in &always {
             a.add_file(&Kernel::initramfs_path(m), 0o644, Source::Path(kernel.root.join(m)));
         }
-        let dir = oa_contract::modules::dir(&kernel.release);
-        let dep = oa_contract::modules::render_deps(&carried.deps).into_bytes();
-        a.add_file(&format!("{dir}/{}", oa_contract::modules::DEP_FILE), 0o644, Source::Bytes(dep));
-        let alias = oa_contract::modules::render_aliases(&carried.aliases).into_bytes();
-        a.add_file(&format!("{dir}/{}", oa_contract::modules::ALIAS_FILE), 0o644, Source::Bytes(alias));
+        if !p.kernel.drivers.is_empty() {
+            let img = drivers_image(kernel, &carried, scratch.path())?;
+            a.add_file(initramfs_paths::DRIVERS_IMAGE, 0o644, Source::Path(img));
+        }
         let loaded: Vec<String> = always.iter().map(|m| Kernel::initramfs_path(m)).collect();
         let mut extra = String::new();
         if let Some((bb, _)) = busybox {
@@ -89,6 +125,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         a.add_file(initramfs_paths::CONFIG, 0o644, Source::Bytes(json));
         let img = scratch.join(artifact::INITRAMFS);
         a.write_zstd(&img)?;
+        // Inside the archive now; the entry keeps only what later stages read.
+        let _ = std::fs::remove_file(scratch.join("drivers.squashfs"));
         scratch.seal(artifact::INITRAMFS)?;
         let size = std::fs::metadata(&img).ctx("reading", &img)?.len();
         let classes = if classes.is_empty() { "no driver classes".to_string() } else { classes.join(" ") };

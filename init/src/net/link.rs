@@ -75,7 +75,9 @@ pub fn find_nic(coldplug: &mut Coldplug) -> Result<Nic> {
                 drivers: coldplug.report(),
             });
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if !coldplug.busy() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
