@@ -17,20 +17,6 @@ use std::path::{Path, PathBuf};
 /// SHA-256 are built into Debian's kernel).
 pub const PERSIST_MODULES: &[&str] = &["crc32c_generic", "ecb", "xts", "af_alg", "algif_skcipher", "dm_crypt", "btrfs"];
 
-/// The profile's modules, with [`PERSIST_MODULES`] first when it has `[persistence]`.
-pub fn modules(p: &Profile) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    if p.persistence.is_some() {
-        v.extend(PERSIST_MODULES.iter().map(|s| s.to_string()));
-    }
-    for m in &p.kernel.modules {
-        if !v.contains(m) {
-            v.push(m.clone());
-        }
-    }
-    v
-}
-
 /// One library of a closure: the name the binary asks for and the host file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lib {

@@ -4,6 +4,7 @@
 
 use crate::deb;
 use crate::error::{Error, IoContext, Result};
+use oa_contract::modules::{Alias, Dep};
 use object::{Object, ObjectSection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,14 +52,20 @@ pub struct ModuleIndex {
 pub struct ModuleInfo {
     pub path: String,
     pub depends: Vec<String>,
+    /// `softdep=pre: ...` modules (`btrfs` asks for `crc32c`): loaded before this one when the
+    /// initramfs carries them.
+    #[serde(default)]
+    pub softdeps: Vec<String>,
+    /// `alias=` patterns: the devices (modaliases) this module drives.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
-/// Module names use `_` and `-` interchangeably; the kernel reports `_`.
-pub fn normalize(name: &str) -> String {
-    name.trim().trim_end_matches(".ko").replace('-', "_")
-}
+pub use oa_contract::modules::normalize;
 
-const INDEX_FILE: &str = ".oa-modindex.json";
+/// Named after what it holds: a kernel indexed by an older oa has no aliases and is indexed
+/// again when opened.
+const INDEX_FILE: &str = ".oa-modindex-v2.json";
 /// Part of the cache key of an unpacked kernel: changes when what an unpack keeps changes.
 const UNPACK_VERSION: &str = "v2";
 
@@ -108,7 +115,15 @@ impl Kernel {
         let idx_path = root.join(INDEX_FILE);
         let index: ModuleIndex = match std::fs::read(&idx_path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Kernel(format!("{}: {e}", idx_path.display())))?,
-            Err(_) => build_index(root)?,
+            Err(_) => {
+                // Unpacked by an older oa (its index has another name): index it once more and
+                // keep the index, so the next build reads it.
+                let index = build_index(root)?;
+                if let Ok(json) = serde_json::to_vec(&index) {
+                    let _ = std::fs::write(&idx_path, json);
+                }
+                index
+            }
         };
         Ok(Kernel { root: root.to_path_buf(), release, vmlinuz, index })
     }
@@ -155,6 +170,10 @@ impl Kernel {
             ))
         })?;
         stack.push(name.to_string());
+        // Soft dependencies are loaded first when this kernel has them (as modules or built in).
+        for d in info.softdeps.iter().filter(|d| self.index.modules.contains_key(*d)) {
+            self.visit(d, seen, order, stack)?;
+        }
         for d in &info.depends {
             self.visit(d, seen, order, stack)?;
         }
@@ -162,6 +181,61 @@ impl Kernel {
         seen.insert(name.to_string());
         order.push(info.path.clone());
         Ok(())
+    }
+}
+
+/// What an initramfs carries of a kernel: module files and the `modules.dep`/`modules.alias`
+/// lines for exactly those modules (oa_contract::modules).
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// Module files relative to [`Kernel::root`], dependencies first.
+    pub files: Vec<String>,
+    pub deps: Vec<Dep>,
+    pub aliases: Vec<Alias>,
+}
+
+impl Kernel {
+    /// Module names whose file lies under one of `prefixes`, paths below the module tree's
+    /// `kernel/` folder compared by whole components (`drivers/ata`, `drivers/scsi/sd_mod.ko`).
+    pub fn modules_under(&self, prefixes: &[&str]) -> Vec<String> {
+        let marker = format!("modules/{}/kernel/", self.release);
+        self.index
+            .modules
+            .iter()
+            .filter(|(_, info)| {
+                info.path.split_once(&marker).is_some_and(|(_, rest)| {
+                    let rest = Path::new(rest);
+                    prefixes.iter().any(|p| rest.starts_with(p))
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// A module file's path inside the initramfs: `lib/modules/<release>/...` (`usr/lib` folded
+    /// into `lib`).
+    pub fn initramfs_path(rel: &str) -> String {
+        rel.trim_start_matches("usr/").to_string()
+    }
+
+    /// Everything an initramfs needs to carry `names` (and their dependencies).
+    pub fn carry(&self, names: &[String]) -> Result<Carried> {
+        let mut c = Carried { files: self.module_closure(names)?, ..Default::default() };
+        let moddir = format!("lib/modules/{}/", self.release);
+        let in_moddir = |rel: &str| Self::initramfs_path(rel).trim_start_matches(moddir.as_str()).to_string();
+        let by_path: BTreeMap<&str, &str> =
+            self.index.modules.iter().map(|(n, i)| (i.path.as_str(), n.as_str())).collect();
+        for file in &c.files {
+            let Some(name) = by_path.get(file.as_str()) else { continue };
+            let info = &self.index.modules[*name];
+            // modules.dep lists the dependencies that are loaded last first.
+            let mut deps = self.module_closure(std::slice::from_ref(&name.to_string()))?;
+            deps.pop(); // the module itself, last in load order
+            deps.reverse();
+            c.deps.push(Dep { path: in_moddir(file), deps: deps.iter().map(|d| in_moddir(d)).collect() });
+            c.aliases.extend(info.aliases.iter().map(|a| Alias { pattern: a.clone(), module: name.to_string() }));
+        }
+        Ok(c)
     }
 }
 
@@ -206,28 +280,62 @@ fn build_index(root: &Path) -> Result<ModuleIndex> {
             continue; // compressed modules (.ko.xz/.ko.zst) are a later addition
         }
         let data = std::fs::read(p).ctx("reading module", p)?;
-        let (name, depends) = modinfo(&data).map_err(|e| Error::Kernel(format!("{}: {e}", p.display())))?;
-        let name = name.unwrap_or_else(|| normalize(&fname));
+        let info = modinfo(&data).map_err(|e| Error::Kernel(format!("{}: {e}", p.display())))?;
+        let name = info.name.unwrap_or_else(|| normalize(&fname));
         let rel = p.strip_prefix(root).unwrap_or(p).to_string_lossy().to_string();
-        index.modules.insert(name, ModuleInfo { path: rel, depends });
+        index.modules.insert(
+            name,
+            ModuleInfo { path: rel, depends: info.depends, softdeps: info.softdeps, aliases: info.aliases },
+        );
     }
     Ok(index)
 }
 
-/// `name=` and `depends=` from a module's `.modinfo` section.
-pub fn modinfo(data: &[u8]) -> std::result::Result<(Option<String>, Vec<String>), String> {
+/// What a module's `.modinfo` section says about it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ModInfo {
+    pub name: Option<String>,
+    pub depends: Vec<String>,
+    pub softdeps: Vec<String>,
+    pub aliases: Vec<String>,
+}
+
+/// `name=`, `depends=`, `softdep=` (its `pre:` part) and `alias=` from a module's `.modinfo`.
+pub fn modinfo(data: &[u8]) -> std::result::Result<ModInfo, String> {
     let file = object::File::parse(data).map_err(|e| format!("not an ELF module: {e}"))?;
     let sec = file.section_by_name(".modinfo").ok_or("no .modinfo section")?;
     let bytes = sec.data().map_err(|e| e.to_string())?;
-    let mut name = None;
-    let mut depends = Vec::new();
+    let mut m = ModInfo::default();
     for field in bytes.split(|b| *b == 0) {
         let f = String::from_utf8_lossy(field);
         if let Some(v) = f.strip_prefix("name=") {
-            name = Some(normalize(v));
+            m.name = Some(normalize(v));
         } else if let Some(v) = f.strip_prefix("depends=") {
-            depends.extend(v.split(',').filter(|s| !s.is_empty()).map(normalize));
+            m.depends.extend(v.split(',').filter(|s| !s.is_empty()).map(normalize));
+        } else if let Some(v) = f.strip_prefix("softdep=") {
+            m.softdeps.extend(softdep_pre(v));
+        } else if let Some(v) = f.strip_prefix("alias=") {
+            // Aliases without a bus (`alias=fs-btrfs`, `alias=char-major-10-234`) name the
+            // module for request_module(); no device carries them.
+            if v.contains(':') && !v.contains(char::is_whitespace) {
+                m.aliases.push(v.to_string());
+            }
         }
     }
-    Ok((name, depends))
+    Ok(m)
+}
+
+/// The `pre:` modules of a `softdep=` value (`pre: crc32c post: foo`).
+fn softdep_pre(v: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pre = false;
+    for w in v.split_whitespace() {
+        match w {
+            "pre:" => pre = true,
+            "post:" => pre = false,
+            w if pre => out.push(normalize(w)),
+            _ => {}
+        }
+    }
+    out
 }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod deb;
+pub mod drivers;
 pub mod elfdeps;
 pub mod error;
 pub mod flash;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use oa_builder::profile::{
-    merge, Arch, Base, InitSystem, Merge, PartialImage, PartialInit, PartialKernel, PartialPackages, PartialProfile,
-    PartialQemu, PartialService, Restart, SetList,
+    merge, Arch, Base, DriverClass, InitSystem, Merge, PartialImage, PartialInit, PartialKernel, PartialPackages,
+    PartialProfile, PartialQemu, PartialService, Restart, SetList,
 };
 use proptest::prelude::*;
 
@@ -56,11 +56,9 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
         opt_word(),
         set_list(),
     );
-    let kernel = (opt_word(), set_list(), set_list()).prop_map(|(package, cmdline, modules)| PartialKernel {
-        package,
-        cmdline,
-        modules,
-    });
+    let drivers = prop::option::of(prop::collection::vec(prop::sample::select(DriverClass::ALL.to_vec()), 0..3));
+    let kernel = (opt_word(), set_list(), set_list(), drivers)
+        .prop_map(|(package, cmdline, modules, drivers)| PartialKernel { package, cmdline, modules, drivers });
     let init = (
         prop::option::of(prop::sample::select(InitSystem::ALL.to_vec())),
         prop::option::of(any::<bool>()),
@@ -78,8 +76,15 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
         prop::option::of(any::<bool>()),
         prop::option::of(0u32..256),
         prop::option::of(8u32..64),
+        prop::option::of(any::<bool>()),
     )
-        .prop_map(|(disk, qcow2, persistence_mib, esp_mib)| PartialImage { disk, qcow2, persistence_mib, esp_mib });
+        .prop_map(|(disk, qcow2, persistence_mib, esp_mib, netboot)| PartialImage {
+            disk,
+            qcow2,
+            persistence_mib,
+            esp_mib,
+            netboot,
+        });
     let sections = (kernel, set_list(), init, services(), qemu, image);
     let os = (set_list(), set_list(), opt_word());
     (top, sections, os).prop_map(

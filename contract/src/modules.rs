@@ -99,9 +99,7 @@ pub fn parse_aliases(text: &str) -> Vec<Alias> {
         .filter_map(|l| {
             let mut w = l.split_whitespace();
             match (w.next(), w.next(), w.next(), w.next()) {
-                (Some("alias"), Some(p), Some(m), None) => {
-                    Some(Alias { pattern: p.to_string(), module: normalize(m) })
-                }
+                (Some("alias"), Some(p), Some(m), None) => Some(Alias { pattern: p.to_string(), module: normalize(m) }),
                 _ => None,
             }
         })

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use oa_contract::cmdline::{self, RootSpec};
 
+use crate::coldplug::Coldplug;
 use crate::console;
 use crate::error::{Error, IoContext, Result};
 use crate::rootimage;
@@ -134,12 +135,14 @@ pub struct Found {
 }
 
 /// Find the root image. Polls every 20 ms for up to 10 s: device nodes appear asynchronously
-/// after the storage driver is loaded.
-pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found> {
+/// after the storage driver is loaded, and the devices behind a controller (a USB stick, the
+/// SCSI disk on it) ask coldplug for their drivers one after the other.
+pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut Coldplug) -> Result<Found> {
     let start = Instant::now();
     let mut gpt_errors = Vec::new();
     let mut mismatched: Vec<(PathBuf, String)> = Vec::new();
     loop {
+        coldplug.poll();
         let devs = list();
         let found = match spec {
             Some(RootSpec::Path(p)) => {
@@ -160,7 +163,7 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
             }
             Some(RootSpec::Http(u)) => {
                 // Network boot: bring the NIC up, DHCP, download into RAM (crate::net).
-                let (path, sha) = crate::net::fetch_root(u, sha256)?;
+                let (path, sha) = crate::net::fetch_root(u, sha256, coldplug)?;
                 return Ok(Found { path, verified_sha256: sha256.map(|_| sha) });
             }
             None => {
@@ -213,7 +216,12 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>) -> Result<Found>
             if !gpt_errors.is_empty() {
                 seen.push_str(&format!("; GPT errors: {}", gpt_errors.join("; ")));
             }
-            return Err(Error::RootNotFound { spec, waited_ms: start.elapsed().as_millis() as u64, seen });
+            return Err(Error::RootNotFound {
+                spec,
+                waited_ms: start.elapsed().as_millis() as u64,
+                seen,
+                drivers: coldplug.report(),
+            });
         }
         std::thread::sleep(POLL);
     }

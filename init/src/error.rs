@@ -34,9 +34,14 @@ pub enum Error {
     #[error("{what} is not supported yet")]
     NotSupported { what: String },
 
-    /// No device matched `oa.root=` in time.
-    #[error("no block device matching {spec} appeared within {waited_ms} ms (block devices seen: {seen})")]
-    RootNotFound { spec: String, waited_ms: u64, seen: String },
+    /// No device matched `oa.root=` in time. `drivers`: the devices no driver took and the
+    /// driver classes the initramfs carries (crate::coldplug::Coldplug::report).
+    #[error("no block device matching {spec} appeared within {waited_ms} ms (block devices seen: {seen}; {drivers})")]
+    RootNotFound { spec: String, waited_ms: u64, seen: String, drivers: String },
+
+    /// No Ethernet interface appeared in time (network boot).
+    #[error("no Ethernet interface appeared within {waited_s} s (interfaces: {seen}; {drivers})")]
+    NoNic { waited_s: u64, seen: String, drivers: String },
 
     /// The root image does not have the digest given by `oa.sha256=`.
     #[error("{device}: sha256 mismatch: expected {expected}, got {actual}")]
@@ -113,6 +118,15 @@ impl<T> Step<T> for Result<T> {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What to do about a device without a driver (root disk or NIC not found).
+fn driver_hint() -> String {
+    format!(
+        "for a device without a driver, add its driver class to [kernel] drivers (storage, usb-storage, virtio, net, ...) or its module to [kernel] modules in the profile and rebuild with oa build, or load a carried module with {}=<name> on the kernel command line; {}= may be what keeps it out",
+        cmdline::MODULES,
+        cmdline::BLACKLIST
+    )
+}
+
 impl Error {
     /// What the user can do about it (the `oa-init: hint:` line), when the error knows better
     /// than the failed step.
@@ -121,9 +135,13 @@ impl Error {
             Error::HashMismatch { .. } => Some(
                 "the root image is corrupt or does not belong to this kernel/initramfs: rebuild it (oa build) or re-flash the medium; the oa.sha256= on the kernel command line must be the one from the same build's manifest.json".into(),
             ),
-            Error::RootNotFound { .. } => Some(
-                "check oa.root= on the kernel command line and that the initramfs carries the storage driver (e.g. virtio_blk, ahci, nvme, usb_storage); add oa.shell for a shell to look around".into(),
-            ),
+            Error::RootNotFound { .. } => Some(format!(
+                "check {}= on the kernel command line; {}; add {} for a shell to look around",
+                cmdline::ROOT,
+                driver_hint(),
+                cmdline::SHELL
+            )),
+            Error::NoNic { .. } => Some(format!("the NIC needs its driver: {}", driver_hint())),
             Error::NotSquashfs { .. } => Some(format!("{}= must point at the rootfs.squashfs of the build (a raw partition or device holding it)", cmdline::ROOT)),
             Error::Cmdline(_) => Some("fix the oa.* keys on the kernel command line (see docs/boot-contract.md)".into()),
             Error::NotSupported { .. } => Some("use a /dev path, PARTLABEL= or PARTUUID= for oa.root=, or leave it out to scan for the squashfs image".into()),

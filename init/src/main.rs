@@ -2,6 +2,7 @@
 //! When not PID 1 it is a small command line tool.
 
 mod bootargs;
+mod coldplug;
 mod console;
 mod devices;
 mod emergency;

@@ -1,4 +1,5 @@
 //! Kernel modules: load the files the builder listed, in its order (dependencies first).
+//! Coldplug (crate::coldplug) loads the driver classes' modules through [`load_one`] too.
 
 use std::path::Path;
 
@@ -24,10 +25,21 @@ fn is_compressed(name: &str) -> bool {
     name.ends_with(".xz") || name.ends_with(".zst") || name.ends_with(".gz")
 }
 
-/// Load one module file (path relative to `root`).
-pub fn load_one(root: &Path, rel: &str) -> Result<bool, String> {
+/// Why a module file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("open {path}: {source}")]
+    Open { path: String, source: std::io::Error },
+    #[error("finit_module {path}: {source}")]
+    Init { path: String, source: Errno },
+}
+
+/// Load one module file (path relative to `root`): `Ok(true)` when loaded now, `Ok(false)` when
+/// the kernel has it already (`EEXIST`).
+pub fn load_one(root: &Path, rel: &str) -> Result<bool, LoadError> {
     let path = root.join(rel.trim_start_matches('/'));
-    let file = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(&path).map_err(|source| LoadError::Open { path: path.display().to_string(), source })?;
     let flags = if is_compressed(rel) {
         ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
     } else {
@@ -36,7 +48,7 @@ pub fn load_one(root: &Path, rel: &str) -> Result<bool, String> {
     match finit_module(&file, c"", flags) {
         Ok(()) => Ok(true),
         Err(Errno::EEXIST) => Ok(false),
-        Err(e) => Err(format!("finit_module {}: {e}", path.display())),
+        Err(source) => Err(LoadError::Init { path: path.display().to_string(), source }),
     }
 }
 
@@ -48,7 +60,7 @@ pub fn load_all(root: &Path, modules: &[String]) -> LoadReport {
         match load_one(root, m) {
             Ok(true) => r.loaded += 1,
             Ok(false) => r.present += 1,
-            Err(e) => r.failed.push((m.clone(), e)),
+            Err(e) => r.failed.push((m.clone(), e.to_string())),
         }
     }
     r

@@ -22,9 +22,18 @@ pub const MAX_BYTES: u64 = 1 << 20;
 
 /// Stage 1: get the configuration named by `oa.config=`, check it and write it (re-rendered)
 /// to `dest`. `None` (after a warning) when it cannot be had; the boot goes on without it.
-pub fn fetch(source: &str, dest: &Path) -> Option<RuntimeConfig> {
+pub fn fetch(source: &str, dest: &Path, coldplug: &mut crate::coldplug::Coldplug) -> Option<RuntimeConfig> {
+    fetch_with(source, dest, &mut || crate::net::up(coldplug))
+}
+
+/// [`fetch`], with `net_up` to bring the network up (crate::net::up) for an `http://` source.
+fn fetch_with(
+    source: &str,
+    dest: &Path,
+    net_up: &mut dyn FnMut() -> crate::error::Result<()>,
+) -> Option<RuntimeConfig> {
     let t = Instant::now();
-    match fetch_inner(source, dest) {
+    match fetch_inner(source, dest, net_up) {
         Ok(c) => {
             console::stage("config", &format!("{source}: will apply {} ({} ms)", c.summary(), t.elapsed().as_millis()));
             Some(c)
@@ -40,13 +49,17 @@ pub fn fetch(source: &str, dest: &Path) -> Option<RuntimeConfig> {
     }
 }
 
-fn fetch_inner(source: &str, dest: &Path) -> Result<RuntimeConfig, String> {
+fn fetch_inner(
+    source: &str,
+    dest: &Path,
+    net_up: &mut dyn FnMut() -> crate::error::Result<()>,
+) -> Result<RuntimeConfig, String> {
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
     }
     let text = if source.starts_with("http://") {
         let url = crate::net::http::Url::parse(source)?;
-        crate::net::up().map_err(|e| format!("bring the network up: {e}"))?;
+        net_up().map_err(|e| format!("bring the network up: {e}"))?;
         let partial = dest.with_extension("json.partial");
         let got = crate::net::http::download(&url, &partial).map_err(|e| e.to_string());
         let text = got.and_then(|got| {
@@ -212,6 +225,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    fn no_network() -> crate::error::Result<()> {
+        panic!("these tests do not bring the network up")
+    }
+
     fn tempdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("oa-init-rc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -272,18 +289,22 @@ mod tests {
         let dest = root.join("run/config.json");
         let src = root.join("machine.json");
         std::fs::write(&src, r#"{"hostname": "h1", "ssh_authorized_keys": {"root": ["ssh-ed25519 AAAA"]}}"#).unwrap();
-        let c = fetch(src.to_str().unwrap(), &dest).unwrap();
+        let c = fetch_with(src.to_str().unwrap(), &dest, &mut no_network).unwrap();
         assert_eq!(c.hostname.as_deref(), Some("h1"));
         // What stage 1 leaves parses back to the same configuration.
         assert_eq!(RuntimeConfig::parse(&std::fs::read_to_string(&dest).unwrap()).unwrap(), c);
         // A strictly parsed file: an unknown key is refused and nothing is left behind.
         std::fs::write(&src, r#"{"hostname": "h1", "users": {}}"#).unwrap();
-        assert!(fetch_inner(src.to_str().unwrap(), &dest).unwrap_err().contains("unknown field `users`"));
-        assert!(fetch(src.to_str().unwrap(), &dest).is_none());
+        assert!(fetch_inner(src.to_str().unwrap(), &dest, &mut no_network)
+            .unwrap_err()
+            .contains("unknown field `users`"));
+        assert!(fetch_with(src.to_str().unwrap(), &dest, &mut no_network).is_none());
         assert!(!dest.exists());
-        assert!(fetch_inner("relative.json", &dest).is_err());
-        assert!(fetch_inner("https://10.0.0.1/x", &dest).is_err());
-        assert!(fetch_inner(root.join("missing.json").to_str().unwrap(), &dest).unwrap_err().contains("missing.json"));
+        assert!(fetch_inner("relative.json", &dest, &mut no_network).is_err());
+        assert!(fetch_inner("https://10.0.0.1/x", &dest, &mut no_network).is_err());
+        assert!(fetch_inner(root.join("missing.json").to_str().unwrap(), &dest, &mut no_network)
+            .unwrap_err()
+            .contains("missing.json"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

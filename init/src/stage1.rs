@@ -11,9 +11,11 @@ use std::time::Instant;
 use nix::mount::MsFlags;
 use oa_contract::cmdline::{self, BootArgs};
 use oa_contract::config::{InitSystem, InitramfsConfig, SystemInit};
+use oa_contract::modules::normalize;
 use oa_contract::{initramfs_paths, mounts as mp, rootfs_paths};
 
 use crate::bootargs;
+use crate::coldplug::Coldplug;
 use crate::console;
 use crate::devices;
 use crate::emergency;
@@ -92,26 +94,50 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
         }
     }
 
-    // 3. Kernel modules.
+    // 3. Kernel modules: the initramfs list (squashfs, overlay, loop, the profile's modules),
+    // then oa.modules=, then coldplug's first walk of sysfs (the driver classes the initramfs
+    // carries); oa.blacklist= applies to all three.
     let t = Instant::now();
-    let r = modules::load_all(Path::new("/"), &cfg.modules);
+    let (listed, refused): (Vec<String>, Vec<String>) =
+        cfg.modules.iter().cloned().partition(|m| !args.blacklist.contains(&normalize(m)));
+    for m in &refused {
+        console::info(&format!("module {} not loaded ({}=)", normalize(m), cmdline::BLACKLIST));
+    }
+    let r = modules::load_all(Path::new("/"), &listed);
     for (m, why) in &r.failed {
         console::warn(&format!("module {m} not loaded: {why}"));
     }
-    console::stage("modules", &format!("loaded {} modules in {} ms", r.loaded, ms(t)));
+    let mut coldplug = Coldplug::open(&cfg.kernel_release, &args.blacklist, &cfg.drivers);
+    coldplug.note_listed(&listed, &r.failed);
+    coldplug.load_named(&args.modules);
+    coldplug.start();
+    let by_coldplug = if coldplug.active() {
+        format!(" ({} listed, {} by coldplug; driver classes: {})", r.loaded, coldplug.loaded(), coldplug.drivers())
+    } else {
+        String::new()
+    };
+    console::stage("modules", &format!("loaded {} modules in {} ms{by_coldplug}", r.loaded + coldplug.loaded(), ms(t)));
     if r.present > 0 || !r.failed.is_empty() {
         console::debug(&format!("modules: {} already present, {} failed", r.present, r.failed.len()));
     }
 
     // 4.+5. Find and verify the root image.
-    let root = find_and_verify(&args)?;
+    let root = find_and_verify(&args, &mut coldplug)?;
 
     // 5a. oa.config=: fetched (the network is up already for oa.root=http://) or read, checked,
     // left in /run/oa/config.json. A failure is a warning: the profile alone applies.
-    let runtime =
-        args.config.as_deref().and_then(|src| crate::runtime_config::fetch(src, Path::new(mp::RUNTIME_CONFIG)));
+    let runtime = args
+        .config
+        .as_deref()
+        .and_then(|src| crate::runtime_config::fetch(src, Path::new(mp::RUNTIME_CONFIG), &mut coldplug));
 
     // 5b. Persistence (oa-storage, persist.rs): the state subvolume at /run/oa/rw, or tmpfs.
+    // The disks found since the root get their drivers first; coldplug ends here.
+    coldplug.poll();
+    if coldplug.active() {
+        console::debug(&coldplug.summary());
+    }
+    drop(coldplug);
     let upper = crate::persist::setup(&args).step("set up persistence", HINT_SHELL)?;
     let persistent = matches!(upper, crate::persist::Upper::Persistent);
 
@@ -142,10 +168,10 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     exec(&init, &argv).step("start the init of the root filesystem", HINT_REBUILD)
 }
 
-fn find_and_verify(args: &BootArgs) -> std::result::Result<PathBuf, Failure> {
+fn find_and_verify(args: &BootArgs, coldplug: &mut Coldplug) -> std::result::Result<PathBuf, Failure> {
     let t = Instant::now();
-    let found =
-        devices::find_root(args.root.as_ref(), args.sha256.as_deref()).step("find the root image", HINT_SHELL)?;
+    let found = devices::find_root(args.root.as_ref(), args.sha256.as_deref(), coldplug)
+        .step("find the root image", HINT_SHELL)?;
     let how = match &args.root {
         Some(s) => cmdline::word(cmdline::ROOT, s),
         None => "scan for a squashfs image".to_string(),

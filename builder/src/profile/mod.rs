@@ -83,6 +83,26 @@ string_enum! {
     }
 }
 
+string_enum! {
+    /// A class of kernel drivers the initramfs carries (`[kernel] drivers`), defined by folders
+    /// of the kernel's own module tree (builder/src/drivers.rs); oa-init loads what the hardware
+    /// asks for.
+    pub enum DriverClass {
+        /// SATA/AHCI, IDE, NVMe, SCSI disks and CD-ROMs, SD/MMC.
+        Storage = "storage",
+        /// USB host controllers (xHCI, EHCI, OHCI, UHCI, DWC2/3) and USB mass storage (UAS).
+        UsbStorage = "usb-storage",
+        /// QEMU and cloud machines: virtio PCI/MMIO, block, SCSI, network, RNG.
+        Virtio = "virtio",
+        /// USB keyboards (HID), for the emergency shell on a real machine.
+        Keyboard = "keyboard",
+        /// Wired Ethernet NICs (PCI and USB), for netboot (`oa.root=http://`).
+        Net = "net",
+        /// SAS/RAID/Fibre Channel host bus adapters of servers.
+        Hba = "hba",
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Partial profiles: what one file says. Everything optional; unknown keys are errors.
 
@@ -131,6 +151,8 @@ partial_section! {
         pub package: Option<String>,
         pub cmdline: SetList,
         pub modules: SetList,
+        /// Driver classes; a later file replaces the list whole. Unset: chosen by the outputs.
+        pub drivers: Option<Vec<DriverClass>>,
     }
 }
 
@@ -200,6 +222,8 @@ partial_section! {
         pub persistence_mib: Option<u32>,
         /// Size of the EFI system partition in MiB (default: fitted to its files).
         pub esp_mib: Option<u32>,
+        /// Meant to be netbooted (`oa serve`): the initramfs carries the `net` drivers.
+        pub netboot: Option<bool>,
     }
 }
 
@@ -346,6 +370,10 @@ pub struct Kernel {
     /// Modules the initramfs carries and loads, in this order (default none: the builder adds
     /// what it needs for booting itself).
     pub modules: Vec<String>,
+    /// Driver classes the initramfs carries, loaded by oa-init's coldplug when a device asks
+    /// (default: storage, usb-storage, virtio, keyboard, and net for `[image] netboot` or
+    /// `[rpi]`).
+    pub drivers: Vec<DriverClass>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,6 +430,8 @@ pub struct Image {
     pub persistence_mib: u32,
     /// ESP size in MiB; `None`: fitted to the files it holds.
     pub esp_mib: Option<u32>,
+    /// Meant to be netbooted (default false): the default drivers include `net`.
+    pub netboot: bool,
 }
 
 impl Profile {
@@ -441,6 +471,7 @@ impl From<&Profile> for PartialProfile {
                 package: Some(p.kernel.package.clone()),
                 cmdline: strings(&p.kernel.cmdline),
                 modules: strings(&p.kernel.modules),
+                drivers: Some(p.kernel.drivers.clone()),
             },
             packages: PartialPackages { debian: strings(&p.packages.debian), arch: strings(&p.packages.arch) },
             init: PartialInit {
@@ -468,6 +499,7 @@ impl From<&Profile> for PartialProfile {
                 qcow2: Some(p.image.qcow2),
                 persistence_mib: Some(p.image.persistence_mib),
                 esp_mib: p.image.esp_mib,
+                netboot: Some(p.image.netboot),
             },
             rpi: PartialRpi {
                 enable: Some(p.rpi.enable),

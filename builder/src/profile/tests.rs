@@ -498,10 +498,10 @@ fn image_section_defaults_checks_and_round_trip() {
     let t = Tree::new();
     t.file("d.toml", "hostname = \"h\"\n");
     let p = t.load("d.toml").unwrap().profile;
-    assert_eq!(p.image, Image { disk: false, qcow2: false, persistence_mib: 0, esp_mib: None });
+    assert_eq!(p.image, Image { disk: false, qcow2: false, persistence_mib: 0, esp_mib: None, netboot: false });
     t.file("i.toml", "hostname = \"h\"\n[image]\ndisk = true\nqcow2 = true\npersistence_mib = 256\nesp_mib = 64\n");
     let p = t.load("i.toml").unwrap().profile;
-    assert_eq!(p.image, Image { disk: true, qcow2: true, persistence_mib: 256, esp_mib: Some(64) });
+    assert_eq!(p.image, Image { disk: true, qcow2: true, persistence_mib: 256, esp_mib: Some(64), netboot: false });
     assert!(p.to_toml().contains("persistence_mib = 256"));
     t.file("e.toml", "hostname = \"h\"\n[image]\ndisk = true\nesp_mib = 2\n");
     let e = t.load("e.toml").unwrap_err();
@@ -512,4 +512,28 @@ fn image_section_defaults_checks_and_round_trip() {
     assert!(e.contains("image.qcow2 = true needs image.disk = true"), "{e}");
     t.file("u.toml", "hostname = \"h\"\n[image]\ndisk = true\nsize = 3\n");
     assert!(t.load("u.toml").unwrap_err().to_string().contains("size"));
+}
+
+// --- [kernel] drivers ----------------------------------------------------------------------------
+
+#[test]
+fn driver_classes_follow_the_outputs_unless_named() {
+    use super::DriverClass::*;
+    let t = Tree::new();
+    t.file("d.toml", "hostname = \"h\"\n");
+    assert_eq!(t.load("d.toml").unwrap().profile.kernel.drivers, [Storage, UsbStorage, Virtio, Keyboard]);
+    t.file("n.toml", "include = [\"d.toml\"]\n[image]\nnetboot = true\n");
+    let p = t.load("n.toml").unwrap().profile;
+    assert_eq!(p.kernel.drivers, [Storage, UsbStorage, Virtio, Keyboard, Net]);
+    // Named: a later file replaces the list whole, duplicates dropped; [] is none.
+    t.file("v.toml", "include = [\"n.toml\"]\n[kernel]\ndrivers = [\"virtio\", \"hba\", \"virtio\"]\n");
+    let p = t.load("v.toml").unwrap().profile;
+    assert_eq!(p.kernel.drivers, [Virtio, Hba]);
+    let again = t.file("elsewhere/v.toml", &p.to_toml());
+    assert_eq!(load(&again).unwrap().profile.kernel.drivers, [Virtio, Hba]);
+    t.file("e.toml", "hostname = \"h\"\n[kernel]\ndrivers = []\n");
+    assert!(t.load("e.toml").unwrap().profile.kernel.drivers.is_empty());
+    t.file("x.toml", "hostname = \"h\"\n[kernel]\ndrivers = [\"wifi\"]\n");
+    let e = t.load("x.toml").unwrap_err().to_string();
+    assert!(e.contains("unknown variant `wifi`") && e.contains("usb-storage"), "{e}");
 }

@@ -507,6 +507,17 @@ pub(crate) fn finalize(
             package: merged.kernel.package.clone().unwrap_or_else(|| arch.default_kernel_package().to_string()),
             cmdline: merged.kernel.cmdline.as_slice().to_vec(),
             modules: merged.kernel.modules.as_slice().to_vec(),
+            drivers: match &merged.kernel.drivers {
+                Some(d) => d.iter().fold(Vec::new(), |mut v, c| {
+                    if !v.contains(c) {
+                        v.push(*c);
+                    }
+                    v
+                }),
+                None => crate::drivers::defaults(
+                    merged.image.netboot.unwrap_or(false) || merged.rpi.enable.unwrap_or(false),
+                ),
+            },
         },
         packages: Packages {
             debian: merged.packages.debian.as_slice().to_vec(),
@@ -655,6 +666,7 @@ fn finalize_image(merged: &PartialProfile, files: &[PathBuf], parts: &[PartialPr
         qcow2: merged.image.qcow2.unwrap_or(false),
         persistence_mib: merged.image.persistence_mib.unwrap_or(0),
         esp_mib: merged.image.esp_mib,
+        netboot: merged.image.netboot.unwrap_or(false),
     };
     if image.qcow2 && !image.disk {
         let files: Vec<PathBuf> = files

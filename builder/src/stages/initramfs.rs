@@ -2,11 +2,13 @@
 //! dependencies), busybox for the emergency shell and the persistence bundle, as a zstd cpio.
 
 use crate::build::{need, Context, Stored};
+use crate::deb;
+use crate::drivers;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Key;
 use crate::initramfs::{Archive, Member, Source};
+use crate::kernel::Kernel;
 use crate::pipeline::Outcome;
-use crate::{deb, elfdeps};
 use oa_contract::config::InitramfsConfig;
 use oa_contract::initramfs_paths;
 use oa_contract::manifest::artifact;
@@ -17,11 +19,23 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let k = need(&cx.kernel, "initramfs", "the kernel")?;
     let busybox = &need(&cx.packages, "initramfs", "the packages")?.busybox;
     let kernel = &k.kernel;
-    let modules = kernel.module_closure(&elfdeps::modules(p))?;
+    // Loaded at the start of stage 1 (in this order), and carried for coldplug (by class).
+    let always_names = drivers::always(p);
+    let always = kernel.module_closure(&always_names)?;
+    let mut names = always_names;
+    names.extend(drivers::modules(kernel, &p.kernel.drivers));
+    let carried = kernel.carry(&names)?;
+    let classes: Vec<String> = p.kernel.drivers.iter().map(|c| c.to_string()).collect();
     let mut key = Key::new("initramfs");
     key.add("kernel", k.id.as_bytes()).add("init", cx.init.sha256.as_bytes()).add("profile", p.name.as_bytes());
-    for m in &modules {
+    for m in &always {
         key.add("module", m.as_bytes());
+    }
+    for m in &carried.files {
+        key.add("carried", m.as_bytes());
+    }
+    for c in &classes {
+        key.add("class", c.as_bytes());
     }
     if let Some((_, info)) = busybox {
         key.add("busybox", info.sha256.as_bytes());
@@ -37,13 +51,17 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         }
         a.add("dev/console", Member::CharDev { mode: 0o600, major: 5, minor: 1 });
         a.add("dev/null", Member::CharDev { mode: 0o666, major: 1, minor: 3 });
-        // Modules keep their path under lib/modules/<release>/ (usr/lib/... folded into lib/).
-        let mut loaded = Vec::new();
-        for m in &modules {
-            let inside = m.trim_start_matches("usr/").to_string();
-            a.add_file(&inside, 0o644, Source::Path(kernel.root.join(m)));
-            loaded.push(inside);
+        // Modules keep their path under lib/modules/<release>/ (usr/lib/... folded into lib/),
+        // with modules.dep and modules.alias for the carried ones (oa_contract::modules).
+        for m in &carried.files {
+            a.add_file(&Kernel::initramfs_path(m), 0o644, Source::Path(kernel.root.join(m)));
         }
+        let dir = oa_contract::modules::dir(&kernel.release);
+        let dep = oa_contract::modules::render_deps(&carried.deps).into_bytes();
+        a.add_file(&format!("{dir}/{}", oa_contract::modules::DEP_FILE), 0o644, Source::Bytes(dep));
+        let alias = oa_contract::modules::render_aliases(&carried.aliases).into_bytes();
+        a.add_file(&format!("{dir}/{}", oa_contract::modules::ALIAS_FILE), 0o644, Source::Bytes(alias));
+        let loaded: Vec<String> = always.iter().map(|m| Kernel::initramfs_path(m)).collect();
         let mut extra = String::new();
         if let Some((bb, _)) = busybox {
             let unpacked = scratch.join("busybox");
@@ -63,7 +81,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             profile: p.name.clone(),
             kernel_release: kernel.release.clone(),
             modules: loaded,
-            drivers: vec![],
+            drivers: classes.clone(),
             default_cmdline: vec![],
         };
         let json = serde_json::to_vec_pretty(&cfg)
@@ -73,7 +91,13 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         a.write_zstd(&img)?;
         scratch.seal(artifact::INITRAMFS)?;
         let size = std::fs::metadata(&img).ctx("reading", &img)?.len();
-        Ok(format!("oa-init + {} modules{extra}, {} KiB zstd", modules.len(), size / 1024))
+        let classes = if classes.is_empty() { "no driver classes".to_string() } else { classes.join(" ") };
+        Ok(format!(
+            "oa-init + {} modules ({} loaded at start; {classes}){extra}, {} KiB zstd",
+            carried.files.len(),
+            always.len(),
+            size / 1024
+        ))
     })?;
     cx.initramfs = Some(Stored { path: entry.file(artifact::INITRAMFS), sha256: entry.digest(artifact::INITRAMFS)? });
     Ok(match made {

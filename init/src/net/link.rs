@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::coldplug::Coldplug;
 use crate::error::{Error, Result};
 
 const SYS_NET: &str = "/sys/class/net";
@@ -55,10 +56,12 @@ pub fn list() -> Vec<Nic> {
     out
 }
 
-/// The first Ethernet interface, waiting for one to appear.
-pub fn find_nic() -> Result<Nic> {
+/// The first Ethernet interface, waiting for one to appear (coldplug loads its driver when
+/// the device asks for it).
+pub fn find_nic(coldplug: &mut Coldplug) -> Result<Nic> {
     let start = Instant::now();
     loop {
+        coldplug.poll();
         if let Some(n) = list().into_iter().next() {
             return Ok(n);
         }
@@ -66,13 +69,10 @@ pub fn find_nic() -> Result<Nic> {
             let seen: Vec<String> = std::fs::read_dir(SYS_NET)
                 .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
                 .unwrap_or_default();
-            return Err(Error::Unexpected {
-                what: "find a network interface".into(),
-                why: format!(
-                    "no Ethernet interface appeared within {} s (interfaces: {}); the initramfs must load the NIC driver: add it (virtio_net, e1000, e1000e, igb, r8169, ...) to [kernel] modules of the profile",
-                    WAIT.as_secs(),
-                    if seen.is_empty() { "none".into() } else { seen.join(", ") }
-                ),
+            return Err(Error::NoNic {
+                waited_s: WAIT.as_secs(),
+                seen: if seen.is_empty() { "none".into() } else { seen.join(", ") },
+                drivers: coldplug.report(),
             });
         }
         std::thread::sleep(Duration::from_millis(50));

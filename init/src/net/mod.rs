@@ -16,6 +16,7 @@ pub mod netlink;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::coldplug::Coldplug;
 use crate::console;
 use crate::error::{Error, Result};
 
@@ -27,12 +28,12 @@ static UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(fa
 
 /// Bring the first Ethernet interface up and configure it by DHCP, once: later calls (the root
 /// image, then `oa.config=`) find it up and return at once.
-pub fn up() -> Result<()> {
+pub fn up(coldplug: &mut Coldplug) -> Result<()> {
     if UP.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(());
     }
     let t = Instant::now();
-    let nic = link::find_nic()?;
+    let nic = link::find_nic(coldplug)?;
     let mut nl = netlink::Netlink::open()?;
     nl.link_up(nic.index).map_err(|e| net_err(&nic.name, "set link up", e))?;
     link::wait_carrier(&nic.name);
@@ -60,10 +61,10 @@ pub fn up() -> Result<()> {
 }
 
 /// Bring the network up and fetch `url` to [`IMAGE`]; returns its path and sha256.
-pub fn fetch_root(url: &str, sha256: Option<&str>) -> Result<(PathBuf, String)> {
+pub fn fetch_root(url: &str, sha256: Option<&str>, coldplug: &mut Coldplug) -> Result<(PathBuf, String)> {
     let target = http::Url::parse(url)
         .map_err(|why| Error::Unexpected { what: oa_contract::cmdline::word(oa_contract::cmdline::ROOT, url), why })?;
-    up()?;
+    up(coldplug)?;
     if let Some(parent) = std::path::Path::new(IMAGE).parent() {
         crate::mounts::ensure_dir(parent)?;
     }
