@@ -169,6 +169,10 @@ fn root_without_a_driver_names_the_unclaimed_controller() {
     if console.contains(&coldplug_line("ahci")) {
         vm.fail("ahci was loaded although oa.blacklist=ahci");
     }
+    let named = ConsoleLine::Stage { name: "modules", text: &format!("nvme ({}=)", cmdline::MODULES) }.to_string();
+    if !console.contains(&named) {
+        vm.fail(&format!("no `{named}` line"));
+    }
     if console.contains(READY_LINE) {
         vm.fail("ready without a root");
     }
