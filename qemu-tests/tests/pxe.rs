@@ -4,7 +4,7 @@
 //! fetches Debian's ipxe.efi over TFTP), and dnsmasq as the network's plain DHCP server next
 //! to `oa serve` in proxyDHCP mode. TCG only; no packet leaves the test's namespaces.
 
-use oa_contract::READY_LINE;
+use oa_contract::{ConsoleLine, READY_LINE};
 use oa_qemu_tests::netns::{Netns, Proc};
 use oa_qemu_tests::{built, oa_bin, workspace, Machine};
 use std::path::{Path, PathBuf};
@@ -44,7 +44,8 @@ fn serve(ns: &Netns, name: &str, out: &Path, extra: &[&str]) -> (Proc, PathBuf) 
     (p, log)
 }
 
-fn qemu(ns: &Netns, uefi: Option<&Path>, mac: &str, rom: bool) -> std::process::Command {
+/// QEMU in `ns` with one NIC of model `nic` (`virtio-net-pci`, `e1000e`) on tap0.
+fn qemu(ns: &Netns, uefi: Option<&Path>, nic: &str, mac: &str, rom: bool) -> std::process::Command {
     let mut c = ns.command("qemu-system-x86_64");
     c.args([
         "-M",
@@ -70,7 +71,7 @@ fn qemu(ns: &Netns, uefi: Option<&Path>, mac: &str, rom: bool) -> std::process::
     c.args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]);
     // rom=false: no iPXE option ROM, so OVMF's own PXE client boots (and fetches ipxe.efi).
     let rom = if rom { "" } else { ",romfile=" };
-    c.arg("-device").arg(format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1{rom}"));
+    c.arg("-device").arg(format!("{nic},netdev=n0,mac={mac},bootindex=1{rom}"));
     c
 }
 
@@ -98,7 +99,7 @@ fn bios_ipxe_netboots_to_ready_with_full_dhcp() {
         &out,
         &["--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150", "--leases", &leases.display().to_string()],
     );
-    let mut vm = Machine::start("pxe_bios", qemu(&ns, None, "52:54:00:0a:00:01", true));
+    let mut vm = Machine::start("pxe_bios", qemu(&ns, None, "virtio-net-pci", "52:54:00:0a:00:01", true));
     vm.expect_stage("network", "eth0 (52:54:00:0a:00:01) 10.99.0.100/24", BOOT);
     vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
     vm.expect_stage("verify", "sha256 matches", BOOT);
@@ -114,6 +115,41 @@ fn bios_ipxe_netboots_to_ready_with_full_dhcp() {
     assert!(l.contains("52:54:00:0a:00:01 (10.99.0.100) \"GET /rootfs.squashfs\" 200"), "{l}");
     // The lease is on disk.
     assert!(std::fs::read_to_string(&leases).unwrap().contains("52:54:00:0a:00:01"));
+}
+
+/// The NIC of many PCs (Intel 82574L): SeaBIOS runs QEMU's iPXE option ROM for it
+/// (pxe-e1000e.rom), and oa-init's coldplug loads e1000e (the `net` driver class of a netboot
+/// profile) for the device it finds.
+#[test]
+fn bios_ipxe_netboots_over_e1000e_to_ready() {
+    let out = built("tiny-net");
+    let ns = Netns::new("pxe-e1000e");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-e1000e");
+    let (_srv, log) = serve(
+        &ns,
+        "pxe_e1000e",
+        &out,
+        &[
+            "--mode",
+            "dhcp",
+            "--range",
+            "10.99.0.100-10.99.0.150",
+            "--leases",
+            &dir.join("leases.json").display().to_string(),
+        ],
+    );
+    let mut vm = Machine::start("pxe_e1000e", qemu(&ns, None, "e1000e", "52:54:00:0a:00:05", true));
+    vm.expect_stage("network", "eth0 (52:54:00:0a:00:05) 10.99.0.100/24", BOOT);
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
+    assert_eq!(vm.expect_ready(BOOT), "tiny-net");
+    let coldplug = ConsoleLine::Stage { name: "modules", text: "e1000e (pci:v00008086d000010D3" }.to_string();
+    if !vm.console().contains(&coldplug) {
+        vm.fail(&format!("no coldplug line `{coldplug}...`"));
+    }
+    let l = server_log(&log);
+    assert!(l.contains("52:54:00:0a:00:05 Discover on 67 arch=0 (BIOS) class=PXEClient user-class=iPXE"), "{l}");
+    assert!(l.contains("52:54:00:0a:00:05 (10.99.0.100) \"GET /rootfs.squashfs\" 200"), "{l}");
 }
 
 #[test]
@@ -137,7 +173,7 @@ fn uefi_pxe_fetches_ipxe_over_tftp_and_netboots_to_ready() {
             &dir.join("leases.json").display().to_string(),
         ],
     );
-    let mut vm = Machine::start("pxe_uefi", qemu(&ns, Some(&vars), "52:54:00:0a:00:02", false));
+    let mut vm = Machine::start("pxe_uefi", qemu(&ns, Some(&vars), "virtio-net-pci", "52:54:00:0a:00:02", false));
     vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
     vm.expect(READY_LINE, BOOT);
     let l = server_log(&log);
@@ -176,7 +212,7 @@ fn proxy_dhcp_next_to_dnsmasq_netboots_to_ready() {
     .collect();
     let _dnsmasq: Proc = other.spawn("dnsmasq", &dargs, &dlog);
     let (_srv, log) = serve(&ns, "pxe_proxy", &out, &["--mode", "proxy"]);
-    let mut vm = Machine::start("pxe_proxy", qemu(&ns, None, "52:54:00:0a:00:03", true));
+    let mut vm = Machine::start("pxe_proxy", qemu(&ns, None, "virtio-net-pci", "52:54:00:0a:00:03", true));
     // The address comes from dnsmasq, the boot from oa serve.
     vm.expect_stage("network", "eth0 (52:54:00:0a:00:03) 10.99.0.2", BOOT);
     vm.expect(READY_LINE, BOOT);
@@ -220,7 +256,7 @@ fn bios_netboot_applies_the_machines_oa_config() {
             &machines.display().to_string(),
         ],
     );
-    let mut vm = Machine::start("pxe_config", qemu(&ns, None, "52:54:00:0a:00:04", true));
+    let mut vm = Machine::start("pxe_config", qemu(&ns, None, "virtio-net-pci", "52:54:00:0a:00:04", true));
     vm.expect_stage("config", "http://10.99.0.1/config/52-54-00-0a-00-04: will apply hostname=from-config, 1 authorized key for root, files /etc/oa-test/hello.txt", BOOT);
     vm.expect_stage(
         "config",

@@ -5,7 +5,9 @@
 //! `oa build` of tiny (`--no-cache`: every stage redone, downloads excluded) against a second
 //! build with nothing changed. (d) the disk image of tiny: the time to write it (GPT, FAT,
 //! boot loaders, root partition, block map) and its size against the sum of the artifacts in
-//! it, and boots of it under SeaBIOS and OVMF.
+//! it, and boots of it under SeaBIOS and OVMF. (e) driver classes: tiny's initramfs and boot
+//! with the default classes against `[kernel] drivers = []` (`OA_BENCH_ONLY=drivers`, skipped
+//! with `OA_BENCH_SKIP_DRIVERS`).
 
 use oa_builder::apt::PackageCache;
 use oa_builder::build::{default_cache_root, read_manifest};
@@ -28,6 +30,11 @@ fn main() {
     // `OA_BENCH_ONLY=debian make bench`: only the debian-ssh figures (docs/bases.md).
     if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("debian") {
         bench_debian_ssh(&ws);
+        return;
+    }
+    // `OA_BENCH_ONLY=drivers make bench`: only the driver-class figures (issue 12).
+    if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("drivers") {
+        bench_drivers(&ws);
         return;
     }
     let out = ws.join("target/bench/tiny");
@@ -68,6 +75,10 @@ fn main() {
 
     bench_disk_image(&out, &m, o);
     bench_persistence(&ws, Some(o));
+
+    if std::env::var_os("OA_BENCH_SKIP_DRIVERS").is_none() {
+        bench_drivers(&ws);
+    }
 
     if std::env::var_os("OA_BENCH_SKIP_DEBIAN").is_none() {
         bench_debian_ssh(&ws);
@@ -229,13 +240,17 @@ fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot
 }
 
 fn oa_build(ws: &Path, out: &Path, no_cache: bool) {
+    oa_build_profile(ws, Path::new("tiny"), out, no_cache);
+}
+
+fn oa_build_profile(ws: &Path, profile: &Path, out: &Path, no_cache: bool) {
     let mut c = Command::new(oa_bin());
-    c.current_dir(ws).args(["build", "tiny", "--out"]).arg(out);
+    c.current_dir(ws).arg("build").arg(profile).arg("--out").arg(out);
     if no_cache {
         c.arg("--no-cache");
     }
     let o = c.output().expect("running oa build");
-    assert!(o.status.success(), "oa build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "oa build {} failed:\n{}", profile.display(), String::from_utf8_lossy(&o.stderr));
 }
 
 fn boot(spec: &Spec, what: &str) -> Duration {
@@ -357,4 +372,98 @@ fn bench_persistence(ws: &Path, plain: Option<Duration>) {
     println!("    LUKS2 format (libcryptsetup)       {:>7.2} s", luks);
     println!("    mkfs.btrfs                         {:>7.2} s", mkfs);
     let _ = std::fs::remove_file(&disk);
+}
+
+/// (e) Driver classes (issue 12): tiny with the default classes (storage, usb-storage, virtio,
+/// keyboard) against tiny with `[kernel] drivers = []` and only the modules the virtio machine
+/// needs, named (`virtio_pci`, `virtio_blk`: tiny's list before driver classes): the
+/// initramfs sizes, and boot to ready on the virtio machine (median of 3 each, interleaved),
+/// with coldplug's own count and time from the last boot's `stage modules: loaded` line. Then
+/// tiny-net's initramfs, which adds the `net` class.
+fn bench_drivers(ws: &Path) {
+    let dir = ws.join("target/bench");
+    std::fs::create_dir_all(&dir).expect("bench folder");
+    let with = dir.join("tiny");
+    oa_build(ws, &with, false);
+    let profile = dir.join("tiny-no-drivers.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "include = [\"{}\"]\nname = \"tiny-no-drivers\"\n[kernel]\ndrivers = []\nmodules = [\"virtio_pci\", \"virtio_blk\"]\n",
+            ws.join("profiles/tiny.toml").display()
+        ),
+    )
+    .expect("bench profile");
+    let without = dir.join("tiny-no-drivers");
+    oa_build_profile(ws, &profile, &without, false);
+    let net = dir.join("tiny-net");
+    oa_build_profile(ws, Path::new("tiny-net"), &net, false);
+
+    let kib = |out: &Path| {
+        let m = read_manifest(out).expect("manifest");
+        let a = m.artifact(oa_contract::manifest::artifact::INITRAMFS).expect("initramfs in the manifest");
+        std::fs::metadata(out.join(&a.path)).expect("initramfs.img").len() as f64 / 1024.0
+    };
+    let spec = |out: &Path| {
+        let m = read_manifest(out).expect("manifest");
+        Spec::from_output(out, &m, detect_accel(m.arch))
+    };
+    let (s_with, s_without) = (spec(&with), spec(&without));
+    let (log_with, log_without) = (dir.join("drivers-default-boot.log"), dir.join("drivers-none-boot.log"));
+    let mut t_with = Vec::new();
+    let mut t_without = Vec::new();
+    for i in 0..RUNS {
+        t_without.push(boot_logged(&s_without, &format!("tiny, drivers = [] run {}", i + 1), &log_without));
+        t_with.push(boot_logged(&s_with, &format!("tiny, default classes run {}", i + 1), &log_with));
+    }
+    let (a, b) = (median(&mut t_with), median(&mut t_without));
+    let modules_line = |log: &Path| {
+        let c = std::fs::read_to_string(log).unwrap_or_default();
+        c.lines()
+            .find(|l| l.contains("stage modules: loaded "))
+            .and_then(|l| l.split("stage modules: ").nth(1))
+            .unwrap_or("(no summary line)")
+            .trim()
+            .to_string()
+    };
+    // The guest's own clock (last boot): the kernel's uptime when the services started, and
+    // stage 1's time from its switch_root line; less noisy than the host's wall clock.
+    let guest = |log: &Path| {
+        let c = std::fs::read_to_string(log).unwrap_or_default();
+        // The number between `start` and `end` on the first line holding both.
+        let between = |start: &str, end: &str| {
+            c.lines()
+                .find_map(|l| {
+                    l.split_once(start).and_then(|(_, r)| r.split_once(end)).map(|(n, _)| n.trim().to_string())
+                })
+                .unwrap_or_else(|| "?".into())
+        };
+        format!(
+            "uptime {} s at services, stage 1 {} ms",
+            between("(uptime ", " s)"),
+            between("stage2 (", " ms since stage 1")
+        )
+    };
+    let (k_with, k_without, k_net) = (kib(&with), kib(&without), kib(&net));
+    println!();
+    println!("oa bench: drivers (tiny, virtio machine, median of {RUNS} boots each)");
+    println!("  initramfs.img, default classes       {k_with:>7.0} KiB");
+    println!("  initramfs.img, drivers = []          {k_without:>7.0} KiB   (default is {:.2}x)", k_with / k_without);
+    println!("  initramfs.img, tiny-net (+ net)      {k_net:>7.0} KiB");
+    println!("  boot to ready, default classes       {:>7.2} s   [{}]", a.as_secs_f64(), modules_line(&log_with));
+    println!("  boot to ready, drivers = []          {:>7.2} s   [{}]", b.as_secs_f64(), modules_line(&log_without));
+    println!("  ratio (goal <= 1.05)                 {:>7.3}", a.as_secs_f64() / b.as_secs_f64());
+    println!("  guest clock, default classes         {}", guest(&log_with));
+    println!("  guest clock, drivers = []            {}", guest(&log_without));
+}
+
+/// [`boot`], keeping the console in `log`.
+fn boot_logged(spec: &Spec, what: &str, log: &Path) -> Duration {
+    match run_until_ready(spec, Duration::from_secs(120), false, Some(log)).expect("booting") {
+        Outcome::Ready(d, _) => {
+            eprintln!("  {what}: ready after {:.2} s", d.as_secs_f64());
+            d
+        }
+        other => panic!("{what}: did not reach the ready line: {other:?} (console: {})", log.display()),
+    }
 }
