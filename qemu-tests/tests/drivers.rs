@@ -169,7 +169,7 @@ fn root_without_a_driver_names_the_unclaimed_controller() {
     if console.contains(&coldplug_line("ahci")) {
         vm.fail("ahci was loaded although oa.blacklist=ahci");
     }
-    let named = ConsoleLine::Stage { name: "modules", text: &format!("nvme ({}=)", cmdline::MODULES) }.to_string();
+    let named = ConsoleLine::Stage { name: "modules", text: &format!("nvme ({}=", cmdline::MODULES) }.to_string();
     if !console.contains(&named) {
         vm.fail(&format!("no `{named}` line"));
     }
