@@ -218,11 +218,15 @@ impl Kernel {
         rel.trim_start_matches("usr/").to_string()
     }
 
+    /// A module file's path relative to `lib/modules/<release>/`, as modules.dep names it.
+    pub fn moddir_path(&self, rel: &str) -> String {
+        let moddir = format!("{}/", oa_contract::modules::dir(&self.release));
+        Self::initramfs_path(rel).trim_start_matches(moddir.as_str()).to_string()
+    }
+
     /// Everything an initramfs needs to carry `names` (and their dependencies).
     pub fn carry(&self, names: &[String]) -> Result<Carried> {
         let mut c = Carried { files: self.module_closure(names)?, ..Default::default() };
-        let moddir = format!("lib/modules/{}/", self.release);
-        let in_moddir = |rel: &str| Self::initramfs_path(rel).trim_start_matches(moddir.as_str()).to_string();
         let by_path: BTreeMap<&str, &str> =
             self.index.modules.iter().map(|(n, i)| (i.path.as_str(), n.as_str())).collect();
         for file in &c.files {
@@ -232,7 +236,7 @@ impl Kernel {
             let mut deps = self.module_closure(std::slice::from_ref(&name.to_string()))?;
             deps.pop(); // the module itself, last in load order
             deps.reverse();
-            c.deps.push(Dep { path: in_moddir(file), deps: deps.iter().map(|d| in_moddir(d)).collect() });
+            c.deps.push(Dep { path: self.moddir_path(file), deps: deps.iter().map(|d| self.moddir_path(d)).collect() });
             c.aliases.extend(info.aliases.iter().map(|a| Alias { pattern: a.clone(), module: name.to_string() }));
         }
         Ok(c)

@@ -318,15 +318,17 @@ impl Coldplug {
         s
     }
 
-    /// Walk `sys/devices` and handle every modalias found.
+    /// Enumerate the devices of sysfs and handle every modalias found.
     fn walk(&mut self) {
         let t = Instant::now();
         // The devices of every bus (what `udevadm trigger` enumerates): one folder per bus and a
         // file per device, where the whole /sys/devices tree is thousands of folders (a third
         // of a second under TCG). The tree walk is the fallback (a sysfs without /sys/bus).
-        let mut found = bus_modaliases(&self.sys.join("bus"));
+        let mut walked = self.sys.join("bus");
+        let mut found = bus_modaliases(&walked);
         if found.is_empty() {
-            walk_modaliases(&self.sys.join("devices"), 0, &mut found);
+            walked = self.sys.join("devices");
+            walk_modaliases(&walked, 0, &mut found);
         }
         for m in &found {
             self.handle(m);
@@ -334,7 +336,7 @@ impl Coldplug {
         self.last_walk = Some(Instant::now());
         console::debug(&format!(
             "coldplug: walked {} ({} modaliases) in {} ms",
-            self.sys.join("devices").display(),
+            walked.display(),
             found.len(),
             t.elapsed().as_millis()
         ));
@@ -376,10 +378,10 @@ impl Coldplug {
 
     /// Load the cheapest queued module. Whether one was tried.
     fn step(&mut self) -> bool {
-        self.last_load = Some(Instant::now());
         let Some(i) = self.queue.iter().enumerate().min_by_key(|(_, q)| q.0).map(|(i, _)| i) else {
             return false;
         };
+        self.last_load = Some(Instant::now());
         let (_, name, why) = self.queue.swap_remove(i);
         self.load(&name, &why);
         true
@@ -391,10 +393,10 @@ impl Coldplug {
     }
 
     /// Whether a module is waiting and may be loaded now: a wait loop polls again at once
-    /// instead of sleeping. Between two loads [`GAP`] passes, so the devices the last driver
-    /// probes (in the background, `async_probe`) are there to be costed before the next one
-    /// is chosen: virtio_pci brings up the virtio disk, whose small driver then goes before
-    /// libata for an empty IDE bus.
+    /// instead of sleeping. Between two loads [`GAP`] passes, so the uevents of the devices the
+    /// last driver brought up are read and costed before the next one is chosen: virtio_pci
+    /// brings up the virtio disk, whose small driver then goes before libata for an empty IDE
+    /// bus.
     pub fn busy(&self) -> bool {
         !self.queue.is_empty() && self.last_load.is_none_or(|t| t.elapsed() >= GAP)
     }
@@ -411,7 +413,7 @@ impl Coldplug {
         let mut quiet_since = Instant::now();
         while start.elapsed() < SETTLE_MAX {
             let before = (self.uevents, self.loaded);
-            self.poll();
+            self.poll_events();
             while self.step() {
                 self.poll_events();
             }

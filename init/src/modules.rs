@@ -1,5 +1,5 @@
 //! Kernel modules: load the files the builder listed, in its order (dependencies first).
-//! Coldplug (crate::coldplug) loads the driver classes' modules through [`load_one`] too.
+//! Coldplug (crate::coldplug) loads the driver classes' modules through [`load_with`].
 
 use std::path::Path;
 

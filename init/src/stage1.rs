@@ -165,7 +165,8 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     // Coldplug stops here: oa-init's stage 2 goes on from the driver image after the ready
     // line (the devices left, and those plugged in later); systemd does not, so for it every
     // device gets its driver now.
-    if init != format!("/{}", rootfs_paths::INIT) {
+    let systemd_root = init != format!("/{}", rootfs_paths::INIT);
+    if systemd_root {
         coldplug.settle();
     }
     console::debug(&coldplug.summary());
@@ -174,7 +175,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
         console::warn(&format!("driver image not kept for stage 2: {e}"));
     }
     // systemd does not read /run/oa/config.json: apply it to the new root here.
-    if let (Some(rc), true) = (&runtime, init != format!("/{}", rootfs_paths::INIT)) {
+    if let (Some(rc), true) = (&runtime, systemd_root) {
         crate::runtime_config::report(mp::SYSROOT, &crate::runtime_config::apply(sysroot, rc));
     }
     switch_root::switch_root(sysroot).step("switch_root", HINT_SHELL)?;

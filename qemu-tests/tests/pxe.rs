@@ -44,6 +44,17 @@ fn serve(ns: &Netns, name: &str, out: &Path, extra: &[&str]) -> (Proc, PathBuf) 
     (p, log)
 }
 
+/// The addresses `oa serve --mode dhcp` hands out in these tests.
+const RANGE: &str = "10.99.0.100-10.99.0.150";
+
+/// [`serve`] in `--mode dhcp` over [`RANGE`], its leases in `leases`, then `extra`.
+fn serve_dhcp(ns: &Netns, name: &str, out: &Path, leases: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    let leases = leases.display().to_string();
+    let mut args = vec!["--mode", "dhcp", "--range", RANGE, "--leases", &leases];
+    args.extend_from_slice(extra);
+    serve(ns, name, out, &args)
+}
+
 /// QEMU in `ns` with one NIC of model `nic` (`virtio-net-pci`, `e1000e`) on tap0.
 fn qemu(ns: &Netns, uefi: Option<&Path>, nic: &str, mac: &str, rom: bool) -> std::process::Command {
     let mut c = ns.command("qemu-system-x86_64");
@@ -93,12 +104,7 @@ fn bios_ipxe_netboots_to_ready_with_full_dhcp() {
     ns.bridge_with_tap(&format!("{SERVER}/24"));
     let dir = tmp("pxe-bios");
     let leases = dir.join("leases.json");
-    let (_srv, log) = serve(
-        &ns,
-        "pxe_bios",
-        &out,
-        &["--mode", "dhcp", "--range", "10.99.0.100-10.99.0.150", "--leases", &leases.display().to_string()],
-    );
+    let (_srv, log) = serve_dhcp(&ns, "pxe_bios", &out, &leases, &[]);
     let mut vm = Machine::start("pxe_bios", qemu(&ns, None, "virtio-net-pci", "52:54:00:0a:00:01", true));
     vm.expect_stage("network", "eth0 (52:54:00:0a:00:01) 10.99.0.100/24", BOOT);
     vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
@@ -126,19 +132,7 @@ fn bios_ipxe_netboots_over_e1000e_to_ready() {
     let ns = Netns::new("pxe-e1000e");
     ns.bridge_with_tap(&format!("{SERVER}/24"));
     let dir = tmp("pxe-e1000e");
-    let (_srv, log) = serve(
-        &ns,
-        "pxe_e1000e",
-        &out,
-        &[
-            "--mode",
-            "dhcp",
-            "--range",
-            "10.99.0.100-10.99.0.150",
-            "--leases",
-            &dir.join("leases.json").display().to_string(),
-        ],
-    );
+    let (_srv, log) = serve_dhcp(&ns, "pxe_e1000e", &out, &dir.join("leases.json"), &[]);
     let mut vm = Machine::start("pxe_e1000e", qemu(&ns, None, "e1000e", "52:54:00:0a:00:05", true));
     vm.expect_stage("network", "eth0 (52:54:00:0a:00:05) 10.99.0.100/24", BOOT);
     vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
@@ -160,19 +154,7 @@ fn uefi_pxe_fetches_ipxe_over_tftp_and_netboots_to_ready() {
     let dir = tmp("pxe-uefi");
     let vars = dir.join("OVMF_VARS_4M.fd");
     std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF_VARS_4M.fd (ovmf package; `make deps`)");
-    let (_srv, log) = serve(
-        &ns,
-        "pxe_uefi",
-        &out,
-        &[
-            "--mode",
-            "dhcp",
-            "--range",
-            "10.99.0.100-10.99.0.150",
-            "--leases",
-            &dir.join("leases.json").display().to_string(),
-        ],
-    );
+    let (_srv, log) = serve_dhcp(&ns, "pxe_uefi", &out, &dir.join("leases.json"), &[]);
     let mut vm = Machine::start("pxe_uefi", qemu(&ns, Some(&vars), "virtio-net-pci", "52:54:00:0a:00:02", false));
     vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
     vm.expect(READY_LINE, BOOT);
@@ -241,21 +223,8 @@ fn bios_netboot_applies_the_machines_oa_config() {
         r#"{{"hostname": "from-config", "ssh_authorized_keys": {{"root": ["{key}"]}}, "files": [{{"path": "/etc/oa-test/hello.txt", "content": "config-file-ok\n", "mode": "0600"}}]}}"#
     );
     std::fs::write(machines.join("web1.json"), json).unwrap();
-    let (_srv, log) = serve(
-        &ns,
-        "pxe_config",
-        &out,
-        &[
-            "--mode",
-            "dhcp",
-            "--range",
-            "10.99.0.100-10.99.0.150",
-            "--leases",
-            &dir.join("leases.json").display().to_string(),
-            "--machines",
-            &machines.display().to_string(),
-        ],
-    );
+    let machines_arg = machines.display().to_string();
+    let (_srv, log) = serve_dhcp(&ns, "pxe_config", &out, &dir.join("leases.json"), &["--machines", &machines_arg]);
     let mut vm = Machine::start("pxe_config", qemu(&ns, None, "virtio-net-pci", "52:54:00:0a:00:04", true));
     vm.expect_stage("config", "http://10.99.0.1/config/52-54-00-0a-00-04: will apply hostname=from-config, 1 authorized key for root, files /etc/oa-test/hello.txt", BOOT);
     vm.expect_stage(

@@ -18,10 +18,8 @@ use std::path::Path;
 /// `lib/modules/<release>/`, with `modules.dep` and `modules.alias`, as a zstd squashfs.
 fn drivers_image(kernel: &Kernel, carried: &crate::kernel::Carried, scratch: &Path) -> Result<std::path::PathBuf> {
     let tree = scratch.join("drivers");
-    let moddir = format!("{}/", oa_contract::modules::dir(&kernel.release));
     for m in &carried.files {
-        let inside = Kernel::initramfs_path(m);
-        let dst = tree.join(inside.trim_start_matches(moddir.as_str()));
+        let dst = tree.join(kernel.moddir_path(m));
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).ctx("creating", parent)?;
         }
@@ -86,10 +84,10 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         }
         a.add("dev/console", Member::CharDev { mode: 0o600, major: 5, minor: 1 });
         a.add("dev/null", Member::CharDev { mode: 0o666, major: 1, minor: 3 });
-        // Modules keep their path under lib/modules/<release>/ (usr/lib/... folded into lib/),
-        // with modules.dep and modules.alias for the carried ones (oa_contract::modules).
+        // Modules keep their path under lib/modules/<release>/ (usr/lib/... folded into lib/).
         // The modules loaded at the start are files of the archive; every carried module is
-        // in the driver image too (the image is mounted over their folder).
+        // in the driver image too, with modules.dep and modules.alias (it is mounted over
+        // their folder).
         for m in &always {
             a.add_file(&Kernel::initramfs_path(m), 0o644, Source::Path(kernel.root.join(m)));
         }
