@@ -36,6 +36,7 @@ pub fn system_config(p: &Profile) -> SystemConfig {
             })
             .collect(),
         console_shell: p.init.console_shell,
+        keep_runtime_config: p.init.keep_runtime_config,
     }
 }
 

@@ -63,11 +63,13 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
         prop::option::of(prop::sample::select(InitSystem::ALL.to_vec())),
         prop::option::of(any::<bool>()),
         prop::option::of(any::<bool>()),
+        prop::option::of(any::<bool>()),
     )
-        .prop_map(|(system, console_shell, emergency_shell)| PartialInit {
+        .prop_map(|(system, console_shell, emergency_shell, keep_runtime_config)| PartialInit {
             system,
             console_shell,
             emergency_shell,
+            keep_runtime_config,
         });
     let qemu = (prop::option::of(128u32..4096), prop::option::of(1u32..8))
         .prop_map(|(memory_mib, cpus)| PartialQemu { memory_mib, cpus });

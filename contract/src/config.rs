@@ -39,6 +39,10 @@ pub struct SystemConfig {
     /// Start an interactive shell on the console (a service restarted when it exits).
     #[serde(default)]
     pub console_shell: bool,
+    /// Keep [`crate::mounts::RUNTIME_CONFIG`] after it was applied (profile `[init]
+    /// keep_runtime_config`); by default it is removed once applied, as it may hold secrets.
+    #[serde(default)]
+    pub keep_runtime_config: bool,
 }
 
 crate::arch::string_enum! {
@@ -59,6 +63,10 @@ crate::arch::string_enum! {
 pub struct SystemInit {
     #[serde(default)]
     pub init: InitSystem,
+    /// [`SystemConfig::keep_runtime_config`]: stage 1 applies the run-time configuration of
+    /// a systemd root itself and removes it afterwards unless this is set.
+    #[serde(default)]
+    pub keep_runtime_config: bool,
 }
 
 /// A supervised service.
@@ -265,6 +273,43 @@ pub struct RuntimeConfig {
     /// Files written into the root filesystem (parents created 0755, owned by root).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<RuntimeFile>,
+}
+
+/// [`crate::rootfs_paths::RUNTIME_CONFIG_APPLIED`] in the root: what oa-init wrote from the
+/// run-time configuration, so that what a later configuration no longer asks for is taken
+/// back (the configuration is the desired state). Written and read by oa-init only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeApplied {
+    /// Absolute path inside the root -> what oa-init wrote there.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, AppliedFile>,
+}
+
+/// One file of [`RuntimeApplied`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedFile {
+    /// sha256 (hex) of the content oa-init wrote: a file that no longer has it was changed
+    /// by someone else and is left alone.
+    pub sha256: String,
+    /// The file that was there before oa-init first wrote it (restored when the path is no
+    /// longer asked for); None: there was none (the file is removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<PreviousFile>,
+}
+
+/// A file as it was before oa-init replaced it ([`AppliedFile::before`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousFile {
+    /// sha256 (hex) of the content.
+    pub sha256: String,
+    /// The content, hex-encoded (it may not be text).
+    pub content_hex: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// One file of [`RuntimeConfig::files`].

@@ -63,6 +63,12 @@ pub mod rootfs_paths {
     pub const INIT: &str = "usr/lib/oa/oa-init";
     /// JSON [`crate::config::SystemConfig`] written by the builder (hostname, services).
     pub const SYSTEM_CONFIG: &str = "etc/oa/system.json";
+    /// oa-init's own state in the root; it persists whenever persistence is on (stage 1 adds
+    /// it to `[persistence] paths` when the profile lists some).
+    pub const OA_STATE: &str = "var/lib/oa";
+    /// JSON [`crate::config::RuntimeApplied`]: what the run-time configuration wrote, so that
+    /// what a later configuration drops is removed (or the previous file restored).
+    pub const RUNTIME_CONFIG_APPLIED: &str = "var/lib/oa/runtime-config.applied.json";
 }
 
 /// Mount points oa-init uses; they stay visible after switch_root under `/run/oa`.

@@ -15,6 +15,7 @@ mod persist;
 mod process;
 mod rootimage;
 mod runtime_config;
+mod safe_fs;
 mod shutdown;
 mod signals;
 mod stage1;

@@ -65,12 +65,22 @@ mod ioctls {
     nix::ioctl_write_int_bad!(tiocsctty, nix::libc::TIOCSCTTY);
 }
 
+/// What a forked child must not inherit from PID 1, undone before exec: PID 1's panic hook
+/// (it would open the emergency shell in the child), the blocked signals PID 1 reads through
+/// its signalfd, and the dispositions exec keeps (an ignored signal stays ignored: Rust
+/// ignores SIGPIPE).
+pub fn reset_inherited_state() {
+    let _ = std::panic::take_hook();
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    for s in crate::signals::HANDLED.iter().chain(&[Signal::SIGPIPE]) {
+        // SAFETY: a default disposition installs no handler (no code of ours runs on it).
+        let _ = unsafe { nix::sys::signal::signal(*s, nix::sys::signal::SigHandler::SigDfl) };
+    }
+}
+
 /// In the child: set up and exec. Never returns.
 fn child(cmd: &Command) -> ! {
-    // PID 1 blocks the signals it reads via signalfd, and Rust ignores SIGPIPE: undo both.
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    // SAFETY: setting a default disposition installs no handler; we are single-threaded.
-    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    reset_inherited_state();
     let _ = nix::unistd::setsid();
     match &cmd.stdio {
         Stdio::Console => {
@@ -124,4 +134,39 @@ pub fn console_tty() -> PathBuf {
         .and_then(|s| s.split_whitespace().last().map(|n| PathBuf::from("/dev").join(n)))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from(CONSOLE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::SigHandler;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static HOOK_RAN: AtomicBool = AtomicBool::new(false);
+
+    /// The reset a child does before exec: PID 1's panic hook is gone, no signal is blocked,
+    /// SIGPIPE (ignored by Rust) is back to its default. Run on this test's own thread (the
+    /// signal mask is per thread).
+    #[test]
+    fn children_do_not_inherit_the_hook_the_mask_or_ignored_signals() {
+        std::panic::set_hook(Box::new(|_| HOOK_RAN.store(true, Ordering::SeqCst)));
+        let mut m = SigSet::empty();
+        m.add(Signal::SIGUSR1);
+        m.add(Signal::SIGTERM);
+        m.thread_block().unwrap();
+        // SAFETY: SIG_IGN installs no handler.
+        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }.unwrap();
+
+        reset_inherited_state();
+
+        let blocked = SigSet::thread_get_mask().unwrap();
+        assert!(!blocked.contains(Signal::SIGUSR1) && !blocked.contains(Signal::SIGTERM));
+        // SAFETY: SIG_DFL installs no handler; the previous disposition is what is checked.
+        let prev = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }.unwrap();
+        assert_eq!(prev, SigHandler::SigDfl);
+        assert!(std::panic::catch_unwind(|| panic!("in a child")).is_err());
+        assert!(!HOOK_RAN.load(Ordering::SeqCst), "PID 1's panic hook ran after the reset");
+        // SAFETY: as above; the test binary ignores SIGPIPE again as Rust set it up.
+        let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    }
 }

@@ -8,14 +8,15 @@
 //! /sysroot before switch_root instead. [`apply`] takes the root folder, so it is tested on a
 //! temporary folder.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::Instant;
 
-use oa_contract::config::RuntimeConfig;
-use oa_contract::mounts as mp;
+use oa_contract::config::{AppliedFile, PreviousFile, RuntimeApplied, RuntimeConfig};
+use oa_contract::{mounts as mp, rootfs_paths};
 
 use crate::console;
+use crate::safe_fs::{self, Dir, FsError};
 
 /// A configuration larger than this is refused (it is held in RAM and is meant to be small).
 pub const MAX_BYTES: u64 = 1 << 20;
@@ -61,7 +62,7 @@ fn fetch_inner(
         let url = crate::net::http::Url::parse(source)?;
         net_up().map_err(|e| format!("bring the network up: {e}"))?;
         let partial = dest.with_extension("json.partial");
-        let got = crate::net::http::download(&url, &partial).map_err(|e| e.to_string());
+        let got = crate::net::http::download_at_most(&url, &partial, MAX_BYTES).map_err(|e| e.to_string());
         let text = got.and_then(|got| {
             if got.bytes > MAX_BYTES {
                 return Err(format!(
@@ -84,8 +85,27 @@ fn fetch_inner(
     };
     let cfg = RuntimeConfig::parse(&text).map_err(|e| format!("not a valid run-time configuration: {e}"))?;
     let json = serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())?;
-    std::fs::write(dest, json + "\n").map_err(|e| format!("write {}: {e}", dest.display()))?;
+    write_private(dest, (json + "\n").as_bytes())?;
     Ok(cfg)
+}
+
+/// Create `path` 0600 (root's, as oa-init runs as root) with `data`: the mode is given to
+/// O_CREAT, so the content is never readable by others, not even for a moment.
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("remove the old {}: {e}", path.display())),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    f.write_all(data).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 /// Stage 2: the configuration stage 1 left, if any (a damaged file is warned about).
@@ -103,43 +123,262 @@ pub fn load() -> Option<RuntimeConfig> {
 /// What [`apply`] did, and what it could not do (each a warning; the boot goes on).
 #[derive(Debug, Default)]
 pub struct Applied {
+    /// What was written (or taken back) this time; empty when the root already matched.
     pub done: Vec<String>,
+    /// What was already as asked.
+    pub unchanged: usize,
     pub failed: Vec<String>,
+}
+
+/// A file the configuration asks for: its path inside the root, content, mode and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Want {
+    path: String,
+    content: Vec<u8>,
+    mode: u32,
+    owner: (u32, u32),
+    /// For messages (`hostname h`, `/home/u/.ssh/authorized_keys (2 keys)`, the path).
+    what: String,
+    /// An authorized_keys file: its home (created 0700 for the user when missing) and
+    /// `~/.ssh` (0700, the user's) are set up first.
+    ssh_home: Option<String>,
 }
 
 /// Apply `cfg` to the root filesystem at `root` (`/` in stage 2, /sysroot in stage 1): the
 /// hostname to `etc/hostname` (setting the kernel's hostname is the caller's job), each user's
-/// `~/.ssh/authorized_keys` (home from `etc/passwd`), the files.
+/// `~/.ssh/authorized_keys` (home from `etc/passwd`), the files. The configuration is the
+/// desired state: what an earlier one wrote and this one no longer asks for is removed (or the
+/// file that was there before is put back), as recorded in
+/// [`rootfs_paths::RUNTIME_CONFIG_APPLIED`]; a file changed since oa wrote it is left alone.
+/// Nothing is written through a symbolic link (see safe_fs.rs).
 pub fn apply(root: &Path, cfg: &RuntimeConfig) -> Applied {
     let mut a = Applied::default();
-    if let Some(h) = &cfg.hostname {
-        match write_file(&root.join("etc/hostname"), format!("{h}\n").as_bytes(), 0o644) {
-            Ok(()) => a.done.push(format!("hostname {h}")),
-            Err(e) => a.failed.push(format!("hostname: {e}")),
+    let dir = match Dir::open_root(root) {
+        Ok(d) => d,
+        Err(e) => {
+            a.failed.push(e.to_string());
+            return a;
         }
-    }
-    if !cfg.ssh_authorized_keys.is_empty() {
-        let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-        for (user, keys) in &cfg.ssh_authorized_keys {
-            match authorized_keys(root, &passwd, user, keys) {
-                Ok(p) => a.done.push(format!("{p} ({} key{})", keys.len(), if keys.len() == 1 { "" } else { "s" })),
-                Err(e) => a.failed.push(format!("authorized keys of {user}: {e}")),
+    };
+    let mut applied = load_applied(&dir, &mut a);
+    let before = applied.clone();
+    let wants = wanted(&dir, cfg, &mut a);
+    for w in &wants {
+        match apply_one(&dir, w, applied.files.get(&w.path)) {
+            Ok(None) => a.unchanged += 1,
+            Ok(Some(entry)) => {
+                applied.files.insert(w.path.clone(), entry);
+                a.done.push(w.what.clone());
             }
+            Err(e) => a.failed.push(format!("{}: {e}", w.what)),
         }
     }
-    for f in &cfg.files {
-        let r = f.mode_bits().and_then(|mode| write_file(&inside(root, &f.path), f.content.as_bytes(), mode));
-        match r {
-            Ok(()) => a.done.push(f.path.clone()),
-            Err(e) => a.failed.push(format!("file {}: {e}", f.path)),
+    let gone: Vec<String> = applied.files.keys().filter(|p| !wants.iter().any(|w| &w.path == *p)).cloned().collect();
+    for path in gone {
+        let entry = applied.files.remove(&path).expect("a key of the map");
+        match take_back(&dir, &path, &entry) {
+            Ok(Some(done)) => a.done.push(done),
+            Ok(None) => {}
+            Err(e) => a.failed.push(format!("{path} (no longer in the configuration): {e}")),
+        }
+    }
+    if applied != before {
+        if let Err(e) = save_applied(&dir, &applied) {
+            a.failed.push(format!("/{}: {e}", rootfs_paths::RUNTIME_CONFIG_APPLIED));
         }
     }
     a
 }
 
-/// `path` (absolute, checked by [`RuntimeConfig::validate`]) inside `root`.
-fn inside(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
+/// The files `cfg` asks for, in order (a later one for the same path wins); what cannot be
+/// had (an unknown user, a bad home) is a failure.
+fn wanted(dir: &Dir, cfg: &RuntimeConfig, a: &mut Applied) -> Vec<Want> {
+    let mut w = Vec::new();
+    if let Some(h) = &cfg.hostname {
+        w.push(Want {
+            path: "/etc/hostname".into(),
+            content: format!("{h}\n").into_bytes(),
+            mode: 0o644,
+            owner: (0, 0),
+            what: format!("hostname {h}"),
+            ssh_home: None,
+        });
+    }
+    if !cfg.ssh_authorized_keys.is_empty() {
+        let passwd = match safe_fs::parent_of(dir, "/etc/passwd", false) {
+            Ok(Some((etc, name))) => etc.read_file(name, MAX_BYTES).map(|f| f.map(|(d, _)| d)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let passwd = match passwd {
+            Ok(p) => String::from_utf8_lossy(&p.unwrap_or_default()).into_owned(),
+            Err(e) => {
+                a.failed.push(format!("authorized keys: {e}"));
+                String::new()
+            }
+        };
+        for (user, keys) in &cfg.ssh_authorized_keys {
+            let Some((uid, gid, home)) = passwd_entry(&passwd, user) else {
+                a.failed.push(format!("authorized keys of {user}: no user {user} in /etc/passwd"));
+                continue;
+            };
+            if safe_fs::components(&home).is_err() || !home.starts_with('/') {
+                a.failed.push(format!("authorized keys of {user}: home {home:?} is not a plain absolute path"));
+                continue;
+            }
+            let home = format!("/{}", safe_fs::components(&home).unwrap_or_default().join("/"));
+            let path = format!("{}/.ssh/authorized_keys", home.trim_end_matches('/'));
+            let n = keys.len();
+            w.push(Want {
+                path: path.clone(),
+                content: keys.iter().map(|k| format!("{}\n", k.trim())).collect::<String>().into_bytes(),
+                mode: 0o600,
+                owner: (uid, gid),
+                what: format!("{path} ({n} key{})", if n == 1 { "" } else { "s" }),
+                ssh_home: Some(home),
+            });
+        }
+    }
+    for f in &cfg.files {
+        match f.mode_bits() {
+            Ok(mode) => w.push(Want {
+                path: f.path.clone(),
+                content: f.content.clone().into_bytes(),
+                mode,
+                owner: (0, 0),
+                what: f.path.clone(),
+                ssh_home: None,
+            }),
+            Err(e) => a.failed.push(format!("file {}: {e}", f.path)),
+        }
+    }
+    // A later entry for the same path wins.
+    let mut out: Vec<Want> = Vec::new();
+    for x in w {
+        out.retain(|o| o.path != x.path);
+        out.push(x);
+    }
+    out
+}
+
+/// Make `w.path` hold what is wanted. None: it already did (and the record says oa wrote it);
+/// else the record of what was written.
+fn apply_one(dir: &Dir, w: &Want, prev: Option<&AppliedFile>) -> Result<Option<AppliedFile>, FsError> {
+    let folder = match &w.ssh_home {
+        Some(home) => ssh_dir(dir, home, w.owner)?,
+        None => {
+            safe_fs::parent_of(dir, &w.path, true)?.map(|(d, _)| d).ok_or_else(|| FsError::BadPath(w.path.clone()))?
+        }
+    };
+    let name = w.path.rsplit('/').next().unwrap_or_default();
+    let current = folder.read_file(name, MAX_BYTES)?;
+    let sha = sha256_hex(&w.content);
+    if let (Some((data, meta)), Some(p)) = (&current, prev) {
+        if data == &w.content && p.sha256 == sha && meta.mode == w.mode && (meta.uid, meta.gid) == w.owner {
+            return Ok(None);
+        }
+    }
+    // What was there before oa first wrote this path: kept from the record, else read now.
+    let before = match prev {
+        Some(p) => p.before.clone(),
+        None => current.map(|(data, m)| PreviousFile {
+            sha256: sha256_hex(&data),
+            content_hex: crate::rootimage::hex(&data),
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+        }),
+    };
+    folder.write_file(name, &w.content, w.mode, Some(w.owner))?;
+    Ok(Some(AppliedFile { sha256: sha, before }))
+}
+
+/// `home` (created 0700 for the user when missing) and its `.ssh` (0700, the user's), every
+/// component opened without following links; the mode and owner of `.ssh` are set on its
+/// descriptor.
+fn ssh_dir(dir: &Dir, home: &str, owner: (u32, u32)) -> Result<Dir, FsError> {
+    let comps = safe_fs::components(home)?;
+    let (last, parents) = comps.split_last().ok_or_else(|| FsError::BadPath(home.to_string()))?;
+    let parent = dir.walk(&parents.join("/"), true)?.ok_or_else(|| FsError::BadPath(home.to_string()))?;
+    let (home, _) = parent.open_or_create_dir(last, 0o700, Some(owner))?;
+    let (ssh, _) = home.open_or_create_dir(".ssh", 0o700, Some(owner))?;
+    let m = ssh.meta()?;
+    if m.mode != 0o700 || (m.uid, m.gid) != owner {
+        ssh.set_meta(0o700, Some(owner))?;
+    }
+    Ok(ssh)
+}
+
+/// A path an earlier configuration wrote and this one does not ask for: remove it, or put
+/// back the file that was there, when it still holds what oa wrote; else leave it (warned).
+fn take_back(dir: &Dir, path: &str, entry: &AppliedFile) -> Result<Option<String>, String> {
+    let Some((folder, name)) = safe_fs::parent_of(dir, path, false).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let current = folder.read_file(name, MAX_BYTES).map_err(|e| format!("{e}; left as it is"))?;
+    let Some((data, _)) = current else { return Ok(None) };
+    if sha256_hex(&data) != entry.sha256 {
+        return Err("changed since oa-init wrote it; left as it is".into());
+    }
+    match &entry.before {
+        None => {
+            folder.remove_file(name).map_err(|e| e.to_string())?;
+            Ok(Some(format!("removed {path}")))
+        }
+        Some(b) => {
+            let content = unhex(&b.content_hex).filter(|c| sha256_hex(c) == b.sha256).ok_or_else(|| {
+                format!(
+                    "the previous content recorded in /{} is damaged; left as it is",
+                    rootfs_paths::RUNTIME_CONFIG_APPLIED
+                )
+            })?;
+            folder.write_file(name, &content, b.mode, Some((b.uid, b.gid))).map_err(|e| e.to_string())?;
+            Ok(Some(format!("restored {path}")))
+        }
+    }
+}
+
+fn load_applied(dir: &Dir, a: &mut Applied) -> RuntimeApplied {
+    let shown = format!("/{}", rootfs_paths::RUNTIME_CONFIG_APPLIED);
+    let read = safe_fs::parent_of(dir, rootfs_paths::RUNTIME_CONFIG_APPLIED, false)
+        .and_then(|p| p.map(|(d, name)| d.read_file(name, 4 * MAX_BYTES)).transpose());
+    match read {
+        Ok(Some(Some((data, _)))) => match serde_json::from_slice(&data) {
+            Ok(m) => m,
+            Err(e) => {
+                a.failed.push(format!("{shown}: {e} (what earlier configurations wrote is not taken back)"));
+                RuntimeApplied::default()
+            }
+        },
+        Ok(_) => RuntimeApplied::default(),
+        Err(e) => {
+            a.failed.push(format!("{shown}: {e}"));
+            RuntimeApplied::default()
+        }
+    }
+}
+
+fn save_applied(dir: &Dir, m: &RuntimeApplied) -> Result<(), String> {
+    let (d, name) = safe_fs::parent_of(dir, rootfs_paths::RUNTIME_CONFIG_APPLIED, true)
+        .map_err(|e| e.to_string())?
+        .ok_or("no folder")?;
+    if m.files.is_empty() {
+        return d.remove_file(name).map_err(|e| e.to_string());
+    }
+    let json = serde_json::to_string_pretty(m).map_err(|e| e.to_string())? + "\n";
+    d.write_file(name, json.as_bytes(), 0o600, Some((0, 0))).map_err(|e| e.to_string())
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    crate::rootimage::hex(&sha2::Sha256::digest(data))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() & 1 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// A user's entry of /etc/passwd: uid, gid, home.
@@ -154,55 +393,17 @@ fn passwd_entry(passwd: &str, user: &str) -> Option<(u32, u32, String)> {
     })
 }
 
-fn authorized_keys(root: &Path, passwd: &str, user: &str, keys: &[String]) -> Result<String, String> {
-    let (uid, gid, home) = passwd_entry(passwd, user).ok_or_else(|| format!("no user {user} in /etc/passwd"))?;
-    if !home.starts_with('/') || home.split('/').any(|c| c == "..") {
-        return Err(format!("home {home:?} of {user} is not an absolute path"));
+/// Remove [`mp::RUNTIME_CONFIG`] once it was applied, unless the profile keeps it
+/// (`[init] keep_runtime_config`): it may hold secrets.
+pub fn discard(keep: bool) {
+    if keep {
+        return;
     }
-    let home_dir = inside(root, &home);
-    let ssh = home_dir.join(".ssh");
-    let chown = |p: &Path| {
-        nix::unistd::chown(p, Some(uid.into()), Some(gid.into())).map_err(|e| format!("chown {}: {e}", p.display()))
-    };
-    if !home_dir.exists() {
-        std::fs::create_dir_all(&home_dir).map_err(|e| format!("create {}: {e}", home_dir.display()))?;
-        std::fs::set_permissions(&home_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("chmod {}: {e}", home_dir.display()))?;
-        chown(&home_dir)?;
+    match std::fs::remove_file(mp::RUNTIME_CONFIG) {
+        Ok(()) => console::debug(&format!("{} removed (applied)", mp::RUNTIME_CONFIG)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => console::warn(&format!("remove {}: {e} (it stays readable by root only)", mp::RUNTIME_CONFIG)),
     }
-    std::fs::create_dir_all(&ssh).map_err(|e| format!("create {}: {e}", ssh.display()))?;
-    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("chmod {}: {e}", ssh.display()))?;
-    chown(&ssh)?;
-    let file = ssh.join("authorized_keys");
-    let text: String = keys.iter().map(|k| format!("{}\n", k.trim())).collect();
-    write_file(&file, text.as_bytes(), 0o600)?;
-    chown(&file)?;
-    Ok(format!("{}/.ssh/authorized_keys", home.trim_end_matches('/')))
-}
-
-/// Write `data` to `path` with `mode` (parents created 0755): a temporary file renamed over it.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
-    use std::io::Write;
-    let parent = path.parent().ok_or_else(|| format!("{} has no parent folder", path.display()))?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-    let name = path.file_name().ok_or_else(|| format!("{} names no file", path.display()))?;
-    let tmp = parent.join(format!(".{}.oa-tmp", name.to_string_lossy()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| format!("create {}: {e}", tmp.display()))?;
-    f.write_all(data).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    // The umask may have taken bits away.
-    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("rename to {}: {e}", path.display())
-    })
 }
 
 /// Print what [`apply`] did: one stage line, a warning per failure.
@@ -210,7 +411,12 @@ pub fn report(where_: &str, a: &Applied) {
     for f in &a.failed {
         console::warn(&format!("run-time configuration: {f}"));
     }
-    let what = if a.done.is_empty() { "nothing".to_string() } else { a.done.join(", ") };
+    let what = match (a.done.is_empty(), a.unchanged) {
+        (true, 0) => "nothing".to_string(),
+        (true, n) => format!("nothing changed ({n} already as asked)"),
+        (false, 0) => a.done.join(", "),
+        (false, n) => format!("{} ({n} already as asked)", a.done.join(", ")),
+    };
     console::stage(
         "config",
         &format!(
@@ -223,7 +429,8 @@ pub fn report(where_: &str, a: &Applied) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::PathBuf;
 
     fn no_network() -> crate::error::Result<()> {
         panic!("these tests do not bring the network up")
@@ -270,9 +477,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("etc/app/app.conf")).unwrap(), "a=1\n");
         assert_eq!(mode(&root.join("etc/app/app.conf")), 0o640);
         assert_eq!(mode(&root.join("etc/motd")), 0o644);
-        // Applying again replaces the files (no leftovers).
+        // Applying again changes nothing, and says so (no leftovers).
         let a = apply(&root, &cfg);
-        assert_eq!(a.done.len(), 4);
+        assert!(a.done.is_empty(), "{:?}", a.done);
+        assert_eq!(a.unchanged, 4);
         assert_eq!(
             std::fs::read_dir(root.join("etc"))
                 .unwrap()
@@ -305,6 +513,121 @@ mod tests {
         assert!(fetch_inner(root.join("missing.json").to_str().unwrap(), &dest, &mut no_network)
             .unwrap_err()
             .contains("missing.json"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn user_root(name: &str) -> PathBuf {
+        let root = tempdir(name);
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1000::/home/web:/bin/sh\n")
+            .unwrap();
+        std::fs::write(root.join("etc/hostname"), "image\n").unwrap();
+        std::fs::write(root.join("etc/motd"), "from the image\n").unwrap();
+        root
+    }
+
+    /// Every regular file under `root` (path, content, mode, owner), the comparison of trees.
+    fn tree(root: &Path) -> Vec<(String, Vec<u8>, u32, u32)> {
+        fn walk(root: &Path, d: &Path, out: &mut Vec<(String, Vec<u8>, u32, u32)>) {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                if m.is_dir() {
+                    walk(root, &p, out);
+                } else {
+                    let rel = p.strip_prefix(root).unwrap().display().to_string();
+                    out.push((rel, std::fs::read(&p).unwrap(), m.mode() & 0o7777, m.uid()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(root, root, &mut out);
+        out.sort();
+        out
+    }
+
+    fn cfg(json: &str) -> RuntimeConfig {
+        RuntimeConfig::parse(json).unwrap()
+    }
+
+    #[test]
+    fn a_linked_ssh_folder_is_refused_and_its_target_untouched() {
+        let root = user_root("sshlink");
+        std::fs::create_dir_all(root.join("home/web")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("home/web/.ssh")).unwrap();
+        let before = std::fs::metadata("/etc").unwrap();
+        let a = apply(&root, &cfg(r#"{"ssh_authorized_keys": {"web": ["ssh-ed25519 AAAA k"]}}"#));
+        assert_eq!(a.failed.len(), 1, "{:?}", a);
+        assert!(a.failed[0].contains("/home/web/.ssh is a symbolic link: refused"), "{:?}", a.failed);
+        let after = std::fs::metadata("/etc").unwrap();
+        assert_eq!((after.uid(), after.mode()), (before.uid(), before.mode()));
+        assert!(!Path::new("/etc/authorized_keys").exists());
+        // A file entry through a linked folder, or a link as the file, is refused as well.
+        std::os::unix::fs::symlink(std::env::temp_dir(), root.join("etc/out")).unwrap();
+        let a = apply(&root, &cfg(r#"{"files": [{"path": "/etc/out/x", "content": "x"}]}"#));
+        assert!(a.failed[0].contains("/etc/out is a symbolic link"), "{:?}", a.failed);
+        std::fs::remove_file(root.join("etc/hostname")).unwrap();
+        std::os::unix::fs::symlink(root.join("etc/motd"), root.join("etc/hostname")).unwrap();
+        let a = apply(&root, &cfg(r#"{"hostname": "h"}"#));
+        assert!(a.failed[0].contains("/etc/hostname is a symbolic link"), "{:?}", a.failed);
+        assert_eq!(std::fs::read_to_string(root.join("etc/motd")).unwrap(), "from the image\n");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_config_is_the_desired_state() {
+        let old = cfg(r#"{"hostname": "h1", "ssh_authorized_keys": {"web": ["k1", "k2"]},
+                "files": [{"path": "/etc/motd", "content": "old\n"}, {"path": "/etc/app.conf", "content": "a\n", "mode": "0600"}]}"#);
+        let new =
+            cfg(r#"{"ssh_authorized_keys": {"web": ["k2"]}, "files": [{"path": "/etc/app.conf", "content": "b\n"}]}"#);
+        let empty = cfg("{}");
+        let pristine = user_root("pristine");
+        let image = tree(&pristine);
+        // apply(new) after apply(old) = apply(new) on a fresh root.
+        let r1 = user_root("old-new");
+        apply(&r1, &old);
+        let a = apply(&r1, &new);
+        assert!(a.failed.is_empty(), "{:?}", a.failed);
+        assert!(a.done.contains(&"restored /etc/hostname".to_string()), "{:?}", a.done);
+        assert!(a.done.contains(&"restored /etc/motd".to_string()), "{:?}", a.done);
+        let r2 = user_root("new");
+        apply(&r2, &new);
+        assert_eq!(tree(&r1), tree(&r2));
+        assert_eq!(std::fs::read_to_string(r1.join("home/web/.ssh/authorized_keys")).unwrap(), "k2\n");
+        // Twice = once: the second reports nothing changed.
+        let a = apply(&r1, &new);
+        assert!(a.done.is_empty() && a.failed.is_empty(), "{a:?}");
+        // Dropping everything gives the image back (files only: folders oa made stay).
+        let a = apply(&r1, &empty);
+        assert!(a.done.contains(&"removed /home/web/.ssh/authorized_keys".to_string()), "{:?}", a.done);
+        assert_eq!(tree(&r1), image);
+        // A file changed since oa wrote it is left alone (with a warning).
+        apply(&r2, &old);
+        std::fs::write(r2.join("etc/app.conf"), "mine\n").unwrap();
+        let a = apply(&r2, &empty);
+        assert_eq!(a.failed.len(), 1, "{a:?}");
+        assert!(a.failed[0].contains("/etc/app.conf") && a.failed[0].contains("changed since"), "{:?}", a.failed);
+        assert_eq!(std::fs::read_to_string(r2.join("etc/app.conf")).unwrap(), "mine\n");
+        // The record is root's and private.
+        apply(&r2, &old);
+        assert_eq!(mode(&r2.join(rootfs_paths::RUNTIME_CONFIG_APPLIED)), 0o600);
+        for r in [pristine, r1, r2] {
+            std::fs::remove_dir_all(&r).unwrap();
+        }
+    }
+
+    #[test]
+    fn what_stage_1_leaves_is_private() {
+        let root = tempdir("private");
+        let dest = root.join("run/config.json");
+        let src = root.join("machine.json");
+        std::fs::write(&src, r#"{"files": [{"path": "/etc/secret", "content": "s", "mode": "0600"}]}"#).unwrap();
+        // An old world-readable file is not reused.
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, "old").unwrap();
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+        fetch_with(src.to_str().unwrap(), &dest, &mut no_network).unwrap();
+        assert_eq!(mode(&dest), 0o600);
+        assert_eq!(std::fs::metadata(&dest).unwrap().uid(), nix::unistd::getuid().as_raw());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

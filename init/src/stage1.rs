@@ -150,7 +150,12 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
 
     // 6. Mount lower (squashfs), rw (tmpfs unless persistent), overlay.
     let t = Instant::now();
-    let paths = if persistent { crate::persist::persisted_paths() } else { Vec::new() };
+    let mut paths = if persistent { crate::persist::persisted_paths() } else { Vec::new() };
+    // What the run-time configuration wrote (var/lib/oa) persists whenever what it wrote can,
+    // so that a key a later configuration drops is taken back.
+    if !paths.is_empty() {
+        paths.push(format!("/{}", rootfs_paths::OA_STATE));
+    }
     assemble(&root, persistent, &paths).step("assemble the root filesystem", HINT_SHELL)?;
     let rw_kind = if persistent { "persistent state (btrfs on LUKS2)" } else { "tmpfs" };
     console::stage(
@@ -177,6 +182,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     // systemd does not read /run/oa/config.json: apply it to the new root here.
     if let (Some(rc), true) = (&runtime, systemd_root) {
         crate::runtime_config::report(mp::SYSROOT, &crate::runtime_config::apply(sysroot, rc));
+        crate::runtime_config::discard(keep_runtime_config(sysroot));
     }
     switch_root::switch_root(sysroot).step("switch_root", HINT_SHELL)?;
     emergency::set_stage(2);
@@ -335,6 +341,14 @@ fn next_init(sysroot: &Path) -> Result<(String, Vec<String>)> {
         return Err(Error::Unexpected { what: inside.display().to_string(), why: "missing in the root image".into() });
     }
     Ok((init, argv))
+}
+
+/// `keep_runtime_config` of the new root's system.json (read leniently, like [`next_init`]).
+fn keep_runtime_config(sysroot: &Path) -> bool {
+    std::fs::read_to_string(sysroot.join(rootfs_paths::SYSTEM_CONFIG))
+        .ok()
+        .and_then(|t| serde_json::from_str::<SystemInit>(&t).ok())
+        .is_some_and(|s| s.keep_runtime_config)
 }
 
 fn exec(init: &str, argv: &[String]) -> Result<std::convert::Infallible> {

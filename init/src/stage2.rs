@@ -61,11 +61,16 @@ fn boot() -> std::result::Result<(), Failure> {
             .step("start systemd", HINT)?;
         match never {}
     }
+    // From here on PID 1 is oa-init for good: the signals are read through a signalfd from
+    // now, before anything is forked, so that a shutdown signal sent early is not lost.
+    let signals = Signals::install().step("install signal handling", HINT)?;
     mount_dev_extras().step("mount /dev/pts and /dev/shm", HINT)?;
     let mut cfg = cfg;
-    // oa.config= (left by stage 1): applied over the profile before the services start.
+    // oa.config= (left by stage 1): applied over the profile before the services start, then
+    // removed (it may hold secrets) unless the profile keeps it.
     if let Some(rc) = crate::runtime_config::load() {
         crate::runtime_config::report("/", &crate::runtime_config::apply(Path::new("/"), &rc));
+        crate::runtime_config::discard(cfg.keep_runtime_config);
         if let Some(h) = rc.hostname {
             cfg.hostname = h;
         }
@@ -73,7 +78,6 @@ fn boot() -> std::result::Result<(), Failure> {
     if !cfg.hostname.is_empty() {
         nix::unistd::sethostname(&cfg.hostname).sys("sethostname", &cfg.hostname).step("set the hostname", HINT)?;
     }
-    let signals = Signals::install().step("install signal handling", HINT)?;
 
     let mut units = Vec::new();
     for s in &cfg.services {

@@ -173,6 +173,7 @@ partial_section! {
         pub system: Option<InitSystem>,
         pub console_shell: Option<bool>,
         pub emergency_shell: Option<bool>,
+        pub keep_runtime_config: Option<bool>,
     }
 }
 
@@ -390,6 +391,8 @@ pub struct Init {
     pub system: InitSystem,
     pub console_shell: bool,
     pub emergency_shell: bool,
+    /// Keep /run/oa/config.json after applying it (default: removed, it may hold secrets).
+    pub keep_runtime_config: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -478,6 +481,7 @@ impl From<&Profile> for PartialProfile {
                 system: Some(p.init.system),
                 console_shell: Some(p.init.console_shell),
                 emergency_shell: Some(p.init.emergency_shell),
+                keep_runtime_config: Some(p.init.keep_runtime_config),
             },
             services: p
                 .services

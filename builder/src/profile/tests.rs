@@ -357,7 +357,10 @@ fn defaults() {
     assert_eq!((p.arch, p.base), (Arch::X86_64, Base::Busybox));
     assert_eq!(p.kernel.package, "linux-image-amd64");
     assert!(p.kernel.cmdline.is_empty() && p.kernel.modules.is_empty() && p.overlays.is_empty());
-    assert_eq!(p.init, Init { system: InitSystem::Oa, console_shell: true, emergency_shell: true });
+    assert_eq!(
+        p.init,
+        Init { system: InitSystem::Oa, console_shell: true, emergency_shell: true, keep_runtime_config: false }
+    );
     assert_eq!(p.qemu, Qemu { memory_mib: 512, cpus: 1 });
     assert!(p.services.is_empty());
 }

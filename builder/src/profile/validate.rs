@@ -527,6 +527,7 @@ pub(crate) fn finalize(
             system: merged.init.system.unwrap_or_default(),
             console_shell: merged.init.console_shell.unwrap_or(true),
             emergency_shell: merged.init.emergency_shell.unwrap_or(true),
+            keep_runtime_config: merged.init.keep_runtime_config.unwrap_or(false),
         },
         services,
         qemu: Qemu {

@@ -14,6 +14,11 @@ use crate::error::{Error, IoContext, Result};
 
 const ATTEMPTS: u32 = 5;
 const CHUNK: usize = 1 << 20;
+/// Bounds on what a server sends before the body: one line of the head, the number of
+/// lines, and the whole head. A response over any of them is refused, not buffered.
+pub const MAX_LINE: usize = 8 << 10;
+pub const MAX_LINES: usize = 100;
+pub const MAX_HEAD: usize = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
@@ -65,9 +70,16 @@ pub fn parse_head(lines: &[String]) -> std::result::Result<Head, String> {
         let Some((k, v)) = l.split_once(':') else { continue };
         let v = v.trim();
         match k.trim().to_ascii_lowercase().as_str() {
-            "content-length" => h.length = Some(v.parse().map_err(|_| format!("bad Content-Length {v:?}"))?),
+            "content-length" => {
+                let n = number(v).ok_or_else(|| format!("bad Content-Length {v:?}"))?;
+                if h.length.is_some_and(|l| l != n) {
+                    return Err("two different Content-Length headers".into());
+                }
+                h.length = Some(n);
+            }
             "content-range" => {
-                h.range_start = v.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.parse().ok())
+                let start = v.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(number);
+                h.range_start = Some(start.ok_or_else(|| format!("bad Content-Range {v:?}"))?);
             }
             "transfer-encoding" if !v.eq_ignore_ascii_case("identity") => {
                 return Err(format!("Transfer-Encoding {v} is not supported"))
@@ -76,6 +88,52 @@ pub fn parse_head(lines: &[String]) -> std::result::Result<Head, String> {
         }
     }
     Ok(h)
+}
+
+/// A decimal number that fits a u64 (at most 20 digits), nothing else: no
+/// sign, no spaces, no `+`.
+fn number(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Read the response head (status line and headers, up to the empty line), bounded by
+/// [`MAX_LINE`], [`MAX_LINES`] and [`MAX_HEAD`].
+pub fn read_head(r: &mut impl BufRead) -> std::result::Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let mut l = Vec::new();
+        let n = r
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut l)
+            .map_err(|e| format!("read response head: {e}"))?;
+        if n == 0 {
+            return Err("connection closed in the response head".into());
+        }
+        if n > MAX_LINE {
+            return Err(format!("a line of the response head is longer than {MAX_LINE} bytes"));
+        }
+        if !l.ends_with(b"\n") {
+            return Err("connection closed in the response head".into());
+        }
+        total += n;
+        if total > MAX_HEAD {
+            return Err(format!("the response head is longer than {MAX_HEAD} bytes"));
+        }
+        let l = String::from_utf8(l).map_err(|_| "the response head is not text".to_string())?;
+        let l = l.trim_end().to_string();
+        if l.is_empty() {
+            return Ok(lines);
+        }
+        if lines.len() >= MAX_LINES {
+            return Err(format!("the response head has more than {MAX_LINES} lines"));
+        }
+        lines.push(l);
+    }
 }
 
 pub struct Fetched {
@@ -91,7 +149,7 @@ struct Partial {
     hash: Sha256,
 }
 
-fn attempt(url: &Url, p: &mut Partial) -> std::result::Result<Option<u64>, String> {
+fn attempt(url: &Url, p: &mut Partial, max: u64) -> std::result::Result<Option<u64>, String> {
     let addr = SocketAddr::from((url.host, url.port));
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
@@ -103,22 +161,7 @@ fn attempt(url: &Url, p: &mut Partial) -> std::result::Result<Option<u64>, Strin
     );
     s.write_all(req.as_bytes()).map_err(|e| format!("send request: {e}"))?;
     let mut r = BufReader::with_capacity(CHUNK, s);
-    let mut lines = Vec::new();
-    loop {
-        let mut l = String::new();
-        let n = r.read_line(&mut l).map_err(|e| format!("read response head: {e}"))?;
-        if n == 0 {
-            return Err("connection closed in the response head".into());
-        }
-        let l = l.trim_end().to_string();
-        if l.is_empty() {
-            break;
-        }
-        if lines.len() > 100 {
-            return Err("response head too long".into());
-        }
-        lines.push(l);
-    }
+    let lines = read_head(&mut r)?;
     let head = parse_head(&lines)?;
     match head.status {
         200 => {
@@ -135,7 +178,15 @@ fn attempt(url: &Url, p: &mut Partial) -> std::result::Result<Option<u64>, Strin
         206 => return Err(format!("the server answered a range starting at {:?}, not {}", head.range_start, p.have)),
         s => return Err(format!("HTTP status {s} ({})", lines[0])),
     }
-    let total = head.length.map(|l| l + p.have);
+    let total = match head.length {
+        None => None,
+        Some(l) => {
+            Some(p.have.checked_add(l).ok_or_else(|| format!("Content-Length {l} at byte {} overflows", p.have))?)
+        }
+    };
+    if let Some(t) = total.filter(|t| *t > max) {
+        return Err(format!("the server announces {t} bytes, more than the {max} allowed"));
+    }
     let mut buf = vec![0u8; CHUNK];
     loop {
         if total.is_some_and(|t| p.have >= t) {
@@ -148,6 +199,14 @@ fn attempt(url: &Url, p: &mut Partial) -> std::result::Result<Option<u64>, Strin
             }
             break;
         }
+        // Never more than announced, nor more than allowed.
+        let n = match total {
+            Some(t) => n.min(usize::try_from(t - p.have).unwrap_or(usize::MAX)),
+            None => n,
+        };
+        if p.have.saturating_add(n as u64) > max {
+            return Err(format!("the body is longer than the {max} bytes allowed"));
+        }
         p.file.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
         p.hash.update(&buf[..n]);
         p.have += n as u64;
@@ -157,12 +216,31 @@ fn attempt(url: &Url, p: &mut Partial) -> std::result::Result<Option<u64>, Strin
 
 /// Download `url` to `dest` (created or truncated).
 pub fn download(url: &Url, dest: &Path) -> Result<Fetched> {
-    let file = std::fs::File::create(dest).ctx("create", dest)?;
+    download_at_most(url, dest, u64::MAX)
+}
+
+/// [`download`], refusing a body of more than `max` bytes (announced or sent). `dest` is
+/// created anew 0600 (the mode given to O_CREAT: never readable by others).
+pub fn download_at_most(url: &Url, dest: &Path, max: u64) -> Result<Fetched> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).ctx("remove", dest),
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(dest)
+        .ctx("create", dest)?;
     let mut p = Partial { file, have: 0, hash: Sha256::new() };
     let mut last = String::new();
     let shown = format!("http://{}:{}{}", url.host, url.port, url.path);
     for n in 1..=ATTEMPTS {
-        match attempt(url, &mut p) {
+        match attempt(url, &mut p, max) {
             Ok(_) => {
                 p.file.sync_all().ctx("sync", dest)?;
                 let sha256 = crate::rootimage::hex(&p.hash.clone().finalize());
@@ -250,5 +328,90 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), data);
         assert_eq!(got.sha256, crate::rootimage::hex(&Sha256::digest(&data)));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A server on 127.0.0.1 that reads one request and answers `reply` on each connection.
+    fn serve(replies: Vec<Vec<u8>>) -> Url {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (c, reply) in l.incoming().zip(replies) {
+                let mut c = c.unwrap();
+                let mut req = [0u8; 1024];
+                let _ = c.read(&mut req);
+                let _ = c.write_all(&reply);
+            }
+        });
+        Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap()
+    }
+
+    fn partial(name: &str) -> (Partial, std::path::PathBuf) {
+        let p = std::env::temp_dir().join(format!("oa-init-http-{name}-{}", std::process::id()));
+        let file = std::fs::File::create(&p).unwrap();
+        (Partial { file, have: 0, hash: Sha256::new() }, p)
+    }
+
+    #[test]
+    fn hostile_heads_are_refused_without_buffering_them() {
+        let mut long = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        long.extend(vec![b'a'; 4 << 20]);
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..10_000 {
+            many.extend_from_slice(b"X: y\r\n");
+        }
+        let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..99 {
+            big.extend_from_slice(format!("X: {}\r\n", "b".repeat(8000)).as_bytes());
+        }
+        let cases: [(&[u8], &str); 5] = [
+            (&long, "longer than 8192 bytes"),
+            (&many, "more than 100 lines"),
+            (&big, "head is longer than"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", "bad Content-Length"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", "bad Content-Length"),
+        ];
+        for (reply, want) in cases {
+            let mut r = std::io::BufReader::new(reply);
+            let e = read_head(&mut r).and_then(|l| parse_head(&l).map(|_| ())).unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
+        assert!(
+            parse_head(&["HTTP/1.1 200 OK".into(), "Content-Length: 1".into(), "Content-Length: 2".into()]).is_err()
+        );
+        // Over a real connection, too.
+        let url = serve(vec![long]);
+        let (mut p, path) = partial("long");
+        assert!(attempt(&url, &mut p, u64::MAX).unwrap_err().contains("longer than"));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn lengths_from_the_server_cannot_overflow_or_exceed_the_limit() {
+        // A resumed download whose Content-Length would wrap around u64.
+        let url = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345".to_vec(),
+            format!(
+                "HTTP/1.1 206 Partial\r\nContent-Range: bytes 5-9/10\r\nContent-Length: {}\r\n\r\n67890",
+                u64::MAX - 1
+            )
+            .into_bytes(),
+        ]);
+        let (mut p, path) = partial("overflow");
+        assert!(attempt(&url, &mut p, u64::MAX).unwrap_err().contains("connection closed at byte 5"));
+        assert_eq!(p.have, 5);
+        let e = attempt(&url, &mut p, u64::MAX).unwrap_err();
+        assert!(e.contains("overflows"), "{e}");
+        // More than allowed: announced, or sent without a length.
+        let url = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec(),
+            [b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), vec![0u8; 100]].concat(),
+            b"HTTP/1.1 206 Partial\r\nContent-Range: bytes x-9/10\r\n\r\n".to_vec(),
+        ]);
+        let (mut p, _) = partial("overflow");
+        assert!(attempt(&url, &mut p, 10).unwrap_err().contains("announces 100 bytes"));
+        assert!(attempt(&url, &mut p, 10).unwrap_err().contains("longer than the 10 bytes"));
+        assert!(attempt(&url, &mut p, 10).unwrap_err().contains("bad Content-Range"));
+        std::fs::remove_file(path).unwrap();
     }
 }
