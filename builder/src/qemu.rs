@@ -493,6 +493,7 @@ mod tests {
             cmdline: vec!["console=ttyS0".into()],
             artifacts: vec![],
             builder: "oa".into(),
+            key_material: vec![],
         };
         let s = Spec::from_output(Path::new("/o"), &m, Accel::Tcg);
         let a = s.args().join(" ");
@@ -525,6 +526,7 @@ mod tests {
             cmdline: vec![],
             artifacts: vec![],
             builder: "oa".into(),
+            key_material: vec![],
         };
         let mut k = Spec::from_output(Path::new("/o"), &m, Accel::Tcg);
         k.firmware = Firmware::Uefi { code: "/c".into(), vars: "/v".into() };

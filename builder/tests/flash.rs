@@ -40,8 +40,27 @@ impl Loop {
         let dev = run("losetup", &["--find", "--show", "--partscan", backing.to_str().unwrap()]);
         Loop { dev, _backing: backing }
     }
+    /// A loop device with `sector` byte logical sectors on a sparse file of `size` bytes whose
+    /// first and last MiB are filled with `fill` (the rest reads as zeros).
+    fn sparse(dir: &Path, name: &str, size: u64, fill: u8, sector: u32) -> Loop {
+        let backing = dir.join(name);
+        let f = std::fs::File::create(&backing).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(&vec![fill; MIB as usize], 0).unwrap();
+        f.write_all_at(&vec![fill; MIB as usize], size - MIB).unwrap();
+        drop(f);
+        let ss = sector.to_string();
+        let dev = run("losetup", &["--find", "--show", "--sector-size", &ss, backing.to_str().unwrap()]);
+        Loop { dev, _backing: backing }
+    }
     fn read(&self) -> Vec<u8> {
         std::fs::read(&self.dev).unwrap()
+    }
+    fn read_range(&self, a: u64, len: u64) -> Vec<u8> {
+        let f = std::fs::File::open(&self.dev).unwrap();
+        let mut b = vec![0u8; len as usize];
+        f.read_exact_at(&mut b, a).unwrap();
+        b
     }
 }
 
@@ -195,7 +214,9 @@ fn writes_only_the_mapped_ranges_of_a_loop_device_and_verifies() {
     }
     // Unmapped: skipped, so the old bytes are still there; beyond the image too.
     assert!(dev[hole.0 as usize..hole.1 as usize].iter().all(|&x| x == 0xaa));
-    assert!(dev[image.len()..].iter().all(|&x| x == 0xaa));
+    assert!(dev[image.len()..dev.len() - MIB as usize].iter().all(|&x| x == 0xaa));
+    // The device's last MiB (where a stale backup GPT would be) is zeroed.
+    assert!(dev[dev.len() - MIB as usize..].iter().all(|&x| x == 0));
     // The device now describes as the image's GPT.
     assert!(oa_builder::flash::describe(&dev[..70 * 1024]).contains(&"GPT partition table".to_string()));
 
@@ -322,4 +343,151 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     std::fs::write(&small, vec![0u8; MIB as usize]).unwrap();
     let o = oa(&["flash", img.to_str().unwrap(), small.to_str().unwrap(), "--allow-file", "--dry-run"]);
     assert!(!o.status.success() && stderr(&o).contains("larger than"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_device_with_4096_byte_sectors_is_refused() {
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let lo = Loop::sparse(d.path(), "4kn", 16 * MIB, 0xaa, 4096);
+    let before = lo.read();
+    for extra in [&["--yes"][..], &["--dry-run"][..]] {
+        let mut args = vec!["flash", img.to_str().unwrap(), lo.dev.as_str()];
+        args.extend_from_slice(extra);
+        let o = oa(&args);
+        assert!(!o.status.success(), "{extra:?}");
+        let e = stderr(&o);
+        assert!(e.contains(&lo.dev) && e.contains("logical sectors of 4096 bytes") && e.contains("512-byte"), "{e}");
+    }
+    assert!(lo.read() == before, "nothing was written");
+}
+
+/// A large image written without its bmap, `oa flash` stopped by `signal` once the first
+/// progress line (a quarter written) shows. Returns what it printed and how it ended.
+fn flash_and_signal(img: &Path, dev: &str, signal: nix::sys::signal::Signal) -> (String, std::process::ExitStatus) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oa"))
+        .args(["flash", img.to_str().unwrap(), dev, "--yes", "--no-bmap"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "oa ended before writing: {text}");
+        text.push_str(&line);
+        if line.starts_with("writing") {
+            break;
+        }
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    text.push_str(&rest);
+    (text, child.wait().unwrap())
+}
+
+/// A big sparse GPT image (its table in the first MiB, data at the end).
+fn big_image(dir: &Path) -> PathBuf {
+    let (img, _) = test_image(dir, 8);
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    let layout_head = std::fs::read(&img).unwrap()[..MIB as usize].to_vec();
+    f.set_len(384 * MIB).unwrap();
+    f.write_all_at(&layout_head, 0).unwrap();
+    drop(f);
+    img
+}
+
+#[test]
+fn the_first_mib_is_written_last_so_a_cut_write_leaves_no_table() {
+    let d = scratch();
+    let img = big_image(d.path());
+    let lo = Loop::sparse(d.path(), "cut", 400 * MIB, 0xaa, 512);
+    // SIGKILL (as a power cut or a pulled cable): nothing can clean up, and the first MiB is
+    // still the zeros written before anything else.
+    let (e, st) = flash_and_signal(&img, &lo.dev, nix::sys::signal::Signal::SIGKILL);
+    assert!(!st.success(), "{e}");
+    let head = lo.read_range(0, MIB);
+    assert!(head.iter().all(|&b| b == 0), "the first MiB holds no table after a cut write: {e}");
+    assert!(oa_builder::flash::describe(&lo.read_range(0, 70 * 1024))[0].starts_with("zeros"));
+}
+
+#[test]
+fn sighup_and_sigterm_wipe_and_report() {
+    let d = scratch();
+    let img = big_image(d.path());
+    let lo = Loop::sparse(d.path(), "hup", 400 * MIB, 0xaa, 512);
+    for sig in [nix::sys::signal::Signal::SIGHUP, nix::sys::signal::Signal::SIGTERM] {
+        let (e, st) = flash_and_signal(&img, &lo.dev, sig);
+        assert!(!st.success(), "{sig}: {e}");
+        assert!(
+            e.contains("interrupted") && e.contains("overwritten with zeros so that nothing half-written boots"),
+            "{sig}: {e}"
+        );
+        assert!(lo.read_range(0, MIB).iter().all(|&b| b == 0), "{sig}: first MiB wiped");
+        assert!(lo.read_range(399 * MIB, MIB).iter().all(|&b| b == 0), "{sig}: last MiB wiped");
+    }
+}
+
+#[test]
+fn a_stale_backup_gpt_at_the_end_of_a_larger_device_is_cleared() {
+    let d = scratch();
+    let lo = Loop::new(d.path(), "stale", 64 * MIB, 0);
+    // A 64 MiB GPT first: its backup table fills the device's last 33 sectors.
+    let big = scratch();
+    let (img64, _) = test_image(big.path(), 64);
+    let o = oa(&["flash", img64.to_str().unwrap(), &lo.dev, "--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(&lo.read_range(64 * MIB - 512, 8), b"EFI PART", "the backup GPT header is in the last sector");
+    let (img8, _) = test_image(d.path(), 8);
+    let o = oa(&["flash", img8.to_str().unwrap(), &lo.dev, "--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(lo.read_range(63 * MIB, MIB).iter().all(|&b| b == 0), "the old backup GPT is gone");
+    assert_eq!(&lo.read_range(8 * MIB - 512, 8), b"EFI PART", "the new image's backup GPT is in place");
+}
+
+#[test]
+fn a_device_swapped_between_the_question_and_the_answer_is_not_written() {
+    use std::io::{Read, Write};
+    let d = scratch();
+    let (img, _) = test_image(d.path(), 8);
+    let lo = Loop::new(d.path(), "asked", 16 * MIB, 0x11);
+    let other = d.path().join("other");
+    std::fs::write(&other, vec![0x55u8; 16 * MIB as usize]).unwrap();
+    // A terminal for the question (script(1) gives oa a pty and relays our stdin to it).
+    let cmd = format!("{} flash {} {}", env!("CARGO_BIN_EXE_oa"), img.display(), lo.dev);
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("Type yes") {
+        let mut b = [0u8; 512];
+        let n = out.read(&mut b).unwrap();
+        assert!(n > 0, "no question: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&b[..n]);
+    }
+    // Swap: detach the loop device and attach another file under the same name. While oa
+    // holds the device open the kernel only marks it for detaching and the same name cannot
+    // be reused; had oa closed it, the other file would be what the path opens now.
+    run("losetup", &["-d", &lo.dev]);
+    let reattached = Command::new("losetup").args([&lo.dev, other.to_str().unwrap()]).status().unwrap().success();
+    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    seen.extend_from_slice(&rest);
+    let st = child.wait().unwrap();
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(std::fs::read(&other).unwrap().iter().all(|&b| b == 0x55), "the other file is untouched: {text}");
+    if reattached {
+        assert!(!st.success() && text.contains("changed between the check and the write"), "{text}");
+    } else {
+        // The device shown is the one written (through the descriptor held since the question).
+        assert!(st.success() && text.contains("wrote and verified"), "{text}");
+    }
 }

@@ -45,6 +45,14 @@ pub struct Manifest {
     pub artifacts: Vec<Artifact>,
     /// Builder version that made this output.
     pub builder: String,
+    /// The artifacts (by name) that carry secret key material: with persistence
+    /// `key = "keyfile"` the key file is inside the initramfs, and so inside every image that
+    /// holds the initramfs (disk.img, disk.qcow2, rpi.img). Anyone who can read one of them
+    /// can unlock the persistent data: the builder writes them 0600 and `oa serve` refuses
+    /// such an output unless told `--serve-key-material`. Empty, and absent from the JSON,
+    /// when nothing secret is inside.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_material: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

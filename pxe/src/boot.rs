@@ -210,6 +210,7 @@ pub(crate) mod tests {
                 cmdline: vec!["console=ttyS0".into(), cmdline::word(cmdline::SHA256, "a".repeat(64))],
                 artifacts: vec![],
                 builder: "t".into(),
+                key_material: vec![],
             },
             address: "10.0.0.1".parse().unwrap(),
             interface: None,

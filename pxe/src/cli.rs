@@ -84,4 +84,9 @@ pub struct Options {
     /// HTTP port.
     #[arg(long, default_value_t = 80, value_name = "PORT")]
     pub http_port: u16,
+    /// Serve an output whose initramfs carries key material (persistence `key = "keyfile"`:
+    /// the key file is inside, so every machine on the network can fetch it and unlock the
+    /// persistent data). Without it such an output is refused.
+    #[arg(long)]
+    pub serve_key_material: bool,
 }

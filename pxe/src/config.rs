@@ -119,6 +119,20 @@ impl Config {
                 bail!("{} is missing from {}: rebuild with `oa build`", p, root.display());
             }
         }
+        if !manifest.key_material.is_empty() && !o.serve_key_material {
+            bail!(
+                "{} carries key material ({} hold the persistence key file): serving it hands the key that unlocks the persistent data to every machine on the network. Rebuild with `[persistence] key = \"passphrase\"` (or \"network\"), or pass --serve-key-material if that is what you want (an isolated lab network)",
+                root.display(),
+                manifest.key_material.join(", ")
+            );
+        }
+        if !manifest.key_material.is_empty() {
+            tracing::warn!(
+                "serving key material ({}) from {}: any machine on the network can fetch the persistence key (--serve-key-material)",
+                manifest.key_material.join(", "),
+                root.display()
+            );
+        }
         let address = match (o.address, &o.interface) {
             (Some(a), _) => a,
             (None, Some(i)) => interface_address(i)?,

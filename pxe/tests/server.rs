@@ -137,3 +137,30 @@ fn load_500_clients_dhcp_then_tftp_or_http() {
     println!("{report}");
     assert!(report.passed(), "oa-pxe load test failed:\n{report}");
 }
+
+/// An output whose manifest says its initramfs carries the persistence key file: refused
+/// (naming the files and the flag), served with --serve-key-material.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_material_is_served_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("rootfs.squashfs"), b"root").unwrap();
+    std::fs::write(out.join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(out.join("initramfs.img"), b"initramfs with a key").unwrap();
+    std::fs::write(
+        out.join("manifest.json"),
+        r#"{"schema":1,"profile":"t","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"t","key_material":["initramfs.img"]}"#,
+    )
+    .unwrap();
+    let mut o = netboot::loopback_options(&out, None, None, None);
+    let e = format!("{:#}", oa_pxe::Config::from_options(&o).unwrap_err());
+    assert!(
+        e.contains("carries key material") && e.contains("initramfs.img") && e.contains("--serve-key-material"),
+        "{e}"
+    );
+    o.serve_key_material = true;
+    let e = common::serve(dir, &o);
+    let (st, b) = netboot::http_get(e.http, "/initramfs.img").await.unwrap();
+    assert_eq!((st, b.as_slice()), (200, &b"initramfs with a key"[..]));
+}

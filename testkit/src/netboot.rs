@@ -50,6 +50,7 @@ pub fn loopback_options(
         client_port: 68,
         tftp_port: 0,
         http_port: 0,
+        serve_key_material: false,
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Target {
     pub removable: bool,
     /// The logical sector size the kernel reports (BLKSSZGET), for a block device.
     pub sector_size: Option<SectorSize>,
+    /// What identifies the block device (number, size, serial or backing file), compared again
+    /// on the descriptor that is written through.
+    pub identity: Option<Identity>,
     pub partitions: Vec<String>,
     /// Signatures found at its start ("GPT partition table", "FAT32 filesystem", ...).
     pub contents: Vec<String>,
@@ -75,6 +78,7 @@ impl Target {
             model: None,
             removable: false,
             sector_size: None,
+            identity: None,
             partitions: vec![],
             contents,
             checks,
@@ -197,7 +201,8 @@ pub fn inspect(device: &Path, allow_file: bool, image: &Path) -> Result<Target> 
         name: Some(name),
         model,
         removable,
-        sector_size: logical_sector_size(device),
+        sector_size: File::open(device).ok().and_then(|f| logical_sector_size(&f)),
+        identity: Some(Identity::of_sysfs(major, minor, size)),
         partitions,
         contents,
         checks,
@@ -205,16 +210,78 @@ pub fn inspect(device: &Path, allow_file: bool, image: &Path) -> Result<Target> 
 }
 
 nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
-/// The logical sector size of a block device (BLKSSZGET), `None` when it cannot be asked.
-fn logical_sector_size(device: &Path) -> Option<SectorSize> {
+/// The logical sector size of the open block device `f` (BLKSSZGET), `None` when it cannot
+/// be asked.
+pub fn logical_sector_size(f: &File) -> Option<SectorSize> {
     use std::os::fd::AsRawFd;
-    let f = File::open(device).ok()?;
     let mut n: libc::c_int = 0;
     // SAFETY: BLKSSZGET writes one int through the pointer, which points at `n`; the
-    // descriptor is a block device we opened read-only and keep open for the call.
+    // descriptor is a block device `f` keeps open for the call.
     unsafe { blksszget(f.as_raw_fd(), &mut n) }.ok()?;
     SectorSize::new(u32::try_from(n).ok()?)
+}
+
+/// The size in bytes of the open block device `f` (BLKGETSIZE64).
+fn device_size(f: &File) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut n: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at `n`; the
+    // descriptor is a block device `f` keeps open for the call.
+    unsafe { blkgetsize64(f.as_raw_fd(), &mut n) }.map_err(std::io::Error::from)?;
+    Ok(n)
+}
+
+/// What identifies a block device: its number, its size and what sysfs says it is (serial,
+/// WWID, or a loop device's backing file). Taken when planning, taken again on the open
+/// descriptor before writing: a different stick in the same slot, a re-attached loop device
+/// or a re-enumerated disk differs in one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub major: u32,
+    pub minor: u32,
+    pub size: u64,
+    /// `serial ...`, `wwid ...` or `backing file ...`, when sysfs has one.
+    pub tag: Option<String>,
+}
+
+impl Identity {
+    fn of_sysfs(major: u32, minor: u32, size: u64) -> Identity {
+        let sys = Path::new("/sys/dev/block").join(format!("{major}:{minor}"));
+        let tag = [
+            ("serial", sys.join("device/serial")),
+            ("wwid", sys.join("device/wwid")),
+            ("wwid", sys.join("wwid")),
+            ("backing file", sys.join("loop/backing_file")),
+        ]
+        .into_iter()
+        .find_map(|(what, p)| read_trim(&p).filter(|v| !v.is_empty()).map(|v| format!("{what} {v}")));
+        Identity { major, minor, size, tag }
+    }
+
+    /// The identity of the block device open as `f` (fstat, BLKGETSIZE64, sysfs).
+    pub fn of_open(f: &File) -> std::io::Result<Identity> {
+        let md = f.metadata()?;
+        let rdev = md.rdev();
+        Ok(Identity::of_sysfs(libc::major(rdev), libc::minor(rdev), device_size(f)?))
+    }
+
+    /// What differs from `now`, for the refusal ("device number 7:0 -> 7:1", ...). Pure.
+    pub fn changes(&self, now: &Identity) -> Vec<String> {
+        let mut c = Vec::new();
+        if (self.major, self.minor) != (now.major, now.minor) {
+            c.push(format!("device number {}:{} -> {}:{}", self.major, self.minor, now.major, now.minor));
+        }
+        if self.size != now.size {
+            c.push(format!("size {} -> {} bytes", self.size, now.size));
+        }
+        if self.tag != now.tag {
+            let s = |t: &Option<String>| t.clone().unwrap_or_else(|| "none".into());
+            c.push(format!("{} -> {}", s(&self.tag), s(&now.tag)));
+        }
+        c
+    }
 }
 
 /// Device-mapper, RAID or other holders of a block device (`/sys/class/block/<n>/holders`),
@@ -384,5 +451,16 @@ mod tests {
         );
         let proc_only = mountinfo::parse("22 1 0:21 / /proc rw - proc proc rw\n").unwrap();
         assert!(busy_uses(&devs, &proc_only, "Filename\n", Some("0:21"), &|_| vec![]).is_empty());
+    }
+
+    #[test]
+    fn identity_changes_are_named() {
+        let a = Identity { major: 7, minor: 0, size: 16 << 20, tag: Some("backing file /a".into()) };
+        assert!(a.changes(&a.clone()).is_empty());
+        let b = Identity { major: 7, minor: 1, size: 32 << 20, tag: Some("backing file /b".into()) };
+        assert_eq!(
+            a.changes(&b),
+            vec!["device number 7:0 -> 7:1", "size 16777216 -> 33554432 bytes", "backing file /a -> backing file /b"]
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Small `Read`/`Write` adapters that stack around the copy (coreos-installer's `src/io/` is
 //! the model): [`HashReader`] hashes what passes, [`Metered`] counts it for the progress line,
-//! [`Interruptible`] stops the stream once a flag is set (Ctrl-C). The limit is std's
+//! [`HoldHead`] holds back the bytes of the first MiB, [`Interruptible`] stops the stream once a flag is set (Ctrl-C). The limit is std's
 //! [`Read::take`].
 
 use super::plan::Sha256;
@@ -65,6 +65,40 @@ impl<T: Read> Read for Metered<'_, T> {
     }
 }
 
+/// Holds back what is written to the first `head.len()` bytes of the device: those bytes go
+/// into `head` (written last, see `apply`), the rest to `inner`, which must already be at
+/// `max(start, head.len())`. `start` is the device offset of the first byte written.
+pub struct HoldHead<'a, W> {
+    inner: W,
+    head: &'a mut [u8],
+    pos: u64,
+}
+
+impl<'a, W> HoldHead<'a, W> {
+    pub fn new(inner: W, head: &'a mut [u8], start: u64) -> Self {
+        HoldHead { inner, head, pos: start }
+    }
+}
+
+impl<W: Write> Write for HoldHead<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let hl = self.head.len() as u64;
+        if self.pos < hl {
+            let p = self.pos as usize;
+            let n = buf.len().min(self.head.len() - p);
+            self.head[p..p + n].copy_from_slice(&buf[..n]);
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Fails every read and write with "interrupted (Ctrl-C)" once `flag` is set.
 pub struct Interruptible<'a, T> {
     inner: T,
@@ -119,5 +153,19 @@ mod tests {
         flag.store(true, Ordering::SeqCst);
         let e = std::io::copy(&mut Interruptible::new(&b"x"[..], &flag), &mut std::io::sink()).unwrap_err();
         assert!(e.to_string().contains("Ctrl-C"));
+    }
+
+    #[test]
+    fn hold_head_keeps_the_first_bytes_back() {
+        let mut head = vec![0u8; 4];
+        let mut dev = Vec::new();
+        let mut w = HoldHead::new(&mut dev, &mut head, 2);
+        w.write_all(b"abcdef").unwrap();
+        assert_eq!(head, b"\0\0ab");
+        assert_eq!(dev, b"cdef", "the rest goes on at byte 4");
+        let mut head = vec![0u8; 4];
+        let mut dev = Vec::new();
+        HoldHead::new(&mut dev, &mut head, 10).write_all(b"xy").unwrap();
+        assert_eq!((head, dev), (vec![0u8; 4], b"xy".to_vec()));
     }
 }

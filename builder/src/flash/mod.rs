@@ -10,13 +10,22 @@
 //!    and the checks that passed; `oa flash --dry-run` prints it and stops there.
 //! 2. Ask: show the image and the device (size, model, partitions, signatures) and wait for
 //!    "yes", unless `--yes`.
-//! 3. Write the extents (all of the image without a bmap) through small adapters that hash,
-//!    meter and interrupt the stream ([`io`], [`progress`]); fsync; drop the device's cached
-//!    pages; read the extents back and compare their sha256 ([`apply`]).
-//! 4. On any failure once writing has started (an I/O error, Ctrl-C, a checksum mismatch) the
-//!    first MiB and the last MiB of the image's extent and of the device are overwritten with
-//!    zeros, so that no half-written partition table is left for a firmware to boot; the error
-//!    says so.
+//!    A block device is opened for writing (O_EXCL) before asking and written through that
+//!    same descriptor; after the answer its identity (device number, size, serial or loop
+//!    backing file) is taken again on the descriptor and by path and compared with the one
+//!    shown: a device swapped meanwhile is refused. A device whose logical sectors are not
+//!    512 bytes is refused when planning (the image's GPT is laid out for 512-byte sectors).
+//! 3. Zero the device's first MiB (and its last MiB beyond the image: a stale backup GPT of
+//!    an earlier, larger table); write the extents (all of the image without a bmap) through
+//!    small adapters that hash, meter and interrupt the stream ([`io`], [`progress`]), holding
+//!    back the bytes of the first MiB (partition table and boot code); write the first MiB
+//!    last; fsync; drop the device's cached pages; read the extents back and compare their
+//!    sha256 ([`apply`]). A write cut short at any point (even by a power cut) leaves no
+//!    partition table.
+//! 4. On any failure once writing has started (an I/O error, Ctrl-C, SIGTERM, SIGHUP, a
+//!    checksum mismatch) the first MiB and the last MiB of the image's extent and of the
+//!    device are overwritten with zeros, so that no half-written partition table is left for
+//!    a firmware to boot; the error says so.
 //!
 //! A regular file stands in for a disk only with `--allow-file` (tests, VM images): an existing
 //! file keeps its size like a disk; a missing one is created with the image's size.
@@ -70,6 +79,12 @@ pub enum FlashError {
 
     #[error("the image ({}, {image_size} bytes) is larger than {} ({}, {device_size} bytes); use a larger device", bmap::human(*image_size), device.display(), bmap::human(*device_size))]
     TooSmall { device: PathBuf, image_size: u64, device_size: u64 },
+
+    #[error("{} has logical sectors of {}: disk.img's partition table is laid out for 512-byte sectors and would not be found on it; nothing was written (use a device with 512-byte sectors, or a USB adapter that presents them)", device.display(), match bytes { Some(b) => format!("{b} bytes"), None => "a size the kernel would not tell (BLKSSZGET)".to_string() })]
+    SectorSize { device: PathBuf, bytes: Option<u64> },
+
+    #[error("{} changed between the check and the write ({}): it is not the device that was shown; nothing was written, run oa flash again", device.display(), changes.join("; "))]
+    Changed { device: PathBuf, changes: Vec<String> },
 
     #[error("not confirmed: {0}; nothing was written")]
     NotConfirmed(String),
@@ -133,8 +148,20 @@ pub fn flash(opts: &Options) -> Result<Report> {
     if opts.progress {
         eprintln!("{}", plan.summary());
     }
+    // A block device is held open (O_EXCL) from before the question to the end of the write.
+    let held = match plan.target.kind {
+        TargetKind::WholeDisk => Some(apply::open(&plan)?),
+        TargetKind::File => None,
+    };
     if !opts.yes {
         apply::confirm(&plan)?;
     }
-    apply::apply(&plan, opts.progress)
+    let dev = match held {
+        Some(dev) => {
+            apply::check_identity(&plan, &dev)?;
+            dev
+        }
+        None => apply::open(&plan)?,
+    };
+    apply::apply(&plan, dev, opts.progress)
 }

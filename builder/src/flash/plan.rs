@@ -125,11 +125,7 @@ impl fmt::Display for Plan {
         }
         writeln!(f, "device: {}", t.describe())?;
         if let Some(s) = t.sector_size {
-            write!(f, "        logical sectors of {s}")?;
-            if s.bytes() != 512 {
-                write!(f, " (the image's partition table is laid out for 512-byte sectors)")?;
-            }
-            writeln!(f)?;
+            writeln!(f, "        logical sectors of {s} (the image's partition table is laid out for them)")?;
         }
         writeln!(f, "checks passed:")?;
         for c in &self.checks {
@@ -152,6 +148,11 @@ impl fmt::Display for Plan {
         if t.kind == TargetKind::File && !t.exists {
             writeln!(f, "the file would be created with {} bytes", src.size)?;
         }
+        writeln!(
+            f,
+            "order: the first MiB{} zeroed first, the first MiB of the image (partition table, boot code) written last",
+            if t.size > src.size { " and the device's last MiB (a stale backup GPT)" } else { "" }
+        )?;
         write!(f, "on failure after writing starts: the first and last MiB would be zeroed")
     }
 }
@@ -186,6 +187,12 @@ pub fn plan(opts: &Options) -> Result<Plan> {
             image_size: source.size,
             device_size: target.size,
         });
+    }
+    if target.kind == TargetKind::WholeDisk {
+        match target.sector_size.map(|s| s.bytes()) {
+            Some(512) => {}
+            bytes => return Err(FlashError::SectorSize { device: target.path.clone(), bytes }),
+        }
     }
     let extents = extents(&source)?;
     let mut checks = source.checks.clone();

@@ -46,6 +46,22 @@ fn drivers_image(kernel: &Kernel, carried: &crate::kernel::Carried, scratch: &Pa
     Ok(img)
 }
 
+/// Whether the profile's initramfs carries secret key material (persistence with
+/// `key = "keyfile"`: the key file is inside). Such an initramfs, and every image holding it,
+/// is written 0600 and listed in the manifest's `key_material`.
+pub fn carries_key(p: &crate::profile::Profile) -> bool {
+    p.persistence.as_ref().is_some_and(|x| x.key == crate::profile::KeySource::Keyfile && x.keyfile.is_some())
+}
+
+/// Create (or truncate) `path` readable by its owner only, before anything is written to it.
+pub fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path);
+    let f = f.ctx("creating", path)?;
+    // An existing file keeps its mode through open(2): set it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).ctx("setting mode of", path)
+}
+
 pub fn run(cx: &mut Context) -> Result<Outcome> {
     let p = cx.profile;
     let k = need(&cx.kernel, "initramfs", "the kernel")?;
@@ -76,6 +92,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     if let Some(s) = &cx.storage {
         key.add("persistence", s.key.as_bytes());
     }
+    let secret = carries_key(p);
     let (entry, made) = cx.store.get_or_build("initramfs", &key.hex(), cx.opts.no_cache, |scratch| {
         let mut a = Archive::new();
         a.add_file(initramfs_paths::INIT, 0o755, Source::Path(cx.init.path.clone()));
@@ -122,6 +139,10 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             .map_err(|e| Error::Kernel(format!("encoding {}: {e}", initramfs_paths::CONFIG)))?;
         a.add_file(initramfs_paths::CONFIG, 0o644, Source::Bytes(json));
         let img = scratch.join(artifact::INITRAMFS);
+        if secret {
+            // The key file is inside: never readable by others, not even while it is written.
+            create_private(&img)?;
+        }
         a.write_zstd(&img)?;
         // Inside the archive now; the entry keeps only what later stages read.
         let _ = std::fs::remove_file(scratch.join("drivers.squashfs"));
@@ -135,7 +156,13 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             size / 1024
         ))
     })?;
-    cx.initramfs = Some(Stored { path: entry.file(artifact::INITRAMFS), sha256: entry.digest(artifact::INITRAMFS)? });
+    let path = entry.file(artifact::INITRAMFS);
+    if secret {
+        // Also an entry made before initramfs files with a key were written 0600.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).ctx("setting mode of", &path)?;
+    }
+    cx.initramfs = Some(Stored { path, sha256: entry.digest(artifact::INITRAMFS)? });
     Ok(match made {
         Some(detail) => Outcome::made(detail),
         None => Outcome::cached("unchanged"),

@@ -32,6 +32,12 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let mut partial = Partial(parent.join(format!(".{name}.partial-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&partial.0);
     std::fs::create_dir_all(&partial.0).ctx("creating", &partial.0)?;
+    if crate::stages::initramfs::carries_key(p) {
+        // Nobody else may look in while the secret artifacts are copied and restricted.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&partial.0, std::fs::Permissions::from_mode(0o700))
+            .ctx("setting mode of", &partial.0)?;
+    }
     let dir = partial.0.clone();
 
     let mut artifacts = Vec::new();
@@ -60,6 +66,25 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     if let Some(r) = &cx.rpi {
         r.copy_into(&dir, &mut artifacts)?;
     }
+    // With a key file in the initramfs, it and every image holding it are secret: 0600, and
+    // listed so that `oa serve` refuses to publish them unless told.
+    let key_material: Vec<String> = if crate::stages::initramfs::carries_key(p) {
+        let holds_initramfs = [artifact::INITRAMFS, artifact::DISK_IMAGE, artifact::DISK_QCOW2, artifact::RPI_IMAGE];
+        artifacts.iter().filter(|a| holds_initramfs.contains(&a.name.as_str())).map(|a| a.name.clone()).collect()
+    } else {
+        vec![]
+    };
+    for name in &key_material {
+        use std::os::unix::fs::PermissionsExt;
+        let f = dir.join(name);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).ctx("setting mode of", &f)?;
+    }
+    if key_material.iter().any(|n| n == artifact::RPI_IMAGE) {
+        // The Pi boot tree holds the initramfs too: its folder is for the owner only.
+        use std::os::unix::fs::PermissionsExt;
+        let tree = dir.join(artifact::RPI_TREE);
+        std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o700)).ctx("setting mode of", &tree)?;
+    }
     let m = Manifest {
         schema: manifest::SCHEMA_VERSION,
         profile: p.name.clone(),
@@ -68,6 +93,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         cmdline: cx.manifest_cmdline("output")?,
         artifacts,
         builder: format!("oa {}", env!("CARGO_PKG_VERSION")),
+        key_material,
     };
     let json = serde_json::to_vec_pretty(&m)
         .map_err(|e| Error::Output { path: dir.clone(), reason: format!("encoding the manifest: {e}") })?;

@@ -26,6 +26,7 @@ pub fn write_manifest(dir: &Path, profile: &str) {
         cmdline: vec![],
         artifacts: vec![],
         builder: "test".into(),
+        key_material: vec![],
     };
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
 }
