@@ -268,3 +268,36 @@ mod tests {
         assert!(matches!(detect(b"LUKS\xba\xbe", &[])[0], Signature::Luks { version: 0, .. }));
     }
 }
+
+#[cfg(test)]
+mod short_devices {
+    use super::*;
+
+    /// A device of any small size, holding any magic's first bytes, is probed without a panic:
+    /// every fixed offset is read through `get`, and what is not there is not matched.
+    #[test]
+    fn every_short_prefix_of_every_magic_probes() {
+        let magics: [&[u8]; 6] = [
+            b"LUKS\xba\xbe\0\x02oa-persist",
+            b"hsqs",
+            b"XFSB",
+            b"\xfc\x4e\x2b\xa9",
+            b"\xeb\x58\x90NTFS    ",
+            b"\x55\xaa",
+        ];
+        for m in magics {
+            for n in 0..=m.len() {
+                for len in [n, 6, 7, 8, 511, 512] {
+                    let mut head = m[..n].to_vec();
+                    head.resize(len.max(n), 0);
+                    for tail_len in [0, 6, 7, 511, 512] {
+                        let tail = vec![0xffu8; tail_len];
+                        let _ = detect(&head, &tail);
+                        let _ = detect(&tail, &head);
+                    }
+                }
+            }
+        }
+        assert!(matches!(detect(b"LUKS\xba\xbe\0", &[])[0], Signature::Luks { version: 0, .. }));
+    }
+}

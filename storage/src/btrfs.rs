@@ -43,13 +43,15 @@ pub fn is_mounted(target: &Path) -> bool {
     oa_disk::mountinfo::read().map(|m| m.iter().any(|e| e.mount_point == target)).unwrap_or(false)
 }
 
-/// Mount (idempotent: an existing mount is kept).
-pub fn mount(dev: &Path, target: &Path, options: &str) -> Result<()> {
+pub use nix::mount::MsFlags as MountFlags;
+
+/// Mount (idempotent: an existing mount is kept), with `flags` besides `noatime`.
+pub fn mount(dev: &Path, target: &Path, options: &str, flags: MsFlags) -> Result<()> {
     if is_mounted(target) {
         return Ok(());
     }
     std::fs::create_dir_all(target).ctx("create", target)?;
-    nix::mount::mount(Some(dev), target, Some("btrfs"), MsFlags::MS_NOATIME, Some(options)).map_err(|source| {
+    nix::mount::mount(Some(dev), target, Some("btrfs"), MsFlags::MS_NOATIME | flags, Some(options)).map_err(|source| {
         Error::Mount {
             device: dev.display().to_string(),
             target: target.display().to_string(),
@@ -57,6 +59,23 @@ pub fn mount(dev: &Path, target: &Path, options: &str) -> Result<()> {
             source,
         }
     })
+}
+
+/// The flags of the top-level mount: old snapshots keep setuid binaries, device nodes and
+/// programs of states long gone; none of them is usable from there.
+pub const TOP_FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+
+/// The top level (subvolume 5) at `target`, for root only: the mount point and the top level's
+/// root directory are 0700, and the mount is nosuid,nodev,noexec ([`TOP_FLAGS`]).
+pub fn mount_top(dev: &Path, target: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let private = |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).ctx("chmod 0700", p);
+    if !is_mounted(target) {
+        std::fs::create_dir_all(target).ctx("create", target)?;
+        private(target)?;
+    }
+    mount(dev, target, "subvolid=5", TOP_FLAGS)?;
+    private(target)
 }
 
 /// A file's identity: its device and inode number (what `stat` says), so that two paths are

@@ -28,6 +28,19 @@ pub enum Error {
     Rollback(#[from] RollbackError),
     #[error("{0:?} is not a valid snapshot name: letters, digits, . _ -; not boot-* or previous")]
     InvalidName(String),
+    /// A name given to `snapshot delete/rollback/...` (or `oa.rollback=`) that is not one path
+    /// component of the snapshot naming rules (`../state`, `a/b`, `.`).
+    #[error("{0:?} is not a snapshot name: one path component of letters, digits, . _ - (boot-NNNNNN or a name given with `snapshot create`)")]
+    InvalidSnapshotName(String),
+    /// `LABEL=`/`UUID=`/`PARTLABEL=` matches more than one device: oa does not pick one.
+    #[error("persistence device {spec} is ambiguous: it matches {}", devices.join(" and "))]
+    Ambiguous { spec: String, devices: Vec<String> },
+    /// The LUKS2 label did not read back as `oa-persist` after setting it.
+    #[error("{device}: the LUKS2 label still reads {found:?} after {attempts} attempt(s) to set it to {want:?}")]
+    LabelNotSet { device: String, found: String, want: &'static str, attempts: u32 },
+    /// mkfs was about to run on a volume that is not (or no longer) an unfinished oa volume.
+    #[error("{device}: refusing to make a btrfs: the LUKS2 header reads {header}, not an unfinished oa format (label oa-persist-new); a finished oa volume holds the state, whatever its filesystem probe says")]
+    MkfsOnFinished { device: String, header: String },
     #[error("snapshot {0} exists already")]
     SnapshotExists(String),
     #[error("snapshot {0:?} does not exist")]
@@ -62,7 +75,7 @@ impl Error {
         match self {
             Error::Missing(_) => EXIT_MISSING,
             Error::WrongKey { .. } => EXIT_KEY,
-            Error::Refused { .. } => EXIT_REFUSED,
+            Error::Refused { .. } | Error::MkfsOnFinished { .. } | Error::Ambiguous { .. } => EXIT_REFUSED,
             _ => 1,
         }
     }
@@ -73,6 +86,10 @@ impl Error {
             Error::Missing(_) => "attach the device, or fix [persistence] device / oa.persist=",
             Error::WrongKey { .. } => "type the passphrase again on the next boot, or boot with oa.persist.key= pointing at the right key",
             Error::Refused { .. } => "oa formats only a blank device (all zeros at its start and end) and only with format = \"if-blank\"; wipe the device yourself if its data is not needed (wipefs -a DEVICE), or point oa.persist= at another device",
+            Error::Ambiguous { .. } => "give the device by a path (oa.persist=/dev/...) or make its label unique",
+            Error::MkfsOnFinished { .. } => "oa never makes a filesystem inside a finished volume; open it with cryptsetup from the emergency shell (oa.shell) to save its data, or wipe the device yourself (wipefs -a DEVICE) if it is not needed",
+            Error::LabelNotSet { .. } => "the device did not keep what was written to it; check it (dmesg in oa.shell) and boot again: the next boot retries",
+            Error::InvalidSnapshotName(_) => "see the names with `oa-init snapshot list`",
             Error::NoProgress { .. } | Error::NotConverged { .. } => "something else holds the device or its mount points (look with oa.shell: cat /proc/self/mountinfo, ls /dev/mapper); this is a bug in oa-storage if nothing does, please report it with these lines",
             _ => "add oa.shell to the kernel command line to look around in an emergency shell",
         }

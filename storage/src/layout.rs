@@ -19,6 +19,11 @@ pub const META: &str = "meta";
 pub const BOOT_JSON: &str = "meta/boot.json";
 pub const ROLLBACK_NEXT: &str = "meta/rollback";
 pub const BOOT_PREFIX: &str = "boot-";
+/// The new state of a rollback while it is made (a writable snapshot of the target), beside
+/// `state`; renamed to `state` once the old one is out of the way.
+pub const STATE_NEW: &str = "state.new";
+/// The state a rollback replaces, between the two renames; deleted once the new one is `state`.
+pub const STATE_OLD: &str = "state.old";
 
 /// `meta/boot.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,14 +58,18 @@ pub fn boot_seq(name: &str) -> Option<u64> {
     name.strip_prefix(BOOT_PREFIX).and_then(|n| n.parse().ok())
 }
 
-/// A name the user may give a snapshot: `[A-Za-z0-9][A-Za-z0-9._-]*`, not `boot-*`, not `previous`.
+/// A name the user may give a snapshot: a [`valid_snapshot_name`], not `boot-*`, not `previous`.
 pub fn valid_user_name(name: &str) -> bool {
+    valid_snapshot_name(name) && !name.starts_with(BOOT_PREFIX) && name != "previous"
+}
+
+/// A name that may designate a snapshot in a command: one path component (no `/`, not `.` or
+/// `..`) of `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 64 bytes: a user name or a boot snapshot.
+pub fn valid_snapshot_name(name: &str) -> bool {
     let mut b = name.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
         && name.len() <= 64
         && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-        && !name.starts_with(BOOT_PREFIX)
-        && name != "previous"
 }
 
 /// Boot snapshots to delete so that `keep` remain (oldest first out); `protect` (last good,
@@ -111,6 +120,8 @@ pub enum RollbackError {
     NothingEarlier,
     #[error("snapshot {name:?} does not exist (there are: {})", existing.join(", "))]
     Missing { name: String, existing: Vec<String> },
+    #[error("{0:?} is not a snapshot name: one path component of letters, digits, . _ -")]
+    InvalidName(String),
     #[error("boot counting: {pending} boot(s) in a row did not reach ready and no snapshot of a good boot is left")]
     NoGoodLeft { pending: u32 },
 }
@@ -126,6 +137,9 @@ pub fn decide_rollback(
     attempts: u32,
 ) -> Result<Option<Rollback>, RollbackError> {
     let resolve = |want: &str| -> Result<String, RollbackError> {
+        if want != "previous" && !valid_snapshot_name(want) {
+            return Err(RollbackError::InvalidName(want.to_string()));
+        }
         if want == "previous" {
             existing
                 .iter()
@@ -246,5 +260,23 @@ mod tests {
         assert!(!valid_user_name("boot-000001"));
         assert!(!valid_user_name("../x"));
         assert!(!valid_user_name("previous"));
+    }
+
+    /// Every command's name is one path component of the naming rules (issue 15).
+    #[test]
+    fn snapshot_names_are_one_path_component() {
+        for bad in ["../state", "..", ".", "", "a/b", "/state", "state/..", "x\0", " a", "-a", &"a".repeat(65)] {
+            assert!(!valid_snapshot_name(bad), "{bad:?}");
+        }
+        for good in ["boot-000001", "before-upgrade", "v1.2_3", "state"] {
+            assert!(valid_snapshot_name(good), "{good:?}");
+        }
+        // A rollback named on the cmdline or in meta/rollback is checked before it is looked up.
+        let ex = names(&["boot-000001"]);
+        let m = BootMeta::default();
+        for bad in ["../state", "../snapshots/boot-000001"] {
+            assert_eq!(decide_rollback(Some(bad), None, &ex, &m, 0), Err(RollbackError::InvalidName(bad.into())));
+            assert_eq!(decide_rollback(None, Some(bad), &ex, &m, 0), Err(RollbackError::InvalidName(bad.into())));
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use oa_contract::config::{KeySource, PersistConfig, PersistRuntime};
 
 use crate::error::{json_err, Error, IoContext, Result};
-use crate::key;
+use crate::key::{self, Key};
 use crate::layout::{self, BootMeta, RollbackError, RollbackReason};
 use crate::state::{self, Expect, Info, Mapping, Mount, Step};
 use crate::{btrfs, device, luks, say, warn};
@@ -58,14 +58,15 @@ struct Boot<'a> {
     mapping: PathBuf,
     source: KeySource,
     boot_id: &'a str,
-    /// The key of a volume formatted in this run, to unlock it without asking again.
-    key: Option<Vec<u8>>,
+    /// The key of a volume formatted in this run, to unlock it without asking again (zeroised
+    /// when the unlock has used it).
+    key: Option<Key>,
 }
 
 impl state::Objects for Boot<'_> {
     fn info(&mut self) -> Result<Info> {
         let expect = Expect { boot_id: self.boot_id, keep: Expect::keep(self.cfg) };
-        state::info(&self.dev, &self.mapping, &self.places.top, &self.places.state, expect).ctx("read", &self.dev)
+        state::info(&self.dev, &self.mapping, &self.places.top, &self.places.state, expect)
     }
 
     fn apply(&mut self, step: Step) -> Result<()> {
@@ -73,6 +74,13 @@ impl state::Objects for Boot<'_> {
         let t = Instant::now();
         match step {
             Step::LuksFormat => {
+                if luks::read_label(dev).ctx("read the LUKS2 header of", dev)? == crate::probe::LABEL_NEW {
+                    say(&format!(
+                        "{}: an oa LUKS2 header from a first format cut short (label {}, no key slot) holds nothing that can be opened: finishing the format (the header is made again)",
+                        dev.display(),
+                        crate::probe::LABEL_NEW
+                    ));
+                }
                 let k = obtain_key(&self.source, dev, true)?;
                 luks::format(dev, &k, cfg)?;
                 say(&format!("formatted {} as LUKS2 (aes-xts-plain64, {}) in {} ms", dev.display(), cfg.pbkdf, ms(t)));
@@ -83,6 +91,9 @@ impl state::Objects for Boot<'_> {
                 say(&format!("unlocked {} as {} in {} ms", dev.display(), mapping.display(), ms(t)));
             }
             Step::Mkfs => {
+                // Whatever the filesystem probe said: only a volume whose header still says the
+                // btrfs was never made gets one.
+                luks::ensure_unfinished(dev)?;
                 btrfs::mkfs(mapping, "oa-persist")?;
                 luks::set_done(dev)?;
                 say(&format!("made btrfs on {} in {} ms", mapping.display(), ms(t)));
@@ -91,7 +102,8 @@ impl state::Objects for Boot<'_> {
                 luks::set_done(dev)?;
                 say(&format!("{} holds a btrfs: LUKS2 label set to {}", dev.display(), crate::probe::LABEL_DONE));
             }
-            Step::MountTop => btrfs::mount(mapping, &places.top, "subvolid=5")?,
+            Step::MountTop => btrfs::mount_top(mapping, &places.top)?,
+            Step::FinishSwap => finish_swap(&places.top)?,
             Step::CreateSubvols => {
                 btrfs::ensure_subvolume(&places.top.join(layout::STATE))?;
                 for d in [layout::SNAPSHOTS, layout::META] {
@@ -102,7 +114,12 @@ impl state::Objects for Boot<'_> {
             Step::BootSnapshot => boot_snapshot(cfg, self.o, &places.top, self.boot_id)?,
             Step::Prune => prune(cfg, &places.top)?,
             Step::MountState => {
-                btrfs::mount(mapping, &places.state, &format!("subvol=/{}", layout::STATE))?;
+                btrfs::mount(
+                    mapping,
+                    &places.state,
+                    &format!("subvol=/{}", layout::STATE),
+                    btrfs::MountFlags::empty(),
+                )?;
                 for d in ["upper", "work"] {
                     std::fs::create_dir_all(places.state.join(d)).ctx("create", places.state.join(d))?;
                 }
@@ -123,7 +140,7 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places, boot_id: &str)
         .as_deref()
         .map_or_else(|| Ok(cfg.key.clone()), KeySource::parse)
         .map_err(|_| Error::KeySource(o.key.clone().unwrap_or_default()))?;
-    let dev = device::find(&spec, Duration::from_secs(10)).ok_or_else(|| Error::Missing(spec.clone()))?;
+    let dev = device::find(&spec, Duration::from_secs(10))?;
     let mapping = luks::mapping_path(&places.mapping);
     say(&format!("{} is {} (key: {})", spec, dev.display(), source.describe()));
     if !cfg.paths.is_empty() {
@@ -147,7 +164,7 @@ pub fn setup(cfg: &PersistConfig, o: &Overrides, places: &Places, boot_id: &str)
     Ok(rt)
 }
 
-fn obtain_key(source: &KeySource, dev: &Path, new: bool) -> Result<Vec<u8>> {
+fn obtain_key(source: &KeySource, dev: &Path, new: bool) -> Result<Key> {
     match source {
         KeySource::File(p) => key::read_file(p),
         KeySource::Network => Err(Error::NotImplemented { what: "network" }),
@@ -158,7 +175,7 @@ fn obtain_key(source: &KeySource, dev: &Path, new: bool) -> Result<Vec<u8>> {
                 continue;
             }
             let b = key::prompt("the same passphrase again")?;
-            if a == b {
+            if *a == *b {
                 break Ok(a);
             }
             warn("the two passphrases differ; again");
@@ -167,7 +184,7 @@ fn obtain_key(source: &KeySource, dev: &Path, new: bool) -> Result<Vec<u8>> {
     }
 }
 
-fn unlock(source: &KeySource, dev: &Path, name: &str, retries: u32, known: Option<Vec<u8>>) -> Result<()> {
+fn unlock(source: &KeySource, dev: &Path, name: &str, retries: u32, known: Option<Key>) -> Result<()> {
     if let Some(k) = known {
         if luks::unlock(dev, name, &k)? {
             return Ok(());
@@ -235,8 +252,7 @@ fn boot_snapshot(cfg: &PersistConfig, o: &Overrides, top: &Path, boot_id: &str) 
     btrfs::snapshot(&state, &snaps.join(&snap), true)?;
     let current = match &rollback {
         Some(rb) => {
-            btrfs::delete(&state)?;
-            btrfs::snapshot(&snaps.join(&rb.to), &state, false)?;
+            swap_in(top, &snaps.join(&rb.to))?;
             let _ = std::fs::remove_file(top.join(layout::ROLLBACK_NEXT));
             say(&format!(
                 "ROLLED BACK to snapshot {} ({}); the state before is kept as snapshot {snap}",
@@ -261,6 +277,58 @@ fn boot_snapshot(cfg: &PersistConfig, o: &Overrides, top: &Path, boot_id: &str) 
     };
     say(&format!("snapshot {snap} taken{counting} in {} ms", ms(t)));
     Ok(())
+}
+
+/// `rename(2)` with its context, then the directory synced.
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|source| Error::Io {
+        what: format!("rename {} to", from.display()),
+        path: to.display().to_string(),
+        source,
+    })
+}
+
+/// Replace `top/state` by a writable snapshot of `target`, so that a power cut at any point
+/// leaves the old state or the new one, never none: the new state is made first under
+/// [`layout::STATE_NEW`], then the old one is renamed [`layout::STATE_OLD`], the new one
+/// renamed `state`, and the old one deleted (it is kept as this boot's snapshot already).
+/// Each point is committed before the next; [`finish_swap`] cleans up after a cut.
+fn swap_in(top: &Path, target: &Path) -> Result<()> {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (state, new, old) = (top.join(layout::STATE), top.join(layout::STATE_NEW), top.join(layout::STATE_OLD));
+    say(&format!("rolling back to snapshot {name}: making the new state as {}", layout::STATE_NEW));
+    btrfs::snapshot(target, &new, false)?;
+    btrfs::sync(top)?;
+    say(&format!("rolling back to snapshot {name}: swapping {} in for {}", layout::STATE_NEW, layout::STATE));
+    rename(&state, &old)?;
+    rename(&new, &state)?;
+    btrfs::sync(top)?;
+    btrfs::delete(&old)?;
+    btrfs::sync(top)
+}
+
+/// After a rollback cut short (see [`swap_in`]): `state` is put back (the old one while the new
+/// one is not in place, or the new one if only it is left) and the leftovers are deleted. The
+/// rollback itself is decided again by this boot (its request is removed only once it is done).
+fn finish_swap(top: &Path) -> Result<()> {
+    let (state, new, old) = (top.join(layout::STATE), top.join(layout::STATE_NEW), top.join(layout::STATE_OLD));
+    if !btrfs::is_subvolume(&state) {
+        let back = if btrfs::is_subvolume(&old) { &old } else { &new };
+        rename(back, &state)?;
+        btrfs::sync(top)?;
+        say(&format!(
+            "a rollback was cut short between its renames: {} is {} again",
+            layout::STATE,
+            back.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+    }
+    for (p, what) in [(&new, "the unfinished new state"), (&old, "the state it replaced (kept as a boot snapshot)")] {
+        if p.symlink_metadata().is_ok() {
+            btrfs::delete(p)?;
+            say(&format!("a rollback was cut short: {what} {} removed", p.display()));
+        }
+    }
+    btrfs::sync(top)
 }
 
 /// Delete the boot snapshots beyond `snapshots_keep` (never the last good one or the one
@@ -301,7 +369,7 @@ pub fn status(rt_path: &Path) -> Result<()> {
     let dev = PathBuf::from(&rt.device);
     // Nothing to prune is asked of `info` here: status reports, it does not plan.
     let expect = Expect { boot_id: &boot_id(), keep: usize::MAX };
-    let info = state::info(&dev, Path::new(&rt.mapping), &top, Path::new(&rt.state), expect).ctx("read", &dev)?;
+    let info = state::info(&dev, Path::new(&rt.mapping), &top, Path::new(&rt.state), expect)?;
     println!("device    {}: {:?}", rt.device, info.header);
     for k in luks::keyslots(&dev).unwrap_or_else(|e| vec![format!("key slots unreadable: {e}")]) {
         println!("  {k}");
@@ -364,7 +432,19 @@ pub fn create(rt_path: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A snapshot name given to a command: one path component of the naming rules.
+fn checked(name: &str) -> Result<&str> {
+    if layout::valid_snapshot_name(name) {
+        Ok(name)
+    } else {
+        Err(Error::InvalidSnapshotName(name.to_string()))
+    }
+}
+
 pub fn rollback(rt_path: &Path, name: &str) -> Result<()> {
+    if name != "previous" {
+        checked(name)?;
+    }
     let rt = runtime(rt_path)?;
     let top = PathBuf::from(&rt.top);
     let existing = btrfs::list(&top.join(layout::SNAPSHOTS))?;
@@ -390,6 +470,7 @@ pub fn rollback(rt_path: &Path, name: &str) -> Result<()> {
 }
 
 pub fn delete(rt_path: &Path, name: &str) -> Result<()> {
+    checked(name)?;
     let rt = runtime(rt_path)?;
     let p = Path::new(&rt.top).join(layout::SNAPSHOTS).join(name);
     if !btrfs::is_subvolume(&p) {
@@ -398,4 +479,143 @@ pub fn delete(rt_path: &Path, name: &str) -> Result<()> {
     btrfs::delete(&p)?;
     println!("snapshot {name} deleted");
     Ok(())
+}
+
+/// The rollback's swap on a real btrfs (a loop-mounted file on the host; skipped, saying so,
+/// where the host cannot mount one).
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A btrfs mounted (subvolid 5) at `dir/top`, unmounted on drop.
+    struct Top {
+        _dir: tempfile::TempDir,
+        top: PathBuf,
+    }
+
+    impl Top {
+        fn new() -> Option<Top> {
+            let dir = tempfile::tempdir().unwrap();
+            let img = dir.path().join("btrfs.img");
+            std::fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+            let top = dir.path().join("top");
+            std::fs::create_dir(&top).unwrap();
+            let quiet = |c: &mut Command| c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let ok = quiet(Command::new("mkfs.btrfs").arg("-q").arg(&img)).is_ok_and(|s| s.success())
+                && Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&top).status().is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("no btrfs loop mount on this host: skipping");
+                return None;
+            }
+            Some(Top { _dir: dir, top })
+        }
+    }
+
+    impl Drop for Top {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-d").arg(&self.top).status();
+        }
+    }
+
+    fn content(p: &Path) -> String {
+        std::fs::read_to_string(p.join("data")).unwrap_or_else(|e| format!("<{}: {e}>", p.display()))
+    }
+
+    /// A writable subvolume at `p` holding `data`.
+    fn subvol(p: &Path, data: &str) {
+        btrfs::ensure_subvolume(p).unwrap();
+        std::fs::write(p.join("data"), data).unwrap();
+    }
+
+    fn leftovers(top: &Path) -> Vec<&'static str> {
+        [layout::STATE_NEW, layout::STATE_OLD].into_iter().filter(|n| top.join(n).symlink_metadata().is_ok()).collect()
+    }
+
+    /// Issue 15: the rollback makes the new state before the old one goes, and after a cut at
+    /// any point of it the next boot finds `state` holding the old or the new content, never
+    /// an empty or missing one, and no leftovers.
+    #[test]
+    fn a_rollback_swaps_and_every_cut_inside_it_is_finished_to_old_or_new() {
+        let Some(t) = Top::new() else { return };
+        let top = &t.top;
+        let (state, new, old) = (top.join(layout::STATE), top.join(layout::STATE_NEW), top.join(layout::STATE_OLD));
+        std::fs::create_dir(top.join(layout::SNAPSHOTS)).unwrap();
+        let target = top.join(layout::SNAPSHOTS).join("before-change");
+        subvol(&target, "old-content");
+        subvol(&state, "current-content");
+
+        swap_in(top, &target).unwrap();
+        assert_eq!(content(&state), "old-content");
+        assert!(btrfs::is_subvolume(&state) && leftovers(top).is_empty(), "{:?}", leftovers(top));
+        assert_eq!(content(&target), "old-content", "the target is kept");
+
+        // What a cut leaves, at each point of swap_in (and the one the old code reached first).
+        type Make = fn(&Path, &Path, &Path);
+        let cuts: [(&str, Make, &[&str]); 4] = [
+            (
+                "new made",
+                |s, n, _| {
+                    subvol(s, "A");
+                    subvol(n, "B")
+                },
+                &["A"],
+            ),
+            (
+                "between the renames",
+                |_, n, o| {
+                    subvol(o, "A");
+                    subvol(n, "B")
+                },
+                &["A"],
+            ),
+            (
+                "before the old is deleted",
+                |s, _, o| {
+                    subvol(s, "B");
+                    subvol(o, "A")
+                },
+                &["B"],
+            ),
+            ("only the new one left", |_, n, _| subvol(n, "B"), &["B"]),
+        ];
+        for (what, make, want) in cuts {
+            for p in [&state, &new, &old] {
+                if btrfs::is_subvolume(p) {
+                    btrfs::delete(p).unwrap();
+                }
+            }
+            make(&state, &new, &old);
+            finish_swap(top).unwrap();
+            assert!(btrfs::is_subvolume(&state), "{what}: no state");
+            assert!(want.contains(&content(&state).as_str()), "{what}: {}", content(&state));
+            assert!(leftovers(top).is_empty(), "{what}: {:?}", leftovers(top));
+            // Finishing again changes nothing.
+            finish_swap(top).unwrap();
+            assert!(want.contains(&content(&state).as_str()), "{what}");
+        }
+    }
+
+    /// Issue 15: the top level is root's alone and nothing in old snapshots runs from it.
+    #[test]
+    fn the_top_level_is_mounted_0700_nosuid_nodev_noexec() {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(t) = Top::new() else { return };
+        let dev = oa_disk::mountinfo::read()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.mount_point == t.top)
+            .map(|m| PathBuf::from(m.source))
+            .expect("the loop device of the test mount");
+        let again = t.top.parent().unwrap().join("persist");
+        btrfs::mount_top(&dev, &again).unwrap();
+        let mode = std::fs::metadata(&again).unwrap().permissions().mode() & 0o7777;
+        let m = oa_disk::mountinfo::read().unwrap().into_iter().find(|m| m.mount_point == again).expect("mounted");
+        let _ = Command::new("umount").arg(&again).status();
+        assert_eq!(mode, 0o700);
+        for f in ["nosuid", "nodev", "noexec"] {
+            assert!(m.options.split(',').any(|o| o == f), "{f} missing in {}", m.options);
+        }
+    }
 }
