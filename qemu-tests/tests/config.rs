@@ -7,7 +7,7 @@
 //! says `oa.config=/machine.json` (a path inside the initramfs).
 
 use oa_contract::READY_LINE;
-use oa_qemu_tests::{built, workspace, Machine};
+use oa_qemu_tests::{built, oa_bin, workspace, Machine};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -109,4 +109,23 @@ fn config_is_the_desired_state_and_never_follows_a_link() {
     sh(&mut vm, "test ! -e /run/oa/config.json", "GONE2");
     poweroff(&mut vm);
     let _ = std::fs::remove_file(&disk);
+}
+
+/// tiny-persist's initramfs carries its key file: the output lists it (and the images holding
+/// it) as key material, writes them 0600, and `oa serve` refuses to publish them to the LAN
+/// unless told (`--serve-key-material`, tested in pxe/tests/server.rs).
+#[test]
+fn key_material_is_private_and_not_served() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = built("tiny-persist");
+    let (m, _) = output_spec(&dir);
+    assert!(m.key_material.iter().any(|p| p == "initramfs.img"), "key_material: {:?}", m.key_material);
+    for p in &m.key_material {
+        let mode = std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{p} is {mode:o}");
+    }
+    let out = Command::new(oa_bin()).arg("serve").arg(&dir).output().expect("run oa serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "oa serve started on key material: {err}");
+    assert!(err.contains("carries key material") && err.contains("--serve-key-material"), "{err}");
 }
