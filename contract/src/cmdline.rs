@@ -137,7 +137,9 @@ impl fmt::Display for RootSpec {
 pub struct BootArgs {
     pub root: Option<RootSpec>,
     pub sha256: Option<String>,
-    pub copytoram: bool,
+    /// `oa.copytoram` (= `yes`), `oa.copytoram=yes|no|auto` (`1`/`0` too); `None`: the
+    /// initramfs default ([`crate::config::InitramfsConfig::copytoram`]).
+    pub copytoram: Option<crate::config::CopyToRam>,
     pub persist: Option<String>,
     pub persist_key: Option<String>,
     pub config: Option<String>,
@@ -348,7 +350,7 @@ impl BootArgs {
                     }
                     a.sha256 = Some(v);
                 }
-                COPYTORAM => a.copytoram = flag(value.as_deref()),
+                COPYTORAM => a.copytoram = Some(copytoram(value.as_deref())?),
                 PERSIST => a.persist = Some(need(PERSIST)?),
                 PERSIST_KEY => a.persist_key = Some(need(PERSIST_KEY)?),
                 CONFIG => a.config = Some(need(CONFIG)?),
@@ -372,8 +374,10 @@ impl BootArgs {
         if let Some(s) = &self.sha256 {
             v.push(format!("{SHA256}={s}"));
         }
-        if self.copytoram {
-            v.push(COPYTORAM.to_string());
+        match self.copytoram {
+            Some(crate::config::CopyToRam::Yes) => v.push(COPYTORAM.to_string()),
+            Some(c) => v.push(format!("{COPYTORAM}={c}")),
+            None => {}
         }
         if let Some(s) = &self.persist {
             v.push(format!("{PERSIST}={s}"));
@@ -431,9 +435,33 @@ fn flag(value: Option<&str>) -> bool {
     }
 }
 
+/// `oa.copytoram[=yes|no|auto]`: no value means yes; the flag spellings count too.
+fn copytoram(value: Option<&str>) -> Result<crate::config::CopyToRam, CmdlineError> {
+    use crate::config::CopyToRam;
+    match value {
+        None | Some("1" | "yes" | "true" | "on" | "y") => Ok(CopyToRam::Yes),
+        Some("0" | "no" | "false" | "off" | "n") => Ok(CopyToRam::No),
+        Some("auto") => Ok(CopyToRam::Auto),
+        Some(v) => Err(CmdlineError::BadValue { key: COPYTORAM, value: v.to_string(), expected: "yes, no or auto" }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copytoram_values() {
+        use crate::config::CopyToRam;
+        let p = |s: &str| BootArgs::parse(s).map(|a| a.copytoram);
+        assert_eq!(p("oa.copytoram"), Ok(Some(CopyToRam::Yes)));
+        assert_eq!(p("oa.copytoram=0"), Ok(Some(CopyToRam::No)));
+        assert_eq!(p("oa.copytoram=auto"), Ok(Some(CopyToRam::Auto)));
+        assert_eq!(p("quiet"), Ok(None));
+        assert!(p("oa.copytoram=maybe").is_err());
+        let a = BootArgs::parse("oa.copytoram=no").unwrap();
+        assert_eq!(a.render(), ["oa.copytoram=no"]);
+    }
 
     #[test]
     fn parses_all_keys() {
@@ -444,7 +472,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.root, Some(RootSpec::PartLabel("oa-root".into())));
         assert_eq!(a.sha256.as_deref(), Some(sha.as_str()));
-        assert!(a.copytoram);
+        assert_eq!(a.copytoram, Some(crate::config::CopyToRam::Yes));
         assert!(!a.shell);
         assert!(a.debug);
         assert_eq!(a.unknown, vec!["oa.frob=1".to_string()]);

@@ -23,6 +23,43 @@ pub struct InitramfsConfig {
     /// Cmdline defaults baked in at build time; the kernel command line overrides them.
     #[serde(default)]
     pub default_cmdline: Vec<String>,
+    /// Copy the root image into RAM (profile `[image] copytoram`); `oa.copytoram` on the
+    /// command line overrides it.
+    #[serde(default)]
+    pub copytoram: CopyToRam,
+    /// With [`CopyToRam::Auto`]: copy only when the machine's RAM is at least this many times
+    /// the root image (profile `[image] copytoram_ram_factor`).
+    #[serde(default = "default_copytoram_ram_factor")]
+    pub copytoram_ram_factor: u32,
+}
+
+/// Default of [`InitramfsConfig::copytoram_ram_factor`].
+pub const DEFAULT_COPYTORAM_RAM_FACTOR: u32 = 4;
+
+fn default_copytoram_ram_factor() -> u32 {
+    DEFAULT_COPYTORAM_RAM_FACTOR
+}
+
+crate::arch::string_enum! {
+    /// Whether oa-init copies the root image into RAM before mounting it, so that the boot
+    /// medium can be removed (profile `[image] copytoram`, command line `oa.copytoram`).
+    pub enum CopyToRam {
+        /// When the root image is on removable or optical media (a USB stick, a CD, a BMC's
+        /// virtual media) and RAM is at least `copytoram_ram_factor` times the image.
+        Auto = "auto",
+        /// Always (a boot fails when the image does not fit in RAM).
+        Yes = "yes",
+        /// Never: the image is used in place.
+        No = "no",
+    }
+}
+
+// string_enum! fixes the derive list, so Default is written out.
+#[allow(clippy::derivable_impls)]
+impl Default for CopyToRam {
+    fn default() -> Self {
+        CopyToRam::Auto
+    }
 }
 
 /// `/etc/oa/system.json` in the root filesystem: what stage 2 (PID 1) does.

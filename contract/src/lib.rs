@@ -57,6 +57,14 @@ pub mod storage_paths {
     pub const EXIT_REFUSED: i32 = 4;
 }
 
+/// Paths on boot media that hold the root image as a file (the ISO, or any filesystem found by
+/// `oa.root=LABEL=`/`UUID=`): oa-init mounts the filesystem read-only and loop-mounts the
+/// image from it.
+pub mod media_paths {
+    /// The root image (squashfs) on the medium.
+    pub const ROOT_IMAGE: &str = "oa/rootfs.squashfs";
+}
+
 /// Paths inside the root filesystem.
 pub mod rootfs_paths {
     /// oa-init inside the root image: stage 1 execs it as PID 1 after switch_root.

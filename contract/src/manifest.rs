@@ -20,6 +20,22 @@ pub mod artifact {
     pub const DISK_BMAP: &str = "disk.img.bmap";
     /// [`DISK_IMAGE`] converted to qcow2, for VM users, when the profile asks for it.
     pub const DISK_QCOW2: &str = "disk.qcow2";
+    /// The hybrid ISO (CD, USB stick, BMC virtual media), when the profile asks for one.
+    pub const ISO: &str = "oa.iso";
+}
+
+/// The ISO 9660 volume identifier of a profile's `oa.iso`: `OA_` and the profile name in
+/// upper case, characters outside `A-Z0-9_` as `_`, at most 32 characters (ISO 9660's limit).
+/// Its boot loaders pass `oa.root=LABEL=<this>`; oa-init finds the ISO filesystem by it and
+/// loop-mounts [`crate::media_paths::ROOT_IMAGE`] from it.
+pub fn iso_volume_id(profile: &str) -> String {
+    let mut v: String = "OA_".into();
+    v.extend(profile.chars().map(|c| match c.to_ascii_uppercase() {
+        c @ ('A'..='Z' | '0'..='9' | '_') => c,
+        _ => '_',
+    }));
+    v.truncate(32);
+    v
 }
 
 /// GPT partition names (PARTLABEL) in `disk.img`. oa-init finds the root image by
@@ -68,5 +84,15 @@ pub struct Artifact {
 impl Manifest {
     pub fn artifact(&self, name: &str) -> Option<&Artifact> {
         self.artifacts.iter().find(|a| a.name == name)
+    }
+}
+
+#[cfg(test)]
+mod volume_id_tests {
+    #[test]
+    fn volume_id_is_iso9660_d_characters() {
+        assert_eq!(super::iso_volume_id("tiny"), "OA_TINY");
+        assert_eq!(super::iso_volume_id("debian-ssh"), "OA_DEBIAN_SSH");
+        assert_eq!(super::iso_volume_id(&"x".repeat(40)).len(), 32);
     }
 }

@@ -74,11 +74,6 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     for u in &args.unknown {
         console::warn(&format!("unknown kernel command line key {u} (ignored)"));
     }
-    for (given, key, consequence) in [(args.copytoram, cmdline::COPYTORAM, "the root image is used in place")] {
-        if given {
-            console::warn(&format!("{key} is not supported yet by this oa-init: {consequence}"));
-        }
-    }
     let rendered = args.render().join(" ");
     console::stage(
         "cmdline",

@@ -134,6 +134,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             modules: loaded,
             drivers: classes.clone(),
             default_cmdline: vec![],
+            // Profile `[image] copytoram` (issue 16 wires it; the initramfs key covers it).
+            copytoram: oa_contract::config::CopyToRam::default(),
+            copytoram_ram_factor: oa_contract::config::DEFAULT_COPYTORAM_RAM_FACTOR,
         };
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| Error::Kernel(format!("encoding {}: {e}", initramfs_paths::CONFIG)))?;
