@@ -41,6 +41,17 @@ pub fn paths(class: DriverClass) -> &'static [&'static str] {
             "drivers/scsi/sr_mod.ko",
             "drivers/cdrom",
             "drivers/mmc",
+            // The filesystems of boot media that hold the root image as a file (oa.iso, a FAT
+            // or ext4 stick: `oa.root=LABEL=`/`UUID=`); oa-init loads them when it mounts one.
+            "fs/isofs",
+            "fs/fat",
+            "fs/nls/nls_cp437.ko",
+            "fs/nls/nls_utf8.ko",
+            "fs/ext4",
+            "fs/jbd2",
+            "fs/mbcache.ko",
+            // ext4's metadata checksums: the kernel asks for "crc32c" by name at mount time.
+            "crypto/crc32c_generic.ko",
         ],
         DriverClass::UsbStorage => &[
             "drivers/usb/host",
@@ -48,6 +59,12 @@ pub fn paths(class: DriverClass) -> &'static [&'static str] {
             "drivers/usb/dwc3",
             "drivers/usb/storage",
             "drivers/scsi/sd_mod.ko",
+            "drivers/scsi/sr_mod.ko",
+            "drivers/cdrom",
+            "fs/isofs",
+            "fs/fat",
+            "fs/nls/nls_cp437.ko",
+            "fs/nls/nls_utf8.ko",
         ],
         DriverClass::Virtio => &[
             "drivers/virtio",

@@ -96,4 +96,10 @@ pub mod mounts {
     /// The checked per-machine run-time configuration (`oa.config=`), JSON
     /// [`crate::config::RuntimeConfig`], left by stage 1 for stage 2.
     pub const RUNTIME_CONFIG: &str = "/run/oa/config.json";
+    /// The filesystem found by `oa.root=LABEL=`/`UUID=` (an ISO, a FAT/ext4/btrfs stick),
+    /// mounted read-only when the root image is a file on it
+    /// ([`crate::media_paths::ROOT_IMAGE`]); unmounted again after copy-to-RAM.
+    pub const MEDIA: &str = "/run/oa/media";
+    /// The tmpfs that holds the root image after copy-to-RAM (`oa.copytoram`).
+    pub const RAM: &str = "/run/oa/ram";
 }

@@ -9,6 +9,8 @@
 //! - [`mbr`]: the protective MBR in front of a GPT and the DOS MBR of `rpi.img`.
 //! - [`signature`]: one detector of what a device holds (filesystems, partition tables, LUKS,
 //!   swap, RAID/LVM members), for `oa flash` and oa-storage's refusal to format over data.
+//! - [`fsid`]: the label and UUID of an ISO 9660, FAT, ext4 or btrfs filesystem (blkid's
+//!   `LABEL=`/`UUID=`), for oa-init's `oa.root=LABEL=`/`UUID=`.
 //! - [`mountinfo`]: `/proc/self/mountinfo` entries, with the kernel's octal escapes undone.
 //!
 //! What it is not for: doing things to devices. Nothing here opens a block device for
@@ -18,6 +20,7 @@
 //! typed per module. No dependencies beyond std, so that oa-init stays a small static binary.
 
 pub mod crc;
+pub mod fsid;
 pub mod gpt;
 pub mod guid;
 pub mod mbr;

@@ -219,6 +219,17 @@ impl Coldplug {
         self.spent += t.elapsed();
     }
 
+    /// Load `name` (with its dependencies) for `why` (a filesystem to mount, ...); true when it
+    /// is loaded now or was already. A module this initramfs does not carry is false (it may
+    /// be built into the kernel: the caller's next step says).
+    pub fn load_for(&mut self, name: &str, why: &str) -> bool {
+        let t = Instant::now();
+        let n = normalize(name);
+        let ok = !self.blacklist.contains(&n) && self.deps.contains_key(&n) && self.load(&n, why);
+        self.spent += t.elapsed();
+        ok
+    }
+
     /// Handle what happened since the last call (pending uevents, a rewalk after an
     /// overflow), then load the cheapest queued module, if any.
     pub fn poll(&mut self) {

@@ -9,6 +9,7 @@ use oa_contract::cmdline::{self, RootSpec};
 use crate::coldplug::Coldplug;
 use crate::console;
 use crate::error::{Error, IoContext, Result};
+use crate::media::{self, Labels, Medium};
 use crate::rootimage;
 use oa_disk::gpt;
 use oa_disk::{Guid, SectorSize};
@@ -136,6 +137,19 @@ fn find_partition(
 pub struct Found {
     pub path: PathBuf,
     pub verified_sha256: Option<String>,
+    /// The block device the image is on (itself, or the medium holding it as a file); `None`
+    /// for an image downloaded into RAM.
+    pub device: Option<BlockDev>,
+    /// The filesystem mounted at /run/oa/media that holds the image as a file
+    /// (`oa.root=LABEL=`/`UUID=`).
+    pub medium: Option<Medium>,
+}
+
+impl Found {
+    fn on(path: PathBuf, devs: &[BlockDev], verified_sha256: Option<String>) -> Found {
+        let device = devs.iter().find(|d| d.dev == path).cloned();
+        Found { path, verified_sha256, device, medium: None }
+    }
 }
 
 /// Find the root image. Polls every 20 ms for up to 10 s: device nodes appear asynchronously
@@ -145,6 +159,7 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
     let start = Instant::now();
     let mut gpt_errors = Vec::new();
     let mut mismatched: Vec<(PathBuf, String)> = Vec::new();
+    let mut labels = Labels::default();
     loop {
         coldplug.poll();
         let devs = list();
@@ -159,16 +174,23 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
                 let want = u.parse::<Guid>().ok();
                 find_partition(&devs, &|p| Some(p.guid) == want, &mut gpt_errors)
             }
-            Some(RootSpec::Label(_)) => {
-                return Err(Error::NotSupported { what: format!("{}=LABEL= (filesystem labels)", cmdline::ROOT) })
-            }
-            Some(RootSpec::Uuid(_)) => {
-                return Err(Error::NotSupported { what: format!("{}=UUID= (filesystem UUIDs)", cmdline::ROOT) })
+            Some(s @ (RootSpec::Label(_) | RootSpec::Uuid(_))) => {
+                if let Some(m) = labels.find(&devs, s)? {
+                    console::debug(&format!(
+                        "{} ({}) found after {} ms",
+                        m.dev.dev.display(),
+                        m.id.kind.fstype(),
+                        start.elapsed().as_millis()
+                    ));
+                    let path = media::mount(&m, coldplug)?;
+                    return Ok(Found { path, verified_sha256: None, device: Some(m.dev.clone()), medium: Some(m) });
+                }
+                None
             }
             Some(RootSpec::Http(u)) => {
                 // Network boot: bring the NIC up, DHCP, download into RAM (crate::net).
                 let (path, sha) = crate::net::fetch_root(u, sha256, coldplug)?;
-                return Ok(Found { path, verified_sha256: sha256.map(|_| sha) });
+                return Ok(Found { path, verified_sha256: sha256.map(|_| sha), device: None, medium: None });
             }
             None => {
                 // Scan: the first device holding a squashfs image (whose digest matches, when
@@ -186,7 +208,7 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
                         Some(want) => {
                             let (got, _) = rootimage::hash(&d.dev)?;
                             if got == want {
-                                return Ok(Found { path: d.dev.clone(), verified_sha256: Some(got) });
+                                return Ok(Found::on(d.dev.clone(), &devs, Some(got)));
                             }
                             console::warn(&format!(
                                 "{}: squashfs image with sha256 {got}, not the one oa.sha256= asks for",
@@ -201,7 +223,7 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
         };
         if let Some(path) = found {
             console::debug(&format!("root image at {} after {} ms", path.display(), start.elapsed().as_millis()));
-            return Ok(Found { path, verified_sha256: None });
+            return Ok(Found::on(path, &devs, None));
         }
         if start.elapsed() >= WAIT {
             if let (Some(want), [(dev, got)]) = (sha256, mismatched.as_slice()) {
@@ -211,6 +233,7 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
                     actual: got.clone(),
                 });
             }
+            let spec_kind = spec;
             let spec = match spec {
                 Some(s) => cmdline::word(cmdline::ROOT, s),
                 None if !mismatched.is_empty() => "a squashfs image with the sha256 from oa.sha256=".to_string(),
@@ -219,6 +242,9 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
             let mut seen = names(&devs);
             if !gpt_errors.is_empty() {
                 seen.push_str(&format!("; GPT errors: {}", gpt_errors.join("; ")));
+            }
+            if matches!(spec_kind, Some(RootSpec::Label(_) | RootSpec::Uuid(_))) {
+                seen.push_str(&format!("; {}", labels.describe()));
             }
             return Err(Error::RootNotFound {
                 spec,

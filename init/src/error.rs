@@ -30,10 +30,6 @@ pub enum Error {
     #[error(transparent)]
     Cmdline(#[from] CmdlineError),
 
-    /// A feature the contract names but this version does not implement yet.
-    #[error("{what} is not supported yet")]
-    NotSupported { what: String },
-
     /// No device matched `oa.root=` in time. `drivers`: the devices no driver took and the
     /// driver classes the initramfs carries (crate::coldplug::Coldplug::report).
     #[error("no block device matching {spec} appeared within {waited_ms} ms (block devices seen: {seen}; {drivers})")]
@@ -42,6 +38,18 @@ pub enum Error {
     /// No Ethernet interface appeared in time (network boot).
     #[error("no Ethernet interface appeared within {waited_s} s (interfaces: {seen}; {drivers})")]
     NoNic { waited_s: u64, seen: String, drivers: String },
+
+    /// Two devices carry the filesystem `oa.root=LABEL=`/`UUID=` names.
+    #[error("{spec} names more than one device: {devices}")]
+    AmbiguousRoot { spec: String, devices: String },
+
+    /// The filesystem `oa.root=LABEL=`/`UUID=` found holds no root image.
+    #[error("{device} ({fstype}) holds no root image at {path}")]
+    NoImageOnMedium { device: String, fstype: String, path: String },
+
+    /// Copy-to-RAM was asked for and cannot be done.
+    #[error("copy the root image to RAM: {why}")]
+    CopyToRam { why: String },
 
     /// The root image does not have the digest given by `oa.sha256=`.
     #[error("{device}: sha256 mismatch: expected {expected}, got {actual}")]
@@ -144,7 +152,18 @@ impl Error {
             Error::NoNic { .. } => Some(format!("the NIC needs its driver: {}", driver_hint())),
             Error::NotSquashfs { .. } => Some(format!("{}= must point at the rootfs.squashfs of the build (a raw partition or device holding it)", cmdline::ROOT)),
             Error::Cmdline(_) => Some("fix the oa.* keys on the kernel command line (see docs/boot-contract.md)".into()),
-            Error::NotSupported { .. } => Some("use a /dev path, PARTLABEL= or PARTUUID= for oa.root=, or leave it out to scan for the squashfs image".into()),
+            Error::AmbiguousRoot { .. } => Some(format!(
+                "give the label to one filesystem only (remove the other medium), or name the root by {}=PARTUUID= or a /dev path",
+                cmdline::ROOT
+            )),
+            Error::NoImageOnMedium { path, .. } => Some(format!(
+                "the medium is not an oa build's: write oa.iso (or put the build's rootfs.squashfs at {path}) or fix {}=",
+                cmdline::ROOT
+            )),
+            Error::CopyToRam { .. } => Some(format!(
+                "boot with {}=no to use the image in place, or give the machine more RAM",
+                cmdline::COPYTORAM
+            )),
             Error::Json { .. } => Some("the file was not written by a matching oa build: rebuild the image".into()),
             Error::Mount { fstype, source: Errno::ENODEV, .. } => Some(format!(
                 "the kernel does not know the filesystem {fstype}: the initramfs must load its module (check the modules in /etc/oa/initramfs.json)"

@@ -8,6 +8,7 @@ mod devices;
 mod emergency;
 mod error;
 mod loopdev;
+mod media;
 mod modules;
 mod mounts;
 mod net;

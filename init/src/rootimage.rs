@@ -74,6 +74,17 @@ pub fn hash(path: &Path) -> Result<(String, u64)> {
     Ok((hex(&h.finalize()), len))
 }
 
+/// How many bytes of `path` are the squashfs image (see [`image_len`]).
+pub fn len(path: &Path) -> Result<u64> {
+    let device = path.display().to_string();
+    let size = device_size(path)?;
+    let mut f = std::fs::File::open(path).ctx("open", path)?;
+    let mut sb = [0u8; SUPERBLOCK_LEN];
+    f.read_exact(&mut sb)
+        .map_err(|e| Error::NotSquashfs { device: device.clone(), why: format!("reading the superblock: {e}") })?;
+    image_len(&sb, size).map_err(|why| Error::NotSquashfs { device, why })
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

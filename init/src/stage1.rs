@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use nix::mount::MsFlags;
 use oa_contract::cmdline::{self, BootArgs};
-use oa_contract::config::{InitSystem, InitramfsConfig, SystemInit};
+use oa_contract::config::{CopyToRam, InitSystem, InitramfsConfig, SystemInit};
 use oa_contract::modules::normalize;
 use oa_contract::{initramfs_paths, mounts as mp, rootfs_paths};
 
@@ -21,6 +21,7 @@ use crate::devices;
 use crate::emergency;
 use crate::error::{Error, Failure, IoContext, Result, Step, SysContext};
 use crate::loopdev;
+use crate::media;
 use crate::modules;
 use crate::mounts;
 use crate::rootimage;
@@ -126,7 +127,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     }
 
     // 4.+5. Find and verify the root image.
-    let root = find_and_verify(&args, &mut coldplug)?;
+    let root = find_and_verify(&args, &cfg, &mut coldplug)?;
 
     // 5a. oa.config=: fetched (the network is up already for oa.root=http://) or read, checked,
     // left in /run/oa/config.json. A failure is a warning: the profile alone applies.
@@ -188,7 +189,11 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     exec(&init, &argv).step("start the init of the root filesystem", HINT_REBUILD)
 }
 
-fn find_and_verify(args: &BootArgs, coldplug: &mut Coldplug) -> std::result::Result<PathBuf, Failure> {
+fn find_and_verify(
+    args: &BootArgs,
+    cfg: &InitramfsConfig,
+    coldplug: &mut Coldplug,
+) -> std::result::Result<PathBuf, Failure> {
     let t = Instant::now();
     let found = devices::find_root(args.root.as_ref(), args.sha256.as_deref(), coldplug)
         .step("find the root image", HINT_SHELL)?;
@@ -197,6 +202,43 @@ fn find_and_verify(args: &BootArgs, coldplug: &mut Coldplug) -> std::result::Res
         None => "scan for a squashfs image".to_string(),
     };
     console::stage("root", &format!("found {} ({how}) in {} ms", found.path.display(), ms(t)));
+
+    // 4a. Copy-to-RAM: the copy is hashed on the way, which is then the verification.
+    let mode = args.copytoram.unwrap_or(cfg.copytoram);
+    if found.device.is_none() {
+        if mode == CopyToRam::Yes {
+            console::info(&format!("{}: the root image is not on a block device (downloaded into RAM): nothing to copy", cmdline::COPYTORAM));
+        }
+    } else if mode != CopyToRam::No {
+        let len = rootimage::len(&found.path).step("size the root image", HINT_SHELL)?;
+        let (copy, why) =
+            media::decide(mode, cfg.copytoram_ram_factor, len, found.device.as_ref(), media::mem_total());
+        if copy {
+            let t = Instant::now();
+            let (ram, _) = media::copy_to_ram(&found.path, len, args.sha256.as_deref())
+                .step("copy the root image to RAM", HINT_SHELL)?;
+            console::stage(
+                "copytoram",
+                &format!(
+                    "{} MiB from {} into RAM in {} ms ({why})",
+                    len.div_ceil(1 << 20),
+                    found.path.display(),
+                    ms(t)
+                ),
+            );
+            if let Some(m) = &found.medium {
+                if let Err(e) = media::release(m) {
+                    console::warn(&format!("the medium stays in use: {e}"));
+                }
+            }
+            match &args.sha256 {
+                Some(_) => console::stage("verify", "sha256 matches (checked while copying to RAM)"),
+                None => console::stage("verify", "skipped (no oa.sha256= given)"),
+            }
+            return Ok(ram);
+        }
+        console::debug(&format!("{}: not copied ({why})", cmdline::COPYTORAM));
+    }
     match (&args.sha256, &found.verified_sha256) {
         (Some(_), Some(_)) => console::stage("verify", "sha256 matches (checked while scanning)"),
         (Some(want), None) => {
