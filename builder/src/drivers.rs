@@ -47,6 +47,7 @@ pub fn paths(class: DriverClass) -> &'static [&'static str] {
             "fs/fat",
             "fs/nls/nls_cp437.ko",
             "fs/nls/nls_utf8.ko",
+            "fs/nls/nls_ascii.ko",
             "fs/ext4",
             "fs/jbd2",
             "fs/mbcache.ko",
@@ -65,6 +66,7 @@ pub fn paths(class: DriverClass) -> &'static [&'static str] {
             "fs/fat",
             "fs/nls/nls_cp437.ko",
             "fs/nls/nls_utf8.ko",
+            "fs/nls/nls_ascii.ko",
         ],
         DriverClass::Virtio => &[
             "drivers/virtio",

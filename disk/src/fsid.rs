@@ -44,7 +44,7 @@ impl FsKind {
     pub fn modules(self) -> &'static [&'static str] {
         match self {
             FsKind::Iso9660 => &["isofs"],
-            FsKind::Fat => &["nls_cp437", "nls_utf8", "vfat"],
+            FsKind::Fat => &["nls_cp437", "nls_ascii", "nls_utf8", "vfat"],
             FsKind::Ext => &["crc32c_generic", "ext4"],
             FsKind::Btrfs => &["crc32c_generic", "btrfs"],
         }

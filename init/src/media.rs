@@ -269,7 +269,13 @@ mod tests {
     use super::*;
 
     fn dev(name: &str) -> BlockDev {
-        BlockDev { name: name.into(), dev: PathBuf::from("/dev").join(name), partition: None, parent: None, size_bytes: 1 }
+        BlockDev {
+            name: name.into(),
+            dev: PathBuf::from("/dev").join(name),
+            partition: None,
+            parent: None,
+            size_bytes: 1,
+        }
     }
 
     #[test]

@@ -207,12 +207,14 @@ fn find_and_verify(
     let mode = args.copytoram.unwrap_or(cfg.copytoram);
     if found.device.is_none() {
         if mode == CopyToRam::Yes {
-            console::info(&format!("{}: the root image is not on a block device (downloaded into RAM): nothing to copy", cmdline::COPYTORAM));
+            console::info(&format!(
+                "{}: the root image is not on a block device (downloaded into RAM): nothing to copy",
+                cmdline::COPYTORAM
+            ));
         }
     } else if mode != CopyToRam::No {
         let len = rootimage::len(&found.path).step("size the root image", HINT_SHELL)?;
-        let (copy, why) =
-            media::decide(mode, cfg.copytoram_ram_factor, len, found.device.as_ref(), media::mem_total());
+        let (copy, why) = media::decide(mode, cfg.copytoram_ram_factor, len, found.device.as_ref(), media::mem_total());
         if copy {
             let t = Instant::now();
             let (ram, _) = media::copy_to_ram(&found.path, len, args.sha256.as_deref())

@@ -328,3 +328,49 @@ pub fn uefi_firmware(arch: Arch) -> (oa_builder::qemu::Firmware, oa_builder::qem
     let files = oa_builder::qemu::UefiFiles::locate(arch).unwrap_or_else(|e| panic!("{e}"));
     files.for_run(&workspace().join("target/qemu-tests/uefi-vars")).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The human monitor of one machine on a Unix socket (`-monitor unix:...`), for what a person
+/// does to a running machine: eject a CD, pull a USB stick (`device_del`).
+pub struct Monitor {
+    pub path: PathBuf,
+}
+
+impl Monitor {
+    /// A socket path for the machine `name`; add [`Monitor::args`] to its QEMU command line.
+    pub fn new(name: &str) -> Monitor {
+        let dir = workspace().join("target/qemu-tests/monitors");
+        std::fs::create_dir_all(&dir).expect("creating the monitor socket folder");
+        let path = dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&path);
+        Monitor { path }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        vec!["-monitor".into(), format!("unix:{},server=on,wait=off", self.path.display())]
+    }
+
+    /// Run one monitor command; returns what the monitor printed up to its next prompt.
+    pub fn run(&self, command: &str) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.path)
+            .unwrap_or_else(|e| panic!("connecting to the QEMU monitor {}: {e}", self.path.display()));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut read_to_prompt = |s: &mut std::os::unix::net::UnixStream, out: &mut Vec<u8>| loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.ends_with(b"(qemu) ") {
+                        break;
+                    }
+                }
+            }
+        };
+        read_to_prompt(&mut s, &mut out);
+        out.clear();
+        s.write_all(format!("{command}\n").as_bytes()).expect("writing to the QEMU monitor");
+        read_to_prompt(&mut s, &mut out);
+        String::from_utf8_lossy(&out).to_string()
+    }
+}
