@@ -127,12 +127,13 @@ impl RunTarget {
         if self.image_file {
             return Ok(a.target.clone());
         }
-        let iso = self.manifest.as_ref().and_then(|m| m.artifact(oa_contract::manifest::artifact::ISO)).ok_or_else(
-            || Error::Output {
-                path: self.dir.clone(),
-                reason: "has no oa.iso; add `iso = true` under [image] in the profile and build again".into(),
-            },
-        )?;
+        let iso =
+            self.manifest.as_ref().and_then(|m| m.artifact(oa_contract::manifest::artifact::ISO)).ok_or_else(|| {
+                Error::Output {
+                    path: self.dir.clone(),
+                    reason: "has no oa.iso; add `iso = true` under [image] in the profile and build again".into(),
+                }
+            })?;
         Ok(self.dir.join(&iso.path))
     }
 

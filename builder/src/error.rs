@@ -61,7 +61,7 @@ pub enum Error {
     Image(String),
 
     /// Writing the hybrid ISO (`oa.iso`).
-    #[error("oa.iso: {0}")]
+    #[error("hybrid ISO: {0}")]
     Iso(String),
 
     /// `[persistence]`: bundling oa-storage and mkfs.btrfs with their libraries.

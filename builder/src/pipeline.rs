@@ -159,7 +159,7 @@ pub const STAGES: &[Stage] = &[
     },
     Stage {
         name: "iso",
-        doc: "oa.iso: hybrid ISO 9660 (El Torito BIOS isolinux + UEFI systemd-boot ESP, isohybrid MBR + GPT), the root image as a file",
+        doc: "the hybrid ISO (oa.iso): ISO 9660 (El Torito BIOS isolinux + UEFI systemd-boot ESP, isohybrid MBR + GPT), the root image as a file",
         wanted: iso,
         reads: &[
             When("kernel", always),

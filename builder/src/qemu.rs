@@ -241,9 +241,12 @@ impl Spec {
             push(&["-drive", &drive]);
             match self.arch {
                 Arch::X86_64 => push(&["-device", "ide-cd,drive=cd0,bus=ide.0,bootindex=0"]),
-                Arch::Aarch64 => {
-                    push(&["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0"])
-                }
+                Arch::Aarch64 => push(&[
+                    "-device",
+                    "virtio-scsi-pci,id=scsi0",
+                    "-device",
+                    "scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0",
+                ]),
             }
         } else if let Some(d) = &self.disk {
             let drive = format!(

@@ -68,7 +68,7 @@ fn tiny_iso_is_reproducible_hybrid_and_carries_the_root_image() {
 
     // The manifest lists it with its digest and size.
     let m: Manifest = serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
-    let listed = m.artifact(artifact::ISO).expect("oa.iso in manifest.json");
+    let listed = m.artifact(artifact::ISO).expect("the ISO in manifest.json");
     assert_eq!(listed.size, bytes.len() as u64);
     assert_eq!(listed.sha256, oa_builder::hash::sha256_file(&iso).unwrap());
 
@@ -111,7 +111,7 @@ fn tiny_iso_is_reproducible_hybrid_and_carries_the_root_image() {
     // Both boot loaders: the manifest's command line with the root by the ISO's label.
     let root = word(ROOT, RootSpec::Label(iso_volume_id("tiny-iso")));
     assert_eq!(root, format!("{ROOT}=LABEL=OA_TINY_ISO"));
-    let sha = m.cmdline.iter().find(|w| w.starts_with(&format!("{SHA256}="))).expect("oa.sha256 in the manifest");
+    let sha = m.cmdline.iter().find(|w| w.starts_with(&format!("{SHA256}="))).expect("the root digest in the manifest");
     let cfg = std::fs::read_to_string(x.join("isolinux.cfg")).unwrap();
     let append = oa_builder::image::boot::config_cmdline(&cfg).expect("APPEND line");
     let words: Vec<&str> = append.split_whitespace().collect();

@@ -36,8 +36,7 @@ use std::process::Command;
 pub const ESP_TYPE_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// "Linux filesystem data": the GPT/MBR type of the ISO filesystem's own partition.
 pub const ISO_PART_TYPE_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-const INSTALL_XORRISO: &str =
-    "install the Debian package xorriso: apt-get install xorriso (`make deps` does it)";
+const INSTALL_XORRISO: &str = "install the Debian package xorriso: apt-get install xorriso (`make deps` does it)";
 /// Lines of xorriso's output kept in an error.
 const ERROR_TAIL_LINES: usize = 25;
 
@@ -75,7 +74,7 @@ impl IsoFiles {
     pub fn locate_in(root: &Path, arch: Arch) -> Result<IsoFiles> {
         if arch != Arch::X86_64 {
             return Err(Error::Iso(format!(
-                "oa.iso is made for x86_64 only (isolinux and the x86-64 systemd-boot); the profile's arch is {arch}: set [image] iso = false"
+                "the hybrid ISO (oa.iso) is made for x86_64 only (isolinux and the x86-64 systemd-boot); the profile's arch is {arch}: set [image] iso = false"
             )));
         }
         let find = |candidates: &[&str], package: &str, what: &str| -> Result<PathBuf> {
@@ -243,7 +242,8 @@ pub fn xorriso_args(spec: &IsoSpec<'_>, files: &IsoFiles, io: &XorrisoInputs<'_>
 /// Write `out` (created or replaced) for `spec`; `work` is a folder for the generated files
 /// (the ESP image, isolinux.cfg), removed again.
 pub fn write_iso(spec: &IsoSpec<'_>, files: &IsoFiles, out: &Path, work: &Path) -> Result<Iso> {
-    let tmp = tempfile::Builder::new().prefix(".oa-iso-").tempdir_in(work).ctx("creating a temporary folder in", work)?;
+    let tmp =
+        tempfile::Builder::new().prefix(".oa-iso-").tempdir_in(work).ctx("creating a temporary folder in", work)?;
     let cfg = tmp.path().join("isolinux.cfg");
     std::fs::write(&cfg, isolinux_cfg(spec.title, spec.cmdline)).ctx("writing", &cfg)?;
     let efiboot = tmp.path().join("efiboot.img");
@@ -269,10 +269,7 @@ fn write_esp_image(spec: &IsoSpec<'_>, files: &IsoFiles, img: &Path, tmp: &Path)
     let fat = fat::Fat::new(img, 0, spec.epoch);
     fat.format(bytes / 512, 0, "OA-ESP", serial)?;
     fat.mkdirs(esp::DIRS)?;
-    let texts = [
-        (esp::LOADER_CONF, boot::loader_conf()),
-        (esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)),
-    ];
+    let texts = [(esp::LOADER_CONF, boot::loader_conf()), (esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline))];
     for (i, (dst, text)) in texts.iter().enumerate() {
         let t = tmp.join(format!("esp-{i}.conf"));
         std::fs::write(&t, text).ctx("writing", &t)?;
@@ -375,7 +372,10 @@ mod tests {
         assert!(s.contains(
             "-eltorito-boot isolinux/isolinux.bin -eltorito-catalog isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table"
         ), "{s}");
-        assert!(s.contains("-append_partition 2 C12A7328-F81F-11D2-BA4B-00A0C93EC93B /w/efiboot.img -appended_part_as_gpt"), "{s}");
+        assert!(
+            s.contains("-append_partition 2 C12A7328-F81F-11D2-BA4B-00A0C93EC93B /w/efiboot.img -appended_part_as_gpt"),
+            "{s}"
+        );
         assert!(s.contains("-eltorito-alt-boot -e --interval:appended_partition_2:all:: -no-emul-boot"), "{s}");
         assert!(s.contains("-output /o/oa.iso "), "{s}");
         // The El Torito BIOS image is named before the UEFI one (catalog order: BIOS first).
