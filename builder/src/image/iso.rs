@@ -239,8 +239,9 @@ pub fn xorriso_args(spec: &IsoSpec<'_>, files: &IsoFiles, io: &XorrisoInputs<'_>
     a
 }
 
-/// Write `out` (created or replaced) for `spec`; `work` is a folder for the generated files
-/// (the ESP image, isolinux.cfg), removed again.
+/// Write `out` for `spec`: created, or truncated keeping its mode (so a file created 0600
+/// first stays private); `work` is a folder for the generated files (the ESP image,
+/// isolinux.cfg), removed again.
 pub fn write_iso(spec: &IsoSpec<'_>, files: &IsoFiles, out: &Path, work: &Path) -> Result<Iso> {
     let tmp =
         tempfile::Builder::new().prefix(".oa-iso-").tempdir_in(work).ctx("creating a temporary folder in", work)?;
@@ -248,7 +249,6 @@ pub fn write_iso(spec: &IsoSpec<'_>, files: &IsoFiles, out: &Path, work: &Path) 
     std::fs::write(&cfg, isolinux_cfg(spec.title, spec.cmdline)).ctx("writing", &cfg)?;
     let efiboot = tmp.path().join("efiboot.img");
     let esp_bytes = write_esp_image(spec, files, &efiboot, tmp.path())?;
-    let _ = std::fs::remove_file(out);
     let args = xorriso_args(spec, files, &XorrisoInputs { isolinux_cfg: &cfg, efiboot: &efiboot, out });
     run_xorriso(&args, spec.epoch)?;
     let size = std::fs::metadata(out).ctx("reading size of", out)?.len();
