@@ -21,6 +21,9 @@ DEB_PACKAGES += libcryptsetup-dev libbtrfsutil-dev clang pkg-config btrfs-progs 
 DEB_PACKAGES += ipxe dnsmasq iproute2 python3
 # arm64 and the Raspberry Pi (issue 7): a cross linker for oa-init (aarch64 musl).
 DEB_PACKAGES += gcc-aarch64-linux-gnu
+# Hybrid ISO (issue 16): xorriso writes oa.iso; isolinux's isolinux.bin and isohdpfx.bin boot it
+# under BIOS (ldlinux.c32 comes from syslinux-common).
+DEB_PACKAGES += xorriso isolinux
 AARCH64_TARGET := aarch64-unknown-linux-musl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_QEMU := qemu-system-x86

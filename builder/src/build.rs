@@ -80,6 +80,7 @@ pub struct Context<'a> {
     pub rootfs: Option<Stored>,
     pub initramfs: Option<Stored>,
     pub disk: Option<stages::image::DiskOut>,
+    pub iso: Option<stages::iso::IsoOut>,
     pub rpi: Option<crate::rpi::RpiOut>,
     pub manifest: Option<Manifest>,
 }
@@ -123,6 +124,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
         rootfs: None,
         initramfs: None,
         disk: None,
+        iso: None,
         rpi: None,
         manifest: None,
     };

@@ -54,7 +54,16 @@ pub fn run(a: RunArgs) -> Result<i32> {
             fw
         }
     };
-    let mut spec = match (&target.manifest, target.image_file || a.disk) {
+    let mut spec = match (&target.manifest, target.image_file || a.disk || a.iso) {
+        (_, true) if a.iso => {
+            if !a.append.is_empty() {
+                return Err(Error::Usage(
+                    "--append works when oa loads the kernel itself; an ISO boot takes its command line from the ISO's boot loaders (isolinux.cfg, loader/entries/oa.conf): rebuild with the words in [kernel] cmdline, or boot without --iso".into(),
+                ));
+            }
+            let path = target.iso_image(&a)?;
+            qemu::Spec::from_disk(arch, qemu::DiskBoot::cdrom(&path), firmware, accel)
+        }
         (_, true) => {
             if !a.append.is_empty() {
                 return Err(Error::Usage(
@@ -113,6 +122,21 @@ impl RunTarget {
         Ok(RunTarget { dir, image_file, memory, manifest })
     }
 
+    /// The ISO to boot as a CD-ROM: TARGET itself, or the output's oa.iso.
+    fn iso_image(&self, a: &RunArgs) -> Result<PathBuf> {
+        if self.image_file {
+            return Ok(a.target.clone());
+        }
+        let iso =
+            self.manifest.as_ref().and_then(|m| m.artifact(oa_contract::manifest::artifact::ISO)).ok_or_else(|| {
+                Error::Output {
+                    path: self.dir.clone(),
+                    reason: "has no oa.iso; add `iso = true` under [image] in the profile and build again".into(),
+                }
+            })?;
+        Ok(self.dir.join(&iso.path))
+    }
+
     /// The disk image to boot: TARGET itself, or the output's disk.img.
     fn disk_image(&self, a: &RunArgs) -> Result<PathBuf> {
         if self.image_file {
@@ -134,7 +158,8 @@ impl RunTarget {
 fn until_ready(spec: &qemu::Spec, a: &RunArgs, dir: &Path, accel: Accel) -> Result<i32> {
     let what = match &spec.disk {
         Some(d) => format!(
-            "disk image {} ({}, {})",
+            "{} {} ({}, {})",
+            if d.cdrom { "CD-ROM" } else { "disk image" },
             d.path.display(),
             d.format,
             if matches!(spec.firmware, qemu::Firmware::Uefi { .. }) { "UEFI" } else { "BIOS" }

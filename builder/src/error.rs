@@ -60,6 +60,10 @@ pub enum Error {
     #[error("{0}")]
     Image(String),
 
+    /// Writing the hybrid ISO (`oa.iso`).
+    #[error("hybrid ISO: {0}")]
+    Iso(String),
+
     /// `[persistence]`: bundling oa-storage and mkfs.btrfs with their libraries.
     #[error("{0}")]
     Persistence(String),

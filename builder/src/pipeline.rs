@@ -80,6 +80,9 @@ fn disk(p: &Profile) -> bool {
 fn qcow2(p: &Profile) -> bool {
     p.image.disk && p.image.qcow2
 }
+fn iso(p: &Profile) -> bool {
+    p.image.iso
+}
 fn rpi(p: &Profile) -> bool {
     p.rpi.enable
 }
@@ -155,6 +158,19 @@ pub const STAGES: &[Stage] = &[
         run: stages::image::run,
     },
     Stage {
+        name: "iso",
+        doc: "the hybrid ISO (oa.iso): ISO 9660 (El Torito BIOS isolinux + UEFI systemd-boot ESP, isohybrid MBR + GPT), the root image as a file",
+        wanted: iso,
+        reads: &[
+            When("kernel", always),
+            When("initramfs", always),
+            When("rootfs", always),
+            When("boot loaders", always),
+        ],
+        makes: &[When(artifact::ISO, always)],
+        run: stages::iso::run,
+    },
+    Stage {
         name: "rpi",
         doc: "the Raspberry Pi boot tree rpi/ and the SD card image rpi.img",
         wanted: rpi,
@@ -177,6 +193,7 @@ pub const STAGES: &[Stage] = &[
             When("initramfs", always),
             When("rootfs", always),
             When("image", disk),
+            When("iso", iso),
             When("rpi", rpi),
         ],
         makes: &[When(oa_contract::manifest::FILE_NAME, always)],
@@ -280,6 +297,7 @@ mod tests {
             assert!(g.files.contains(&artifact::ROOTFS) && g.files.contains(&oa_contract::manifest::FILE_NAME));
             assert_eq!(g.files.contains(&artifact::DISK_IMAGE), p.image.disk, "{file}");
             assert_eq!(g.files.contains(&artifact::RPI_IMAGE), p.rpi.enable, "{file}");
+            assert_eq!(g.files.contains(&artifact::ISO), p.image.iso, "{file}");
             assert_eq!(g.stages.contains(&"base"), p.base != Base::Busybox, "{file}");
         }
     }

@@ -54,7 +54,8 @@ pub enum Firmware {
     Uefi { code: PathBuf, vars: PathBuf },
 }
 
-/// A disk image attached as the first virtio disk and booted by the firmware.
+/// A disk image attached as the first virtio disk (or an ISO as a CD-ROM) and booted by the
+/// firmware.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskBoot {
     pub path: PathBuf,
@@ -62,9 +63,16 @@ pub struct DiskBoot {
     pub format: String,
     /// Writes go to a temporary overlay that QEMU drops at exit; the file is not changed.
     pub snapshot: bool,
+    /// A read-only CD-ROM on the machine's AHCI (q35) controller instead of a virtio disk.
+    pub cdrom: bool,
 }
 
 impl DiskBoot {
+    /// An ISO (`oa.iso`) in a CD-ROM drive: read-only, booted through El Torito.
+    pub fn cdrom(path: &Path) -> DiskBoot {
+        DiskBoot { path: path.to_path_buf(), format: "raw".into(), snapshot: false, cdrom: true }
+    }
+
     /// `path` with its format read from its first bytes (qcow2's magic, else raw).
     pub fn detect(path: &Path, snapshot: bool) -> Result<DiskBoot> {
         let mut magic = [0u8; 4];
@@ -79,7 +87,7 @@ impl DiskBoot {
             source: e,
         })?;
         let format = if n == 4 && &magic == b"QFI\xfb" { "qcow2" } else { "raw" };
-        Ok(DiskBoot { path: path.to_path_buf(), format: format.into(), snapshot })
+        Ok(DiskBoot { path: path.to_path_buf(), format: format.into(), snapshot, cdrom: false })
     }
 }
 
@@ -226,7 +234,21 @@ impl Spec {
             let v = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
             push(&["-drive", &c, "-drive", &v]);
         }
-        if let Some(d) = &self.disk {
+        if let Some(d) = self.disk.as_ref().filter(|d| d.cdrom) {
+            // q35's built-in AHCI controller (ide.0 is its first port); aarch64's virt has
+            // none, so a SCSI CD-ROM there.
+            let drive = format!("file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on", d.path.display());
+            push(&["-drive", &drive]);
+            match self.arch {
+                Arch::X86_64 => push(&["-device", "ide-cd,drive=cd0,bus=ide.0,bootindex=0"]),
+                Arch::Aarch64 => push(&[
+                    "-device",
+                    "virtio-scsi-pci,id=scsi0",
+                    "-device",
+                    "scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0",
+                ]),
+            }
+        } else if let Some(d) = &self.disk {
             let drive = format!(
                 "file={},format={},if=none,id=disk0{}",
                 d.path.display(),
@@ -507,13 +529,13 @@ mod tests {
 
     #[test]
     fn disk_boot_under_bios_and_uefi() {
-        let disk = DiskBoot { path: "/o/disk.img".into(), format: "raw".into(), snapshot: true };
+        let disk = DiskBoot { path: "/o/disk.img".into(), format: "raw".into(), snapshot: true, cdrom: false };
         let s = Spec::from_disk(Arch::X86_64, disk.clone(), Firmware::Bios, Accel::Tcg);
         let a = s.args().join(" ");
         assert!(a.contains("-drive file=/o/disk.img,format=raw,if=none,id=disk0,snapshot=on -device virtio-blk-pci,drive=disk0,bootindex=0"), "{a}");
         assert!(!a.contains("-kernel") && !a.contains("-append") && !a.contains("pflash"), "{a}");
         let uefi = Firmware::Uefi { code: "/fw/CODE.fd".into(), vars: "/tmp/vars.fd".into() };
-        let q = DiskBoot { path: "/o/disk.qcow2".into(), format: "qcow2".into(), snapshot: false };
+        let q = DiskBoot { path: "/o/disk.qcow2".into(), format: "qcow2".into(), snapshot: false, cdrom: false };
         let a = Spec::from_disk(Arch::X86_64, q, uefi, Accel::Tcg).args().join(" ");
         assert!(a.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/tmp/vars.fd"), "{a}");
         assert!(a.contains("file=/o/disk.qcow2,format=qcow2,if=none,id=disk0 -device"), "{a}");
@@ -532,6 +554,21 @@ mod tests {
         k.firmware = Firmware::Uefi { code: "/c".into(), vars: "/v".into() };
         let a = k.args().join(" ");
         assert!(a.contains("unit=1,file=/v") && a.contains("-kernel /o/vmlinuz"), "{a}");
+    }
+
+    #[test]
+    fn iso_boots_as_a_cdrom_under_bios_and_uefi() {
+        let iso = DiskBoot::cdrom(Path::new("/o/oa.iso"));
+        let a = Spec::from_disk(Arch::X86_64, iso.clone(), Firmware::Bios, Accel::Tcg).args().join(" ");
+        assert!(a.contains("-M q35"), "{a}");
+        assert!(
+            a.contains("-drive file=/o/oa.iso,format=raw,if=none,id=cd0,media=cdrom,readonly=on -device ide-cd,drive=cd0,bus=ide.0,bootindex=0"),
+            "{a}"
+        );
+        assert!(!a.contains("virtio-blk") && !a.contains("-kernel") && !a.contains("pflash"), "{a}");
+        let uefi = Firmware::Uefi { code: "/fw/CODE.fd".into(), vars: "/tmp/vars.fd".into() };
+        let a = Spec::from_disk(Arch::X86_64, iso, uefi, Accel::Tcg).args().join(" ");
+        assert!(a.contains("unit=0,readonly=on,file=/fw/CODE.fd") && a.contains("media=cdrom"), "{a}");
     }
 
     #[test]

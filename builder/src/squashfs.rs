@@ -29,6 +29,8 @@ pub fn pack_with(tree: &Path, out: &Path, owners: Owners, extra: &[&str]) -> Res
         Owners::Keep => cmd.arg("-xattrs"),
     };
     cmd.args(["-mkfs-time", "0", "-all-time", "0"]).args(["-processors", "2"]);
+    // The dates are fixed above; mksquashfs refuses SOURCE_DATE_EPOCH next to those options.
+    cmd.env_remove("SOURCE_DATE_EPOCH");
     crate::tool::run(&mut cmd, "mksquashfs", "install squashfs-tools (`make deps` does it)")?;
     if !out.exists() {
         return Err(Error::Image(format!("mksquashfs succeeded but wrote no {}", out.display())));

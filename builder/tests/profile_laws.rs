@@ -79,13 +79,12 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
         prop::option::of(0u32..256),
         prop::option::of(8u32..64),
         prop::option::of(any::<bool>()),
+        prop::option::of(any::<bool>()),
+        prop::option::of(prop::sample::select(oa_builder::profile::CopyToRam::ALL)),
+        prop::option::of(1u32..16),
     )
-        .prop_map(|(disk, qcow2, persistence_mib, esp_mib, netboot)| PartialImage {
-            disk,
-            qcow2,
-            persistence_mib,
-            esp_mib,
-            netboot,
+        .prop_map(|(disk, qcow2, persistence_mib, esp_mib, netboot, iso, copytoram, copytoram_ram_factor)| {
+            PartialImage { disk, qcow2, persistence_mib, esp_mib, netboot, iso, copytoram, copytoram_ram_factor }
         });
     let sections = (kernel, set_list(), init, services(), qemu, image);
     let os = (set_list(), set_list(), opt_word());

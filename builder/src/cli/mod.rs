@@ -135,6 +135,11 @@ pub struct RunArgs {
     /// file (raw or qcow2), which is then attached writable.
     #[arg(long)]
     pub disk: bool,
+    /// Boot the output's oa.iso (or TARGET, an ISO file) as a CD-ROM through the firmware
+    /// and its El Torito boot loader (isolinux under bios, systemd-boot under uefi), as a
+    /// machine booting the disc or a BMC's virtual media does. Needs `[image] iso = true`.
+    #[arg(long, conflicts_with = "disk")]
+    pub iso: bool,
     /// Firmware: bios (SeaBIOS, QEMU's default) or uefi (OVMF from Debian's `ovmf`; each run
     /// gets its own copy of the variable store).
     #[arg(long, value_enum, default_value_t = FirmwareArg::Bios)]

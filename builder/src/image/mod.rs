@@ -20,6 +20,7 @@ pub mod bmap;
 pub mod boot;
 pub mod fat;
 pub mod gpt;
+pub mod iso;
 
 use crate::error::{Error, IoContext, Result};
 use bmap::Bmap;
@@ -89,7 +90,7 @@ fn len(p: &Path) -> Result<u64> {
 }
 
 /// SOURCE_DATE_EPOCH when set (reproducible builds), else 1980-01-01, the first FAT date.
-fn epoch() -> u64 {
+pub(crate) fn epoch() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.parse().ok())

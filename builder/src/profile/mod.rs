@@ -38,7 +38,7 @@ pub use error::{Location, ProfileError};
 pub use load::{find_profile, load, load_from};
 pub use merge::{Empty, Leaf, Leaves, Merge, SetList};
 /// The contract's enums, used by profiles as they are (same spellings in TOML and JSON).
-pub use oa_contract::config::{InitSystem, Pbkdf, PersistFormat, Restart};
+pub use oa_contract::config::{CopyToRam, InitSystem, Pbkdf, PersistFormat, Restart};
 pub use oa_contract::Arch;
 pub use system::{
     Debian, File, Pacman, PacmanRepo, PartialDebian, PartialFile, PartialPacman, PartialPacmanRepo, PartialSystem,
@@ -225,6 +225,13 @@ partial_section! {
         pub esp_mib: Option<u32>,
         /// Meant to be netbooted (`oa serve`): the initramfs carries the `net` drivers.
         pub netboot: Option<bool>,
+        /// Write `oa.iso`, a hybrid ISO (CD, USB stick, BMC virtual media; BIOS + UEFI).
+        pub iso: Option<bool>,
+        /// Copy the root image into RAM at boot: `auto` (from removable or optical media
+        /// with enough RAM), `yes` or `no`.
+        pub copytoram: Option<CopyToRam>,
+        /// With `copytoram = "auto"`: copy only when RAM is at least this many times the image.
+        pub copytoram_ram_factor: Option<u32>,
     }
 }
 
@@ -435,6 +442,13 @@ pub struct Image {
     pub esp_mib: Option<u32>,
     /// Meant to be netbooted (default false): the default drivers include `net`.
     pub netboot: bool,
+    /// `oa.iso`, the hybrid ISO (default false; x86_64 only).
+    pub iso: bool,
+    /// Copy the root image into RAM at boot (default auto).
+    pub copytoram: CopyToRam,
+    /// RAM-to-image ratio for `copytoram = "auto"` (default
+    /// [`oa_contract::config::DEFAULT_COPYTORAM_RAM_FACTOR`], at least 1).
+    pub copytoram_ram_factor: u32,
 }
 
 impl Profile {
@@ -504,6 +518,9 @@ impl From<&Profile> for PartialProfile {
                 persistence_mib: Some(p.image.persistence_mib),
                 esp_mib: p.image.esp_mib,
                 netboot: Some(p.image.netboot),
+                iso: Some(p.image.iso),
+                copytoram: Some(p.image.copytoram),
+                copytoram_ram_factor: Some(p.image.copytoram_ram_factor),
             },
             rpi: PartialRpi {
                 enable: Some(p.rpi.enable),

@@ -501,10 +501,20 @@ fn image_section_defaults_checks_and_round_trip() {
     let t = Tree::new();
     t.file("d.toml", "hostname = \"h\"\n");
     let p = t.load("d.toml").unwrap().profile;
-    assert_eq!(p.image, Image { disk: false, qcow2: false, persistence_mib: 0, esp_mib: None, netboot: false });
+    let defaults = Image {
+        disk: false,
+        qcow2: false,
+        persistence_mib: 0,
+        esp_mib: None,
+        netboot: false,
+        iso: false,
+        copytoram: CopyToRam::Auto,
+        copytoram_ram_factor: oa_contract::config::DEFAULT_COPYTORAM_RAM_FACTOR,
+    };
+    assert_eq!(p.image, defaults);
     t.file("i.toml", "hostname = \"h\"\n[image]\ndisk = true\nqcow2 = true\npersistence_mib = 256\nesp_mib = 64\n");
     let p = t.load("i.toml").unwrap().profile;
-    assert_eq!(p.image, Image { disk: true, qcow2: true, persistence_mib: 256, esp_mib: Some(64), netboot: false });
+    assert_eq!(p.image, Image { disk: true, qcow2: true, persistence_mib: 256, esp_mib: Some(64), ..defaults.clone() });
     assert!(p.to_toml().contains("persistence_mib = 256"));
     t.file("e.toml", "hostname = \"h\"\n[image]\ndisk = true\nesp_mib = 2\n");
     let e = t.load("e.toml").unwrap_err();
@@ -515,6 +525,31 @@ fn image_section_defaults_checks_and_round_trip() {
     assert!(e.contains("image.qcow2 = true needs image.disk = true"), "{e}");
     t.file("u.toml", "hostname = \"h\"\n[image]\ndisk = true\nsize = 3\n");
     assert!(t.load("u.toml").unwrap_err().to_string().contains("size"));
+}
+
+#[test]
+fn image_iso_and_copytoram() {
+    let t = Tree::new();
+    t.file("i.toml", "hostname = \"h\"\n[image]\niso = true\ncopytoram = \"yes\"\ncopytoram_ram_factor = 2\n");
+    let p = t.load("i.toml").unwrap().profile;
+    assert!(p.image.iso && !p.image.disk);
+    assert_eq!((p.image.copytoram, p.image.copytoram_ram_factor), (CopyToRam::Yes, 2));
+    let text = p.to_toml();
+    assert!(text.contains("iso = true") && text.contains("copytoram = \"yes\""), "{text}");
+    let again = t.file("elsewhere/i.toml", &text);
+    assert_eq!(load(&again).unwrap().profile.image, p.image);
+    // A later file overrides.
+    t.file("n.toml", "include = [\"i.toml\"]\n[image]\ncopytoram = \"no\"\n");
+    assert_eq!(t.load("n.toml").unwrap().profile.image.copytoram, CopyToRam::No);
+    t.file("z.toml", "hostname = \"h\"\n[image]\ncopytoram_ram_factor = 0\n");
+    let e = t.load("z.toml").unwrap_err().to_string();
+    assert!(e.contains("copytoram_ram_factor = 0") && e.contains("at least 1"), "{e}");
+    t.file("m.toml", "hostname = \"h\"\n[image]\ncopytoram = \"maybe\"\n");
+    let e = t.load("m.toml").unwrap_err().to_string();
+    assert!(e.contains("maybe") && e.contains("auto"), "{e}");
+    t.file("a.toml", "hostname = \"h\"\narch = \"aarch64\"\n[image]\niso = true\n");
+    let e = t.load("a.toml").unwrap_err().to_string();
+    assert!(e.contains("image.iso = true needs arch = \"x86_64\"") && e.contains("iso = false"), "{e}");
 }
 
 // --- [kernel] drivers ----------------------------------------------------------------------------

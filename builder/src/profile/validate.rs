@@ -347,6 +347,12 @@ fn check_image(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), Profil
             ));
         }
     }
+    if part.image.copytoram_ram_factor == Some(0) {
+        return Err(src.invalid(
+            &[Key("image"), Key("copytoram_ram_factor")],
+            "image.copytoram_ram_factor = 0: give at least 1 (copy to RAM only when RAM is at least this many times the root image)",
+        ));
+    }
     check_persistence(src, part)?;
     if let Some(m) = part.image.persistence_mib {
         if m > MAX_PARTITION_MIB {
@@ -477,7 +483,7 @@ pub(crate) fn finalize(
     let services = finalize_services(merged, files, parts, origins)?;
 
     let rpi = finalize_rpi(merged, arch, files)?;
-    let image = finalize_image(merged, files, parts)?;
+    let image = finalize_image(merged, arch, files, parts)?;
 
     // Full-OS bases and customisation (profile/system.rs).
     let inconsistent = |message: String| ProfileError::Inconsistent { files: files.to_vec(), message };
@@ -660,15 +666,41 @@ fn finalize_rpi(merged: &PartialProfile, arch: Arch, files: &[PathBuf]) -> Resul
     Ok(rpi)
 }
 
-/// `[image]`: qcow2 needs disk.
-fn finalize_image(merged: &PartialProfile, files: &[PathBuf], parts: &[PartialProfile]) -> Result<Image, ProfileError> {
+/// `[image]`: qcow2 needs disk; the ISO needs x86_64.
+fn finalize_image(
+    merged: &PartialProfile,
+    arch: Arch,
+    files: &[PathBuf],
+    parts: &[PartialProfile],
+) -> Result<Image, ProfileError> {
     let image = Image {
         disk: merged.image.disk.unwrap_or(false),
         qcow2: merged.image.qcow2.unwrap_or(false),
         persistence_mib: merged.image.persistence_mib.unwrap_or(0),
         esp_mib: merged.image.esp_mib,
         netboot: merged.image.netboot.unwrap_or(false),
+        iso: merged.image.iso.unwrap_or(false),
+        copytoram: merged.image.copytoram.unwrap_or_default(),
+        copytoram_ram_factor: merged
+            .image
+            .copytoram_ram_factor
+            .unwrap_or(oa_contract::config::DEFAULT_COPYTORAM_RAM_FACTOR),
     };
+    if image.iso && arch != Arch::X86_64 {
+        let files: Vec<PathBuf> = files
+            .iter()
+            .zip(parts)
+            .filter(|(_, p)| p.image.iso.is_some() || p.arch.is_some())
+            .map(|(f, _)| f.clone())
+            .collect();
+        return Err(ProfileError::Inconsistent {
+            files,
+            message: format!(
+                "image.iso = true needs arch = \"x86_64\" (oa.iso boots with isolinux and the x86-64 \
+                 systemd-boot); the profile's arch is {arch}: set `iso = false` under [image]"
+            ),
+        });
+    }
     if image.qcow2 && !image.disk {
         let files: Vec<PathBuf> = files
             .iter()

@@ -33,7 +33,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         .add("initramfs", initrd.sha256.as_bytes())
         .add("rootfs", rootfs.sha256.as_bytes());
     key.add("title", p.name.as_bytes()).add("cmdline", boot_cmdline.join(" ").as_bytes());
-    key.add("image", &serde_json::to_vec(&p.image).unwrap_or_default());
+    // Whether an ISO is made too does not change disk.img.
+    let disk_settings = crate::profile::Image { iso: false, ..p.image.clone() };
+    key.add("image", &serde_json::to_vec(&disk_settings).unwrap_or_default());
     for f in [&files.gptmbr, &files.syslinux, &files.systemd_boot] {
         key.add("bootfile", hash::sha256_file(f)?.as_bytes());
     }

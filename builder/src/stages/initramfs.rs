@@ -86,6 +86,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         key.add("class", c.as_bytes());
     }
     key.add("layout", b"drivers.squashfs");
+    key.add("copytoram", p.image.copytoram.as_str().as_bytes())
+        .add("copytoram_ram_factor", p.image.copytoram_ram_factor.to_string().as_bytes());
     if let Some((_, info)) = busybox {
         key.add("busybox", info.sha256.as_bytes());
     }
@@ -134,9 +136,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             modules: loaded,
             drivers: classes.clone(),
             default_cmdline: vec![],
-            // Profile `[image] copytoram` (issue 16 wires it; the initramfs key covers it).
-            copytoram: oa_contract::config::CopyToRam::default(),
-            copytoram_ram_factor: oa_contract::config::DEFAULT_COPYTORAM_RAM_FACTOR,
+            // Profile `[image] copytoram` and its RAM factor (both in the key above).
+            copytoram: p.image.copytoram,
+            copytoram_ram_factor: p.image.copytoram_ram_factor,
         };
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| Error::Kernel(format!("encoding {}: {e}", initramfs_paths::CONFIG)))?;

@@ -2,11 +2,12 @@
 //! lists them with what they read and make). Each `run` takes the build [`crate::build::Context`],
 //! reads the results of earlier stages from it, stores its own there, and says whether it came
 //! from the cache. The work itself lives in the modules named after the thing (apt, bases,
-//! kernel, rootfs, squashfs, initramfs, image, rpi).
+//! kernel, rootfs, squashfs, initramfs, image, rpi; the ISO in image/iso.rs).
 
 pub mod base;
 pub mod image;
 pub mod initramfs;
+pub mod iso;
 pub mod kernel;
 pub mod output;
 pub mod packages;

@@ -63,13 +63,17 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             copy(artifact::DISK_QCOW2, q, sha.clone(), false)?;
         }
     }
+    if let Some(i) = &cx.iso {
+        copy(artifact::ISO, &i.path, i.sha256.clone(), false)?;
+    }
     if let Some(r) = &cx.rpi {
         r.copy_into(&dir, &mut artifacts)?;
     }
     // With a key file in the initramfs, it and every image holding it are secret: 0600, and
     // listed so that `oa serve` refuses to publish them unless told.
     let key_material: Vec<String> = if crate::stages::initramfs::carries_key(p) {
-        let holds_initramfs = [artifact::INITRAMFS, artifact::DISK_IMAGE, artifact::DISK_QCOW2, artifact::RPI_IMAGE];
+        let holds_initramfs =
+            [artifact::INITRAMFS, artifact::DISK_IMAGE, artifact::DISK_QCOW2, artifact::ISO, artifact::RPI_IMAGE];
         artifacts.iter().filter(|a| holds_initramfs.contains(&a.name.as_str())).map(|a| a.name.clone()).collect()
     } else {
         vec![]
