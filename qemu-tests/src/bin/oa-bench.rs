@@ -7,7 +7,8 @@
 //! boot loaders, root partition, block map) and its size against the sum of the artifacts in
 //! it, and boots of it under SeaBIOS and OVMF. (e) driver classes: tiny's initramfs and boot
 //! with the default classes against `[kernel] drivers = []` (`OA_BENCH_ONLY=drivers`, skipped
-//! with `OA_BENCH_SKIP_DRIVERS`).
+//! with `OA_BENCH_SKIP_DRIVERS`). (f) the hybrid ISO of tiny-iso: its stage against the image
+//! stage, boots from it as a CD against disk.img, and copy-to-RAM (`OA_BENCH_ONLY=iso`).
 
 use oa_builder::apt::PackageCache;
 use oa_builder::build::{default_cache_root, read_manifest};
@@ -30,6 +31,11 @@ fn main() {
     // `OA_BENCH_ONLY=debian make bench`: only the debian-ssh figures (docs/bases.md).
     if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("debian") {
         bench_debian_ssh(&ws);
+        return;
+    }
+    // `OA_BENCH_ONLY=iso make bench`: only the ISO and copy-to-RAM figures (issue 16).
+    if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("iso") {
+        bench_iso(&ws);
         return;
     }
     // `OA_BENCH_ONLY=drivers make bench`: only the driver-class figures (issue 12).
@@ -79,6 +85,7 @@ fn main() {
     if std::env::var_os("OA_BENCH_SKIP_DRIVERS").is_none() {
         bench_drivers(&ws);
     }
+    bench_iso(&ws);
 
     if std::env::var_os("OA_BENCH_SKIP_DEBIAN").is_none() {
         bench_debian_ssh(&ws);
@@ -236,6 +243,127 @@ fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot
         "  boot to ready, OVMF + systemd-boot   {:>7.2} s   ({:.2}x the -kernel boot)",
         uefi.as_secs_f64(),
         uefi.as_secs_f64() / kernel_boot.as_secs_f64()
+    );
+}
+
+/// The stage durations `oa build` printed (`    <stage>: ... (<secs>s)`).
+fn stage_secs(build_output: &str, stage: &str) -> Option<f64> {
+    let prefix = format!("    {stage}: ");
+    let line = build_output.lines().find(|l| l.starts_with(&prefix))?;
+    let inner = line.rsplit_once('(')?.1.strip_suffix("s)")?;
+    inner.parse().ok()
+}
+
+/// The hybrid ISO and copy-to-RAM (issue 16), tiny-iso: (1) the iso stage against the image
+/// stage of the same cold builds (median of 3); (2) boots to ready from the ISO as a CD
+/// against disk.img, under SeaBIOS and OVMF (median of 3 each, alternating); (3) copy-to-RAM:
+/// the kernel booted directly with the ISO as a CD and `oa.copytoram=no` against `=yes`
+/// (median of 3 each), and the copy's own duration from its console line.
+fn bench_iso(ws: &Path) {
+    use oa_builder::qemu::{DiskBoot, Firmware, UefiFiles};
+    use oa_contract::cmdline::{Cmdline, RootSpec};
+    use oa_contract::manifest::{artifact, iso_volume_id};
+    let out = ws.join("target/bench/tiny-iso");
+    let (mut iso_t, mut img_t) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let o = Command::new(oa_bin())
+            .current_dir(ws)
+            .args(["build", "tiny-iso", "--no-cache", "--out"])
+            .arg(&out)
+            .output()
+            .expect("running oa build");
+        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "oa build tiny-iso failed:\n{text}");
+        iso_t.push(stage_secs(&text, "iso").expect("the iso stage's duration in the build output"));
+        img_t.push(stage_secs(&text, "image").expect("the image stage's duration in the build output"));
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (iso_s, img_s) = (med(&mut iso_t), med(&mut img_t));
+    let m = read_manifest(&out).expect("manifest");
+    let accel = detect_accel(m.arch);
+    let iso = out.join(artifact::ISO);
+    let img = out.join(artifact::DISK_IMAGE);
+    let uefi = || UefiFiles::locate(m.arch).and_then(|u| u.for_run(&std::env::temp_dir())).expect("OVMF (make deps)");
+    let mut rows = Vec::new();
+    for fw_name in ["SeaBIOS", "OVMF"] {
+        let (mut cd, mut disk) = (Vec::new(), Vec::new());
+        for i in 0..RUNS {
+            let (fw, _v1) = if fw_name == "OVMF" {
+                let (f, v) = uefi();
+                (f, Some(v))
+            } else {
+                (Firmware::Bios, None)
+            };
+            let s = Spec::from_disk(m.arch, DiskBoot::cdrom(&iso), fw.clone(), accel);
+            cd.push(boot(&s, &format!("oa.iso as a CD, {fw_name}, run {}", i + 1)));
+            let s = Spec::from_disk(m.arch, DiskBoot::detect(&img, true).expect("disk.img"), fw, accel);
+            disk.push(boot(&s, &format!("disk.img, {fw_name}, run {}", i + 1)));
+        }
+        rows.push((fw_name, median(&mut cd), median(&mut disk)));
+    }
+    // Copy-to-RAM: the same CD, the kernel and initramfs given directly.
+    let (mut no, mut yes, mut copy_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let log = ws.join("target/bench/copytoram.log");
+    for i in 0..RUNS {
+        for (mode, v) in [("no", &mut no), ("yes", &mut yes)] {
+            let mut s = Spec::from_output(&out, &m, accel);
+            let mut c = Cmdline::from_words(s.append.iter().cloned());
+            c.set_root(&RootSpec::Label(iso_volume_id(&m.profile)));
+            let mut words = c.into_words();
+            words.push(format!("{}={mode}", oa_contract::cmdline::COPYTORAM));
+            s.append = words;
+            s.root_image = None;
+            let cdrom = format!("file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on", iso.display());
+            s.extra = vec!["-drive".into(), cdrom, "-device".into(), "ide-cd,drive=cd0,bus=ide.0".into()];
+            let d = match run_until_ready(&s, Duration::from_secs(120), false, Some(&log)).expect("booting") {
+                Outcome::Ready(d, _) => d,
+                other => panic!("copytoram={mode}: did not reach the ready line: {other:?}"),
+            };
+            eprintln!("  copytoram={mode}, run {}: ready after {:.2} s", i + 1, d.as_secs_f64());
+            v.push(d);
+            if mode == "yes" {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let ms = text
+                    .lines()
+                    .find_map(|l| {
+                        l.split_once("stage copytoram: ")?
+                            .1
+                            .split_once(" into RAM in ")?
+                            .1
+                            .split_once(" ms")
+                            .map(|x| x.0.to_string())
+                    })
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .expect("the copytoram console line");
+                copy_ms.push(Duration::from_millis(ms));
+            }
+        }
+    }
+    let (no, yes, copy) = (median(&mut no), median(&mut yes), median(&mut copy_ms));
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / (1u64 << 20) as f64;
+    println!();
+    println!("oa bench: hybrid ISO of tiny-iso ({accel:?}, median of {RUNS})");
+    println!("  oa.iso {:.1} MiB, disk.img {:.1} MiB", size(&iso), size(&img));
+    println!("  iso stage                            {iso_s:>7.2} s");
+    println!("  image stage (disk.img)               {img_s:>7.2} s");
+    println!("  iso / image (goal <= 1.2)            {:>7.3}", iso_s / img_s);
+    for (fw, cd, disk) in rows {
+        println!(
+            "  boot to ready, {fw:<8} CD {:>6.2} s, disk.img {:>6.2} s, ratio {:.3} (goal <= 1.2)",
+            cd.as_secs_f64(),
+            disk.as_secs_f64(),
+            cd.as_secs_f64() / disk.as_secs_f64()
+        );
+    }
+    println!("  boot to ready, CD, copytoram=no      {:>7.2} s", no.as_secs_f64());
+    println!("  boot to ready, CD, copytoram=yes     {:>7.2} s", yes.as_secs_f64());
+    println!(
+        "  copy-to-RAM adds                     {:>7.2} s   (the copy itself {} ms; goal < 0.5 s)",
+        yes.as_secs_f64() - no.as_secs_f64(),
+        copy.as_millis()
     );
 }
 
