@@ -178,8 +178,10 @@ pub const STAGES: &[Stage] = &[
             When("rootfs", always),
             When("image", disk),
             When("rpi", rpi),
+            When("packages", always),
+            When("base", full_os),
         ],
-        makes: &[When(oa_contract::manifest::FILE_NAME, always)],
+        makes: &[When(oa_contract::manifest::FILE_NAME, always), When(artifact::PACKAGES, always)],
         run: stages::output::run,
     },
 ];
