@@ -193,11 +193,20 @@ pub fn host_mirror(suite: &str) -> Option<String> {
 fn from_one_line(text: &str, suite: &str) -> Option<String> {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let mut words = line.split_whitespace().filter(|w| !w.starts_with('['));
+        let mut words = line.split_whitespace();
         if words.next() != Some("deb") {
             continue;
         }
-        let (Some(uri), Some(s)) = (words.next(), words.next()) else { continue };
+        let mut uri = words.next();
+        // Options: `[arch=amd64 signed-by=/usr/share/keyrings/x.gpg]`, one word or several.
+        if uri.is_some_and(|w| w.starts_with('[')) {
+            let mut w = uri;
+            while w.is_some_and(|w| !w.ends_with(']')) {
+                w = words.next();
+            }
+            uri = words.next();
+        }
+        let (Some(uri), Some(s)) = (uri, words.next()) else { continue };
         if s == suite {
             return Some(uri.to_string());
         }
