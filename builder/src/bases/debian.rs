@@ -32,6 +32,9 @@ pub const IMAGE_SOURCES: &str = "etc/apt/sources.list.d/debian.sources";
 /// Suites whose security archive is `<suite>/updates` (before bullseye).
 const OLD_SECURITY_LAYOUT: &[&str] = &["buster", "stretch", "jessie", "wheezy", "squeeze"];
 
+/// Suites without `-updates` and security suites: the base is made from the suite alone.
+const ROLLING: &[&str] = &["sid", "unstable", "experimental", "rc-buggy"];
+
 /// The security suite of `suite`: `<suite>-security` (bullseye and later), `<suite>/updates`
 /// before.
 pub fn security_suite(suite: &str) -> String {
@@ -66,7 +69,8 @@ impl Source {
                 ))
             })?,
         };
-        let security = p.debian.security.then(|| {
+        let rolling = ROLLING.contains(&suite.as_str());
+        let security = (p.debian.security && !rolling).then(|| {
             p.debian
                 .security_mirror
                 .clone()
@@ -79,7 +83,7 @@ impl Source {
             mirror: mirror.trim_end_matches('/').to_string(),
             suite,
             components: p.debian.components.clone(),
-            updates: p.debian.updates,
+            updates: p.debian.updates && !rolling,
             security,
         })
     }
@@ -394,6 +398,30 @@ mod tests {
             Some("http://security.debian.org/debian-security")
         );
         assert_eq!(from_one_line(one, &security_suite("buster")).as_deref(), Some("http://security.debian.org/"));
+    }
+
+    #[test]
+    fn sid_is_used_alone() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/debian-ssh.toml");
+        let mut p = crate::profile::load(&path).unwrap().profile;
+        p.debian.suite = Some("sid".into());
+        p.debian.mirror = Some("http://m/debian/".into());
+        let s = Source::resolve(&p).unwrap();
+        assert_eq!(s.mirror_args(), ["deb http://m/debian sid main"]);
+        p.debian.suite = Some("trixie".into());
+        p.debian.security_mirror = Some("http://s/debian-security".into());
+        let s = Source::resolve(&p).unwrap();
+        assert_eq!(
+            s.mirror_args(),
+            [
+                "deb http://m/debian trixie main",
+                "deb http://m/debian trixie-updates main",
+                "deb http://s/debian-security trixie-security main"
+            ]
+        );
+        p.debian.updates = false;
+        p.debian.security = false;
+        assert_eq!(Source::resolve(&p).unwrap().mirror_args(), ["deb http://m/debian trixie main"]);
     }
 
     #[test]
