@@ -47,7 +47,8 @@ fn apt_fingerprint() -> String {
 }
 
 /// [`show_uncached`], memoised in `memo_file` for as long as apt's index is unchanged.
-pub fn show_memo(name: &str, arch: &str, memo_file: &Path) -> Result<PackageInfo> {
+/// With `fresh`, apt is asked again (and the memo updated) even when the memo has an answer.
+pub fn show_memo(name: &str, arch: &str, memo_file: &Path, fresh: bool) -> Result<PackageInfo> {
     #[derive(serde::Serialize, serde::Deserialize, Default)]
     struct Memo {
         fingerprint: String,
@@ -60,7 +61,7 @@ pub fn show_memo(name: &str, arch: &str, memo_file: &Path) -> Result<PackageInfo
         memo = Memo { fingerprint: fp, entries: Default::default() };
     }
     let key = format!("{name}:{arch}");
-    if let Some(info) = memo.entries.get(&key) {
+    if let Some(info) = memo.entries.get(&key).filter(|_| !fresh) {
         return Ok(info.clone());
     }
     let info = show_uncached(name, arch)?;
@@ -116,18 +117,26 @@ pub fn show_uncached(name: &str, arch: &str) -> Result<PackageInfo> {
 /// The folder of downloaded .deb files.
 pub struct PackageCache {
     pub dir: PathBuf,
+    /// Ask apt again for every package instead of reusing remembered answers (`--refresh`).
+    pub fresh: bool,
 }
 
 impl PackageCache {
     pub fn new(cache_root: &Path) -> PackageCache {
-        PackageCache { dir: cache_root.join("debs") }
+        PackageCache { dir: cache_root.join("debs"), fresh: false }
+    }
+
+    /// The same cache, asking apt again for every package (`oa build --refresh`).
+    pub fn refreshing(mut self, fresh: bool) -> PackageCache {
+        self.fresh = fresh;
+        self
     }
 
     /// The .deb for `name` (Debian arch `arch`), downloaded if not cached. Returns its path and
     /// apt's description of it.
     pub fn fetch(&self, name: &str, arch: &str) -> Result<(PathBuf, PackageInfo)> {
         std::fs::create_dir_all(&self.dir).ctx("creating package cache", &self.dir)?;
-        let info = match show_memo(name, arch, &self.dir.join("apt-resolved.json")) {
+        let info = match show_memo(name, arch, &self.dir.join("apt-resolved.json"), self.fresh) {
             Ok(info) => info,
             Err(e) => {
                 // Offline and apt has no index: a cached copy is still a valid, verified input.

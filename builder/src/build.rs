@@ -21,6 +21,9 @@ pub struct Options {
     pub cache_root: PathBuf,
     /// Rebuild every stage even when the cache has it.
     pub no_cache: bool,
+    /// Take new package versions: ask apt again (packages stage) and remake the base tree
+    /// from the mirrors; later stages are rebuilt only when what they got changed.
+    pub refresh: bool,
     /// oa-init binary to use instead of the one found next to `oa`.
     pub init_bin: Option<PathBuf>,
     /// Print progress lines on stderr.

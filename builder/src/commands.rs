@@ -15,6 +15,7 @@ fn options(common: &CommonBuild, out: Option<PathBuf>) -> Options {
         out,
         cache_root: common.cache.clone().unwrap_or_else(build::default_cache_root),
         no_cache: common.no_cache,
+        refresh: common.refresh,
         init_bin: common.init.clone(),
         progress: true,
     }

@@ -20,6 +20,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// sha256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// A cache key built from labelled parts: the same parts give the same key.
 #[derive(Default)]
 pub struct Key(Sha256);

@@ -195,8 +195,10 @@ pub const STAGES: &[Stage] = &[
             When("image", disk),
             When("iso", iso),
             When("rpi", rpi),
+            When("packages", always),
+            When("base", full_os),
         ],
-        makes: &[When(oa_contract::manifest::FILE_NAME, always)],
+        makes: &[When(oa_contract::manifest::FILE_NAME, always), When(artifact::PACKAGES, always)],
         run: stages::output::run,
     },
 ];

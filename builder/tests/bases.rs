@@ -1,7 +1,8 @@
 //! Full-OS bases without QEMU (docs/bases.md): bad input stops the build at the base stage
 //! naming the package or mirror and leaves nothing partial in the cache; the Arch base builds
 //! from a local repository made here (Arch mirrors are not reachable), reuses its package
-//! cache, and an overlay change rebuilds the rootfs but not the base.
+//! cache, and an overlay change rebuilds the rootfs but not the base; `--refresh` remakes the
+//! base and rebuilds the rootfs only when a package version changed.
 //!
 //! These run the real tools (mmdebstrap against the host's Debian mirror, pacman, repo-add)
 //! and need root, like `oa build` of a full-OS base.
@@ -184,8 +185,58 @@ fn arch_base_is_cached_and_an_overlay_change_rebuilds_only_the_rootfs() {
         .find(|l| l.ends_with("/home/admin/.ssh/authorized_keys"))
         .unwrap_or_else(|| panic!("no authorized_keys in {list}"));
     assert!(keys.starts_with("-rw-------") && keys.contains(" 1000/1000 "), "{keys}");
-    // --no-cache redoes every stage.
+    // The build's package list, from pacman's database in the base tree.
+    let packages = std::fs::read_to_string(d.path().join("out/packages.txt")).unwrap();
+    assert!(packages.contains("filesystem 2024.01-1 x86_64\n") && packages.contains("\nlinux "), "{packages}");
     let out = d.path().join("out");
+    let refresh = || {
+        let o = oa(
+            &["build", "p.toml", "--refresh", "--out", out.to_str().unwrap(), "--cache", cache.to_str().unwrap()],
+            d.path(),
+        );
+        let e = stderr(&o);
+        assert!(o.status.success(), "{e}");
+        e
+    };
+    // --refresh with nothing new in the repository: the base is made again, and as its
+    // package list is the same, the stages after it stay cached.
+    let e = refresh();
+    assert!(!line(&e, "base").contains("[cached]"), "base remade with --refresh: {e}");
+    assert!(line(&e, "base").contains(", 0 package version(s) changed"), "{e}");
+    for s in ["kernel", "rootfs", "initramfs"] {
+        assert!(line(&e, s).contains("[cached]"), "{s} reused after a refresh that found nothing new: {e}");
+    }
+    // A new version of `filesystem` in the repository: --refresh takes it and rebuilds the rootfs.
+    let old = std::fs::read_dir(&repo)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("filesystem-2024.01-1"))
+        .expect("the filesystem package in the repository");
+    let tree = d.path().join("filesystem-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let st = Command::new("tar").arg("-C").arg(&tree).args(["--zstd", "-xpf"]).arg(&old).status().unwrap();
+    assert!(st.success());
+    for meta in [".PKGINFO", ".MTREE", ".BUILDINFO"] {
+        let _ = std::fs::remove_file(tree.join(meta));
+    }
+    let spec = oa_builder::bases::archpkg::PkgSpec {
+        name: "filesystem".into(),
+        version: "2024.02-1".into(),
+        description: "oa: base directory layout".into(),
+        arch: "x86_64".into(),
+        depends: vec![],
+    };
+    let new = oa_builder::bases::archpkg::build_package(&spec, &tree, &repo).unwrap();
+    oa_builder::bases::archpkg::repo_add(&repo.join("oa-local.db.tar.gz"), &[new]).unwrap();
+    // (A `file://` repository's database is part of the base key, so this is a new base entry
+    // even without --refresh; with a remote mirror the key stays and --refresh finds it.)
+    let e = refresh();
+    assert!(!line(&e, "base").contains("[cached]"), "{e}");
+    assert!(!line(&e, "rootfs").contains("[cached]"), "rootfs rebuilt for the new version: {e}");
+    let packages = std::fs::read_to_string(d.path().join("out/packages.txt")).unwrap();
+    assert!(packages.contains("filesystem 2024.02-1 x86_64\n"), "{packages}");
+    // --no-cache redoes every stage.
     let o = oa(
         &["build", "p.toml", "--no-cache", "--out", out.to_str().unwrap(), "--cache", cache.to_str().unwrap()],
         d.path(),

@@ -22,6 +22,10 @@ pub mod artifact {
     pub const DISK_QCOW2: &str = "disk.qcow2";
     /// The hybrid ISO (CD, USB stick, BMC virtual media), when the profile asks for one.
     pub const ISO: &str = "oa.iso";
+    /// The packages the build ships, one `name version arch` line each (sorted): those of the
+    /// root filesystem (dpkg's database of a Debian base, pacman's of an Arch base, the
+    /// unpacked .debs of a busybox base), the kernel package and busybox-static.
+    pub const PACKAGES: &str = "packages.txt";
 }
 
 /// The ISO 9660 volume identifier of a profile's `oa.iso`: `OA_` and the profile name in

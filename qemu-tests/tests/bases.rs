@@ -1,6 +1,8 @@
 //! Full-OS bases under QEMU (TCG), docs/bases.md:
-//! - `debian-ssh` (mmdebstrap from the host's Debian mirror, systemd after oa-init's stage 1)
-//!   reaches multi-user.target and the ready line; an SSH login with a key generated here and
+//! - `debian-ssh` (mmdebstrap from the host's Debian mirrors: the suite, -updates and
+//!   -security, systemd after oa-init's stage 1): the image's apt sources list the three
+//!   suites and packages.txt shows a version from -security (checked against the host's apt);
+//!   it reaches multi-user.target and the ready line; an SSH login with a key generated here and
 //!   given at build time runs a command over QEMU user networking (host port forward).
 //! - an Arch base installed with pacman from a local repository made here (Arch mirrors are
 //!   not reachable from these machines) boots to the ready line.
@@ -55,6 +57,90 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `dpkg --compare-versions a op b`.
+fn dpkg_version(a: &str, op: &str, b: &str) -> bool {
+    Command::new("dpkg").args(["--compare-versions", a, op, b]).status().expect("dpkg").success()
+}
+
+/// The host's apt: the versions of `pkg` it knows, by suite (`apt-cache madison`).
+fn host_versions(pkg: &str) -> Vec<(String, String)> {
+    let o = Command::new("apt-cache").args(["madison", pkg]).output().expect("apt-cache");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('|').map(str::trim).collect();
+            // `openssl | 3.0.22-1~deb12u2 | http://deb.debian.org/debian-security bookworm-security/main amd64 Packages`
+            let suite = f.get(2)?.split_whitespace().nth(1)?.split('/').next()?.to_string();
+            Some((suite, f.get(1)?.to_string()))
+        })
+        .collect()
+}
+
+/// Issue 16: the image's apt lists the suite, -updates and -security, and the base was made
+/// from them: a shipped package has the version the host's apt reports from `-security`,
+/// newer than the point release's.
+fn check_debian_sources_and_security_versions(out: &Path) {
+    let os = std::fs::read_to_string("/etc/os-release").unwrap();
+    let suite = os.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).unwrap().trim_matches('"').to_string();
+    let o = Command::new("unsquashfs")
+        .arg("-cat")
+        .arg(out.join(oa_contract::manifest::artifact::ROOTFS))
+        .arg("etc/apt/sources.list.d/debian.sources")
+        .output()
+        .expect("unsquashfs (squashfs-tools)");
+    let sources = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "no debian.sources in the image: {}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("[debian_ssh] image apt sources:\n{sources}");
+    let suites: Vec<&str> =
+        sources.lines().filter_map(|l| l.strip_prefix("Suites:")).flat_map(|l| l.split_whitespace()).collect();
+    for want in [suite.clone(), format!("{suite}-updates"), format!("{suite}-security")] {
+        assert!(suites.contains(&want.as_str()), "the image's apt sources lack {want}: {sources}");
+    }
+    assert!(sources.contains("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"), "{sources}");
+    let ls = Command::new("unsquashfs")
+        .arg("-l")
+        .arg(out.join(oa_contract::manifest::artifact::ROOTFS))
+        .arg("etc/apt/sources.list")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).lines().any(|l| l.ends_with("etc/apt/sources.list")),
+        "mmdebstrap's one-line sources.list is replaced by debian.sources"
+    );
+
+    let manifest: oa_contract::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(out.join(oa_contract::manifest::FILE_NAME)).unwrap()).unwrap();
+    let listed = manifest.artifact(oa_contract::manifest::artifact::PACKAGES).expect("packages.txt in the manifest");
+    let packages = std::fs::read_to_string(out.join(&listed.path)).unwrap();
+    let shipped = |name: &str| {
+        packages.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[0] == name).then(|| f[1].to_string())
+        })
+    };
+    assert!(shipped("openssh-server").is_some() && shipped("systemd").is_some(), "{packages}");
+    let mut from_security = Vec::new();
+    for pkg in ["openssl", "libssl3", "openssh-server", "openssh-client", "libc6", "systemd", "libsystemd0", "libudev1"]
+    {
+        let Some(have) = shipped(pkg) else { continue };
+        let host = host_versions(pkg);
+        let version_in = |s: &str| host.iter().filter(|(x, _)| x == s).map(|(_, v)| v.clone()).next();
+        let (Some(sec), Some(release)) = (version_in(&format!("{suite}-security")), version_in(&suite)) else {
+            continue;
+        };
+        eprintln!("[debian_ssh] {pkg}: image {have}, host apt: {suite} {release}, {suite}-security {sec}");
+        // The mirror may have moved on since the host's `apt-get update`: at least that version.
+        if dpkg_version(&sec, "gt", &release) && dpkg_version(&have, "ge", &sec) {
+            from_security.push(format!("{pkg} {have} (security {sec} > {suite} {release})"));
+        }
+    }
+    assert!(
+        !from_security.is_empty(),
+        "no shipped package has the {suite}-security version the host's apt reports (newer than the point release):\n{packages}"
+    );
+    eprintln!("[debian_ssh] from {suite}-security: {}", from_security.join(", "));
+}
+
 #[test]
 fn debian_ssh_boots_systemd_to_ready_and_accepts_an_ssh_login() {
     let (key, public) = test_key();
@@ -69,6 +155,7 @@ fn debian_ssh_boots_systemd_to_ready_and_accepts_an_ssh_login() {
     )
     .unwrap();
     let out = build("debian-ssh-test", &profile);
+    check_debian_sources_and_security_versions(&out);
     let (_, mut spec) = output_spec(&out);
     spec.memory_mib = 1024;
     let port = free_port();

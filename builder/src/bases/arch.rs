@@ -62,8 +62,9 @@ pub fn pacman_conf(p: &Profile) -> String {
     s
 }
 
-/// Install the profile's packages into a fresh root and write it as the tarball `out`.
-pub fn install(p: &Profile, out: &Path, cache_root: &Path) -> Result<()> {
+/// Install the profile's packages into a fresh root, write it as the tarball `out` and the
+/// installed packages to `packages` (`name version arch`, from pacman's local database).
+pub fn install(p: &Profile, out: &Path, packages: &Path, cache_root: &Path) -> Result<()> {
     super::require_root("base = \"arch\" (pacman --root)")?;
     if crate::tool::which("pacman").is_none() {
         return Err(Error::ToolMissing {
@@ -123,8 +124,28 @@ pub fn install(p: &Profile, out: &Path, cache_root: &Path) -> Result<()> {
         }
         // Record where it came from, for people looking at the image.
         crate::fsutil::write_file(&root.join("etc/oa/pacman.conf"), pacman_conf(p).as_bytes(), 0o644)?;
+        let list = installed(&root.join("var/lib/pacman/local"))?;
+        std::fs::write(packages, list).ctx("writing", packages)?;
         super::pack_tar(&root, out)
     }
+}
+
+/// The packages in pacman's local database `local` (`<name>-<version>/desc`), as sorted
+/// `name version arch` lines.
+pub fn installed(local: &Path) -> Result<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(local).ctx("listing", local)?.flatten() {
+        let Ok(desc) = std::fs::read_to_string(e.path().join("desc")) else { continue };
+        let field = |name: &str| {
+            let mut it = desc.lines();
+            it.find(|l| l.trim() == name).and_then(|_| it.next()).map(|v| v.trim().to_string())
+        };
+        if let (Some(n), Some(v)) = (field("%NAME%"), field("%VERSION%")) {
+            lines.push(format!("{n} {v} {}", field("%ARCH%").unwrap_or_else(|| "any".into())));
+        }
+    }
+    lines.sort();
+    Ok(lines.iter().map(|l| format!("{l}\n")).collect())
 }
 
 /// Turn pacman's output into an error naming the package or the mirror.
@@ -193,7 +214,7 @@ pub fn classify(text: &str, p: &Profile) -> Error {
 /// modules are decompressed there) and indexed. Returns whether it came from the cache.
 pub fn kernel(base: &super::Tree, store: &crate::cache::Store, no_cache: bool) -> Result<(Kernel, bool)> {
     let mut key = crate::hash::Key::new("kernel-arch");
-    key.add("base", base.key.as_bytes());
+    key.add("base", base.content.as_bytes());
     let (entry, made) = store.get_or_build("kernel", &key.hex(), no_cache, |scratch| {
         let tmp = scratch.path();
         let mut c = Command::new("tar");

@@ -40,27 +40,42 @@ impl BaseTree {
 }
 
 /// A base tree in the cache: the entry `stages/base-<key>/` holding `base.tar` (numeric owners,
-/// xattrs).
+/// xattrs) and `packages.txt`, the installed packages (`name version arch`, sorted).
 #[derive(Debug, Clone)]
 pub struct Tree {
     pub tar: PathBuf,
-    /// The cache key (hex), part of the rootfs key.
+    /// The cache key (hex): what the tree was made from.
     pub key: String,
+    /// What the tree holds, for the keys of later stages: the key and the installed package
+    /// list. A `--refresh` that finds the same package versions keeps it, so the stages after
+    /// the base stay cached; new versions change it.
+    pub content: String,
+    /// The installed packages ([`PACKAGES`] in the entry).
+    pub packages: PathBuf,
     /// Uncompressed size of the tarball.
     pub size: u64,
 }
 
 const TAR: &str = "base.tar";
+/// The package list in a base entry (the same name as the output folder's).
+pub const PACKAGES: &str = oa_contract::manifest::artifact::PACKAGES;
 
-/// Build (or reuse) the base tree of `p`, with one line for people.
-pub fn base_stage(p: &Profile, store: &Store, cache_root: &Path, no_cache: bool) -> Result<(BaseTree, Outcome)> {
+/// Build (or reuse) the base tree of `p`, with one line for people. `refresh` makes it again
+/// from the mirrors (new package versions) although its key is unchanged.
+pub fn base_stage(
+    p: &Profile,
+    store: &Store,
+    cache_root: &Path,
+    no_cache: bool,
+    refresh: bool,
+) -> Result<(BaseTree, Outcome)> {
     let (key, describe) = match p.base {
         Base::Busybox => return Ok((BaseTree::Busybox, Outcome::cached("busybox: no base tree"))),
         Base::Debian => {
             let src = debian::Source::resolve(p)?;
             let mut k = Key::new("base-debian");
             src.add_to(&mut k, p);
-            (k.hex(), format!("debian {} from {}", src.suite, src.mirror))
+            (k.hex(), format!("debian {}", src.describe()))
         }
         Base::Arch => {
             let mut k = Key::new("base-arch");
@@ -70,18 +85,41 @@ pub fn base_stage(p: &Profile, store: &Store, cache_root: &Path, no_cache: bool)
             (k.hex(), format!("arch from {}", servers.join(", ")))
         }
     };
-    let (entry, made) = store.get_or_build("base", &key, no_cache, |scratch| match p.base {
-        Base::Debian => debian::bootstrap(p, &debian::Source::resolve(p)?, &scratch.join(TAR), cache_root),
-        _ => arch::install(p, &scratch.join(TAR), cache_root),
+    // The list of the entry this one replaces (a refresh), to say what changed.
+    let before = store.lookup("base", &key).and_then(|e| std::fs::read_to_string(e.file(PACKAGES)).ok());
+    let (entry, made) = store.get_or_build("base", &key, no_cache || refresh, |scratch| {
+        let (tar, list) = (scratch.join(TAR), scratch.join(PACKAGES));
+        match p.base {
+            Base::Debian => debian::bootstrap(p, &debian::Source::resolve(p)?, &tar, &list)?,
+            _ => arch::install(p, &tar, &list, cache_root)?,
+        }
+        scratch.seal(PACKAGES)
     })?;
     let size = entry.size(TAR)?;
-    let tree = Tree { tar: entry.file(TAR), key, size };
-    let base = if p.base == Base::Debian { BaseTree::Debian(tree) } else { BaseTree::Arch(tree) };
+    let list_digest = entry.digest(PACKAGES)?;
+    let mut ck = Key::new("base-content");
+    ck.add("key", key.as_bytes()).add("packages", list_digest.as_bytes());
+    let tree = Tree { tar: entry.file(TAR), key, content: ck.hex(), packages: entry.file(PACKAGES), size };
+    let count = std::fs::read_to_string(&tree.packages).map(|t| t.lines().count()).unwrap_or(0);
+    let base = if p.base == Base::Debian { BaseTree::Debian(tree.clone()) } else { BaseTree::Arch(tree.clone()) };
     let outcome = match made {
-        Some(()) => Outcome::made(format!("{describe}: {} MiB tarball", size >> 20)),
-        None => Outcome::cached(format!("{describe}: unchanged")),
+        Some(_) => {
+            let now = std::fs::read_to_string(&tree.packages).unwrap_or_default();
+            let changes = match &before {
+                Some(b) => format!(", {} package version(s) changed", changed_packages(b, &now).len()),
+                None => String::new(),
+            };
+            Outcome::made(format!("{describe}: {} MiB tarball, {count} packages{changes}", size >> 20))
+        }
+        None => Outcome::cached(format!("{describe}: unchanged, {count} packages")),
     };
     Ok((base, outcome))
+}
+
+/// The lines of package list `after` that are not in `before` (new or other versions).
+pub fn changed_packages<'a>(before: &str, after: &'a str) -> Vec<&'a str> {
+    let old: std::collections::BTreeSet<&str> = before.lines().collect();
+    after.lines().filter(|l| !l.trim().is_empty() && !old.contains(l)).collect()
 }
 
 /// Full-OS bases run package maintainer scripts and keep file owners: that needs root.
@@ -127,4 +165,31 @@ pub fn pack_tar(root: &Path, tar: &Path) -> Result<()> {
 pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_packages_are_new_lines() {
+        let before = "libc6 2.36-9+deb12u7 amd64\nopenssl 3.0.20-1~deb12u2 amd64\n";
+        let after = "libc6 2.36-9+deb12u7 amd64\nopenssl 3.0.22-1~deb12u2 amd64\ntzdata 2025b-0+deb12u1 all\n";
+        assert_eq!(changed_packages(before, after), ["openssl 3.0.22-1~deb12u2 amd64", "tzdata 2025b-0+deb12u1 all"]);
+        assert!(changed_packages(after, after).is_empty());
+    }
+
+    #[test]
+    fn pacman_local_database_as_package_lines() {
+        let d = tempfile::tempdir().unwrap();
+        for (dir, desc) in [
+            ("linux-6.9-1", "%NAME%\nlinux\n\n%VERSION%\n6.9-1\n\n%ARCH%\nx86_64\n"),
+            ("filesystem-1-1", "%NAME%\nfilesystem\n\n%VERSION%\n1-1\n"),
+        ] {
+            std::fs::create_dir_all(d.path().join(dir)).unwrap();
+            std::fs::write(d.path().join(dir).join("desc"), desc).unwrap();
+        }
+        std::fs::write(d.path().join("ALPM_DB_VERSION"), "9\n").unwrap();
+        assert_eq!(arch::installed(d.path()).unwrap(), "filesystem 1-1 any\nlinux 6.9-1 x86_64\n");
+    }
 }

@@ -74,6 +74,12 @@ pub struct CommonBuild {
     /// Rebuild every stage even when the cache holds it.
     #[arg(long)]
     pub no_cache: bool,
+    /// Take new package versions from the mirrors without throwing the cache away: the
+    /// packages stage asks apt again and the base tree is made again (mmdebstrap/pacman with
+    /// the suite, -updates and -security); the stages after it are rebuilt only if the
+    /// package list changed. --no-cache instead rebuilds every stage.
+    #[arg(long)]
+    pub refresh: bool,
     /// The oa-init binary to use [default: found next to `oa` or in the cargo target folder].
     #[arg(long, env = "OA_INIT_BIN", value_name = "PATH")]
     pub init: Option<PathBuf>,

@@ -21,6 +21,13 @@ partial_section! {
         pub components: SetList,
         /// Leave out /usr/share/{doc,man,info,locale} (default true).
         pub slim: Option<bool>,
+        /// Also install from `<suite>-updates` (default true; false for a pinned build).
+        pub updates: Option<bool>,
+        /// Also install from the security suite `<suite>-security` (default true).
+        pub security: Option<bool>,
+        /// Mirror of the security suite (default: the host apt's, else
+        /// http://deb.debian.org/debian-security).
+        pub security_mirror: Option<String>,
     }
 }
 
@@ -111,6 +118,9 @@ pub struct Debian {
     pub variant: String,
     pub components: Vec<String>,
     pub slim: bool,
+    pub updates: bool,
+    pub security: bool,
+    pub security_mirror: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +183,9 @@ pub(crate) fn finalize_debian(d: &PartialDebian) -> Debian {
         variant: d.variant.clone().unwrap_or_else(|| "apt".into()),
         components,
         slim: d.slim.unwrap_or(true),
+        updates: d.updates.unwrap_or(true),
+        security: d.security.unwrap_or(true),
+        security_mirror: d.security_mirror.clone(),
     }
 }
 
@@ -287,6 +300,9 @@ pub(crate) fn partial_debian(d: &Debian) -> PartialDebian {
         variant: Some(d.variant.clone()),
         components: SetList::from(d.components.clone()),
         slim: Some(d.slim),
+        updates: Some(d.updates),
+        security: Some(d.security),
+        security_mirror: d.security_mirror.clone(),
     }
 }
 

@@ -9,6 +9,24 @@ use crate::pipeline::Outcome;
 use oa_contract::manifest::{self, artifact, Artifact, Manifest};
 use std::path::{Path, PathBuf};
 
+/// The build's package list ([`artifact::PACKAGES`]): the base tree's, the unpacked .debs,
+/// the kernel package and busybox-static, `name version arch` sorted without duplicates.
+fn package_list(cx: &Context) -> Result<String> {
+    let mut lines = std::collections::BTreeSet::new();
+    if let Some(t) = cx.base.as_ref().and_then(|b| b.tree()) {
+        let text = std::fs::read_to_string(&t.packages).ctx("reading", &t.packages)?;
+        lines.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+    }
+    let pk = need(&cx.packages, "output", "the packages")?;
+    let mut infos: Vec<&crate::apt::PackageInfo> = pk.debs.iter().map(|(_, i)| i).collect();
+    if let crate::stages::packages::KernelSource::Deb { info, .. } = &pk.kernel {
+        infos.push(info);
+    }
+    infos.extend(pk.busybox.as_ref().map(|(_, i)| i));
+    lines.extend(infos.iter().map(|i| format!("{} {} {}", i.name, i.version, i.arch)));
+    Ok(lines.into_iter().map(|l| l + "\n").collect())
+}
+
 /// A folder being assembled: removed on drop unless it was moved into place.
 struct Partial(PathBuf);
 
@@ -68,6 +86,17 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     }
     if let Some(r) = &cx.rpi {
         r.copy_into(&dir, &mut artifacts)?;
+    }
+    {
+        let list = package_list(cx)?;
+        let dst = dir.join(artifact::PACKAGES);
+        std::fs::write(&dst, &list).ctx("writing", &dst)?;
+        artifacts.push(Artifact {
+            name: artifact::PACKAGES.into(),
+            path: artifact::PACKAGES.into(),
+            size: list.len() as u64,
+            sha256: hash::sha256_hex(list.as_bytes()),
+        });
     }
     // With a key file in the initramfs, it and every image holding it are secret: 0600, and
     // listed so that `oa serve` refuses to publish them unless told.

@@ -1,5 +1,7 @@
 //! Stage `packages`: the kernel package (behind its metapackage), the `[packages] debian` of a
 //! busybox base, and busybox-static for the emergency shell, downloaded and verified by apt.
+//! Later stages are keyed by the packages' sha256, so a `--refresh` that resolves the same
+//! versions keeps them.
 
 use crate::apt::{PackageCache, PackageInfo};
 use crate::build::Context;
@@ -33,7 +35,8 @@ const METAPACKAGE_DEPTH: usize = 4;
 pub fn run(cx: &mut Context) -> Result<Outcome> {
     let p = cx.profile;
     let darch = p.arch.debian();
-    let pkgs = PackageCache::new(&cx.opts.cache_root);
+    // --refresh: what apt would install now (its index; `apt-get update` brings new lists).
+    let pkgs = PackageCache::new(&cx.opts.cache_root).refreshing(cx.opts.refresh);
     let kernel = if p.base == Base::Arch {
         KernelSource::ArchBase
     } else {

@@ -33,7 +33,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         key.add("persistence", s.key.as_bytes());
     }
     if let Some(b) = base {
-        key.add("base-tree", b.key.as_bytes());
+        // What the base tree holds (its key and package list), not when it was made: a
+        // `--refresh` that finds no new versions keeps the root image.
+        key.add("base-tree", b.content.as_bytes());
     }
     let customisation = serde_json::json!([p.name, p.init.system, p.users, p.system, p.files]);
     key.add("customisation", customisation.to_string().as_bytes());
