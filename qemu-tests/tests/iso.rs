@@ -31,7 +31,7 @@ fn cd(firmware: Firmware) -> Spec {
 
 /// The ISO file as a USB stick: the virtio disk of a disk boot becomes a usb-storage device.
 fn stick(firmware: Firmware) -> Command {
-    let disk = DiskBoot::detect(&tiny_iso(), true).expect("oa.iso");
+    let disk = DiskBoot::detect(&tiny_iso(), true).expect("the ISO of tiny-iso");
     let s = Spec::from_disk(Arch::X86_64, disk, firmware, detect_accel(Arch::X86_64));
     let args: Vec<String> = s
         .args()

@@ -298,7 +298,7 @@ fn bench_iso(ws: &Path) {
                 (Firmware::Bios, None)
             };
             let s = Spec::from_disk(m.arch, DiskBoot::cdrom(&iso), fw.clone(), accel);
-            cd.push(boot(&s, &format!("oa.iso as a CD, {fw_name}, run {}", i + 1)));
+            cd.push(boot(&s, &format!("{} as a CD, {fw_name}, run {}", artifact::ISO, i + 1)));
             let s = Spec::from_disk(m.arch, DiskBoot::detect(&img, true).expect("disk.img"), fw, accel);
             disk.push(boot(&s, &format!("disk.img, {fw_name}, run {}", i + 1)));
         }
