@@ -278,6 +278,38 @@ mod tests {
         }
     }
 
+    /// A file that starts like an ext4 filesystem labelled `label`.
+    fn ext4_file(dir: &Path, name: &str, label: &str) -> BlockDev {
+        let mut h = vec![0u8; 2048];
+        h[0x438..0x43a].copy_from_slice(&[0x53, 0xef]);
+        h[1024 + 104] = name.len() as u8;
+        h[1024 + 120..1024 + 120 + label.len()].copy_from_slice(label.as_bytes());
+        let path = dir.join(name);
+        std::fs::write(&path, &h).unwrap();
+        BlockDev { name: name.into(), dev: path, partition: None, parent: None, size_bytes: 2048 }
+    }
+
+    #[test]
+    fn a_disk_and_its_partition_are_one_medium_two_disks_are_refused() {
+        let d = std::env::temp_dir().join(format!("oa-media-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let sda = ext4_file(&d, "sda", "OA_X");
+        let mut sda1 = ext4_file(&d, "sda1", "OA_X");
+        sda1.parent = Some("sda".into());
+        sda1.partition = Some(1);
+        let other = ext4_file(&d, "vdb", "other");
+        let want = RootSpec::Label("OA_X".into());
+        let mut l = Labels::default();
+        let m = l.find(&[sda.clone(), sda1.clone(), other.clone()], &want).unwrap().unwrap();
+        assert_eq!(m.dev.name, "sda", "the whole disk, not its first partition");
+        assert!(l.find(&[other.clone()], &want).unwrap().is_none());
+        assert!(l.describe().contains("vdb: ext4 LABEL=\"other\""), "{}", l.describe());
+        let sdb = ext4_file(&d, "sdb", "OA_X");
+        let e = Labels::default().find(&[sda, sdb, other], &want).unwrap_err().to_string();
+        assert!(e.contains("more than one device") && e.contains("sda") && e.contains("sdb"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn decide_follows_mode_media_and_ram() {
         let sr0 = dev("sr0");

@@ -5,6 +5,7 @@
 //!   the stick is pulled out through the QEMU monitor, and the system keeps running: files
 //!   read, a killed service restarts;
 //! - a FAT disk found by `oa.root=UUID=` (the UUID blkid reports), used in place;
+//! - oa.iso in a CD drive found by its date-based ISO 9660 UUID (as blkid reports it);
 //! - a label nobody has: the FATAL names the label and the filesystems seen, with the hint.
 
 use oa_builder::build::read_manifest;
@@ -130,6 +131,28 @@ fn fat_disk_by_uuid_is_used_in_place() {
     assert!(!vm.console().contains("stage copytoram"), "a virtio disk is not removable: used in place");
     vm.send_line("echo MEDIA=$(grep ' /run/oa/media ' /proc/mounts | cut -d' ' -f1,3,4 | cut -d, -f1)");
     vm.expect("MEDIA=/dev/vda vfat ro", SHORT);
+}
+
+#[test]
+fn iso_by_uuid_as_blkid_reports_it() {
+    // The ISO of tiny-iso in a CD drive, the kernel booted directly with its date-based UUID.
+    let dir = built("tiny-iso");
+    let iso = dir.join(artifact::ISO);
+    let uuid = blkid(&iso, "UUID");
+    assert_eq!(uuid.len(), 22, "an ISO 9660 UUID is a date: {uuid}");
+    let extra = vec![
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on", iso.display()),
+        "-device".into(),
+        "ide-cd,drive=cd0,bus=ide.0".into(),
+    ];
+    let copy = format!("{}=no", cmdline::COPYTORAM);
+    let mut vm = Machine::boot("media_uuid_iso", &spec(&dir, RootSpec::Uuid(uuid.clone()), &[&copy], extra));
+    let found = vm.expect_stage("root", "", BOOT);
+    assert!(found.contains(&format!("UUID={uuid}")), "{found}");
+    vm.expect(READY_LINE, BOOT);
+    vm.send_line("echo MEDIA=$(grep ' /run/oa/media ' /proc/mounts | cut -d' ' -f1,3)");
+    vm.expect("MEDIA=/dev/sr0 iso9660", SHORT);
 }
 
 #[test]

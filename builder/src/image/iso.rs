@@ -19,8 +19,9 @@
 //!
 //! Both boot loaders pass the manifest's command line with `oa.root=LABEL=<volume id>`:
 //! oa-init mounts the ISO filesystem by its label and loop-mounts the root image from it.
-//! The same inputs and SOURCE_DATE_EPOCH give the same bytes: file and volume dates are the
-//! epoch (and so the ISO's UUID and the GPT GUIDs xorriso derives from it), the FAT serial is
+//! The same inputs and SOURCE_DATE_EPOCH give the same bytes: file dates are the epoch, the
+//! volume's modification date (the ISO's UUID, and the seed of the GPT GUIDs xorriso derives
+//! from it) the epoch plus an offset derived from the inputs, the FAT serial is
 //! derived from the inputs.
 
 use super::boot::{self, esp};
@@ -171,6 +172,14 @@ pub fn isolinux_cfg(title: &str, cmdline: &[String]) -> String {
     )
 }
 
+/// Seconds (less than a year) added to the epoch for the volume's modification date, from
+/// `seed`: the ISO's UUID then follows the content, like disk.img's GUIDs.
+pub fn volume_offset(seed: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(seed);
+    u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]])) % (365 * 86_400)
+}
+
 /// `epoch` as xorriso's 16-digit GMT time string `YYYYMMDDhhmmsscc`.
 pub fn xorriso_date(epoch: u64) -> String {
     let (days, secs) = ((epoch / 86_400) as i64, epoch % 86_400);
@@ -209,9 +218,10 @@ pub fn xorriso_args(spec: &IsoSpec<'_>, files: &IsoFiles, io: &XorrisoInputs<'_>
     // ISO 9660 level 3 (files over 4 GiB), Rock Ridge with root ownership, Joliet.
     push(&["-iso-level", "3", "-full-iso9660-filenames", "-rational-rock", "-joliet", "-joliet-long"]);
     push(&["-volid", spec.volume_id, "-appid", "oa", "-publisher", "oa", "-preparer", "oa build"]);
-    // Every date is the epoch: volume dates (and the UUID made from them, which also seeds
-    // the GPT GUIDs), and every file's mtime/atime/ctime.
-    let modification = format!("--modification-date={date}");
+    // Every file's mtime/atime/ctime is the epoch. The volume's modification date is what
+    // blkid (and oa.root=UUID=) reads as the ISO's UUID, and it seeds the GPT GUIDs: the epoch
+    // plus up to a year derived from the inputs, so builds of other content do not share one.
+    let modification = format!("--modification-date={}", xorriso_date(spec.epoch + volume_offset(spec.seed)));
     push(&[&modification, "--set_all_file_dates", &date]);
     // BIOS from a stick: isolinux's isohybrid MBR; the ISO partition starts 16 sectors in.
     let mbr = files.isohdpfx.display().to_string();
@@ -367,7 +377,10 @@ mod tests {
         let s = a.join(" ");
         assert!(s.starts_with("-no_rc -as mkisofs "), "{s}");
         assert!(s.contains("-volid OA_T "), "{s}");
-        assert!(s.contains("--modification-date=2023111422132000 --set_all_file_dates 2023111422132000"), "{s}");
+        let modified = xorriso_date(1_700_000_000 + volume_offset(b"s"));
+        assert_ne!(modified, xorriso_date(1_700_000_000), "the volume date follows the seed");
+        assert_ne!(volume_offset(b"s"), volume_offset(b"t"));
+        assert!(s.contains(&format!("--modification-date={modified} --set_all_file_dates 2023111422132000")), "{s}");
         assert!(s.contains("-isohybrid-mbr /l/isohdpfx.bin --mbr-force-bootable -partition_offset 16"), "{s}");
         assert!(s.contains(
             "-eltorito-boot isolinux/isolinux.bin -eltorito-catalog isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table"
