@@ -162,7 +162,9 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
 
     // 7. switch_root and exec stage 2 (or systemd).
     let sysroot = Path::new(mp::SYSROOT);
-    let (init, argv) = next_init(sysroot).step("choose the init of the root filesystem", HINT_REBUILD)?;
+    let system = system_init(sysroot);
+    let (init, argv) =
+        next_init(sysroot, system.as_ref()).step("choose the init of the root filesystem", HINT_REBUILD)?;
     // Coldplug stops here: oa-init's stage 2 goes on from the driver image after the ready
     // line (the devices left, and those plugged in later); systemd does not, so for it every
     // device gets its driver now.
@@ -178,7 +180,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     // systemd does not read /run/oa/config.json: apply it to the new root here.
     if let (Some(rc), true) = (&runtime, systemd_root) {
         crate::runtime_config::report(mp::SYSROOT, &crate::runtime_config::apply(sysroot, rc));
-        crate::runtime_config::discard(keep_runtime_config(sysroot));
+        crate::runtime_config::discard(system.as_ref().is_some_and(|s| s.keep_runtime_config));
     }
     switch_root::switch_root(sysroot).step("switch_root", HINT_SHELL)?;
     emergency::set_stage(2);
@@ -359,15 +361,18 @@ fn save_bootargs(args: &BootArgs) {
     }
 }
 
-/// The init to exec in the new root: oa-init stage2, or /sbin/init when system.json says
-/// `"init": "systemd"`. Checked before switch_root, while the emergency shell still exists.
-fn next_init(sysroot: &Path) -> Result<(String, Vec<String>)> {
-    let cfg_path = sysroot.join(rootfs_paths::SYSTEM_CONFIG);
-    // Only `init` matters here; stage 2 reads the whole file strictly (and fails with a hint).
-    let systemd = std::fs::read_to_string(&cfg_path)
+/// What stage 1 needs of the new root's system.json (`init`, `keep_runtime_config`), read
+/// once and leniently: stage 2 reads the whole file strictly (and fails with a hint).
+fn system_init(sysroot: &Path) -> Option<SystemInit> {
+    std::fs::read_to_string(sysroot.join(rootfs_paths::SYSTEM_CONFIG))
         .ok()
         .and_then(|t| serde_json::from_str::<SystemInit>(&t).ok())
-        .is_some_and(|s| s.init == InitSystem::Systemd);
+}
+
+/// The init to exec in the new root: oa-init stage2, or /sbin/init when system.json says
+/// `"init": "systemd"`. Checked before switch_root, while the emergency shell still exists.
+fn next_init(sysroot: &Path, system: Option<&SystemInit>) -> Result<(String, Vec<String>)> {
+    let systemd = system.is_some_and(|s| s.init == InitSystem::Systemd);
     let (init, argv) = if systemd {
         ("/sbin/init".to_string(), vec!["/sbin/init".to_string()])
     } else {
@@ -380,14 +385,6 @@ fn next_init(sysroot: &Path) -> Result<(String, Vec<String>)> {
         return Err(Error::Unexpected { what: inside.display().to_string(), why: "missing in the root image".into() });
     }
     Ok((init, argv))
-}
-
-/// `keep_runtime_config` of the new root's system.json (read leniently, like [`next_init`]).
-fn keep_runtime_config(sysroot: &Path) -> bool {
-    std::fs::read_to_string(sysroot.join(rootfs_paths::SYSTEM_CONFIG))
-        .ok()
-        .and_then(|t| serde_json::from_str::<SystemInit>(&t).ok())
-        .is_some_and(|s| s.keep_runtime_config)
 }
 
 fn exec(init: &str, argv: &[String]) -> Result<std::convert::Infallible> {
