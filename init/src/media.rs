@@ -302,7 +302,7 @@ mod tests {
         let mut l = Labels::default();
         let m = l.find(&[sda.clone(), sda1.clone(), other.clone()], &want).unwrap().unwrap();
         assert_eq!(m.dev.name, "sda", "the whole disk, not its first partition");
-        assert!(l.find(&[other.clone()], &want).unwrap().is_none());
+        assert!(l.find(std::slice::from_ref(&other), &want).unwrap().is_none());
         assert!(l.describe().contains("vdb: ext4 LABEL=\"other\""), "{}", l.describe());
         let sdb = ext4_file(&d, "sdb", "OA_X");
         let e = Labels::default().find(&[sda, sdb, other], &want).unwrap_err().to_string();
