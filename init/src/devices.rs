@@ -233,7 +233,7 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
                     actual: got.clone(),
                 });
             }
-            let spec_kind = spec;
+            let by_fs = matches!(spec, Some(RootSpec::Label(_) | RootSpec::Uuid(_)));
             let spec = match spec {
                 Some(s) => cmdline::word(cmdline::ROOT, s),
                 None if !mismatched.is_empty() => "a squashfs image with the sha256 from oa.sha256=".to_string(),
@@ -243,7 +243,7 @@ pub fn find_root(spec: Option<&RootSpec>, sha256: Option<&str>, coldplug: &mut C
             if !gpt_errors.is_empty() {
                 seen.push_str(&format!("; GPT errors: {}", gpt_errors.join("; ")));
             }
-            if matches!(spec_kind, Some(RootSpec::Label(_) | RootSpec::Uuid(_))) {
+            if by_fs {
                 seen.push_str(&format!("; {}", labels.describe()));
             }
             return Err(Error::RootNotFound {

@@ -158,10 +158,10 @@ pub fn removable(dev: &BlockDev) -> bool {
         .is_ok_and(|p| p.components().any(|c| c.as_os_str().to_string_lossy().starts_with("usb")))
 }
 
-/// `MemTotal` of /proc/meminfo, in bytes.
-pub fn mem_total() -> Option<u64> {
+/// The field `key` (`MemTotal`, `MemAvailable`) of /proc/meminfo, in bytes.
+pub fn meminfo(key: &str) -> Option<u64> {
     let t = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let line = t.lines().find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
 }
 
@@ -191,12 +191,7 @@ pub fn decide(mode: CopyToRam, factor: u32, len: u64, dev: Option<&BlockDev>, me
 /// hashing them on the way; with `want`, the digest must match (else the copy is removed).
 /// Returns the copy and its sha256. Progress lines every 10% for images of 64 MiB and more.
 pub fn copy_to_ram(src: &Path, len: u64, want: Option<&str>) -> Result<(PathBuf, String)> {
-    let avail = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .map(|kib: u64| kib * 1024);
+    let avail = meminfo("MemAvailable");
     // Keep room for the system itself (the overlay's tmpfs upper layer, services).
     if let Some(a) = avail {
         if a < len.saturating_add(64 << 20) {

@@ -52,15 +52,27 @@ pub fn is_squashfs(path: &Path) -> bool {
     }
 }
 
-/// sha256 (hex) of exactly the squashfs image on `path`, and the number of bytes hashed.
-pub fn hash(path: &Path) -> Result<(String, u64)> {
+/// Open the squashfs image on `path`: the file, read up to the end of its superblock, and
+/// how many bytes are the image (see [`image_len`]).
+fn open(path: &Path) -> Result<(std::fs::File, u64)> {
     let device = path.display().to_string();
     let size = device_size(path)?;
     let mut f = std::fs::File::open(path).ctx("open", path)?;
     let mut sb = [0u8; SUPERBLOCK_LEN];
     f.read_exact(&mut sb)
         .map_err(|e| Error::NotSquashfs { device: device.clone(), why: format!("reading the superblock: {e}") })?;
-    let len = image_len(&sb, size).map_err(|why| Error::NotSquashfs { device: device.clone(), why })?;
+    let len = image_len(&sb, size).map_err(|why| Error::NotSquashfs { device, why })?;
+    Ok((f, len))
+}
+
+/// How many bytes of `path` are the squashfs image (see [`image_len`]).
+pub fn len(path: &Path) -> Result<u64> {
+    open(path).map(|(_, len)| len)
+}
+
+/// sha256 (hex) of exactly the squashfs image on `path`, and the number of bytes hashed.
+pub fn hash(path: &Path) -> Result<(String, u64)> {
+    let (mut f, len) = open(path)?;
     f.seek(SeekFrom::Start(0)).ctx("seek", path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -72,17 +84,6 @@ pub fn hash(path: &Path) -> Result<(String, u64)> {
         left -= n as u64;
     }
     Ok((hex(&h.finalize()), len))
-}
-
-/// How many bytes of `path` are the squashfs image (see [`image_len`]).
-pub fn len(path: &Path) -> Result<u64> {
-    let device = path.display().to_string();
-    let size = device_size(path)?;
-    let mut f = std::fs::File::open(path).ctx("open", path)?;
-    let mut sb = [0u8; SUPERBLOCK_LEN];
-    f.read_exact(&mut sb)
-        .map_err(|e| Error::NotSquashfs { device: device.clone(), why: format!("reading the superblock: {e}") })?;
-    image_len(&sb, size).map_err(|why| Error::NotSquashfs { device, why })
 }
 
 pub fn hex(b: &[u8]) -> String {

@@ -216,7 +216,8 @@ fn find_and_verify(
         }
     } else if mode != CopyToRam::No {
         let len = rootimage::len(&found.path).step("size the root image", HINT_SHELL)?;
-        let (copy, why) = media::decide(mode, cfg.copytoram_ram_factor, len, found.device.as_ref(), media::mem_total());
+        let (copy, why) =
+            media::decide(mode, cfg.copytoram_ram_factor, len, found.device.as_ref(), media::meminfo("MemTotal"));
         if copy {
             let t = Instant::now();
             let (ram, _) = media::copy_to_ram(&found.path, len, args.sha256.as_deref())

@@ -5,6 +5,8 @@
 //! image to RAM (`copytoram = "auto"`: a CD and a USB stick are removable) and releases the
 //! medium; the CD is then ejected through the QEMU monitor and the system keeps running.
 
+mod common;
+
 use oa_builder::build::read_manifest;
 use oa_builder::qemu::{detect_accel, DiskBoot, Firmware, Spec};
 use oa_contract::manifest::{artifact, iso_volume_id};
@@ -55,10 +57,7 @@ fn boot_to_ready(mut vm: Machine, dev: &str) -> Machine {
     let root = vm.expect_stage("root", "", BOOT);
     let label = format!("LABEL={}", iso_volume_id("tiny-iso"));
     assert!(root.contains("/run/oa/media/oa/rootfs.squashfs") && root.contains(&label), "{root}");
-    let copied = vm.expect_stage("copytoram", "", BOOT);
-    assert!(copied.contains(&format!("auto: {dev} is removable")), "{copied}");
-    vm.expect(&format!("/dev/{dev} released"), BOOT);
-    vm.expect_stage("verify", "sha256 matches (checked while copying to RAM)", BOOT);
+    common::expect_copied_to_ram(&mut vm, dev, BOOT);
     vm.expect(READY_LINE, BOOT);
     vm
 }
@@ -79,12 +78,7 @@ fn iso_as_a_cd_under_bios_boots_then_the_cd_is_ejected() {
     assert!(!out.contains("rror"), "eject: {out}");
     vm.send_line("dd if=/dev/sr0 of=/dev/null bs=2048 count=1 2>/dev/null && echo MEDIUM=in || echo MEDIUM=out");
     vm.expect("MEDIUM=out", SHORT);
-    // The whole root is read again (from RAM); a killed service is restarted from it.
-    vm.send_line("cat $(find / -xdev -type f) >/dev/null 2>&1; echo READ=$? HOST=$(cat /etc/hostname)");
-    vm.expect("READ=0 HOST=tiny-iso", SHORT);
-    vm.send_line("kill $(pidof oa-hello)");
-    vm.expect("service hello restarting", SHORT);
-    vm.expect("service hello started", SHORT);
+    common::runs_without_the_medium(&mut vm, "tiny-iso", SHORT);
 }
 
 #[test]

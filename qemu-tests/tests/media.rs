@@ -8,11 +8,12 @@
 //! - oa.iso in a CD drive found by its date-based ISO 9660 UUID (as blkid reports it);
 //! - a label nobody has: the FATAL names the label and the filesystems seen, with the hint.
 
-use oa_builder::build::read_manifest;
-use oa_builder::qemu::{detect_accel, Spec};
+mod common;
+
+use oa_builder::qemu::Spec;
 use oa_contract::cmdline::{self, Cmdline, RootSpec};
 use oa_contract::manifest::artifact;
-use oa_contract::{media_paths, Arch, FATAL_PREFIX, READY_LINE};
+use oa_contract::{media_paths, FATAL_PREFIX, READY_LINE};
 use oa_qemu_tests::{built, workspace, Machine, Monitor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,8 +56,7 @@ fn ext4_stick(dir: &Path, tiny: &Path, label: &str) -> PathBuf {
 /// The tiny build booted by its kernel and initramfs with `oa.root=<root>` and `more` on the
 /// command line; the media come as `extra` QEMU arguments.
 fn spec(tiny: &Path, root: RootSpec, more: &[&str], extra: Vec<String>) -> Spec {
-    let m = read_manifest(tiny).expect("tiny manifest");
-    let mut s = Spec::from_output(tiny, &m, detect_accel(Arch::X86_64));
+    let (_, mut s) = common::output_spec(tiny);
     let mut c = Cmdline::from_words(s.append.iter().cloned());
     c.set_root(&root);
     let mut words = c.into_words();
@@ -86,10 +86,7 @@ fn ext4_stick_by_label_is_copied_to_ram_and_can_be_pulled_out() {
     let mut vm = Machine::boot("media_label_usb", &spec(&tiny, RootSpec::Label("oa-stick".into()), &[], extra));
     let root = vm.expect_stage("root", "", BOOT);
     assert!(root.contains("/run/oa/media/oa/rootfs.squashfs") && root.contains("LABEL=oa-stick"), "{root}");
-    let copied = vm.expect_stage("copytoram", "", BOOT);
-    assert!(copied.contains("into RAM") && copied.contains("auto: sda is removable"), "{copied}");
-    vm.expect("/dev/sda released", BOOT);
-    vm.expect_stage("verify", "sha256 matches (checked while copying to RAM)", BOOT);
+    common::expect_copied_to_ram(&mut vm, "sda", BOOT);
     vm.expect(READY_LINE, BOOT);
     vm.send_line("echo MEDIA=$(grep -c ' /run/oa/media ' /proc/mounts) LOOP=$(cat /sys/block/loop*/loop/backing_file | grep -c ram/rootfs.squashfs)");
     vm.expect("MEDIA=0 LOOP=1", SHORT);
@@ -99,12 +96,7 @@ fn ext4_stick_by_label_is_copied_to_ram_and_can_be_pulled_out() {
     assert!(!out.contains("rror"), "device_del: {out}");
     vm.send_line("sleep 2; test -e /sys/block/sda && echo STICK=there || echo STICK=gone");
     vm.expect("STICK=gone", SHORT);
-    // Every byte of the root image is read again (from RAM): files read, programs start.
-    vm.send_line("cat $(find / -xdev -type f) >/dev/null 2>&1; echo READ=$? HOST=$(cat /etc/hostname)");
-    vm.expect("READ=0 HOST=tiny", SHORT);
-    vm.send_line("kill $(pidof oa-hello)");
-    vm.expect("service hello restarting", SHORT);
-    vm.expect("service hello started", SHORT);
+    common::runs_without_the_medium(&mut vm, "tiny", SHORT);
 }
 
 #[test]

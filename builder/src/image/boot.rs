@@ -28,6 +28,17 @@ pub struct BootFiles {
     pub systemd_boot: PathBuf,
 }
 
+/// The first of `candidates` (paths below `root`) that is a file; none is a
+/// [`Error::ToolMissing`] naming `what` and the Debian `package` to install.
+pub fn find_host_file(root: &Path, candidates: &[&str], package: &str, what: &str) -> Result<PathBuf> {
+    let full: Vec<PathBuf> = candidates.iter().map(|c| root.join(c.trim_start_matches('/'))).collect();
+    full.iter().find(|p| p.is_file()).cloned().ok_or_else(|| Error::ToolMissing {
+        tool: what.to_string(),
+        why: format!("none of {} exists", full.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+        hint: format!("install the Debian package: apt-get install {package} (`make deps` does it)"),
+    })
+}
+
 impl BootFiles {
     pub fn locate(arch: Arch) -> Result<BootFiles> {
         Self::locate_in(Path::new("/"), arch)
@@ -41,26 +52,7 @@ impl BootFiles {
                 "disk images are made for x86_64 only (syslinux and the x86-64 systemd-boot); the profile's arch is {arch}: set [image] disk = false"
             )));
         }
-        let find = |candidates: &[&str], package: &str, what: &str| -> Result<PathBuf> {
-            for c in candidates {
-                let p = root.join(c.trim_start_matches('/'));
-                if p.is_file() {
-                    return Ok(p);
-                }
-            }
-            Err(Error::ToolMissing {
-                tool: what.to_string(),
-                why: format!(
-                    "none of {} exists",
-                    candidates
-                        .iter()
-                        .map(|c| root.join(c.trim_start_matches('/')).display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                hint: format!("install the Debian package: apt-get install {package} (`make deps` does it)"),
-            })
-        };
+        let find = |candidates: &[&str], package: &str, what: &str| find_host_file(root, candidates, package, what);
         Ok(BootFiles {
             gptmbr: find(
                 &["usr/lib/SYSLINUX/gptmbr.bin", "usr/lib/syslinux/mbr/gptmbr.bin", "usr/share/syslinux/gptmbr.bin"],

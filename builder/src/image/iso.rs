@@ -78,17 +78,8 @@ impl IsoFiles {
                 "the hybrid ISO (oa.iso) is made for x86_64 only (isolinux and the x86-64 systemd-boot); the profile's arch is {arch}: set [image] iso = false"
             )));
         }
-        let find = |candidates: &[&str], package: &str, what: &str| -> Result<PathBuf> {
-            let full: Vec<PathBuf> = candidates.iter().map(|c| root.join(c.trim_start_matches('/'))).collect();
-            full.iter().find(|p| p.is_file()).cloned().ok_or_else(|| Error::ToolMissing {
-                tool: what.to_string(),
-                why: format!(
-                    "none of {} exists",
-                    full.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-                ),
-                hint: format!("install the Debian package: apt-get install {package} (`make deps` does it)"),
-            })
-        };
+        let find =
+            |candidates: &[&str], package: &str, what: &str| boot::find_host_file(root, candidates, package, what);
         Ok(IsoFiles {
             isolinux_bin: find(
                 &["usr/lib/ISOLINUX/isolinux.bin", "usr/share/syslinux/isolinux.bin"],

@@ -62,6 +62,13 @@ pub fn create_private(path: &Path) -> Result<()> {
     f.set_permissions(std::fs::Permissions::from_mode(0o600)).ctx("setting mode of", path)
 }
 
+/// Make an existing file (a cache entry made before key files were written 0600) readable by
+/// its owner only.
+pub fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).ctx("setting mode of", path)
+}
+
 pub fn run(cx: &mut Context) -> Result<Outcome> {
     let p = cx.profile;
     let k = need(&cx.kernel, "initramfs", "the kernel")?;
@@ -164,8 +171,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let path = entry.file(artifact::INITRAMFS);
     if secret {
         // Also an entry made before initramfs files with a key were written 0600.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).ctx("setting mode of", &path)?;
+        make_private(&path)?;
     }
     cx.initramfs = Some(Stored { path, sha256: entry.digest(artifact::INITRAMFS)? });
     Ok(match made {

@@ -2,7 +2,7 @@
 //! from the kernel, initramfs and root image of the earlier stages.
 
 use crate::build::{need, Context};
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::hash::{self, Key};
 use crate::image::{self, iso};
 use crate::pipeline::Outcome;
@@ -68,8 +68,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let path = entry.file(artifact::ISO);
     if crate::stages::initramfs::carries_key(p) {
         // Also an entry made before: the ISO holds the initramfs with the key file.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).ctx("setting mode of", &path)?;
+        crate::stages::initramfs::make_private(&path)?;
     }
     cx.iso = Some(IsoOut { path, sha256: entry.digest(artifact::ISO)?, size: entry.size(artifact::ISO)? });
     Ok(match made {
