@@ -224,7 +224,8 @@ pub(crate) mod tests {
             boot_files: BootFiles { bios: "/b/undionly.kpxe".into(), uefi_x64: "/b/ipxe.efi".into(), uefi_arm64: None },
             cmdline: vec!["console=ttyS0".into(), cmdline::word(cmdline::SHA256, "a".repeat(64))],
             machines: None,
-            max_tftp_transfers: 16,
+            relays: vec![],
+            limits: crate::config::Limits { tftp_transfers: 16, ..Default::default() },
         }
     }
 

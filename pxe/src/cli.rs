@@ -36,6 +36,14 @@ pub struct Options {
     /// DHCP mode.
     #[arg(long, value_enum, default_value_t = ModeArg::Proxy)]
     pub mode: ModeArg,
+    /// With --mode dhcp and no --interface: answer on every interface of this host (any network
+    /// it is on gets a DHCP server). Without it, --mode dhcp needs --interface.
+    #[arg(long)]
+    pub all_interfaces: bool,
+    /// A DHCP relay agent (giaddr) to answer through (repeat for more); requests relayed by any
+    /// other agent are dropped. Without it, relayed requests are not answered.
+    #[arg(long, value_name = "IP")]
+    pub relay: Vec<Ipv4Addr>,
     /// Address pool for --mode dhcp, START-END (e.g. 10.0.0.100-10.0.0.200).
     #[arg(long, value_name = "START-END")]
     pub range: Option<String>,

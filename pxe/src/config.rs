@@ -82,8 +82,56 @@ pub struct Config {
     pub cmdline: Vec<String>,
     /// Folder of per-MAC overrides (`aa-bb-cc-dd-ee-ff.toml`).
     pub machines: Option<PathBuf>,
-    /// Upper bound of concurrent TFTP transfers (memory stays bounded).
-    pub max_tftp_transfers: usize,
+    /// Relay agents (giaddr) whose requests are answered (--relay); any other giaddr is dropped.
+    pub relays: Vec<Ipv4Addr>,
+    /// What one client, and all of them together, may hold: every bound of the server.
+    pub limits: Limits,
+}
+
+/// The bounds that keep one buggy or hostile client from taking the server (issue 14). The
+/// defaults fit the usual 1024 open files with room to spare (server.rs raises the soft limit
+/// to the hard one at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    // --- TFTP (tftp.rs) ---
+    /// Concurrent TFTP transfers, all clients together.
+    pub tftp_transfers: usize,
+    /// Concurrent TFTP transfers from one source address.
+    pub tftp_per_client: usize,
+    /// A transfer ends (with an error packet) when it has not finished after this long.
+    pub tftp_deadline: Duration,
+    /// Upper bound of windowsize x blksize: bytes sent before the client acknowledges.
+    pub tftp_window_bytes: usize,
+    /// Resends of one window before the transfer is given up.
+    pub tftp_retries: u32,
+    // --- HTTP (http.rs) ---
+    /// Open HTTP connections, all clients together.
+    pub http_connections: usize,
+    /// Open HTTP connections from one source address.
+    pub http_per_client: usize,
+    /// A request's header must arrive within this long of the connection (or the last response).
+    pub http_header_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub http_idle_timeout: Duration,
+    /// Files up to this size are served from memory.
+    pub http_memory_file: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            tftp_transfers: 256,
+            tftp_per_client: 4,
+            tftp_deadline: Duration::from_secs(300),
+            tftp_window_bytes: 64 << 10,
+            tftp_retries: 5,
+            http_connections: 512,
+            http_per_client: 32,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(30),
+            http_memory_file: 1 << 20,
+        }
+    }
 }
 
 impl Config {
@@ -223,7 +271,8 @@ impl Config {
             boot_files,
             cmdline,
             machines,
-            max_tftp_transfers: 1024,
+            relays: o.relay.clone(),
+            limits: Limits::default(),
         })
     }
 }

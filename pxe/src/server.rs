@@ -48,8 +48,23 @@ fn udp(bind: Ipv4Addr, port: u16, iface: Option<&str>, broadcast: bool) -> anyho
     Ok(s.into())
 }
 
+/// Raise the soft limit of open files to the hard one (1024 -> 524288 on Debian): the
+/// transfer and connection caps in [`crate::config::Limits`] are then far below it, so a
+/// flood meets a cap with a clear log line, never "Too many open files" half-way through.
+fn raise_open_files() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 impl Server {
     pub fn bind(cfg: Config) -> anyhow::Result<Server> {
+        raise_open_files();
         let iface = cfg.interface.as_deref();
         let dhcp = match cfg.mode {
             Mode::Off => None,
@@ -145,7 +160,7 @@ impl Server {
             cfg: cfg.clone(),
             root: root.clone(),
             clients: clients.clone(),
-            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_tftp_transfers)),
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.limits.tftp_transfers)),
             rpi,
         });
         tasks.spawn(tftp::serve(tokio::net::UdpSocket::from_std(self.tftp)?, t));

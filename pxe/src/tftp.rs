@@ -219,7 +219,7 @@ pub async fn serve(sock: UdpSocket, t: Arc<Tftp>) {
             }
             Ok(Packet::Read { file, mode, options }) => {
                 let Ok(permit) = t.slots.clone().try_acquire_owned() else {
-                    tracing::warn!(target: "tftp", "{who}: RRQ {file:?} refused: {} transfers running", t.cfg.max_tftp_transfers);
+                    tracing::warn!(target: "tftp", "{who}: RRQ {file:?} refused: {} transfers running", t.cfg.limits.tftp_transfers);
                     let _ = sock.send_to(&error_packet(code::NOT_DEFINED, "server busy, try again"), peer).await;
                     continue;
                 };

@@ -302,9 +302,8 @@ pub fn handle(state: &State, cfg: &Config, buf: &[u8], src: SocketAddr, port: Po
     };
     let client = super::classify(&msg, mac);
     if let SocketAddr::V4(s) = src {
-        state.clients.learn(*s.ip(), mac);
+        state.clients.learn_sender(*s.ip(), mac);
     }
-    state.clients.learn(msg.ciaddr(), mac);
     let mut ctx = Ctx {
         cfg,
         msg: &msg,
@@ -340,7 +339,7 @@ pub fn handle(state: &State, cfg: &Config, buf: &[u8], src: SocketAddr, port: Po
         Action::Respond(t) => {
             let reply = build_reply(&ctx, t);
             if let Some(g) = &ctx.grant {
-                state.clients.learn(g.ip, mac);
+                state.clients.learn_lease(g.ip, mac);
             }
             let given = match (&ctx.grant, &ctx.boot) {
                 (Some(g), Some(b)) => format!("address {} lease {} s, boot {b}", g.ip, g.lease_secs),
