@@ -28,7 +28,12 @@ AARCH64_TARGET := aarch64-unknown-linux-musl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_QEMU := qemu-system-x86
 
-.PHONY: all deps build run test check bench install clean check-deps
+# Benchmark peers (issue 14), installed by `make bench` only: Kea's DHCPv4 server and its load
+# client perfdhcp (in kea-admin), nginx, dnsmasq (already a test dependency), wrk, atftp. Their
+# services are not needed: the benchmark starts each peer itself on loopback / in a netns.
+BENCH_PACKAGES := kea-dhcp4-server kea-admin nginx-light dnsmasq wrk atftp curl
+
+.PHONY: all deps build run test check bench bench-deps fuzz install clean check-deps
 
 all: build
 
@@ -81,7 +86,16 @@ check:
 test: build check
 	$(CARGO) test --release --workspace -- --test-threads=2
 
-bench: build
+bench-deps:
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing the benchmark peers:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing || \
+	  { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; } || exit 1; \
+	fi
+	@for c in kea-dhcp4 perfdhcp nginx dnsmasq wrk atftp curl; do command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || { echo "error: $$c missing after installing $(BENCH_PACKAGES)"; exit 1; }; done
+
+bench: build bench-deps
 	$(CARGO) run --release -p oa-qemu-tests --bin oa-bench
 	$(CARGO) build --release -p oa-pxe -p oa-testkit --bins
 	target/release/oa-pxe-bench
