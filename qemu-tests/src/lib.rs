@@ -5,7 +5,8 @@
 //! Machines are started from the same [`oa_builder::qemu::Spec`] that `oa run` uses, so the
 //! tests boot exactly what users boot.
 
-pub mod netns;
+/// Private networks (moved to oa-testkit, which the pxe tests share).
+pub use oa_testkit::netns;
 
 use oa_builder::qemu::Spec;
 use oa_contract::{Arch, ConsoleLine, READY_LINE};

@@ -4,6 +4,7 @@
 //! - [`netboot`]: DHCP, TFTP and HTTP test clients, and oa-pxe options for a server on loopback
 //!   (pxe/tests, the load test, the benchmark).
 //! - [`load`]: the oa-pxe load test (`oa-pxe-load`; run by pxe/tests/server.rs).
+//! - [`netns`]: private networks (namespaces, bridges, veths, taps) and sockets made in them.
 //! - [`archrepo`]: a local Arch repository made from Debian binaries (builder/tests/bases.rs,
 //!   qemu-tests/tests/bases.rs).
 //!
@@ -13,3 +14,4 @@
 pub mod archrepo;
 pub mod load;
 pub mod netboot;
+pub mod netns;
