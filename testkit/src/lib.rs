@@ -5,6 +5,7 @@
 //!   (pxe/tests, the load test, the benchmark).
 //! - [`load`]: the oa-pxe load test (`oa-pxe-load`; run by pxe/tests/server.rs).
 //! - [`netns`]: private networks (namespaces, bridges, veths, taps) and sockets made in them.
+//! - [`bench`]: the oa-pxe benchmark against Kea, nginx and dnsmasq (`oa-pxe-bench`).
 //! - [`archrepo`]: a local Arch repository made from Debian binaries (builder/tests/bases.rs,
 //!   qemu-tests/tests/bases.rs).
 //!
@@ -12,6 +13,7 @@
 //! binary links; the QEMU harness stays in qemu-tests.
 
 pub mod archrepo;
+pub mod bench;
 pub mod load;
 pub mod netboot;
 pub mod netns;

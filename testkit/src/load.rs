@@ -203,12 +203,14 @@ pub fn run(options: &LoadOptions) -> Report {
                 if file.as_deref() != Some("undionly.kpxe") {
                     return Err(format!("client {n}: boot file {file:?}"));
                 }
+                // From the leased address (all of 127/8 is loopback): the server's per-client
+                // limits count source addresses, as on a real LAN.
                 let got = if n % 2 == 0 {
-                    netboot::tftp_get(([127, 0, 0, 1], tp).into(), "rootfs.squashfs", 1468, 8)
+                    netboot::tftp_get_from(ip, ([127, 0, 0, 1], tp).into(), "rootfs.squashfs", 1468, 8)
                         .await
                         .map_err(|e| format!("client {n}: TFTP: {e}"))?
                 } else {
-                    let (st, b) = netboot::http_get(([127, 0, 0, 1], hp).into(), "/rootfs.squashfs")
+                    let (st, b) = netboot::http_get_from(ip, ([127, 0, 0, 1], hp).into(), "/rootfs.squashfs")
                         .await
                         .map_err(|e| format!("client {n}: HTTP: {e}"))?;
                     if st != 200 {

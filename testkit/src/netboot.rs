@@ -9,7 +9,7 @@ use std::time::Duration;
 use dhcproto::v4::{self, Message, MessageType};
 use dhcproto::{Decodable, Decoder, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 
 use oa_pxe::cli::{ModeArg, Options};
 use oa_pxe::tftp;
@@ -151,11 +151,20 @@ pub async fn discover(sock: &UdpSocket, server: SocketAddr, mac: [u8; 6], xid: u
 
 /// Read `file` over TFTP with `blksize` and `windowsize`; returns the bytes.
 pub async fn tftp_get(server: SocketAddr, file: &str, blksize: usize, windowsize: u16) -> Result<Vec<u8>, Error> {
-    tftp_get_port(server, file, blksize, windowsize).await
+    let local = if server.ip().is_loopback() { Ipv4Addr::LOCALHOST } else { Ipv4Addr::UNSPECIFIED };
+    tftp_get_from(local, server, file, blksize, windowsize).await
 }
 
-async fn tftp_get_port(server: SocketAddr, file: &str, blksize: usize, windowsize: u16) -> Result<Vec<u8>, Error> {
-    let sock = UdpSocket::bind(if server.ip().is_loopback() { "127.0.0.1:0" } else { "0.0.0.0:0" }).await?;
+/// [`tftp_get`] from the local address `local` (a client's leased address: the server's
+/// per-client limits count source addresses, so many clients on loopback need their own).
+pub async fn tftp_get_from(
+    local: Ipv4Addr,
+    server: SocketAddr,
+    file: &str,
+    blksize: usize,
+    windowsize: u16,
+) -> Result<Vec<u8>, Error> {
+    let sock = UdpSocket::bind((local, 0)).await?;
     let mut rrq = tftp::RRQ.to_be_bytes().to_vec();
     for s in [file, "octet", "blksize", &blksize.to_string(), "windowsize", &windowsize.to_string(), "tsize", "0"] {
         rrq.extend_from_slice(s.as_bytes());
@@ -234,7 +243,15 @@ async fn tftp_get_port(server: SocketAddr, file: &str, blksize: usize, windowsiz
 
 /// HTTP/1.1 GET of `path`; returns (status, body).
 pub async fn http_get(server: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), Error> {
-    let mut s = TcpStream::connect(server).await?;
+    let local = if server.ip().is_loopback() { Ipv4Addr::LOCALHOST } else { Ipv4Addr::UNSPECIFIED };
+    http_get_from(local, server, path).await
+}
+
+/// [`http_get`] from the local address `local` (see [`tftp_get_from`]).
+pub async fn http_get_from(local: Ipv4Addr, server: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), Error> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind((local, 0).into())?;
+    let mut s = sock.connect(server).await?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut all = Vec::new();
     s.read_to_end(&mut all).await?;

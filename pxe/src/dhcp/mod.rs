@@ -68,6 +68,9 @@ fn check_options(buf: &[u8]) -> Result<(), Malformed> {
             1 | 3 | 6 if !len.is_multiple_of(4) || len == 0 => false,
             1 | 28 | 50 | 51 | 54 | 58 | 59 => len == 4,
             57 => len == 2,
+            // Rapid Commit (RFC 4039) carries no data; dhcproto panics decoding one with data
+            // (found by the dhcp_parse fuzz target).
+            80 => len == 0,
             93 => len >= 2 && len.is_multiple_of(2),
             61 | 60 | 77 | 97 | 12 => len >= 1,
             _ => true,
