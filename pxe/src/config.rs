@@ -115,6 +115,8 @@ pub struct Limits {
     pub http_idle_timeout: Duration,
     /// Files up to this size are served from memory.
     pub http_memory_file: u64,
+    /// Bytes of small files held in memory, all files together.
+    pub http_memory_total: u64,
 }
 
 impl Default for Limits {
@@ -126,10 +128,12 @@ impl Default for Limits {
             tftp_window_bytes: 64 << 10,
             tftp_retries: 5,
             http_connections: 512,
-            http_per_client: 32,
+            // iPXE opens one or two; a load test or a proxy in front of several machines more.
+            http_per_client: 64,
             http_header_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(30),
             http_memory_file: 1 << 20,
+            http_memory_total: 64 << 20,
         }
     }
 }

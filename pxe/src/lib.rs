@@ -2,7 +2,7 @@
 //!
 //! One process, one [`config::Config`]: DHCP ([`dhcp`], proxyDHCP by default, full DHCP with
 //! leases kept on disk when asked), TFTP ([`tftp`], read-only, RFC 1350 + 2347/2348/2349 +
-//! 7440) and HTTP ([`http`], hyper, GET/HEAD with byte ranges), all serving one `oa build`
+//! 7440) and HTTP ([`http`], GET/HEAD with byte ranges, sendfile), all serving one `oa build`
 //! output folder and the iPXE boot files. Which client gets which file is decided by
 //! [`boot`] (DHCP option 93, the iPXE user class, per-MAC overrides from a folder).
 //! Every path a client names is resolved by [`fsroot`], which never leaves the served root.
@@ -17,6 +17,7 @@ pub mod dhcp;
 pub mod fsroot;
 pub mod http;
 pub mod mac;
+pub mod neigh;
 pub mod rpi;
 pub mod server;
 pub mod tftp;
