@@ -788,7 +788,14 @@ async fn write_answer(
 ) -> io::Result<()> {
     use std::io::Write;
     out.clear();
-    write!(out, "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n", a.status, reason(a.status), a.content_type, a.len)?;
+    write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
+        a.status,
+        reason(a.status),
+        a.content_type,
+        a.len
+    )?;
     if matches!(a.body, Body::Memory(..) | Body::File(..)) {
         out.extend_from_slice(b"accept-ranges: bytes\r\n");
     }
@@ -804,29 +811,25 @@ async fn write_answer(
         (_, Method::Head) => &[],
         (Body::Text(s), _) => s.as_bytes(),
         (Body::Memory(d, start, len), _) => &d[*start..*start + *len],
-        (Body::File(..), _) => &[],
+        (Body::File(file, start, len), _) => {
+            // Head and the start of the body in as few packets as possible: cork, write,
+            // sendfile, uncork.
+            let fd = stream.as_raw_fd();
+            cork(fd, true);
+            let r = async {
+                with_progress(quiet, stream.write_all(out)).await?;
+                send_file(stream, file, *start, *len, quiet).await
+            }
+            .await;
+            cork(fd, false);
+            return r;
+        }
     };
     if body.len() <= 64 << 10 {
         out.extend_from_slice(body);
         return with_progress(quiet, stream.write_all(out)).await;
     }
-    if !body.is_empty() {
-        return write_two(stream, out, body, quiet).await;
-    }
-    let Body::File(file, start, len) = &a.body else { return with_progress(quiet, stream.write_all(out)).await };
-    if method == Method::Head {
-        return with_progress(quiet, stream.write_all(out)).await;
-    }
-    // Head and the start of the body in as few packets as possible: cork, write, sendfile.
-    let fd = stream.as_raw_fd();
-    cork(fd, true);
-    let r = async {
-        with_progress(quiet, stream.write_all(out)).await?;
-        send_file(stream, file, *start, *len, quiet).await
-    }
-    .await;
-    cork(fd, false);
-    r
+    write_two(stream, out, body, quiet).await
 }
 
 async fn with_progress<F: std::future::Future<Output = io::Result<()>>>(quiet: Duration, f: F) -> io::Result<()> {
@@ -870,7 +873,13 @@ fn cork(fd: std::os::fd::RawFd, on: bool) {
 /// `len` bytes of `file` from `start` to the socket with sendfile(2): the kernel copies from
 /// the page cache, the server never touches the data. Waits on the socket's write readiness
 /// (tokio's), at most `quiet` for each bit of progress.
-pub async fn send_file(stream: &TcpStream, file: &std::fs::File, start: u64, len: u64, quiet: Duration) -> io::Result<()> {
+pub async fn send_file(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    start: u64,
+    len: u64,
+    quiet: Duration,
+) -> io::Result<()> {
     let mut off = libc::off_t::try_from(start).map_err(|_| io::Error::other("offset too large"))?;
     let mut left = len;
     while left > 0 {
@@ -921,10 +930,11 @@ mod tests {
     #[test]
     fn heads() {
         let head = b"GET /a%20b?x=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\n\r\n";
-        let Parsed::Done(r, n) = parse(&[&head[..], b"GET"].concat()) else {
-            panic!("complete head")
-        };
-        assert_eq!((r.path.as_str(), r.range.as_deref(), r.keep_alive, r.has_body), ("/a%20b", Some("bytes=1-2"), true, false));
+        let Parsed::Done(r, n) = parse(&[&head[..], b"GET"].concat()) else { panic!("complete head") };
+        assert_eq!(
+            (r.path.as_str(), r.range.as_deref(), r.keep_alive, r.has_body),
+            ("/a%20b", Some("bytes=1-2"), true, false)
+        );
         assert_eq!(n, head.len(), "the next request's bytes stay");
         let Parsed::Done(r, _) = parse(b"GET http://h:80/x HTTP/1.0\r\n\r\n") else { panic!() };
         assert_eq!((r.path.as_str(), r.keep_alive), ("/x", false));

@@ -1,0 +1,376 @@
+//! The HTTP server over real loopback sockets (issue 14): slowloris closed after the header
+//! timeout, the connection cap and its per-address share (503 + close while other addresses
+//! are served), idle keep-alive closed, ranges/HEAD/keep-alive on memory-held and sendfile'd
+//! files, 1050 idle connections from one host leave TFTP and HTTP to the others, and
+//! `/config/<mac>` only to the address leased to that MAC.
+//!
+//! Clients use distinct 127.0.0.x source addresses so the per-address limits see distinct
+//! clients.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use oa_pxe::config::Limits;
+use oa_pxe::{Config, Server};
+use oa_testkit::netboot;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SMALL: usize = 4096;
+/// Larger than the test's `http_memory_file`: sent with sendfile.
+const BIG: usize = (1 << 20) + 7;
+const MAC: &str = "52-54-00-00-00-07";
+const SECRET: &str = "per-machine secret 7\n";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    http: SocketAddr,
+    tftp: SocketAddr,
+    dhcp: Option<SocketAddr>,
+    out: std::path::PathBuf,
+}
+
+fn pattern(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn folder(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("small.bin"), pattern(SMALL, 1)).unwrap();
+    std::fs::write(out.join("big.bin"), pattern(BIG, 2)).unwrap();
+    std::fs::write(out.join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(out.join("initramfs.img"), b"initramfs").unwrap();
+    std::fs::write(out.join("rootfs.squashfs"), b"rootfs").unwrap();
+    std::fs::write(
+        out.join("manifest.json"),
+        r#"{"schema":1,"profile":"t","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"t"}"#,
+    )
+    .unwrap();
+    let machines = dir.join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(machines.join(format!("{MAC}.toml")), "config = \"c7.txt\"\n").unwrap();
+    std::fs::write(machines.join("c7.txt"), SECRET).unwrap();
+    (out, machines)
+}
+
+/// A server on loopback with `limits`; full DHCP when `dhcp`, else proxy mode.
+fn start(limits: Limits, dhcp: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, machines) = folder(dir.path());
+    let o = netboot::loopback_options(
+        &out,
+        dhcp.then_some("127.0.1.1-127.0.1.50"),
+        dhcp.then(|| dir.path().join("leases.json")),
+        Some(machines),
+    );
+    let mut cfg = Config::from_options(&o).unwrap();
+    cfg.limits = limits;
+    let s = Server::bind(cfg).unwrap();
+    let p = s.ports();
+    tokio::spawn(s.run());
+    let a = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    Env { http: a(p.http), tftp: a(p.tftp), dhcp: p.dhcp.map(a), out, _dir: dir }
+}
+
+fn limits(f: impl FnOnce(&mut Limits)) -> Limits {
+    let mut l = Limits { http_memory_file: 64 << 10, ..Limits::default() };
+    f(&mut l);
+    l
+}
+
+fn ip(d: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, d)
+}
+
+async fn connect_from(local: Ipv4Addr, server: SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind((local, 0).into()).unwrap();
+    s.connect(server).await.unwrap()
+}
+
+/// One response read from a keep-alive stream: (status, head, body); the body by its length.
+async fn response(s: &mut TcpStream, head_only: bool) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break e;
+        }
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await.expect("a response").unwrap();
+        assert!(n > 0, "closed before a whole head: {:?}", String::from_utf8_lossy(&buf));
+        buf.push(b[0]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let len: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length: ")).map(|v| v.trim().parse().unwrap()).unwrap_or(0);
+    let mut body = vec![0u8; if head_only { 0 } else { len }];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut body)).await.unwrap().unwrap();
+    (status, head, body)
+}
+
+/// How long until the server closes `s` (reading and dropping whatever comes), at most `max`.
+async fn closed_after(s: &mut TcpStream, since: Instant, max: Duration) -> Option<Duration> {
+    let mut b = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((since + max).into(), s.read(&mut b)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(since.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The whole answer to one request on a fresh connection from `local` (server closes after).
+async fn get_from(local: Ipv4Addr, server: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    netboot::http_get_from(local, server, path).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_is_closed_after_the_header_timeout_and_the_caps_hold() {
+    let header = Duration::from_secs(2);
+    let e = start(
+        limits(|l| {
+            l.http_header_timeout = header;
+            l.http_idle_timeout = Duration::from_secs(30);
+            l.http_per_client = 8;
+            l.http_connections = 12;
+        }),
+        false,
+    );
+    let t0 = Instant::now();
+    // Eight half-sent heads from one address; half of them keep trickling a byte at a time.
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let mut s = connect_from(ip(3), e.http).await;
+        s.write_all(b"GET /small.bin HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        held.push((s, i % 2 == 0, Instant::now()));
+    }
+    // The ninth from that address: 503 and closed.
+    let mut s = connect_from(ip(3), e.http).await;
+    s.write_all(b"GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (st, head, _) = response(&mut s, false).await;
+    assert_eq!(st, 503, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closed_after(&mut s, Instant::now(), Duration::from_secs(2)).await.is_some(), "503 then closed");
+    // Another address is served meanwhile.
+    let (st, body) = get_from(ip(4), e.http, "/small.bin").await;
+    assert_eq!((st, body.len()), (200, SMALL));
+    // Four more from a third address fill the total cap of 12: a fourth address gets 503.
+    for _ in 0..4 {
+        let mut s = connect_from(ip(5), e.http).await;
+        s.write_all(b"GET /small.bin HTTP/1.1\r\n").await.unwrap();
+        held.push((s, false, Instant::now()));
+    }
+    // Give the server a moment to count the connections it accepted.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (st, _) = get_from(ip(6), e.http, "/small.bin").await;
+    assert_eq!(st, 503, "over the total cap");
+    assert!(t0.elapsed() < header, "the test setup took longer than the header timeout; the checks above mean nothing");
+    // Trickle: a byte every 200 ms does not extend the deadline.
+    let trickle = tokio::spawn(async move {
+        let mut closed = Vec::new();
+        let mut ticks = 0;
+        let mut open = held;
+        while !open.is_empty() && ticks < 40 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ticks += 1;
+            let mut still = Vec::new();
+            for (mut s, trickles, since) in open {
+                if trickles && s.write_all(b"-X").await.is_err() {
+                    closed.push(since.elapsed());
+                    continue;
+                }
+                let mut b = [0u8; 64];
+                match tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => closed.push(since.elapsed()),
+                    _ => still.push((s, trickles, since)),
+                }
+            }
+            open = still;
+        }
+        (closed, open.len())
+    });
+    let (closed, still_open) = trickle.await.unwrap();
+    assert_eq!(still_open, 0, "half-sent heads still held after 8 s");
+    for c in &closed {
+        assert!(*c >= header - Duration::from_millis(100), "closed too early: {c:?}");
+        assert!(*c <= header + Duration::from_millis(1500), "closed late: {c:?} (header timeout {header:?})");
+    }
+    // The slots are free again.
+    let (st, body) = get_from(ip(3), e.http, "/small.bin").await;
+    assert_eq!((st, body.len()), (200, SMALL));
+    let (st, _) = get_from(ip(6), e.http, "/small.bin").await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let e = start(
+        limits(|l| {
+            l.http_header_timeout = Duration::from_secs(10);
+            l.http_idle_timeout = idle;
+        }),
+        false,
+    );
+    let mut s = connect_from(ip(10), e.http).await;
+    for _ in 0..3 {
+        s.write_all(b"GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let (st, head, body) = response(&mut s, false).await;
+        assert_eq!((st, body.len()), (200, SMALL), "{head}");
+        assert!(!head.contains("connection: close"), "kept alive: {head}");
+    }
+    let t = Instant::now();
+    let c = closed_after(&mut s, t, Duration::from_secs(5)).await.expect("idle connection closed");
+    assert!(c >= idle - Duration::from_millis(100) && c <= idle + Duration::from_millis(1500), "closed after {c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranges_head_and_keep_alive_from_memory_and_sendfile() {
+    let e = start(limits(|_| {}), false);
+    for (name, size, seed) in [("small.bin", SMALL, 1), ("big.bin", BIG, 2)] {
+        let data = pattern(size, seed);
+        let mut s = connect_from(ip(11), e.http).await;
+        let ask = |extra: &str, method: &str| format!("{method} /{name} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+        s.write_all(ask("", "GET").as_bytes()).await.unwrap();
+        let (st, head, body) = response(&mut s, false).await;
+        assert_eq!(st, 200, "{head}");
+        assert!(body == data, "{name}: whole file");
+        assert!(head.contains("accept-ranges: bytes"), "{head}");
+        s.write_all(ask("Range: bytes=10-19\r\n", "GET").as_bytes()).await.unwrap();
+        let (st, head, body) = response(&mut s, false).await;
+        assert_eq!(st, 206, "{head}");
+        assert!(head.contains(&format!("content-range: bytes 10-19/{size}")), "{head}");
+        assert_eq!(body, &data[10..20]);
+        s.write_all(ask("Range: bytes=-5\r\n", "GET").as_bytes()).await.unwrap();
+        let (st, _, body) = response(&mut s, false).await;
+        assert_eq!((st, &body[..]), (206, &data[size - 5..]));
+        s.write_all(ask(&format!("Range: bytes={size}-\r\n"), "GET").as_bytes()).await.unwrap();
+        let (st, head, _) = response(&mut s, false).await;
+        assert_eq!(st, 416, "{head}");
+        assert!(head.contains(&format!("content-range: bytes */{size}")), "{head}");
+        // HEAD: the head only (the next response follows at once), then two pipelined GETs.
+        let pipelined =
+            [ask("", "HEAD"), ask("Range: bytes=0-0\r\n", "GET"), ask("Range: bytes=1-1\r\n", "GET")].concat();
+        s.write_all(pipelined.as_bytes()).await.unwrap();
+        let (st, head, _) = response(&mut s, true).await;
+        assert_eq!(st, 200);
+        assert!(head.contains(&format!("content-length: {size}")), "{head}");
+        let (st, _, b0) = response(&mut s, false).await;
+        let (st1, _, b1) = response(&mut s, false).await;
+        assert_eq!((st, st1, b0[0], b1[0]), (206, 206, data[0], data[1]), "{name}: pipelined after HEAD");
+        // Connection: close is honoured.
+        s.write_all(ask("Connection: close\r\n", "GET").as_bytes()).await.unwrap();
+        let (st, head, _) = response(&mut s, false).await;
+        assert!(st == 200 && head.contains("connection: close"), "{head}");
+        assert!(closed_after(&mut s, Instant::now(), Duration::from_secs(2)).await.is_some());
+    }
+    // A file changed on disk is served new, not from the memory copy.
+    let (_, before) = get_from(ip(11), e.http, "/small.bin").await;
+    let new = pattern(SMALL, 99);
+    assert_ne!(before, new);
+    std::fs::write(e.out.join("small.bin"), &new).unwrap();
+    let (st, after) = get_from(ip(11), e.http, "/small.bin").await;
+    assert!(st == 200 && after == new, "stale memory copy served");
+    // Methods and bad heads.
+    let mut s = connect_from(ip(11), e.http).await;
+    s.write_all(b"DELETE /small.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (st, head, _) = response(&mut s, false).await;
+    assert!(st == 405 && head.contains("allow: GET, HEAD") && head.contains("connection: close"), "{head}");
+    let mut s = connect_from(ip(11), e.http).await;
+    s.write_all(b"\x16\x03\x01 not http\r\n\r\n").await.unwrap();
+    assert_eq!(response(&mut s, false).await.0, 400);
+    let (st, _) = get_from(ip(11), e.http, "/nothing-here").await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_idle_connections_from_one_host_leave_tftp_and_http_to_the_others() {
+    let l = limits(|l| l.http_header_timeout = Duration::from_secs(60));
+    let share = l.http_per_client;
+    let e = start(l, false);
+    let mut conns = Vec::new();
+    for _ in 0..1050 {
+        conns.push(connect_from(ip(20), e.http).await);
+    }
+    // Every connection: either held (no answer, still open) or refused (503 or closed).
+    let mut set = tokio::task::JoinSet::new();
+    for mut s in conns {
+        set.spawn(async move {
+            let mut b = vec![0u8; 512];
+            match tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await {
+                Err(_) => (true, false, Some(s)),
+                Ok(Ok(n)) => (false, b[..n].starts_with(b"HTTP/1.1 503"), None),
+                Ok(Err(_)) => (false, false, None),
+            }
+        });
+    }
+    let (mut held, mut refused, mut said_503) = (Vec::new(), 0, 0);
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            (true, _, s) => held.push(s),
+            (false, is_503, _) => {
+                refused += 1;
+                said_503 += is_503 as usize;
+            }
+        }
+    }
+    assert_eq!(held.len(), share, "connections held for one address");
+    assert_eq!(refused, 1050 - share);
+    assert!(said_503 >= 200, "most over-cap connections are told 503 ({said_503})");
+    // Meanwhile another host gets HTTP and TFTP.
+    let (st, body) = get_from(ip(21), e.http, "/big.bin").await;
+    assert_eq!((st, body.len()), (200, BIG));
+    let t = netboot::tftp_get_from(ip(21), e.tftp, "small.bin", 1468, 1).await.unwrap();
+    assert_eq!(t.len(), SMALL);
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_of_a_mac_only_to_the_address_leased_to_it() {
+    let e = start(limits(|_| {}), true);
+    let path = format!("/config/{MAC}");
+    // Nobody holds a lease yet.
+    let (st, body) = get_from(ip(1), e.http, &path).await;
+    assert_eq!(st, 403);
+    assert!(!String::from_utf8_lossy(&body).contains("secret"));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mac = [0x52, 0x54, 0, 0, 0, 7];
+    let (leased, _) = netboot::dhcp(&sock, e.dhcp.unwrap(), mac, 7, true).await.unwrap();
+    assert!(leased.octets()[..3] == [127, 0, 1], "leased {leased}");
+    // Another address: refused, and the secret not in the answer.
+    for other in [ip(1), ip(30)] {
+        let (st, body) = get_from(other, e.http, &path).await;
+        assert_eq!(st, 403, "asked from {other}");
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
+    }
+    // The same MAC in the other spelling: still refused elsewhere.
+    let (st, _) = get_from(ip(30), e.http, "/config/52:54:00:00:00:07").await;
+    assert_eq!(st, 403);
+    // The leased address gets it.
+    let (st, body) = get_from(leased, e.http, &path).await;
+    assert_eq!((st, String::from_utf8_lossy(&body).as_ref()), (200, SECRET));
+    // A MAC leased to nobody: 403 from anywhere (no hint whether it has a config).
+    let (st, _) = get_from(leased, e.http, "/config/52-54-00-00-00-08").await;
+    assert_eq!(st, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_in_proxy_mode_needs_the_neighbour_table() {
+    // Loopback addresses are never in the ARP table: refused.
+    let e = start(limits(|_| {}), false);
+    let (st, body) = get_from(ip(1), e.http, &format!("/config/{MAC}")).await;
+    assert_eq!(st, 403);
+    assert!(!String::from_utf8_lossy(&body).contains("secret"));
+}
