@@ -1,0 +1,201 @@
+//! HTTP: oa-pxe against nginx, serving the same folder on loopback, same clients, one run.
+//! - small files: `wrk -t2 -c32 -d5s` on a 4 KiB file (keep-alive), requests/s;
+//! - bulk: `curl` of a 64 MiB file, best of 3, MiB/s.
+//!
+//! nginx runs with a generated configuration: `worker_processes auto` (one worker per core, as
+//! oa-pxe's tokio runtime has one worker thread per core), `sendfile on`, `tcp_nopush on`,
+//! `tcp_nodelay on`, `access_log off`, `daemon off`, pid and error log in its own folder.
+//! oa-pxe runs with `--mode off` (HTTP and TFTP only) and `RUST_LOG=warn` (no access log, like
+//! nginx here).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{tied, Kill, Row};
+
+const SMALL: usize = 4 << 10;
+const BIG: usize = 64 << 20;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn wait_http(port: u16, what: &str) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}: nothing listens on 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9u32;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// The nginx configuration serving `root` on 127.0.0.1:`port`, state in `dir`.
+pub fn nginx_conf(dir: &Path, root: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes auto;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    types {{ application/octet-stream bin; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {};
+    }}
+}}
+",
+        root.display()
+    )
+}
+
+/// `wrk -t2 -c32 -d5s url`: requests per second.
+fn wrk(url: &str) -> f64 {
+    let out = Command::new("wrk").args(["-t2", "-c32", "-d5s", url]).output().expect("wrk (`make bench-deps`)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk {url}: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("Non-2xx"), "wrk {url}: errors: {text}");
+    eprintln!("wrk -t2 -c32 -d5s {url}:\n{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("wrk {url}: no Requests/sec in {text}"))
+}
+
+/// `curl` of `url` to /dev/null, best of 3: MiB/s (checking the size).
+fn curl_best(url: &str, size: usize) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{size_download} %{speed_download}", url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut f = text.split_whitespace();
+        let got: f64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let speed: f64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        assert_eq!(got as usize, size, "curl {url}: {text}");
+        eprintln!("curl {url}: {:.1} MiB/s", speed / 1048576.0);
+        best = best.max(speed / 1048576.0);
+    }
+    best
+}
+
+/// Run the HTTP benchmark with the `oa-pxe` binary at `oa_pxe`.
+pub fn run(oa_pxe: &Path) -> Vec<Row> {
+    let dir = std::env::temp_dir().join(format!("oa-pxe-bench-http-{}", std::process::id()));
+    let out = dir.join("out");
+    let ngx = dir.join("nginx");
+    std::fs::create_dir_all(&out).expect("bench folder");
+    std::fs::create_dir_all(&ngx).expect("nginx folder");
+    let big = pattern(BIG);
+    std::fs::write(out.join("small.bin"), &big[..SMALL]).expect("small file");
+    std::fs::write(out.join("big.bin"), &big).expect("big file");
+    // What oa-pxe needs to accept the folder as an `oa build` output.
+    for f in ["vmlinuz", "initramfs.img", "rootfs.squashfs"] {
+        std::fs::write(out.join(f), b"x").expect("boot file");
+    }
+    std::fs::write(
+        out.join("manifest.json"),
+        r#"{"schema":1,"profile":"bench","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"bench"}"#,
+    )
+    .expect("manifest");
+    let (op, np, tp) = (free_port(), free_port(), free_port());
+    let _ours = Kill(
+        tied(Command::new(oa_pxe))
+            .arg(&out)
+            .args(["--address", "127.0.0.1", "--bind", "127.0.0.1", "--mode", "off"])
+            .args(["--http-port", &op.to_string(), "--tftp-port", &tp.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", oa_pxe.display())),
+    );
+    let conf = ngx.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(&ngx, &out, np)).expect("nginx.conf");
+    let _nginx = Kill(
+        tied(Command::new("nginx"))
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(&ngx)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (`make bench-deps`)"),
+    );
+    wait_http(op, "oa-pxe");
+    wait_http(np, "nginx");
+    let url = |p: u16, f: &str| format!("http://127.0.0.1:{p}/{f}");
+    // Warm both (page cache, oa-pxe's memory copy of the small file).
+    for p in [op, np] {
+        for f in ["small.bin", "big.bin"] {
+            let _ = Command::new("curl").args(["-s", "-o", "/dev/null", &url(p, f)]).status();
+        }
+    }
+    let oa_small = wrk(&url(op, "small.bin"));
+    let ngx_small = wrk(&url(np, "small.bin"));
+    let oa_big = curl_best(&url(op, "big.bin"), BIG);
+    let ngx_big = curl_best(&url(np, "big.bin"), BIG);
+    let _ = std::fs::remove_dir_all(&dir);
+    vec![
+        Row {
+            what: "HTTP 4 KiB file, wrk -t2 -c32 -d5s (keep-alive)".into(),
+            unit: "req/s",
+            oa: oa_small,
+            peer: Some(("nginx", ngx_small)),
+            goal: Some(0.8),
+        },
+        Row {
+            what: "HTTP 64 MiB file, curl, best of 3".into(),
+            unit: "MiB/s",
+            oa: oa_big,
+            peer: Some(("nginx", ngx_big)),
+            goal: Some(1.0),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    /// `cargo build --release -p oa-pxe && cargo test --release -p oa-testkit bench::http --
+    /// --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark: needs nginx, wrk, curl and a release oa-pxe; run by hand or by make bench"]
+    fn http_against_nginx() {
+        let exe = std::env::current_exe().expect("test binary");
+        // target/release/deps/oa_testkit-... -> target/release/oa-pxe
+        let oa_pxe = exe.parent().and_then(|d| d.parent()).map(|d| d.join("oa-pxe")).expect("target folder");
+        assert!(oa_pxe.is_file(), "{} missing: cargo build --release -p oa-pxe", oa_pxe.display());
+        let rows = super::run(&oa_pxe);
+        println!("{}", super::super::table(&rows));
+        for r in &rows {
+            assert!(r.oa > 0.0 && r.peer.is_some_and(|(_, p)| p > 0.0), "{}: nothing measured", r.what);
+        }
+    }
+}
