@@ -374,3 +374,107 @@ async fn config_in_proxy_mode_needs_the_neighbour_table() {
     assert_eq!(st, 403);
     assert!(!String::from_utf8_lossy(&body).contains("secret"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_loses_its_slot_after_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let e = start(
+        limits(|l| {
+            l.http_idle_timeout = idle;
+            l.http_per_client = 1;
+        }),
+        false,
+    );
+    // 32 MiB: far more than the socket buffers hold, so the server's sending stalls.
+    std::fs::write(e.out.join("huge.bin"), pattern(32 << 20, 3)).unwrap();
+    let mut stalled = connect_from(ip(40), e.http).await;
+    stalled.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The one slot of this address is taken by the reader that does not read.
+    let (st, _) = get_from(ip(40), e.http, "/small.bin").await;
+    assert_eq!(st, 503);
+    // Freed once the server has had no progress for the idle timeout.
+    let freed = loop {
+        let (st, _) = get_from(ip(40), e.http, "/small.bin").await;
+        if st == 200 {
+            break t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "slot still held after {:?}", t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(freed >= idle - Duration::from_millis(100), "freed after {freed:?}, before the idle timeout");
+    drop(stalled);
+}
+
+/// Run in a child process (it lowers this process's open-file limit): accept() failing with
+/// EMFILE makes the server pause and retry, not exit; once descriptors are free the waiting
+/// connection is served.
+#[test]
+fn out_of_descriptors_at_accept_backs_off_and_recovers() {
+    const CHILD: &str = "OA_PXE_TEST_EMFILE_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "out_of_descriptors_at_accept_backs_off_and_recovers", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "child failed:\n{text}");
+        assert!(text.contains("1 passed"), "child ran the test:\n{text}");
+        // Logged once for the episode, not once per retry; and the recovery is logged.
+        assert_eq!(text.matches("no file descriptor left").count(), 1, "{text}");
+        assert!(text.contains("accept works again"), "{text}");
+        return;
+    }
+    oa_pxe::server::init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let e = start(limits(|_| {}), false);
+        let (st, _) = get_from(ip(50), e.http, "/small.bin").await;
+        assert_eq!(st, 200);
+        // Sockets made before the limit drops: connecting needs no new descriptor.
+        let socks: Vec<_> = (0..3)
+            .map(|_| {
+                let s = tokio::net::TcpSocket::new_v4().unwrap();
+                s.bind((ip(50), 0).into()).unwrap();
+                s
+            })
+            .collect();
+        // The lowest free descriptor number: with the limit there, no new one can be made.
+        let lowest = {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open("/dev/null").unwrap();
+            f.as_raw_fd() as u64
+        };
+        let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit read and write only the struct given.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
+            let low = libc::rlimit { rlim_cur: lowest, rlim_max: old.rlim_max };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+        }
+        let mut conns = Vec::new();
+        for s in socks {
+            let mut c = s.connect(e.http).await.unwrap();
+            c.write_all(b"GET /small.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+            conns.push(c);
+        }
+        // The server cannot accept: no answer while starved.
+        let mut b = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_millis(700), conns[0].read(&mut b)).await;
+        assert!(r.is_err(), "answered although accept had no descriptor: {r:?}");
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &old), 0);
+        }
+        // Within the 100 ms back-off (and some), all three are served.
+        let t = Instant::now();
+        for c in &mut conns {
+            let (st, _, body) = response(c, false).await;
+            assert_eq!((st, body.len()), (200, SMALL));
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "served {:?} after descriptors came back", t.elapsed());
+    });
+}
