@@ -284,6 +284,27 @@ struct Cache {
     bytes: u64,
 }
 
+impl Cache {
+    /// Keep `e` for `path`, dropping other entries (any) until all fit in `total` bytes.
+    /// Files are few; this is rare.
+    fn insert(&mut self, path: PathBuf, e: Cached, total: u64) {
+        if let Some(old) = self.files.remove(&path) {
+            self.bytes -= old.size;
+        }
+        if e.size > total {
+            return;
+        }
+        while self.bytes + e.size > total {
+            let Some(k) = self.files.keys().next().cloned() else { break };
+            if let Some(old) = self.files.remove(&k) {
+                self.bytes -= old.size;
+            }
+        }
+        self.bytes += e.size;
+        self.files.insert(path, e);
+    }
+}
+
 struct Shared {
     h: Arc<Http>,
     limits: Limits,
@@ -321,24 +342,9 @@ impl Shared {
     }
 
     fn remember(&self, path: PathBuf, md: &std::fs::Metadata, data: Arc<[u8]>) {
-        let (Ok(mtime), size) = (md.modified(), data.len() as u64) else { return };
-        let total = self.limits.http_memory_total;
-        if size > total {
-            return;
-        }
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = c.files.remove(&path) {
-            c.bytes -= old.size;
-        }
-        // Make room: drop entries (any) until it fits. Files are few; this is rare.
-        while c.bytes + size > total {
-            let Some(k) = c.files.keys().next().cloned() else { break };
-            if let Some(old) = c.files.remove(&k) {
-                c.bytes -= old.size;
-            }
-        }
-        c.bytes += size;
-        c.files.insert(path, Cached { size, mtime, ino: md.ino(), data });
+        let Ok(mtime) = md.modified() else { return };
+        let entry = Cached { size: data.len() as u64, mtime, ino: md.ino(), data };
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(path, entry, self.limits.http_memory_total);
     }
 
     /// The resolved file of `raw` if it was checked less than [`RESOLVED_FOR`] ago.
@@ -925,6 +931,22 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Range::Whole);
         assert_eq!(parse_range(Some("items=0-1"), 100), Range::Whole);
         assert_eq!(parse_range(Some("bytes=x-1"), 100), Range::Whole);
+    }
+
+    #[test]
+    fn the_memory_copies_stay_within_their_total() {
+        let mut c = Cache { files: HashMap::new(), bytes: 0 };
+        let e = |n: usize| Cached { size: n as u64, mtime: SystemTime::UNIX_EPOCH, ino: 1, data: vec![0u8; n].into() };
+        for i in 0..100 {
+            c.insert(PathBuf::from(format!("f{i}")), e(300), 1000);
+            assert!(c.bytes <= 1000, "{} bytes held", c.bytes);
+            assert_eq!(c.bytes, c.files.values().map(|f| f.size).sum::<u64>());
+        }
+        assert_eq!(c.files.len(), 3);
+        c.insert(PathBuf::from("f99"), e(100), 1000);
+        assert_eq!(c.bytes, c.files.values().map(|f| f.size).sum::<u64>(), "replacing an entry counts once");
+        c.insert(PathBuf::from("huge"), e(2000), 1000);
+        assert!(!c.files.contains_key(&PathBuf::from("huge")), "larger than the total: not kept");
     }
 
     #[test]

@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SMALL: usize = 4096;
+/// Held in memory but larger than one write of head + body: head and body go with writev.
+const MID: usize = 300 << 10;
 /// Larger than the test's `http_memory_file`: sent with sendfile.
 const BIG: usize = (1 << 20) + 7;
 const MAC: &str = "52-54-00-00-00-07";
@@ -47,6 +49,7 @@ fn folder(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("small.bin"), pattern(SMALL, 1)).unwrap();
+    std::fs::write(out.join("mid.bin"), pattern(MID, 4)).unwrap();
     std::fs::write(out.join("big.bin"), pattern(BIG, 2)).unwrap();
     std::fs::write(out.join("vmlinuz"), b"kernel").unwrap();
     std::fs::write(out.join("initramfs.img"), b"initramfs").unwrap();
@@ -83,7 +86,7 @@ fn start(limits: Limits, dhcp: bool) -> Env {
 }
 
 fn limits(f: impl FnOnce(&mut Limits)) -> Limits {
-    let mut l = Limits { http_memory_file: 64 << 10, ..Limits::default() };
+    let mut l = Limits { http_memory_file: 512 << 10, ..Limits::default() };
     f(&mut l);
     l
 }
@@ -239,7 +242,7 @@ async fn idle_keep_alive_is_closed_after_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ranges_head_and_keep_alive_from_memory_and_sendfile() {
     let e = start(limits(|_| {}), false);
-    for (name, size, seed) in [("small.bin", SMALL, 1), ("big.bin", BIG, 2)] {
+    for (name, size, seed) in [("small.bin", SMALL, 1), ("mid.bin", MID, 4), ("big.bin", BIG, 2)] {
         let data = pattern(size, seed);
         let mut s = connect_from(ip(11), e.http).await;
         let ask = |extra: &str, method: &str| format!("{method} /{name} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
