@@ -15,7 +15,7 @@
 //! delay of both exchanges.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::{tied, Kill, Row};
