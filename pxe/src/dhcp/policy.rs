@@ -555,4 +555,79 @@ mod tests {
         let r = reply(handle(&s, &c, &b, zero(), Port::Dhcp));
         assert_eq!(r.giaddr(), "10.9.0.1".parse::<Ipv4Addr>().unwrap());
     }
+
+    /// Where the time of one DORA goes (`cargo test --release -p oa-pxe --lib per_packet_cost
+    /// -- --ignored --nocapture`): parse, the whole handle() for DISCOVER and REQUEST, encode.
+    #[test]
+    #[ignore]
+    fn per_packet_cost() {
+        use std::time::Instant;
+        let t = tempfile::tempdir().unwrap();
+        let mut c = cfg();
+        c.mode = Mode::Dhcp(Pool {
+            start: "10.1.0.1".parse().unwrap(),
+            end: "10.1.255.250".parse().unwrap(),
+            netmask: "255.255.0.0".parse().unwrap(),
+            router: None,
+            dns: vec![],
+            lease: Duration::from_secs(3600),
+            leases_file: t.path().join("l.json"),
+        });
+        c.address = "10.1.255.254".parse().unwrap();
+        let s = state(&c);
+        let n = 30000u32;
+        let mac = |i: u32| [2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let discovers: Vec<Vec<u8>> =
+            (0..n).map(|i| request(MessageType::Discover, mac(i), None, None, None)).collect();
+        let t0 = Instant::now();
+        for d in &discovers {
+            std::hint::black_box(super::super::parse(d).unwrap());
+        }
+        let parse = t0.elapsed() / n;
+        let t0 = Instant::now();
+        let mut offers = Vec::with_capacity(n as usize);
+        for d in &discovers {
+            match handle_with(&s, &c, d, zero(), Port::Dhcp, false) {
+                Outcome::Reply { msg, .. } => offers.push(msg.yiaddr()),
+                o => panic!("{o:?}"),
+            }
+        }
+        let discover = t0.elapsed() / n;
+        let requests: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let mut m =
+                    Message::decode(&mut Decoder::new(&request(MessageType::Request, mac(i), None, None, None)))
+                        .unwrap();
+                m.opts_mut().insert(v4::DhcpOption::RequestedIpAddress(offers[i as usize]));
+                m.opts_mut().insert(v4::DhcpOption::ServerIdentifier(c.address));
+                super::super::encode(&m)
+            })
+            .collect();
+        let t0 = Instant::now();
+        let mut pending = Vec::with_capacity(n as usize);
+        let mut replies = Vec::with_capacity(n as usize);
+        for r in &requests {
+            match handle_with(&s, &c, r, zero(), Port::Dhcp, false) {
+                Outcome::Reply { msg, durable: Some(d), .. } => {
+                    pending.push(d);
+                    replies.push(msg);
+                }
+                o => panic!("{o:?}"),
+            }
+        }
+        let request = t0.elapsed() / n;
+        let t0 = Instant::now();
+        for m in &replies {
+            std::hint::black_box(super::super::encode(m));
+        }
+        let encode = t0.elapsed() / n;
+        let t0 = Instant::now();
+        for d in pending {
+            d.blocking_recv().unwrap().unwrap();
+        }
+        eprintln!(
+            "per packet: parse {parse:?}, handle DISCOVER {discover:?}, handle REQUEST {request:?}, encode {encode:?}; all {n} leases durable {:?} after the last REQUEST",
+            t0.elapsed()
+        );
+    }
 }
