@@ -513,6 +513,28 @@ mod tests {
     }
 
     #[test]
+    fn open_converts_the_old_format_to_a_journal() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("leases.json");
+        let far = now() + 3600;
+        std::fs::write(
+            &p,
+            format!(
+                "{{\n  \"leases\": [\n    {{\"mac\": \"52:54:00:00:00:01\", \"ip\": \"10.0.0.10\", \"expires\": {far}}},\n    {{\"mac\": \"52:54:00:00:00:02\", \"ip\": \"10.0.0.11\", \"expires\": 5}}\n  ]\n}}"
+            ),
+        )
+        .unwrap();
+        let (j, table) = open(&p).unwrap();
+        assert_eq!(table.len(), 2);
+        drop(j);
+        // Rewritten as journal lines: the live lease only.
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text, line(&lease(1, 10, far)));
+        let (_j, table) = open(&p).unwrap();
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
     fn symlinks_and_bad_files_are_refused() {
         let t = tempfile::tempdir().unwrap();
         let real = t.path().join("real.json");

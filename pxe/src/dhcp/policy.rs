@@ -508,6 +508,8 @@ mod tests {
         let m = reply(handle(&s, &c, &request(MessageType::Discover, MAC, None, None, None), zero(), Port::Dhcp));
         assert_eq!(m.yiaddr(), "10.0.0.100".parse::<Ipv4Addr>().unwrap());
         assert!(m.fname().is_none_or(|f| f.is_empty()));
+        // An OFFER teaches the name table nothing; only the ACK does.
+        assert_eq!(s.clients.leased_to(Mac(MAC)), None);
         let mut req =
             Message::decode(&mut Decoder::new(&request(MessageType::Request, MAC, PXE, Some(0), None))).unwrap();
         req.opts_mut().insert(v4::DhcpOption::RequestedIpAddress("10.0.0.100".parse().unwrap()));
@@ -518,6 +520,7 @@ mod tests {
         assert_eq!(m.fname_str().unwrap().unwrap().trim_end_matches(char::from(0)), "undionly.kpxe");
         assert!(matches!(m.opts().get(v4::OptionCode::AddressLeaseTime), Some(v4::DhcpOption::AddressLeaseTime(600))));
         assert!(std::fs::read_to_string(t.path().join("l.json")).unwrap().contains("10.0.0.100"));
+        assert_eq!(s.clients.leased_to(Mac(MAC)), Some("10.0.0.100".parse().unwrap()));
         // Another machine asking for the same address is refused.
         let other = [0x52, 0x54, 0, 1, 2, 4];
         let mut req2 =
