@@ -1,5 +1,8 @@
 //! DHCP: parsing and checking requests ([`parse`]), the policy as a chain of small steps
-//! ([`policy`]), full-DHCP leases ([`leases`]) and the socket loops ([`serve`]).
+//! ([`policy`]), full-DHCP leases ([`leases`]) kept in an append-only journal written by a
+//! thread of its own ([`journal`]), and the socket loops ([`serve`]). Requests relayed by an
+//! agent not given with --relay are dropped; an ACK leaves only once its lease is on disk.
+//! Per-packet lines are logged at debug; [`summary`] logs the counts at info every minute.
 //!
 //! A packet that does not parse or fails a check is dropped with one log line naming why;
 //! nothing a client sends can stop the server.
