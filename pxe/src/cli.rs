@@ -59,7 +59,8 @@ pub struct Options {
     /// Lease time in seconds for --mode dhcp.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub lease_time: u64,
-    /// Leases file for --mode dhcp [default: $XDG_STATE_HOME/oa/leases.json].
+    /// Leases file for --mode dhcp, a journal of JSON lines held locked while serving (one
+    /// server per file; a symlink is refused) [default: $XDG_STATE_HOME/oa/leases.json].
     #[arg(long, value_name = "FILE")]
     pub leases: Option<PathBuf>,
     /// Folder of per-machine overrides, one `aa-bb-cc-dd-ee-ff.toml` per MAC address (see docs/pxe.md).

@@ -28,7 +28,7 @@ pub struct Pool {
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub lease: Duration,
-    /// Where the leases are kept (JSON, replaced atomically).
+    /// Where the leases are kept (a journal of JSON lines, dhcp/journal.rs).
     pub leases_file: PathBuf,
 }
 
@@ -202,6 +202,9 @@ impl Config {
             }
             crate::cli::ModeArg::Off => Mode::Off,
             crate::cli::ModeArg::Dhcp => {
+                if o.interface.is_none() && !o.all_interfaces {
+                    bail!("--mode dhcp needs --interface IFACE (the network to hand out addresses on), or --all-interfaces to answer on every network this host is on");
+                }
                 let Some(r) = &o.range else { bail!("--mode dhcp needs --range START-END") };
                 let (s, e) = r.split_once('-').context("--range is START-END, e.g. 10.0.0.100-10.0.0.200")?;
                 let start: Ipv4Addr = s.trim().parse().with_context(|| format!("--range start {s:?}"))?;

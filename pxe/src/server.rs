@@ -140,11 +140,9 @@ impl Server {
         );
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((d, p)) = self.dhcp {
-            let state = Arc::new(dhcp::State {
-                chain: Chain::for_config(&cfg),
-                leases: self.leases.map(Mutex::new),
-                clients: clients.clone(),
-            });
+            let state =
+                Arc::new(dhcp::State::new(Chain::for_config(&cfg), self.leases.map(Mutex::new), clients.clone()));
+            tasks.spawn(dhcp::summary(state.clone(), std::time::Duration::from_secs(60)));
             let d = Arc::new(tokio::net::UdpSocket::from_std(d)?);
             let p = Arc::new(tokio::net::UdpSocket::from_std(p)?);
             tasks.spawn(dhcp::serve(d, Port::Dhcp, state.clone(), cfg.clone()));

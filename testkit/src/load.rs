@@ -149,6 +149,7 @@ pub fn run(options: &LoadOptions) -> Report {
             "127.0.1.1-127.0.3.250",
             "--netmask",
             "255.255.0.0",
+            "--all-interfaces",
         ])
         .arg("--leases")
         .arg(dir.join("leases.json"))

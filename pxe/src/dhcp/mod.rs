@@ -1,14 +1,20 @@
 //! DHCP: parsing and checking requests ([`parse`]), the policy as a chain of small steps
-//! ([`policy`]), full-DHCP leases ([`leases`]) and the socket loops ([`serve`]).
+//! ([`policy`]), full-DHCP leases ([`leases`]) kept in an append-only journal written by a
+//! thread of its own ([`journal`]), and the socket loops ([`serve`]). Requests relayed by an
+//! agent not given with --relay are dropped; an ACK leaves only once its lease is on disk.
+//! Per-packet lines are logged at debug; [`summary`] logs the counts at info every minute.
 //!
 //! A packet that does not parse or fails a check is dropped with one log line naming why;
 //! nothing a client sends can stop the server.
 
+pub mod journal;
 pub mod leases;
 pub mod policy;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dhcproto::v4::{self, Message, MessageType, Opcode};
 use dhcproto::{Decodable, Decoder, Encodable};
@@ -166,11 +172,87 @@ pub fn destination(msg: &Message, src: SocketAddr, client_port: u16, server_port
     }
 }
 
+/// What the DHCP side did, for the periodic summary line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub offers: AtomicU64,
+    pub acks: AtomicU64,
+    pub naks: AtomicU64,
+    pub other_replies: AtomicU64,
+    /// Not answered (policy, another server chosen, unknown relay).
+    pub dropped: AtomicU64,
+    pub malformed: AtomicU64,
+    /// ACKs not sent because their lease could not be written.
+    pub unsaved: AtomicU64,
+}
+
 /// Shared state of the DHCP side.
 pub struct State {
     pub chain: policy::Chain,
     pub leases: Option<Mutex<leases::Leases>>,
     pub clients: crate::clients::Clients,
+    pub counters: Counters,
+    /// When an unknown relay was last logged, and how many were not logged since.
+    relay_log: Mutex<(Option<Instant>, u64)>,
+}
+
+impl State {
+    pub fn new(chain: policy::Chain, leases: Option<Mutex<leases::Leases>>, clients: crate::clients::Clients) -> State {
+        State { chain, leases, clients, counters: Counters::default(), relay_log: Mutex::new((None, 0)) }
+    }
+
+    /// Log a request from an unknown relay at most every 10 seconds (with the count since).
+    fn unknown_relay(&self, giaddr: Ipv4Addr, mac: Mac, src: SocketAddr) {
+        self.counters.dropped.fetch_add(1, Relaxed);
+        let mut g = self.relay_log.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            g.1 += 1;
+            tracing::debug!(target: "dhcp", "{mac}: dropped a request relayed by {giaddr} (from {src}): not a --relay");
+            return;
+        }
+        let more = std::mem::take(&mut g.1);
+        g.0 = Some(Instant::now());
+        tracing::info!(target: "dhcp",
+            "{mac}: dropped a request relayed by {giaddr} (from {src}): not a --relay of this server{}",
+            if more > 0 { format!(" ({more} more such requests since the last line)") } else { String::new() }
+        );
+    }
+}
+
+/// Log what the DHCP side did every `every`, when it did anything.
+pub async fn summary(state: Arc<State>, every: Duration) {
+    let mut last = [0u64; 7];
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let c = &state.counters;
+        let now = [
+            c.offers.load(Relaxed),
+            c.acks.load(Relaxed),
+            c.naks.load(Relaxed),
+            c.other_replies.load(Relaxed),
+            c.dropped.load(Relaxed),
+            c.malformed.load(Relaxed),
+            c.unsaved.load(Relaxed),
+        ];
+        if now == last {
+            continue;
+        }
+        let d: Vec<u64> = now.iter().zip(last.iter()).map(|(a, b)| a - b).collect();
+        let (leases, offers) = match &state.leases {
+            Some(l) => {
+                let l = l.lock().unwrap_or_else(|e| e.into_inner());
+                (l.len().to_string(), l.offers().to_string())
+            }
+            None => ("-".into(), "-".into()),
+        };
+        tracing::info!(target: "dhcp",
+            "last {} s: {} offers, {} acks, {} naks, {} other replies, {} dropped, {} malformed, {} not saved; {leases} leases, {offers} offers held",
+            every.as_secs(), d[0], d[1], d[2], d[3], d[4], d[5], d[6]
+        );
+        last = now;
+    }
 }
 
 /// Serve one DHCP socket until the task is dropped.
@@ -185,20 +267,62 @@ pub async fn serve(sock: Arc<tokio::net::UdpSocket>, port: Port, state: Arc<Stat
             }
         };
         let out = policy::handle(&state, &cfg, &buf[..n], src, port);
+        let c = &state.counters;
         match out {
-            policy::Outcome::Reply { msg, log } => {
+            policy::Outcome::Reply { msg, log, durable } => {
+                let kind = msg.opts().msg_type();
                 let dst = destination(&msg, src, cfg.client_port, cfg.dhcp_port);
                 let bytes = encode(&msg);
-                match sock.send_to(&bytes, dst).await {
-                    Ok(_) => tracing::info!(target: "dhcp", "{log} -> {dst}"),
-                    Err(e) => tracing::warn!(target: "dhcp", "{log}: sending to {dst}: {e}"),
+                match durable {
+                    None => {
+                        match kind {
+                            Some(MessageType::Offer) => &c.offers,
+                            Some(MessageType::Nak) => &c.naks,
+                            _ => &c.other_replies,
+                        }
+                        .fetch_add(1, Relaxed);
+                        send(&sock, &bytes, dst, &log).await;
+                    }
+                    Some(d) => {
+                        // The ACK goes out once its lease is on disk; the loop goes on meanwhile
+                        // (the journal writes every waiting record with one fdatasync).
+                        let (sock, state) = (sock.clone(), state.clone());
+                        tokio::spawn(async move {
+                            match d.await {
+                                Ok(Ok(())) => {
+                                    state.counters.acks.fetch_add(1, Relaxed);
+                                    send(&sock, &bytes, dst, &log).await;
+                                }
+                                Ok(Err(e)) => {
+                                    state.counters.unsaved.fetch_add(1, Relaxed);
+                                    tracing::warn!(target: "dhcp", "not acknowledging {dst}: the lease is not saved: {e}");
+                                }
+                                Err(_) => {
+                                    state.counters.unsaved.fetch_add(1, Relaxed);
+                                    tracing::warn!(target: "dhcp", "not acknowledging {dst}: the leases writer stopped");
+                                }
+                            }
+                        });
+                    }
                 }
             }
-            policy::Outcome::Drop { log } => tracing::info!(target: "dhcp", "{log}"),
+            policy::Outcome::Drop { log } => {
+                c.dropped.fetch_add(1, Relaxed);
+                tracing::debug!(target: "dhcp", "{log}");
+            }
+            policy::Outcome::UnknownRelay { giaddr, mac } => state.unknown_relay(giaddr, mac, src),
             policy::Outcome::Malformed { why } => {
-                tracing::warn!(target: "dhcp", "dropped a malformed packet from {src} ({n} bytes): {why}")
+                c.malformed.fetch_add(1, Relaxed);
+                tracing::debug!(target: "dhcp", "dropped a malformed packet from {src} ({n} bytes): {why}")
             }
         }
+    }
+}
+
+async fn send(sock: &tokio::net::UdpSocket, bytes: &[u8], dst: SocketAddr, log: &str) {
+    match sock.send_to(bytes, dst).await {
+        Ok(_) => tracing::debug!(target: "dhcp", "{log} -> {dst}"),
+        Err(e) => tracing::warn!(target: "dhcp", "sending a reply to {dst}: {e}"),
     }
 }
 
