@@ -35,6 +35,14 @@ const RETRY_MIN: u64 = 4;
 /// After the address was lost: how long between attempts to get a new lease.
 const REACQUIRE: Duration = Duration::from_secs(30);
 
+/// Set once stage 1 hands the lease to a systemd root ([`hand_over`]): the thread then leaves
+/// the address alone until exec ends it.
+static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn handed_over() -> bool {
+    HANDED_OVER.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// A lease held on an interface since `acked_at` (CLOCK_BOOTTIME seconds when the REQUEST
 /// that got the ACK was sent: the lease runs from there).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +196,32 @@ pub fn resume() {
     }
 }
 
+/// Stage 1, before exec of a root whose init is not oa-init (systemd): nobody will renew the
+/// lease, so the address is kept without a lifetime, as before leases were kept, for the root's
+/// own network configuration to take over.
+pub fn hand_over() {
+    HANDED_OVER.store(true, std::sync::atomic::Ordering::SeqCst);
+    let Some(h) = std::fs::read_to_string(STATE)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| Held::from_json(&v))
+    else {
+        return;
+    };
+    let _ = std::fs::remove_file(STATE);
+    let kept = Netlink::open().map_err(|e| e.to_string()).and_then(|mut nl| {
+        nl.set_address(h.nic.index, h.lease.ip, h.lease.prefix, INFINITE).map_err(|e| e.to_string())
+    });
+    match kept {
+        Ok(()) => say(ConsoleLine::Info(&format!(
+            "{} from {} left to the root filesystem's network configuration (not renewed by oa-init)",
+            h.what(),
+            h.lease.server
+        ))),
+        Err(e) => say(ConsoleLine::Warning(&format!("{}: keeping the address for the root: {e}", h.what()))),
+    }
+}
+
 fn spawn(held: Held) {
     if phase(&held.lease, 0) == Phase::Forever {
         return;
@@ -254,6 +288,9 @@ fn renew(h: &mut Held) {
             }
             Phase::Renewing(left) => (SocketAddr::from((h.lease.server, 67)), left),
             Phase::Rebinding(left) => (SocketAddr::from((Ipv4Addr::BROADCAST, 67)), left),
+            Phase::Expired if handed_over() => loop {
+                std::thread::park();
+            },
             Phase::Expired => {
                 let secs = sent.saturating_sub(h.acked_at);
                 drop_address(h, &format!("expired ({secs} s after the last ACK from {})", h.lease.server));
@@ -261,7 +298,13 @@ fn renew(h: &mut Held) {
             }
         };
         let wait = retry_after(left);
-        match ask(h, dst, wait) {
+        let answer = ask(h, dst, wait);
+        if handed_over() {
+            loop {
+                std::thread::park();
+            }
+        }
+        match answer {
             Ok(Answer::Ack(l)) => {
                 h.lease = l;
                 h.acked_at = sent;
