@@ -112,6 +112,30 @@ DATADIR ?= $(PREFIX)/share
 MANDIR ?= $(DATADIR)/man
 INSTALL ?= install
 
+# Fuzz the oa-pxe parsers (pxe/fuzz, cargo-fuzz + libFuzzer): every target `cargo fuzz list`
+# shows, FUZZ_SECONDS each. cargo-fuzz needs nightly flags (-Zsanitizer=address); no nightly
+# toolchain can be fetched on the build machines, so the stable one runs them with
+# RUSTC_BOOTSTRAP=1. Seeds are read from pxe/fuzz/corpus/<target> (kept in the repository);
+# what libFuzzer finds goes to target/fuzz-corpus/<target>, crash inputs to
+# pxe/fuzz/artifacts/<target>. Prints the executions and crashes per target, fails on any crash.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@cd pxe && targets=$$(RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list) || exit 1; \
+	[ -n "$$targets" ] || { echo "error: cargo fuzz list shows no targets in pxe/fuzz"; exit 1; }; \
+	mkdir -p ../target/fuzz-corpus; sum=../target/fuzz-corpus/summary; : >$$sum; failed=""; \
+	for t in $$targets; do \
+	  mkdir -p ../target/fuzz-corpus/$$t fuzz/corpus/$$t; log=../target/fuzz-corpus/$$t.log; \
+	  echo "==> fuzz $$t for $(FUZZ_SECONDS) s (log $${log#../})"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t ../target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >$$log 2>&1; rc=$$?; \
+	  runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log | tail -1); \
+	  if [ $$rc -eq 0 ]; then crashes=0; else crashes=1; failed="$$failed $$t"; tail -40 $$log; fi; \
+	  printf '%-16s %12s executions  %s crash(es)\n' $$t "$${runs:-?}" $$crashes >>$$sum; \
+	done; \
+	echo; cat $$sum; \
+	[ -z "$$failed" ] || { echo "error: crashed or failed to build:$$failed (logs in target/fuzz-corpus/, inputs in pxe/fuzz/artifacts/)"; exit 1; }
+
 install:
 	@for b in oa oa-pxe oa-storage; do test -x target/release/$$b || { echo "error: target/release/$$b is missing: run \`make build\` first"; exit 1; }; done
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DATADIR)/bash-completion/completions \

@@ -118,8 +118,9 @@ fn child(cmd: &Command) -> ! {
 
 /// Fork and exec `cmd`; returns the child's pid (which is also its session and process group).
 pub fn spawn(cmd: &Command) -> Result<Pid> {
-    // SAFETY: oa-init is single-threaded, so the child may allocate and run arbitrary code
-    // before exec.
+    // SAFETY: oa-init's only other thread (the DHCP lease, net::lease) holds no lock the child
+    // needs (it writes the console without the stdout lock), and musl's fork leaves malloc
+    // usable in the child, so the child may allocate and run arbitrary code before exec.
     match unsafe { nix::unistd::fork() }.sys("fork for", cmd.program())? {
         ForkResult::Parent { child: pid } => Ok(pid),
         ForkResult::Child => child(cmd),

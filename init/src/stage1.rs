@@ -171,6 +171,8 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     let systemd_root = init != format!("/{}", rootfs_paths::INIT);
     if systemd_root {
         coldplug.settle();
+        // A netboot's DHCP lease: systemd's network configuration takes it from here.
+        crate::net::lease::hand_over();
     }
     console::debug(&coldplug.summary());
     drop(coldplug);

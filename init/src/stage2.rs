@@ -64,6 +64,9 @@ fn boot() -> std::result::Result<(), Failure> {
     // From here on PID 1 is oa-init for good: the signals are read through a signalfd from
     // now, before anything is forked, so that a shutdown signal sent early is not lost.
     let signals = Signals::install().step("install signal handling", HINT)?;
+    // A netboot's DHCP lease, kept by stage 1 until its exec: renewed from here on (a thread,
+    // started after the signals are blocked so that it inherits the mask).
+    crate::net::lease::resume();
     mount_dev_extras().step("mount /dev/pts and /dev/shm", HINT)?;
     let mut cfg = cfg;
     // oa.config= (left by stage 1): applied over the profile before the services start, then

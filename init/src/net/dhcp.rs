@@ -2,6 +2,8 @@
 //! address (proxyDHCP offers carry none), REQUEST it, wait for the ACK. UDP on port 68 bound
 //! to the interface (SO_BINDTODEVICE), broadcast flag set so replies come as broadcasts
 //! before the interface has an address. Bounded: 5 rounds with growing timeouts.
+//! [`renewal`] builds the REQUEST of a bound client (RENEWING/REBINDING, RFC 2131 4.3.2) that
+//! [`super::lease`] sends at T1 and T2.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -22,7 +24,26 @@ pub struct Lease {
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub server: Ipv4Addr,
+    /// Option 51; [`INFINITE`] when the server gave none or said forever.
     pub lease_secs: u32,
+    /// T1 (option 58, default half the lease): renew with the server, unicast.
+    pub renew_secs: u32,
+    /// T2 (option 59, default 7/8 of the lease): rebind with any server, broadcast.
+    pub rebind_secs: u32,
+}
+
+/// A lease time that never ends (RFC 2132 9.2: 0xffffffff).
+pub const INFINITE: u32 = u32::MAX;
+
+/// T1 and T2 of a lease: the server's if given and in order (T1 <= T2 <= lease), else the
+/// RFC 2131 defaults, 0.5 and 0.875 of the lease. An infinite lease has infinite T1 and T2.
+pub fn times(lease: u32, t1: Option<u32>, t2: Option<u32>) -> (u32, u32) {
+    if lease == INFINITE {
+        return (INFINITE, INFINITE);
+    }
+    let t2 = t2.filter(|&t| t <= lease).unwrap_or((lease as u64 * 7 / 8) as u32);
+    let t1 = t1.filter(|&t| t <= t2).unwrap_or((lease / 2).min(t2));
+    (t1, t2)
 }
 
 const ROUNDS: u32 = 5;
@@ -50,6 +71,8 @@ fn base(mac: &[u8; 6], xid: u32, mt: MessageType) -> Message {
         v4::OptionCode::DomainNameServer,
         v4::OptionCode::AddressLeaseTime,
         v4::OptionCode::ServerIdentifier,
+        v4::OptionCode::Renewal,
+        v4::OptionCode::Rebinding,
     ]));
     m
 }
@@ -62,6 +85,16 @@ pub fn request(mac: &[u8; 6], xid: u32, ip: Ipv4Addr, server: Ipv4Addr) -> Messa
     let mut m = base(mac, xid, MessageType::Request);
     m.opts_mut().insert(v4::DhcpOption::RequestedIpAddress(ip));
     m.opts_mut().insert(v4::DhcpOption::ServerIdentifier(server));
+    m
+}
+
+/// The REQUEST of a client bound to `ip` that extends its lease (RENEWING at T1, unicast to
+/// the server; REBINDING at T2, broadcast): `ciaddr` set, no requested address or server
+/// identifier, no broadcast flag (the reply comes to `ip`).
+pub fn renewal(mac: &[u8; 6], xid: u32, ip: Ipv4Addr) -> Message {
+    let mut m = base(mac, xid, MessageType::Request);
+    m.set_flags(v4::Flags::default());
+    m.set_ciaddr(ip);
     m
 }
 
@@ -95,13 +128,31 @@ pub fn lease_of(m: &Message) -> Option<Lease> {
         _ => vec![],
     };
     let lease_secs = match o.get(v4::OptionCode::AddressLeaseTime) {
-        Some(v4::DhcpOption::AddressLeaseTime(s)) => *s,
-        _ => 0,
+        Some(v4::DhcpOption::AddressLeaseTime(s)) if *s > 0 => *s,
+        _ => INFINITE,
     };
-    (!m.yiaddr().is_unspecified()).then_some(Lease { ip: m.yiaddr(), prefix, router, dns, server, lease_secs })
+    let t1 = match o.get(v4::OptionCode::Renewal) {
+        Some(v4::DhcpOption::Renewal(s)) => Some(*s),
+        _ => None,
+    };
+    let t2 = match o.get(v4::OptionCode::Rebinding) {
+        Some(v4::DhcpOption::Rebinding(s)) => Some(*s),
+        _ => None,
+    };
+    let (renew_secs, rebind_secs) = times(lease_secs, t1, t2);
+    (!m.yiaddr().is_unspecified()).then_some(Lease {
+        ip: m.yiaddr(),
+        prefix,
+        router,
+        dns,
+        server,
+        lease_secs,
+        renew_secs,
+        rebind_secs,
+    })
 }
 
-fn socket(nic: &Nic) -> Result<UdpSocket> {
+pub(super) fn socket(nic: &Nic) -> Result<UdpSocket> {
     let s = UdpSocket::bind("0.0.0.0:68").map_err(|source| Error::Io {
         op: "bind UDP port 68 for DHCP on",
         path: nic.name.clone(),
@@ -125,13 +176,13 @@ fn socket(nic: &Nic) -> Result<UdpSocket> {
     Ok(s)
 }
 
-fn xid(mac: &[u8; 6]) -> u32 {
+pub(super) fn xid(mac: &[u8; 6]) -> u32 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     t ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])
 }
 
 /// Wait up to `d` for a reply of type `want` (or NAK) to `xid`.
-fn wait(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want: MessageType) -> Option<Message> {
+pub(super) fn wait(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want: MessageType) -> Option<Message> {
     let end = Instant::now() + d;
     let mut buf = [0u8; 1500];
     loop {
@@ -154,12 +205,20 @@ fn wait(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want: MessageType) 
 }
 
 fn send(s: &UdpSocket, m: &Message, nic: &Nic) -> Result<()> {
+    send_to(s, m, nic, SocketAddr::from((Ipv4Addr::BROADCAST, 67)))
+}
+
+/// Send `m` to `dst` (the broadcast address or a server's port 67).
+pub(super) fn send_to(s: &UdpSocket, m: &Message, nic: &Nic, dst: SocketAddr) -> Result<()> {
     let bytes =
         m.to_vec().map_err(|e| Error::Unexpected { what: "encode a DHCP message".into(), why: e.to_string() })?;
-    let dst = SocketAddr::from((Ipv4Addr::BROADCAST, 67));
     s.send_to(&bytes, dst).map_err(|source| Error::Io {
-        op: "send DHCP broadcast on",
-        path: nic.name.clone(),
+        op: if dst.ip() == std::net::IpAddr::V4(Ipv4Addr::BROADCAST) {
+            "send DHCP broadcast on"
+        } else {
+            "send DHCP unicast on"
+        },
+        path: format!("{} to {dst}", nic.name),
         source,
     })?;
     Ok(())
@@ -223,6 +282,40 @@ mod tests {
         assert!(
             matches!(r.opts().get(v4::OptionCode::RequestedIpAddress), Some(v4::DhcpOption::RequestedIpAddress(ip)) if *ip == Ipv4Addr::new(10, 0, 0, 5))
         );
+    }
+
+    #[test]
+    fn renewals_are_unicast_requests_from_the_bound_address() {
+        let ip = Ipv4Addr::new(10, 0, 0, 5);
+        let r = renewal(&MAC, 9, ip);
+        assert_eq!(r.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(r.ciaddr(), ip);
+        assert!(!r.flags().broadcast(), "the reply is unicast to the bound address");
+        assert!(r.opts().get(v4::OptionCode::RequestedIpAddress).is_none(), "RFC 2131 4.3.2: not in RENEWING");
+        assert!(r.opts().get(v4::OptionCode::ServerIdentifier).is_none(), "RFC 2131 4.3.2: not in RENEWING");
+        // It encodes and a server reads it back as a request from `ip`.
+        let back = Message::decode(&mut Decoder::new(&r.to_vec().unwrap())).unwrap();
+        assert_eq!((back.ciaddr(), back.xid(), back.chaddr()), (ip, 9, &MAC[..]));
+    }
+
+    #[test]
+    fn t1_and_t2_default_to_half_and_seven_eighths() {
+        assert_eq!(times(3600, None, None), (1800, 3150));
+        assert_eq!(times(60, None, None), (30, 52));
+        assert_eq!(times(3600, Some(600), Some(1200)), (600, 1200));
+        // Out of order or beyond the lease: the defaults (T1 never after T2).
+        assert_eq!(times(3600, Some(4000), Some(5000)), (1800, 3150));
+        assert_eq!(times(100, Some(90), Some(80)), (50, 80));
+        assert_eq!(times(INFINITE, Some(10), Some(20)), (INFINITE, INFINITE));
+        // From an ACK: the server's T1/T2, or none given and no lease time = forever.
+        let mut m = Message::decode(&mut Decoder::new(&reply(MessageType::Ack, Ipv4Addr::new(10, 0, 3, 4)))).unwrap();
+        assert_eq!(
+            lease_of(&m).map(|l| (l.lease_secs, l.renew_secs, l.rebind_secs)),
+            Some((INFINITE, INFINITE, INFINITE))
+        );
+        m.opts_mut().insert(v4::DhcpOption::AddressLeaseTime(120));
+        m.opts_mut().insert(v4::DhcpOption::Renewal(40));
+        assert_eq!(lease_of(&m).map(|l| (l.lease_secs, l.renew_secs, l.rebind_secs)), Some((120, 40, 105)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ const SYS_NET: &str = "/sys/class/net";
 const WAIT: Duration = Duration::from_secs(10);
 const ARPHRD_ETHER: u32 = 1;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nic {
     pub name: String,
     pub index: u32,

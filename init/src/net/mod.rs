@@ -1,7 +1,8 @@
 //! The network side of stage 1, for `oa.root=http://...`: find the NIC ([`link`]), bring it
 //! up and configure it over rtnetlink ([`netlink`]), get an address with a DHCP client
 //! ([`dhcp`], dhcproto), then download the root image into RAM ([`http`]) with a bounded
-//! number of retries, hashing it while it streams in.
+//! number of retries, hashing it while it streams in. The lease is kept by a thread of its
+//! own ([`lease`]: renewed at T1, rebound at T2, the address removed when it ends).
 //!
 //! States, as the design notes model them: the interface is down -> up -> addressed (with a
 //! default route when DHCP gives a router); the image file is absent -> partial -> complete
@@ -10,6 +11,7 @@
 
 pub mod dhcp;
 pub mod http;
+pub mod lease;
 pub mod link;
 pub mod netlink;
 
@@ -37,25 +39,24 @@ pub fn up(coldplug: &mut Coldplug) -> Result<()> {
     let mut nl = netlink::Netlink::open()?;
     nl.link_up(nic.index).map_err(|e| net_err(&nic.name, "set link up", e))?;
     link::wait_carrier(&nic.name);
+    let asked = lease::now();
     let lease = dhcp::obtain(&nic)?;
-    nl.add_address(nic.index, lease.ip, lease.prefix).map_err(|e| net_err(&nic.name, "add address", e))?;
-    if let Some(r) = lease.router {
-        nl.add_default_route(nic.index, r).map_err(|e| net_err(&nic.name, "add default route", e))?;
-    }
+    lease::configure(&mut nl, &nic, &lease).map_err(|(op, e)| net_err(&nic.name, op, e))?;
     console::stage(
         "network",
         &format!(
-            "{} ({}) {}/{} router {} from DHCP server {} (lease {} s) in {} ms",
+            "{} ({}) {}/{} router {} from DHCP server {} (lease {}) in {} ms",
             nic.name,
             nic.mac_string(),
             lease.ip,
             lease.prefix,
             lease.router.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
             lease.server,
-            lease.lease_secs,
+            if lease.lease_secs == dhcp::INFINITE { "infinite".to_string() } else { format!("{} s", lease.lease_secs) },
             t.elapsed().as_millis()
         ),
     );
+    lease::start(lease::Held { nic, lease, acked_at: asked });
     UP.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! A minimal rtnetlink client: set a link up, add an IPv4 address, add a default route.
+//! A minimal rtnetlink client: set a link up, add (or refresh) and delete an IPv4 address,
+//! add a default route.
 //! Hand-rolled (a few fixed structs and attributes) to keep oa-init small, static and free of
 //! a netlink dependency tree. Every request asks for an acknowledgement and reads it, so a
 //! failure comes back as the kernel's errno; "already exists" counts as success (idempotent).
@@ -13,6 +14,7 @@ use crate::error::{Error, Result};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -23,6 +25,7 @@ const IFF_UP: u32 = 0x1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
+const IFA_CACHEINFO: u16 = 6;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
@@ -75,6 +78,28 @@ pub fn ack_errno(buf: &[u8], seq: u32) -> Option<i32> {
         off += (len + 3) & !3;
     }
     None
+}
+
+/// ifaddrmsg + IFA_LOCAL, IFA_ADDRESS, IFA_BROADCAST and, with `lifetime`, IFA_CACHEINFO
+/// (preferred = valid = `lifetime` seconds).
+fn address_payload(index: u32, ip: Ipv4Addr, prefix: u8, lifetime: Option<u32>) -> Vec<u8> {
+    let mut p = vec![libc::AF_INET as u8, prefix, 0, RT_SCOPE_UNIVERSE];
+    p.extend_from_slice(&index.to_ne_bytes());
+    attr(&mut p, IFA_LOCAL, &ip.octets());
+    attr(&mut p, IFA_ADDRESS, &ip.octets());
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
+    let brd = Ipv4Addr::from(u32::from(ip) | !mask);
+    attr(&mut p, IFA_BROADCAST, &brd.octets());
+    if let Some(secs) = lifetime {
+        // struct ifa_cacheinfo { ifa_prefered, ifa_valid, cstamp, tstamp } (the stamps are the
+        // kernel's, ignored on input).
+        let mut ci = Vec::with_capacity(16);
+        for v in [secs, secs, 0, 0] {
+            ci.extend_from_slice(&v.to_ne_bytes());
+        }
+        attr(&mut p, IFA_CACHEINFO, &ci);
+    }
+    p
 }
 
 impl Netlink {
@@ -149,16 +174,21 @@ impl Netlink {
         self.request(RTM_NEWLINK, 0, &p)
     }
 
-    /// `ip addr replace <ip>/<prefix> brd + dev <index>`
-    pub fn add_address(&mut self, index: u32, ip: Ipv4Addr, prefix: u8) -> std::result::Result<(), Errno> {
-        let mut p = vec![libc::AF_INET as u8, prefix, 0, RT_SCOPE_UNIVERSE];
-        p.extend_from_slice(&index.to_ne_bytes());
-        attr(&mut p, IFA_LOCAL, &ip.octets());
-        attr(&mut p, IFA_ADDRESS, &ip.octets());
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
-        let brd = Ipv4Addr::from(u32::from(ip) | !mask);
-        attr(&mut p, IFA_BROADCAST, &brd.octets());
+    /// `ip addr replace <ip>/<prefix> brd + dev <index> valid_lft <secs> preferred_lft <secs>`:
+    /// the kernel removes the address itself when `secs` have passed (`u32::MAX`: never).
+    /// Called again with the same address, it refreshes the lifetimes (a renewed lease).
+    pub fn set_address(&mut self, index: u32, ip: Ipv4Addr, prefix: u8, secs: u32) -> std::result::Result<(), Errno> {
+        let p = address_payload(index, ip, prefix, Some(secs));
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &p)
+    }
+
+    /// `ip addr del <ip>/<prefix> dev <index>`; an address already gone counts as deleted.
+    pub fn del_address(&mut self, index: u32, ip: Ipv4Addr, prefix: u8) -> std::result::Result<(), Errno> {
+        let p = address_payload(index, ip, prefix, None);
+        match self.request(RTM_DELADDR, 0, &p) {
+            Err(Errno::EADDRNOTAVAIL) | Err(Errno::ESRCH) | Err(Errno::ENODEV) => Ok(()),
+            r => r,
+        }
     }
 
     /// `ip route replace default via <gw> dev <index>`
@@ -191,6 +221,22 @@ mod tests {
         assert_eq!(ack_errno(&ack, 7), Some(-17));
         assert_eq!(ack_errno(&ack, 8), None);
         assert_eq!(ack_errno(&ack[..10], 7), None);
+    }
+
+    #[test]
+    fn addresses_carry_their_lifetime() {
+        let ip = Ipv4Addr::new(10, 0, 0, 5);
+        let forever = address_payload(2, ip, 24, None);
+        // ifaddrmsg (8) + three 8-byte attributes; the broadcast address is the last one.
+        assert_eq!(forever.len(), 8 + 3 * 8);
+        assert_eq!(&forever[forever.len() - 4..], &[10, 0, 0, 255]);
+        let leased = address_payload(2, ip, 24, Some(60));
+        assert_eq!(leased.len(), forever.len() + 20);
+        let ci = &leased[forever.len()..];
+        assert_eq!(u16::from_ne_bytes([ci[0], ci[1]]), 20);
+        assert_eq!(u16::from_ne_bytes([ci[2], ci[3]]), IFA_CACHEINFO);
+        assert_eq!(u32::from_ne_bytes(ci[4..8].try_into().unwrap()), 60, "preferred");
+        assert_eq!(u32::from_ne_bytes(ci[8..12].try_into().unwrap()), 60, "valid");
     }
 
     #[test]

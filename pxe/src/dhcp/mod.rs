@@ -77,6 +77,13 @@ fn check_options(buf: &[u8]) -> Result<(), Malformed> {
             // Rapid Commit (RFC 4039) carries no data; dhcproto panics decoding one with data
             // (found by the dhcp_parse fuzz target).
             80 => len == 0,
+            // Its debug assertions on these lengths panic too (dhcp_parse found option 94 with
+            // 1 byte): the UNDI version (RFC 4578), client FQDN (RFC 4702), bulk leasequery
+            // status and times (RFC 6926).
+            94 => len == 3,
+            81 => len >= 3,
+            151 => len >= 1,
+            152..=155 => len == 4,
             93 => len >= 2 && len.is_multiple_of(2),
             61 | 60 | 77 | 97 | 12 => len >= 1,
             _ => true,
@@ -406,6 +413,14 @@ pub(crate) mod tests {
         let mut b = good[..MIN_LEN].to_vec();
         b.extend_from_slice(&[53, 1, 1, 93, 3, 0, 0, 0, 255]);
         assert!(matches!(parse(&b), Err(Malformed::BadOption { code: 93, .. })));
+        // Lengths dhcproto asserts in debug builds (found by fuzzing): refused before it decodes.
+        for opt in [&[94u8, 1, 1][..], &[81, 2, 0, 0], &[151, 0], &[152, 3, 0, 0, 0]] {
+            let mut b = good[..MIN_LEN].to_vec();
+            b.extend_from_slice(&[53, 1, 1]);
+            b.extend_from_slice(opt);
+            b.push(255);
+            assert!(matches!(parse(&b), Err(Malformed::BadOption { code, .. }) if code == opt[0]), "{opt:?}");
+        }
         // An option running past the end.
         let mut b = good[..MIN_LEN].to_vec();
         b.extend_from_slice(&[53, 1, 1, 60, 50, b'P']);
