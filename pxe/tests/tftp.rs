@@ -380,7 +380,7 @@ async fn errors_carry_honest_codes() {
     let _g = SERIAL.read().await;
     let e = start(Limits::default()).await;
     let s = client(61).await;
-    let code_of = |r: Result<(Vec<u8>, HashMap<String, String>), (u16, String)>| r.map(|_| ()).unwrap_err();
+    let code_of = |r: Fetched| r.map(|_| ()).unwrap_err();
     assert_eq!(code_of(fetch(&s, e.tftp, &rrq("missing.bin", "octet", &[])).await).0, code::NOT_FOUND);
     assert_eq!(code_of(fetch(&s, e.tftp, &rrq("dir", "octet", &[])).await).0, code::NOT_FOUND);
     assert_eq!(code_of(fetch(&s, e.tftp, &rrq("escape", "octet", &[])).await).0, code::ACCESS);
