@@ -103,12 +103,11 @@ async fn client(last: u8) -> UdpSocket {
     UdpSocket::bind((Ipv4Addr::new(127, 0, 0, last), 0)).await.unwrap()
 }
 
-/// A lock-step fetch with a raw RRQ: the data and the OACK's fields, or the error.
-async fn fetch(
-    sock: &UdpSocket,
-    server: SocketAddr,
-    request: &[u8],
-) -> Result<(Vec<u8>, HashMap<String, String>), (u16, String)> {
+/// The data and the OACK's fields, or the error's code and message.
+type Fetched = Result<(Vec<u8>, HashMap<String, String>), (u16, String)>;
+
+/// A lock-step fetch with a raw RRQ.
+async fn fetch(sock: &UdpSocket, server: SocketAddr, request: &[u8]) -> Fetched {
     sock.send_to(request, server).await.unwrap();
     let mut out = Vec::new();
     let mut fields = HashMap::new();
