@@ -142,9 +142,16 @@ fn wait_ready(ns: &Netns, port: u16, what: &str) {
 
 /// Run the TFTP rows: `oa_pxe` is the oa-pxe binary, each figure the best of `runs`.
 pub fn run(oa_pxe: &Path, runs: usize) -> Vec<Row> {
-    let dir = std::env::temp_dir().join(format!("oa-bench-tftp-{}", std::process::id()));
+    // In memory where there is a tmpfs (atftp writes what it gets: no disk in the figure); a
+    // new private folder (create_dir fails on anything already there, a symlink included).
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let dir = base.join(format!("oa-bench-tftp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("bench folder");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).expect("bench folder");
+    }
     let out = output(&dir);
     let ns = Netns::new("tftpb");
     let mut oa = tied(ns.command(&oa_pxe.to_string_lossy()));
