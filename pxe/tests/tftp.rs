@@ -3,7 +3,7 @@
 //! `tftp_retries` timeouts; an RRQ flood from one address holds at most `tftp_per_client`
 //! slots and descriptors while another address is served; a forged-source RRQ gets one small
 //! reply; client options are capped; netascii is converted; errors carry honest codes; a
-//! transfer ends at its deadline. Clients bind 127.0.0.x addresses of their own so the
+//! transfer ends at its deadline. Clients bind 127.0.93.x addresses of their own so the
 //! per-address limits see distinct clients.
 
 use std::collections::HashMap;
@@ -25,6 +25,7 @@ const BIG: usize = 4 << 20;
 
 struct Env {
     _dir: tempfile::TempDir,
+    out: std::path::PathBuf,
     tftp: SocketAddr,
     limits: Limits,
 }
@@ -56,7 +57,8 @@ async fn start(limits: Limits) -> Env {
     let s = Server::bind(cfg).unwrap();
     let port = s.ports().tftp;
     tokio::spawn(s.run());
-    Env { _dir: dir, tftp: SocketAddr::from(([127, 0, 0, 1], port)), limits }
+    let out = std::fs::canonicalize(&out).unwrap();
+    Env { _dir: dir, out, tftp: SocketAddr::from(([127, 0, 0, 1], port)), limits }
 }
 
 fn rrq(file: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
@@ -100,7 +102,27 @@ async fn recv(sock: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)>
 }
 
 async fn client(last: u8) -> UdpSocket {
-    UdpSocket::bind((Ipv4Addr::new(127, 0, 0, last), 0)).await.unwrap()
+    UdpSocket::bind((Ipv4Addr::new(127, 0, 93, last), 0)).await.unwrap()
+}
+
+/// UDP sockets connected to `ip` (the server's transfer sockets to that client), from the
+/// kernel's table; and descriptors of this process open on files under `dir`.
+fn transfer_sockets_to(ip: Ipv4Addr) -> usize {
+    let hex = format!("{:08X}:", u32::from_le_bytes(ip.octets()));
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(2).is_some_and(|r| r.starts_with(&hex)))
+        .count()
+}
+
+fn files_open_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(dir))
+        .count()
 }
 
 /// The data and the OACK's fields, or the error's code and message.
@@ -206,6 +228,7 @@ async fn rrq_flood_from_one_address_holds_its_share_only() {
     let _g = SERIAL.write().await;
     let e = start(Limits::default()).await;
     let per = e.limits.tftp_per_client;
+    // 127.0.93.x: addresses no other test uses (the kernel's UDP table is counted below).
     let socks: Vec<UdpSocket> = futures_join(20, 9).await;
     let other = client(10).await;
     let base = open_fds();
@@ -219,6 +242,8 @@ async fn rrq_flood_from_one_address_holds_its_share_only() {
     let mut busy = 0;
     let mut other_errors = Vec::new();
     let mut peak = open_fds();
+    let (mut peak_socks, mut peak_files) = (0, 0);
+    let flooder = Ipv4Addr::new(127, 0, 93, 9);
     for s in &socks {
         while let Some((p, from)) = recv(s, Duration::from_millis(50)).await {
             match (opcode(&p), error_of(&p)) {
@@ -230,20 +255,25 @@ async fn rrq_flood_from_one_address_holds_its_share_only() {
             }
         }
         peak = peak.max(open_fds());
+        peak_socks = usize::max(peak_socks, transfer_sockets_to(flooder));
+        peak_files = usize::max(peak_files, files_open_under(&e.out));
     }
     eprintln!(
-        "RRQ flood: {} transfers, {busy} busy, fds {base} -> peak {peak}, in {:?}",
+        "RRQ flood: {} transfers, {busy} busy, {peak_socks} transfer sockets, {peak_files} files open, fds {base} -> peak {peak}, in {:?}",
         tids.len(),
         started.elapsed()
     );
     assert!(other_errors.is_empty(), "{other_errors:?}");
     assert!(tids.len() <= per, "{} transfers held by one address", tids.len());
     assert!(busy >= 1000 - per - 10, "{busy} busy replies");
-    // No file is open before ACK 0: one socket per held slot.
-    assert!(peak <= base + per + 2, "descriptors {base} -> {peak}");
+    // No file is open before ACK 0: one socket per held slot, nothing else.
+    assert!(peak_socks <= per, "{peak_socks} transfer sockets to the flooding address");
+    assert_eq!(peak_files, 0, "files opened before any ACK");
+    // (The whole process too, with room for other tests' transfers still ending.)
+    assert!(peak <= base + per + 8, "descriptors {base} -> {peak}");
     // Another address is served while the flood holds its slots...
     assert_eq!(
-        netboot::tftp_get_from(Ipv4Addr::new(127, 0, 0, 10), e.tftp, "vmlinuz", 1468, 1).await.unwrap(),
+        netboot::tftp_get_from(Ipv4Addr::new(127, 0, 93, 10), e.tftp, "vmlinuz", 1468, 1).await.unwrap(),
         b"kernel"
     );
     let (data, _) = fetch(&other, e.tftp, &rrq("k", "octet", &[])).await.unwrap();
@@ -261,7 +291,7 @@ async fn rrq_flood_from_one_address_holds_its_share_only() {
     // The unacknowledged OACKs give their slots back after (retries + 1) timeouts.
     let held_for = Duration::from_secs(e.limits.tftp_retries as u64 + 1);
     tokio::time::sleep((held_for + Duration::from_millis(1500)).saturating_sub(started.elapsed())).await;
-    assert!(open_fds() <= base + 1, "descriptors released: {base} -> {}", open_fds());
+    assert_eq!(transfer_sockets_to(flooder), 0, "transfer sockets released");
     let (data, _) = fetch(&socks[0], e.tftp, &req).await.unwrap();
     assert_eq!(data, b"kernel");
 }
@@ -351,7 +381,7 @@ async fn client_options_are_capped() {
     let w: usize = f["windowsize"].parse().unwrap();
     assert!(bs * w <= e.limits.tftp_window_bytes, "{f:?}");
     // And a capped window still delivers the whole file.
-    let data = netboot::tftp_get_from(Ipv4Addr::new(127, 0, 0, 42), e.tftp, "big.bin", 1468, 1000).await.unwrap();
+    let data = netboot::tftp_get_from(Ipv4Addr::new(127, 0, 93, 42), e.tftp, "big.bin", 1468, 1000).await.unwrap();
     assert!(data == big(), "big.bin over a capped window");
 }
 
@@ -416,4 +446,74 @@ async fn a_slow_transfer_ends_at_its_deadline() {
     assert_eq!(end.0, code::NOT_DEFINED);
     assert!(end.1.contains("deadline"), "{end:?}");
     assert!(after < Duration::from_secs(2 + 1 + 1), "{after:?}");
+}
+
+/// "Too many open files" is error 0 with the reason, never "file not found" (which PXE
+/// firmware takes as final). The oa-pxe binary, its open-file limit lowered (prlimit) to
+/// what it holds plus one: a transfer gets its socket, then cannot open the file; with that
+/// socket held by another transfer, the next RRQ gets no socket at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_open_files_is_not_file_not_found() {
+    let _g = SERIAL.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for (f, d) in [("k", &b"kernel"[..]), ("vmlinuz", b"k"), ("initramfs.img", b"i"), ("rootfs.squashfs", b"r")] {
+        std::fs::write(out.join(f), d).unwrap();
+    }
+    std::fs::write(
+        out.join("manifest.json"),
+        r#"{"schema":1,"profile":"t","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"t"}"#,
+    )
+    .unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_oa-pxe"))
+        .arg(&out)
+        .args(["--mode", "off", "--address", "127.0.0.1", "--bind", "127.0.0.1", "--http-port", "0"])
+        .args(["--tftp-port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Reap(child);
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let ready = client(81).await;
+    let t0 = Instant::now();
+    while fetch(&ready, server, &rrq("k", "octet", &[])).await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "oa-pxe does not answer");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.0.id() as libc::pid_t;
+    let open: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    // New descriptors take the lowest free numbers below the limit: the smallest limit that
+    // leaves exactly one free.
+    let limit = (1u64..).find(|l| l - open.iter().filter(|fd| *fd < l).count() as u64 == 1).unwrap();
+    let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+    // SAFETY: prlimit with a valid struct and no old-limit pointer.
+    assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) }, 0);
+    // The socket fits, the file does not.
+    let r = fetch(&client(82).await, server, &rrq("k", "octet", &[("blksize", "1024")])).await;
+    let (c, msg) = r.map(|_| ()).unwrap_err();
+    eprintln!("open at the limit: error {c} {msg:?}");
+    assert_eq!(c, code::NOT_DEFINED, "{msg}");
+    assert!(msg.contains("Too many open files"), "{msg}");
+    // A transfer holding the last descriptor (its OACK not acknowledged): the next gets none.
+    let holder = client(83).await;
+    holder.send_to(&rrq("k", "octet", &[("blksize", "1024")]), server).await.unwrap();
+    let (p, _) = recv(&holder, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(opcode(&p), tftp::OACK);
+    let (c, msg) = fetch(&client(84).await, server, &rrq("k", "octet", &[])).await.map(|_| ()).unwrap_err();
+    eprintln!("no socket left: error {c} {msg:?}");
+    assert_eq!(c, code::NOT_DEFINED, "{msg}");
+    assert!(msg.contains("busy") && msg.contains("Too many open files"), "{msg}");
 }
