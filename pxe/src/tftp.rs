@@ -534,11 +534,10 @@ impl Tftp {
             }
         }
         let window = match o.windowsize {
-            Some(w) => {
-                let most = (l.tftp_window_bytes / blksize).max(1) as u64;
-                let w = (w as u64).min(most);
-                if w < o.windowsize.unwrap_or(1) as u64 {
-                    notes.push(format!("windowsize {} reduced to {w}", o.windowsize.unwrap_or(1)));
+            Some(asked) => {
+                let w = (asked as u64).min((l.tftp_window_bytes / blksize).max(1) as u64);
+                if w < asked as u64 {
+                    notes.push(format!("windowsize {asked} reduced to {w}"));
                 }
                 pairs.push(("windowsize", w.to_string()));
                 w
