@@ -11,7 +11,8 @@
 //! the client gets ERROR 0 "server busy" (never "file not found": PXE firmware gives up on
 //! that). With options the first reply is the OACK alone and the file is opened only after the
 //! client's ACK 0, so a forged source address gets a reply of about the request's size;
-//! without options one 512-byte block. A window (windowsize x blksize) is at most
+//! without options one 512-byte block; either is resent at most [`UNVERIFIED_RESENDS`] times
+//! before the client has answered, then dropped without an error packet. A window (windowsize x blksize) is at most
 //! `tftp_window_bytes`; it is resent only on timeout (a duplicate ACK does nothing), at most
 //! `tftp_retries` times, then the transfer ends with an error; the whole transfer ends at
 //! `tftp_deadline`; a client's `timeout` over [`MAX_TIMEOUT`] is not acknowledged. netascii
@@ -48,6 +49,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest per-packet timeout a client may ask for: RFC 2349 allows 255 s, which would
 /// let one RRQ hold a slot for half an hour of resends; longer asks are left out of the OACK.
 pub const MAX_TIMEOUT: u8 = 10;
+/// Resends of the first reply (the OACK, or block 1 without options) before the client has
+/// answered anything: its source address may be forged, and a client that lost the reply
+/// sends its RRQ again anyway. So a forged RRQ gets at most 1 + this many small replies.
+pub const UNVERIFIED_RESENDS: u32 = 2;
 /// netascii files are converted in memory, up to this size (larger ones: error 0).
 pub const NETASCII_MAX: u64 = 8 << 20;
 
@@ -603,7 +608,7 @@ impl Tftp {
                     break;
                 }
                 tries += 1;
-                if tries > l.tftp_retries {
+                if tries > l.tftp_retries.min(UNVERIFIED_RESENDS) {
                     return Err(Stop::Quiet(format!(
                         "the option acknowledgement was never acknowledged ({tries} sent, {} s apart)",
                         a.timeout.as_secs()
@@ -624,6 +629,9 @@ impl Tftp {
         pkt[..2].copy_from_slice(&DATA.to_be_bytes());
         let mut base: u64 = 1;
         let mut retries = 0;
+        // Without options nothing has come back from the client yet: block 1 is its first
+        // reply, resent fewer times and given up quietly (the address may be forged).
+        let mut verified = !a.pairs.is_empty();
         loop {
             if Instant::now() > deadline {
                 return Err(fail(
@@ -646,6 +654,17 @@ impl Tftp {
                 Some(idx) => {
                     base = idx + 1;
                     retries = 0;
+                    verified = true;
+                }
+                None if !verified => {
+                    retries += 1;
+                    if retries > l.tftp_retries.min(UNVERIFIED_RESENDS) {
+                        return Err(Stop::Quiet(format!(
+                            "block 1 was never acknowledged ({retries} sent, {} s apart)",
+                            a.timeout.as_secs()
+                        )));
+                    }
+                    link.resends += 1;
                 }
                 None => {
                     retries += 1;
