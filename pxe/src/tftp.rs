@@ -11,12 +11,14 @@
 //! the client gets ERROR 0 "server busy" (never "file not found": PXE firmware gives up on
 //! that). With options the first reply is the OACK alone and the file is opened only after the
 //! client's ACK 0, so a forged source address gets a reply of about the request's size;
-//! without options one 512-byte block; either is resent at most [`UNVERIFIED_RESENDS`] times
-//! before the client has answered, then dropped without an error packet. A window (windowsize x blksize) is at most
-//! `tftp_window_bytes`; it is resent only on timeout (a duplicate ACK does nothing), at most
-//! `tftp_retries` times, then the transfer ends with an error; the whole transfer ends at
-//! `tftp_deadline`; a client's `timeout` over [`MAX_TIMEOUT`] is not acknowledged. netascii
-//! is converted (LF -> CR LF, CR -> CR NUL, as tftp-hpa does).
+//! without options one 512-byte block; either is resent at most [`UNVERIFIED_RESENDS`]
+//! times before the client has answered, then dropped without an error packet. A window
+//! (windowsize x blksize) is at most `tftp_window_bytes`; it is resent only on timeout (a
+//! duplicate ACK does nothing), at most `tftp_retries` times, then the transfer ends with an
+//! error; the whole transfer ends at `tftp_deadline` (checked once a window: it may run one
+//! timeout over); a client's `timeout` over [`MAX_TIMEOUT`] is not acknowledged. netascii is
+//! converted (LF -> CR LF, CR -> CR NUL, as tftp-hpa does), in memory up to
+//! [`NETASCII_MAX`].
 //!
 //! Each accepted transfer runs on a thread of its own with a blocking socket (the server's
 //! transfer ID, connected to the client): a block costs one `pread`, one `send` and one
