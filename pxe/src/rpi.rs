@@ -17,13 +17,15 @@
 //! with a generated `cmdline.txt` whose `oa.root=` points at this server's HTTP, so the big
 //! root image never goes over TFTP (the Pi 5 TFTP client fails on files over 65535 blocks).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use oa_contract::cmdline::{self, Cmdline, RootSpec};
 
 use crate::config::Config;
 use crate::fsroot::{Refused, Root};
 use crate::mac::Mac;
+use crate::tftp::Found;
 
 /// MAC vendor prefixes of Raspberry Pi boards.
 pub const OUIS: [[u8; 3]; 6] = [
@@ -86,35 +88,41 @@ pub fn option43() -> Vec<u8> {
 }
 
 /// The Pi side of the TFTP server: the `rpi/` tree of the served output and the generated
-/// `cmdline.txt`.
+/// `cmdline.txt`, held in memory (never a file in a shared folder such as /tmp, where another
+/// local user could put a file or a symlink of their own first).
 #[derive(Debug, Clone)]
 pub struct Tree {
     root: Root,
     per_pi: Option<PathBuf>,
-    cmdline: PathBuf,
+    cmdline: Arc<[u8]>,
 }
 
 impl Tree {
-    /// The tree in `<output>/rpi/`, if the output has one; the generated cmdline.txt is
-    /// written to `state_dir`.
-    pub fn new(cfg: &Config, state_dir: &Path) -> std::io::Result<Option<Tree>> {
+    /// The tree in `<output>/rpi/`, if the output has one, with its cmdline.txt rewritten for
+    /// netboot.
+    pub fn new(cfg: &Config) -> std::io::Result<Option<Tree>> {
         let dir = cfg.root.join(oa_contract::manifest::artifact::RPI_TREE);
         if !dir.is_dir() {
             return Ok(None);
         }
-        let original = std::fs::read_to_string(dir.join("cmdline.txt")).unwrap_or_default();
-        std::fs::create_dir_all(state_dir)?;
-        let cmdline = state_dir.join("rpi-cmdline.txt");
-        let tmp = state_dir.join(format!("rpi-cmdline.txt.{}", std::process::id()));
-        std::fs::write(&tmp, netboot_cmdline(cfg, &original))?;
-        std::fs::rename(&tmp, &cmdline)?;
+        let original = match std::fs::read_to_string(dir.join("cmdline.txt")) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("reading {}/cmdline.txt: {e}", dir.display()))),
+        };
+        let cmdline: Arc<[u8]> = netboot_cmdline(cfg, &original).into_bytes().into();
         let per_pi = cfg.machines.as_ref().map(|m| m.join("rpi")).filter(|p| p.is_dir());
         Ok(Some(Tree { root: Root::new(&dir)?, per_pi, cmdline }))
     }
 
+    /// The generated cmdline.txt.
+    pub fn cmdline(&self) -> &[u8] {
+        &self.cmdline
+    }
+
     /// The file for a Pi's TFTP request, or `None` when the request is not one of the tree's
     /// files (the caller goes on to the rest of the output).
-    pub fn lookup(&self, request: &str) -> Option<Result<PathBuf, Refused>> {
+    pub fn lookup(&self, request: &str) -> Option<Result<Found, Refused>> {
         let clean = match Root::clean(request) {
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
@@ -128,15 +136,15 @@ impl Tree {
         if let (Some(p), Some(dir)) = (&prefix, &self.per_pi) {
             if let Ok(r) = Root::new(&dir.join(p)) {
                 if let Ok(f) = r.resolve(&rest) {
-                    return Some(Ok(f));
+                    return Some(Ok(Found::Disk(f)));
                 }
             }
         }
         if rest == "cmdline.txt" {
-            return Some(Ok(self.cmdline.clone()));
+            return Some(Ok(Found::Memory(self.cmdline.clone())));
         }
         match self.root.resolve(&rest) {
-            Ok(f) => Some(Ok(f)),
+            Ok(f) => Some(Ok(Found::Disk(f))),
             // A Pi-prefixed name that is not in the tree: say so (the Pi falls back).
             Err(e @ (Refused::NotFound(_) | Refused::NotAFile(_))) if prefix.is_some() => Some(Err(e)),
             Err(Refused::NotFound(_) | Refused::NotAFile(_)) => None,

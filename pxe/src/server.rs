@@ -148,19 +148,11 @@ impl Server {
             tasks.spawn(dhcp::serve(d, Port::Dhcp, state.clone(), cfg.clone()));
             tasks.spawn(dhcp::serve(p, Port::Proxy, state, cfg.clone()));
         }
-        // One folder per server (several may run in one process, as in the tests).
-        let state_dir = std::env::temp_dir().join(format!("oa-pxe-{}-{}", std::process::id(), ports.http));
-        let rpi = crate::rpi::Tree::new(&cfg, &state_dir).context("preparing the Raspberry Pi boot tree")?;
+        let rpi = crate::rpi::Tree::new(&cfg).context("preparing the Raspberry Pi boot tree")?;
         if rpi.is_some() {
             tracing::info!(target: "rpi", "serving the Raspberry Pi boot tree {}/rpi (cmdline.txt with oa.root= over HTTP)", cfg.root.display());
         }
-        let t = Arc::new(tftp::Tftp {
-            cfg: cfg.clone(),
-            root: root.clone(),
-            clients: clients.clone(),
-            slots: Arc::new(tokio::sync::Semaphore::new(cfg.limits.tftp_transfers)),
-            rpi,
-        });
+        let t = Arc::new(tftp::Tftp::new(cfg.clone(), root.clone(), clients.clone(), rpi));
         tasks.spawn(tftp::serve(tokio::net::UdpSocket::from_std(self.tftp)?, t));
         let h = Arc::new(http::Http { cfg: cfg.clone(), root, clients });
         tasks.spawn(http::serve(tokio::net::TcpListener::from_std(self.http)?, h));

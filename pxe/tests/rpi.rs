@@ -3,7 +3,8 @@
 //! `PXEClient:Arch:00000:UNDI:002001`, option 93 = 0, option 97 starting with `RPi4` on a
 //! Pi 4, a Raspberry Pi MAC prefix on a Pi 3), the reply's option 43 bytes, option 60 and
 //! next-server; then the TFTP paths a Pi asks for, with the serial prefix and the fallback
-//! without it, next to an x86 PXE client on the same server.
+//! without it, next to an x86 PXE client on the same server; and the generated cmdline.txt
+//! served from memory, whatever another user put in /tmp first.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -28,6 +29,10 @@ fn write(p: &Path, data: &[u8]) {
 }
 
 async fn start(mode: ModeArg) -> Env {
+    start_on(mode, 0).await
+}
+
+async fn start_on(mode: ModeArg, http_port: u16) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     write(&out.join("rootfs.squashfs"), b"root image");
@@ -50,12 +55,13 @@ async fn start(mode: ModeArg) -> Env {
     let machines = dir.path().join("machines");
     write(&machines.join("rpi/1a2b3c4d/config.txt"), b"arm_64bit=1\n# only for 1a2b3c4d\n");
     let dhcp = matches!(mode, ModeArg::Dhcp);
-    let o = netboot::loopback_options(
+    let mut o = netboot::loopback_options(
         &out,
         dhcp.then_some("127.0.2.1-127.0.2.50"),
         Some(dir.path().join("leases.json")),
         Some(machines),
     );
+    o.http_port = http_port;
     common::serve(dir, &o)
 }
 
@@ -187,4 +193,37 @@ async fn pi_tftp_paths_with_serial_prefix_and_fallback() {
     // A missing file under a Pi prefix is "not found", and traversal stays refused.
     assert!(get("1a2b3c4d/nothing.bin").await.is_err());
     assert!(get("1a2b3c4d/../../etc/passwd").await.is_err());
+}
+
+/// The generated cmdline.txt once lived in `/tmp/oa-pxe-<pid>-<http port>/`, a name any local
+/// user could create first (a symlink to /etc/shadow served over TFTP, or their own command
+/// line for every Pi). Now it is served from memory: such a folder, with symlinks in it where
+/// the old code read and wrote, changes nothing and is not touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_tmp_folder_has_no_effect() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let planted = std::env::temp_dir().join(format!("oa-pxe-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&planted);
+    std::fs::create_dir_all(&planted).unwrap();
+    let victim = planted.join("victim");
+    std::fs::write(&victim, b"secret of another user\n").unwrap();
+    std::os::unix::fs::symlink(&victim, planted.join("rpi-cmdline.txt")).unwrap();
+    std::os::unix::fs::symlink(&victim, planted.join(format!("rpi-cmdline.txt.{}", std::process::id()))).unwrap();
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let before = listing(&planted);
+    let e = start_on(ModeArg::Proxy, port).await;
+    assert_eq!(e.http.port(), port);
+    for path in ["cmdline.txt", "1a2b3c4d/cmdline.txt"] {
+        let got = String::from_utf8(netboot::tftp_get(e.tftp, path, 512, 1).await.unwrap()).unwrap();
+        assert!(got.contains(&format!("{ROOT}=http://127.0.0.1:{port}/rootfs.squashfs")), "{path}: {got}");
+        assert!(got.contains(&format!("{SHA256}={SHA}")), "{path}: {got}");
+        assert!(!got.contains("secret"), "{path}: {got}");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret of another user\n", "the symlink target is untouched");
+    assert_eq!(listing(&planted), before, "nothing written into the planted folder");
+    std::fs::remove_dir_all(&planted).unwrap();
 }

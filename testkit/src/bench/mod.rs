@@ -66,3 +66,4 @@ impl Drop for Kill {
 // Each protocol's module adds itself here: `pub mod dhcp;`, `pub mod http;`, `pub mod tftp;`.
 pub mod dhcp;
 pub mod http;
+pub mod tftp;
