@@ -95,10 +95,11 @@ bench-deps:
 	fi
 	@for c in kea-dhcp4 perfdhcp nginx dnsmasq wrk atftp curl; do command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || { echo "error: $$c missing after installing $(BENCH_PACKAGES)"; exit 1; }; done
 
+# OA_BENCH_ONLY=pxe (or pxe-dhcp, pxe-http, pxe-tftp) runs only oa-pxe against Kea, nginx and
+# dnsmasq (testkit/src/bench); other values pick one of oa-bench's sets (qemu-tests/src/bin).
 bench: build bench-deps
-	$(CARGO) run --release -p oa-qemu-tests --bin oa-bench
-	$(CARGO) build --release -p oa-pxe -p oa-testkit --bins
-	target/release/oa-pxe-bench
+	@case "$(OA_BENCH_ONLY)" in pxe*) ;; *) $(CARGO) run --release -p oa-qemu-tests --bin oa-bench || exit 1;; esac
+	@case "$(OA_BENCH_ONLY)" in ""|pxe*) $(CARGO) build --release -p oa-pxe -p oa-testkit --bins && target/release/oa-pxe-bench;; esac
 
 # Install what `make build` made (run that first, as yourself; then `sudo make install`):
 # oa, oa-pxe and oa-storage in BINDIR; oa-init as oa-init-x86_64 and oa-init-aarch64 beside

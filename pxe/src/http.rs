@@ -52,7 +52,7 @@ pub const RESOLVED_FOR: Duration = Duration::from_secs(1);
 const MAX_RESOLVED: usize = 4096;
 /// At most this many over-cap connections are being answered 503 at once; beyond that they
 /// are closed without an answer (each answer holds a descriptor for up to a second).
-const MAX_REFUSING: usize = 256;
+pub const MAX_REFUSING: usize = 256;
 
 /// A byte range request, resolved against the file size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

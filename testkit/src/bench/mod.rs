@@ -63,7 +63,7 @@ impl Drop for Kill {
     }
 }
 
-// Each protocol's module adds itself here: `pub mod dhcp;`, `pub mod http;`, `pub mod tftp;`.
+// One module per protocol, each with its peer.
 pub mod dhcp;
 pub mod http;
 pub mod tftp;
