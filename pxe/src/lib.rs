@@ -7,7 +7,8 @@
 //! [`boot`] (DHCP option 93, the iPXE user class, per-MAC overrides from a folder).
 //! Every path a client names is resolved by [`fsroot`], which never leaves the served root.
 //!
-//! Not for: DNS, IPv6, writing files (TFTP WRQ is refused), DHCP relaying.
+//! Not for: DNS, IPv6, writing files (TFTP WRQ is refused), acting as a DHCP relay (it answers
+//! the relays given with --relay, from one pool).
 
 pub mod boot;
 pub mod cli;
