@@ -96,13 +96,19 @@ impl Clients {
         self.lock().by_ip.get(&ip).copied()
     }
 
-    /// `52:54:00:..` or `?` when the address was never seen in DHCP (for log lines).
+    /// For log lines: `52:54:00:..` when this server leased the address, `52:54:00:.. (unverified)`
+    /// when only a packet from the address named that MAC (anyone can claim any MAC), `?` when
+    /// the address was never seen in DHCP.
     pub fn name(&self, ip: IpAddr) -> String {
         let v4 = match ip {
             IpAddr::V4(v4) => Some(v4),
             IpAddr::V6(v6) => v6.to_ipv4_mapped(),
         };
-        v4.and_then(|a| self.at(a)).map(|(m, _)| m.to_string()).unwrap_or_else(|| "?".into())
+        match v4.and_then(|a| self.at(a)) {
+            Some((m, Source::Lease)) => m.to_string(),
+            Some((m, Source::Sender)) => format!("{m} (unverified)"),
+            None => "?".into(),
+        }
     }
 }
 
@@ -130,6 +136,8 @@ mod tests {
         c.forget_lease(b);
         assert_eq!(c.at(ip2), None);
         c.learn_sender(ip2, a);
+        assert_eq!(c.name(IpAddr::V4(ip2)), format!("{a} (unverified)"));
+        c.learn_lease(ip2, a);
         assert_eq!(c.name(IpAddr::V4(ip2)), a.to_string());
     }
 }

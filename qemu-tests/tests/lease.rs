@@ -58,7 +58,8 @@ fn serve(ns: &Netns, out: &Path, leases: &Path, log: &str, range: &str) -> (Proc
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let p = ns.spawn(&oa_bin().display().to_string(), &args, &log);
+    // Per-packet DHCP lines are at debug; the checks below read them.
+    let p = ns.spawn_env(&oa_bin().display().to_string(), &args, &[("RUST_LOG", "info,dhcp=debug")], &log);
     let t = Instant::now();
     while !read(&log).contains("serving ") {
         assert!(t.elapsed() < Duration::from_secs(20), "oa serve did not start:\n{}", read(&log));

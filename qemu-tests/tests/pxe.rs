@@ -31,7 +31,8 @@ fn serve(ns: &Netns, name: &str, out: &Path, extra: &[&str]) -> (Proc, PathBuf) 
         SERVER.into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let p = ns.spawn(&oa_bin().display().to_string(), &args, &log);
+    // Per-packet DHCP lines are at debug; the checks below read them.
+    let p = ns.spawn_env(&oa_bin().display().to_string(), &args, &[("RUST_LOG", "info,dhcp=debug")], &log);
     let t = Instant::now();
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("serving ") {
         assert!(

@@ -72,10 +72,16 @@ impl Netns {
 
     /// Start `program args` inside the namespace, stdout+stderr to `log`.
     pub fn spawn(&self, program: &str, args: &[String], log: &Path) -> Proc {
+        self.spawn_env(program, args, &[], log)
+    }
+
+    /// [`Netns::spawn`] with environment variables set (e.g. `RUST_LOG`).
+    pub fn spawn_env(&self, program: &str, args: &[String], env: &[(&str, &str)], log: &Path) -> Proc {
         let f = std::fs::File::create(log).expect("log file");
         let child = self
             .command(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(f.try_clone().expect("log"))
             .stderr(f)
             .stdin(Stdio::null())
