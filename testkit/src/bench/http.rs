@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{tied, Kill, Row};
+use super::{tied, Kill, Row, Stop};
 
 const SMALL: usize = 4 << 10;
 const BIG: usize = 64 << 20;
@@ -148,7 +148,7 @@ pub fn run(oa_pxe: &Path) -> Vec<Row> {
     );
     let conf = ngx.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(&ngx, &out, np)).expect("nginx.conf");
-    let _nginx = Kill(
+    let _nginx = Stop(
         tied(Command::new("nginx"))
             .arg("-c")
             .arg(&conf)

@@ -54,6 +54,26 @@ pub fn tied(mut c: std::process::Command) -> std::process::Command {
     c
 }
 
+/// A server with worker processes (nginx), stopped with SIGTERM when dropped so that it takes
+/// its workers down (SIGKILL to the master leaves them running), then killed if it has not
+/// exited within 5 s.
+pub struct Stop(pub std::process::Child);
+impl Drop for Stop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with the pid of a child we have not reaped yet.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A child process killed and reaped when dropped.
 pub struct Kill(pub std::process::Child);
 impl Drop for Kill {
