@@ -99,10 +99,29 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The last `n` lines of `console` (lossy UTF-8, carriage returns dropped), for error reports.
+/// The last `n` lines of `console` for error reports: lossy UTF-8, without carriage returns,
+/// terminal escape sequences (a shell's `ESC [6n` cursor query) and other control characters.
 pub fn tail(console: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(console).replace('\r', "");
-    let lines: Vec<&str> = text.trim_end_matches('\n').lines().collect();
+    let text = String::from_utf8_lossy(console);
+    let mut clean = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // CSI: ESC [ parameters, then one final byte in @..~.
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            '\n' | '\t' => clean.push(c),
+            c if c.is_control() => {}
+            c => clean.push(c),
+        }
+    }
+    let lines: Vec<&str> = clean.trim_end_matches('\n').lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -223,6 +242,7 @@ mod tests {
         let t = tail(text.as_bytes(), 20);
         assert!(t.starts_with("line 11\n") && t.ends_with("line 30"), "{t}");
         assert_eq!(tail(b"a\nb", 20), "a\nb");
+        assert_eq!(tail(b"tiny# \x1b[6noa-hello: hi\x07\r\n", 20), "tiny# oa-hello: hi");
         assert_eq!(Step::Send("cat /x".into()).to_string(), "--send \"cat /x\"");
     }
 }
