@@ -3,6 +3,8 @@
 //! console; a step that is not met ends with exit code 2, naming the step.
 
 use oa_qemu_tests::{built, oa_bin, workspace};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +17,36 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("creating the test folder");
     d
+}
+
+/// `oa run` with its stderr read as it comes: `on_line` sees each line while QEMU runs.
+fn oa_run_watching(out: &Path, args: &[&str], mut on_line: impl FnMut(&str)) -> (Output, Duration) {
+    let t = Instant::now();
+    let mut child = Command::new(oa_bin())
+        .arg("run")
+        .arg(out)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running oa run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let console = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut v);
+        v
+    });
+    let mut err = Vec::new();
+    for line in BufReader::new(child.stderr.take().expect("stderr")).split(b'\n') {
+        let line = line.expect("reading oa's stderr");
+        on_line(&String::from_utf8_lossy(&line));
+        err.extend_from_slice(&line);
+        err.push(b'\n');
+    }
+    let status = child.wait().expect("waiting for oa run");
+    let stdout = console.join().expect("stdout reader");
+    (Output { status, stdout, stderr: err }, t.elapsed())
 }
 
 fn oa_run(out: &Path, args: &[&str]) -> (Output, Duration) {
@@ -42,13 +74,17 @@ fn a_script_with_an_extra_drive_and_user_networking_passes() {
     std::fs::File::create(&blank).and_then(|f| f.set_len(SECTORS * 512)).expect("making the blank drive");
     let log = dir.join("console.log");
     let sectors = SECTORS.to_string();
-    let (o, took) = oa_run(
+    // --ssh: the forward is printed once QEMU runs, and QEMU accepts connections on it (tiny
+    // has no SSH server: the connection is QEMU's, which is what --ssh sets up).
+    let mut forwarded = None;
+    let (o, took) = oa_run_watching(
         &tiny,
         &[
             "--drive",
             blank.to_str().unwrap(),
             "--net",
             "user",
+            "--ssh",
             "--timeout",
             "120",
             "--step-timeout",
@@ -73,9 +109,24 @@ fn a_script_with_an_extra_drive_and_user_networking_passes() {
             "--expect",
             "52:54:00:12:34:56",
         ],
+        |line| {
+            if let Some(port) = line.strip_prefix("oa: ssh -p ").and_then(|r| r.strip_suffix(" root@127.0.0.1")) {
+                let port: u16 = port.parse().unwrap_or_else(|_| panic!("bad port in `{line}`"));
+                let deadline = Instant::now() + Duration::from_secs(10);
+                forwarded = loop {
+                    match TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)) {
+                        Ok(_) => break Some(port),
+                        Err(e) if Instant::now() > deadline => panic!("nothing listens on 127.0.0.1:{port}: {e}"),
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                };
+            }
+        },
     );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "oa run failed ({took:?}):\n{err}\nconsole: {}", log.display());
+    let port = forwarded.unwrap_or_else(|| panic!("no `oa: ssh -p PORT root@127.0.0.1` line:\n{err}"));
+    assert_ne!(port, 0);
     assert!(err.contains("all 7 step(s) passed"), "{err}");
     let head = std::fs::read(&blank).expect("reading the drive back");
     assert_eq!(head.len() as u64, SECTORS * 512, "the drive keeps its size");
