@@ -189,3 +189,29 @@ fn bad_options_are_refused_before_anything_boots() {
     assert!(err.contains("`tap` is not supported"), "{err}");
     assert!(took < Duration::from_secs(10), "no boot was started: {took:?}");
 }
+
+#[test]
+fn qemu_exiting_during_a_step_exits_1_naming_it() {
+    let tiny = built("tiny");
+    let (o, took) = oa_run(
+        &tiny,
+        &[
+            "--timeout",
+            "120",
+            "--step-timeout",
+            "60",
+            "--expect",
+            "hello from oa",
+            "--send",
+            "poweroff",
+            "--expect",
+            "never printed",
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("step 3/3 (--expect \"never printed\") failed: QEMU exited ("), "{err}");
+    // Ended by QEMU's exit, not by the step's 60 s deadline.
+    let after_ready = took.as_secs_f64() - ready_after(&err);
+    assert!(after_ready < 40.0, "{after_ready:.1}s from ready to the end:\n{err}");
+}
