@@ -2,7 +2,10 @@
 //! caller prints for people.
 
 use crate::build::{self, Options};
-use crate::cli::{AccelArg, BuildArgs, CommonBuild, FirmwareArg, FlashArgs, GraphArgs, GraphFormat, InfoArgs, RunArgs};
+use crate::cli::{
+    AccelArg, BuildArgs, CommonBuild, FirmwareArg, FlashArgs, GraphArgs, GraphFormat, InfoArgs, RunArgs, UserNet,
+};
+use crate::console_script::{self, ConsoleIo, Ending};
 use crate::error::{Error, Result};
 use crate::profile;
 use crate::qemu::{self, Accel, Outcome};
@@ -38,6 +41,9 @@ pub fn build(a: BuildArgs) -> Result<i32> {
 }
 
 pub fn run(a: RunArgs) -> Result<i32> {
+    // The options are checked before anything is built or booted.
+    let drives = extra_drives(&a.drives)?;
+    let (net, ssh) = network(a.net.as_ref(), a.ssh)?;
     let target = RunTarget::resolve(&a)?;
     let arch = target.manifest.as_ref().map_or(oa_contract::Arch::X86_64, |m| m.arch);
     let accel = match a.accel {
@@ -87,12 +93,68 @@ pub fn run(a: RunArgs) -> Result<i32> {
     if let Some(mem) = a.memory.or(target.memory) {
         spec.memory_mib = mem;
     }
-    let interactive = !a.until_ready && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    spec.drives = drives;
+    spec.net = net;
+    let ssh_line = ssh.map(|p| format!("ssh -p {p} root@127.0.0.1"));
+    let interactive = !a.until_ready
+        && a.script.steps.is_empty()
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal();
     if interactive {
-        let st = qemu::run_interactive(&spec)?;
+        let st = qemu::run_interactive(&spec, ssh_line.as_deref())?;
         return Ok(st.code().unwrap_or(1));
     }
-    until_ready(&spec, &a, &target.dir, accel)
+    watch(&spec, &a, &target.dir, accel, ssh_line.as_deref())
+}
+
+/// `--drive FILE...`: each an existing disk image file, raw or qcow2 by its content, writable.
+fn extra_drives(files: &[PathBuf]) -> Result<Vec<qemu::DiskBoot>> {
+    files
+        .iter()
+        .map(|f| {
+            if !f.exists() {
+                return Err(Error::Usage(format!(
+                    "--drive {0}: no such file; make a blank disk with `truncate -s 1G {0}` (raw) or `qemu-img create -f qcow2 {0} 1G`",
+                    f.display()
+                )));
+            }
+            if !f.is_file() {
+                return Err(Error::Usage(format!(
+                    "--drive {}: not a regular file; give a disk image file (raw or qcow2)",
+                    f.display()
+                )));
+            }
+            qemu::DiskBoot::detect(f, false)
+        })
+        .collect()
+}
+
+/// `--net` and `--ssh`: the `-netdev user` options (None: no network card) and the host port
+/// forwarded to the guest's port 22.
+fn network(net: Option<&UserNet>, ssh: Option<u16>) -> Result<(Option<String>, Option<u16>)> {
+    let options = net.map(|n| n.options.clone());
+    let Some(want) = ssh else { return Ok((options, None)) };
+    let port = ssh_port(want)?;
+    let forward = format!("hostfwd=tcp:127.0.0.1:{port}-:22");
+    let options = match options {
+        Some(o) if !o.is_empty() => format!("{o},{forward}"),
+        _ => forward,
+    };
+    Ok((Some(options), Some(port)))
+}
+
+/// The port for `--ssh[=PORT]` (0: a free one), checked free on 127.0.0.1. QEMU binds it a
+/// moment later; if something takes it in between, QEMU says so and exits (exit code 1).
+fn ssh_port(want: u16) -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", want)).map_err(|e| {
+        Error::Usage(if want == 0 {
+            format!("--ssh: no free port on 127.0.0.1: {e}")
+        } else {
+            format!("--ssh={want}: 127.0.0.1:{want} cannot be used ({e}); pick another port, or give --ssh alone for a free one")
+        })
+    })?;
+    let port = listener.local_addr().map_err(|e| Error::Usage(format!("--ssh: {e}")))?.port();
+    Ok(port)
 }
 
 /// What `oa run TARGET` boots: a disk image file, an output folder, or a profile built first.
@@ -155,8 +217,9 @@ impl RunTarget {
 }
 
 /// Boot `spec` without a terminal until the ready line, a FATAL line, QEMU's exit or the
-/// timeout; the exit code says which (0 ready, 1 failed, 2 timed out).
-fn until_ready(spec: &qemu::Spec, a: &RunArgs, dir: &Path, accel: Accel) -> Result<i32> {
+/// timeout, then play the `--expect`/`--send` script if there is one. The exit code: 0 ready
+/// (and every step passed), 1 the boot failed or QEMU exited first, 2 a deadline passed.
+fn watch(spec: &qemu::Spec, a: &RunArgs, dir: &Path, accel: Accel, ssh: Option<&str>) -> Result<i32> {
     let what = match &spec.disk {
         Some(d) => format!(
             "{} {} ({}, {})",
@@ -167,26 +230,58 @@ fn until_ready(spec: &qemu::Spec, a: &RunArgs, dir: &Path, accel: Accel) -> Resu
         ),
         None => dir.display().to_string(),
     };
-    eprintln!("oa: booting {what} in QEMU ({accel:?}), waiting up to {}s for `{}`", a.timeout, oa_contract::READY_LINE);
-    let outcome = qemu::run_until_ready(spec, Duration::from_secs(a.timeout), true, a.log.as_deref())?;
-    Ok(match outcome {
+    let steps = &a.script.steps;
+    let per_step = Duration::from_secs(a.step_timeout.unwrap_or(a.timeout));
+    let script = if steps.is_empty() {
+        String::new()
+    } else {
+        format!(", then {} --expect/--send step(s), each --expect within {}s", steps.len(), per_step.as_secs())
+    };
+    eprintln!(
+        "oa: booting {what} in QEMU ({accel:?}), waiting up to {}s for `{}`{script}",
+        a.timeout,
+        oa_contract::READY_LINE
+    );
+    let mut console = qemu::Console::start(spec, true)?;
+    if let Some(ssh) = ssh {
+        eprintln!("oa: {ssh}");
+    }
+    let boot = console.wait_ready(Duration::from_secs(a.timeout))?;
+    let reached = matches!(boot, Outcome::Ready(..));
+    let (code, report) = match boot {
+        Outcome::Ready(t, _) if steps.is_empty() => (0, format!("ready after {:.2}s", t.as_secs_f64())),
         Outcome::Ready(t, _) => {
-            eprintln!("\noa: ready after {:.2}s", t.as_secs_f64());
-            0
+            eprintln!("\noa: ready after {:.2}s; running the {} step(s)", t.as_secs_f64(), steps.len());
+            let ending = console_script::run(steps, &mut console, per_step);
+            let at = |i: usize| format!("step {}/{} ({})", i + 1, steps.len(), steps[i]);
+            match ending {
+                Ending::Passed(d) => {
+                    (0, format!("all {} step(s) passed, {:.1}s after ready", steps.len(), d.as_secs_f64()))
+                }
+                Ending::TimedOut { step, waited } => {
+                    (2, format!("{} failed: not on the console within {:.0}s", at(step), waited.as_secs_f64()))
+                }
+                Ending::Closed { step } => {
+                    let st = console.exit_status().map_or("status unknown".to_string(), |s| s.to_string());
+                    (1, format!("{} failed: QEMU exited ({st}) first", at(step)))
+                }
+            }
         }
-        Outcome::Fatal(l) => {
-            eprintln!("\noa: boot failed: {l}");
-            1
-        }
-        Outcome::Exited(st) => {
-            eprintln!("\noa: QEMU exited ({st}) before the ready line");
-            1
-        }
-        Outcome::TimedOut(t) => {
-            eprintln!("\noa: no ready line after {:.0}s; QEMU stopped", t.as_secs_f64());
-            2
-        }
-    })
+        Outcome::Fatal(l) => (1, format!("boot failed: {l}")),
+        Outcome::Exited(st) => (1, format!("QEMU exited ({st}) before the ready line")),
+        Outcome::TimedOut(t) => (2, format!("no ready line after {:.0}s; QEMU stopped", t.as_secs_f64())),
+    };
+    console.finish(a.log.as_deref());
+    if code != 0 && !steps.is_empty() {
+        let before = if reached { "" } else { " (before the script's first step)" };
+        eprintln!(
+            "\noa: {report}{before}\n--- last 20 console lines ---\n{}\n---",
+            console_script::tail(console.text(), 20)
+        );
+    } else {
+        eprintln!("\noa: {report}");
+    }
+    Ok(code)
 }
 
 /// `oa flash`: see [`crate::flash`].
@@ -277,4 +372,54 @@ pub fn graph(a: GraphArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_drives_are_detected_and_a_missing_one_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let raw = d.path().join("blank.raw");
+        std::fs::write(&raw, vec![0u8; 4096]).unwrap();
+        let q = d.path().join("data.qcow2");
+        std::fs::write(&q, b"QFI\xfb\0\0\0\x03").unwrap();
+        let drives = extra_drives(&[raw.clone(), q.clone()]).unwrap();
+        assert_eq!(drives.iter().map(|d| d.format.as_str()).collect::<Vec<_>>(), ["raw", "qcow2"]);
+        assert!(drives.iter().all(|d| !d.snapshot && !d.cdrom), "extra drives are writable disks");
+        assert_eq!(drives[0].path, raw);
+        let missing = d.path().join("nope.raw");
+        let e = extra_drives(&[raw, missing.clone()]).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("--drive {}: no such file", missing.display())) && e.contains("truncate -s"),
+            "{e}"
+        );
+        let e = extra_drives(&[d.path().to_path_buf()]).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn ssh_implies_user_networking_and_forwards_a_free_port() {
+        assert_eq!(network(None, None).unwrap(), (None, None));
+        let user = UserNet { options: String::new() };
+        assert_eq!(network(Some(&user), None).unwrap(), (Some(String::new()), None));
+        let (opts, port) = network(None, Some(0)).unwrap();
+        let port = port.unwrap();
+        assert_ne!(port, 0);
+        assert_eq!(opts.unwrap(), format!("hostfwd=tcp:127.0.0.1:{port}-:22"));
+        // The user's options are kept, the forward added.
+        let web = UserNet { options: "hostfwd=tcp:127.0.0.1:8080-:80".into() };
+        let (opts, port) = network(Some(&web), Some(0)).unwrap();
+        assert_eq!(
+            opts.unwrap(),
+            format!("hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:{}-:22", port.unwrap())
+        );
+        // A port in use is refused before QEMU starts, naming it.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = taken.local_addr().unwrap().port();
+        let e = network(None, Some(p)).unwrap_err().to_string();
+        assert!(e.contains(&format!("--ssh={p}: 127.0.0.1:{p} cannot be used")), "{e}");
+        drop(taken);
+    }
 }

@@ -4,7 +4,7 @@
 //! Modules follow the build flow: [`profile`] (read, compose, validate), [`apt`] and [`deb`]
 //! (packages), [`kernel`], [`rootfs`], [`squashfs`], [`initramfs`], [`image`], [`rpi`];
 //! [`pipeline`] lists the stages, [`stages`] holds their bodies, [`build`] folds over them and
-//! [`cache`] keeps what they made; [`qemu`] boots the result. [`commands`] holds one function per CLI subcommand.
+//! [`cache`] keeps what they made; [`qemu`] boots the result ([`console_script`]: `oa run --expect/--send`). [`commands`] holds one function per CLI subcommand.
 
 pub mod apt;
 pub mod bases;
@@ -12,6 +12,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod console_script;
 pub mod deb;
 pub mod drivers;
 pub mod elfdeps;

@@ -4,7 +4,10 @@
 //! Two ways to boot: the kernel and initramfs loaded by QEMU (`-kernel`, the root image as
 //! `/dev/vda`), or a disk image (`disk.img`, qcow2) started by the firmware and its boot
 //! loader, as a real machine does. The firmware is SeaBIOS (QEMU's default) or OVMF (UEFI,
-//! Debian's `ovmf`): its code read-only and a copy of the variable store per run.
+//! Debian's `ovmf`): its code read-only and a copy of the variable store per run. Extra
+//! writable drives (`oa run --drive`) and user-mode networking on a virtio NIC (`--net`,
+//! `--ssh`) go on either. [`Console`] reads and types into the serial console: the ready
+//! check and `oa run --expect/--send` ([`crate::console_script`]).
 
 use crate::error::{Error, Result};
 use oa_contract::cmdline::{self, Cmdline, RootSpec};
@@ -12,7 +15,7 @@ use oa_contract::manifest::{artifact, Manifest};
 use oa_contract::{Arch, ConsoleLine};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,11 @@ pub struct Spec {
     pub disk: Option<DiskBoot>,
     /// SeaBIOS or OVMF.
     pub firmware: Firmware,
+    /// Extra writable virtio disks (`oa run --drive`), after the boot disk or root image.
+    pub drives: Vec<DiskBoot>,
+    /// QEMU user-mode networking on a virtio NIC: the `-netdev user` options after `user`
+    /// (`""`, or e.g. `hostfwd=tcp:127.0.0.1:2222-:22`). None: no network device.
+    pub net: Option<String>,
 }
 
 /// The firmware QEMU starts.
@@ -188,6 +196,8 @@ impl Spec {
             extra: Vec::new(),
             disk: None,
             firmware: Firmware::Bios,
+            drives: Vec::new(),
+            net: None,
         }
     }
 
@@ -206,6 +216,8 @@ impl Spec {
             extra: Vec::new(),
             disk: Some(disk),
             firmware,
+            drives: Vec::new(),
+            net: None,
         }
     }
 
@@ -267,6 +279,17 @@ impl Spec {
             let append = self.append.join(" ");
             push(&["-append", &append]);
         }
+        // `if=virtio`, like the root image: QEMU creates these after every `-device`, in the
+        // order given, so the boot disk or root image stays /dev/vda and the extra drives
+        // follow it (/dev/vdb, ...).
+        for d in &self.drives {
+            let drive = format!("file={},format={},if=virtio", qemu_opt_value(&d.path.display().to_string()), d.format);
+            push(&["-drive", &drive]);
+        }
+        if let Some(opts) = &self.net {
+            let netdev = if opts.is_empty() { "user,id=n0".to_string() } else { format!("user,id=n0,{opts}") };
+            push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
+        }
         a.extend(self.extra.iter().cloned());
         a
     }
@@ -276,6 +299,11 @@ impl Spec {
         c.args(self.args());
         c
     }
+}
+
+/// A value inside a QEMU option list (`file=...`): commas doubled, as QEMU reads them.
+fn qemu_opt_value(v: &str) -> String {
+    v.replace(',', ",,")
 }
 
 /// KVM when it works, else TCG. `/dev/kvm` may exist while guests hang (no nested
@@ -405,6 +433,9 @@ pub fn spawn(spec: &Spec) -> Result<Child> {
             return Err(Error::Output { path: f.clone(), reason: "missing; rebuild with `oa build`".into() });
         }
     }
+    if let Some(d) = spec.drives.iter().find(|d| !d.path.is_file()) {
+        return Err(Error::Usage(format!("--drive {}: no such file", d.path.display())));
+    }
     spec.command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -413,8 +444,9 @@ pub fn spawn(spec: &Spec) -> Result<Child> {
         .map_err(|e| Error::ToolFailed { command: bin, status: "could not start".into(), output: e.to_string() })
 }
 
-/// Run interactively: the terminal is the serial console. Returns QEMU's exit status.
-pub fn run_interactive(spec: &Spec) -> Result<std::process::ExitStatus> {
+/// Run interactively: the terminal is the serial console. `notice` (e.g. the ssh command of
+/// a port forward) is printed once QEMU has started. Returns QEMU's exit status.
+pub fn run_interactive(spec: &Spec, notice: Option<&str>) -> Result<std::process::ExitStatus> {
     let mut s = spec.clone();
     s.interactive = true;
     let bin = s.binary();
@@ -426,79 +458,201 @@ pub fn run_interactive(spec: &Spec) -> Result<std::process::ExitStatus> {
         });
     }
     eprintln!("oa: booting in QEMU ({:?}); the console is this terminal, Ctrl-A X quits", s.accel);
-    s.command().status().map_err(|e| Error::ToolFailed {
-        command: bin,
+    let failed = |e: std::io::Error| Error::ToolFailed {
+        command: bin.clone(),
         status: "could not start".into(),
         output: e.to_string(),
-    })
+    };
+    let mut child = s.command().spawn().map_err(failed)?;
+    if let Some(n) = notice {
+        // QEMU may have put the terminal in raw mode already: end the line with \r\n.
+        eprint!("oa: {n}\r\n");
+    }
+    child.wait().map_err(failed)
 }
 
 /// Watch a boot until the ready line (then stop QEMU), a FATAL line, QEMU's exit or the
 /// deadline. The console goes to `echo` as it arrives and, whole, to `log`.
 pub fn run_until_ready(spec: &Spec, timeout: Duration, echo: bool, log: Option<&Path>) -> Result<Outcome> {
-    let start = Instant::now();
-    let mut child = spawn(spec)?;
-    let mut stdout = child.stdout.take().ok_or_else(|| Error::Qemu("QEMU has no stdout pipe".into()))?;
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut console = Vec::new();
-    let mut line = Vec::new();
-    let outcome = loop {
-        let left = timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            break Outcome::TimedOut(start.elapsed());
-        }
-        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
-            Ok(chunk) => {
-                if echo {
-                    let _ = std::io::stdout().write_all(&chunk);
-                    let _ = std::io::stdout().flush();
+    let mut console = Console::start(spec, echo)?;
+    let outcome = console.wait_ready(timeout);
+    console.finish(log);
+    outcome
+}
+
+/// A running QEMU whose serial console is piped: its output read as it arrives (echoed to
+/// stdout when asked, kept whole), its input typed into. QEMU is stopped by [`Console::finish`]
+/// or when this is dropped.
+pub struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    rx: mpsc::Receiver<Vec<u8>>,
+    text: Vec<u8>,
+    /// The line being read, for the ready and FATAL checks.
+    line: Vec<u8>,
+    echo: bool,
+    started: Instant,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Console {
+    /// Start QEMU for `spec` (see [`spawn`]).
+    pub fn start(spec: &Spec, echo: bool) -> Result<Console> {
+        let mut child = spawn(spec)?;
+        let mut stdout = child.stdout.take().ok_or_else(|| Error::Qemu("QEMU has no stdout pipe".into()))?;
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
                 }
-                console.extend_from_slice(&chunk);
-                let mut found = None;
-                for b in chunk {
-                    if b == b'\n' {
-                        let l = String::from_utf8_lossy(&line).trim_end().to_string();
-                        match ConsoleLine::parse(&l) {
-                            Some(c) if c.is_ready() && found.is_none() => {
-                                found = Some(Outcome::Ready(start.elapsed(), l.clone()))
+            }
+        });
+        Ok(Console {
+            child,
+            stdin,
+            rx,
+            text: Vec::new(),
+            line: Vec::new(),
+            echo,
+            started: Instant::now(),
+            status: None,
+        })
+    }
+
+    /// Time since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn take(&mut self, chunk: &[u8]) {
+        if self.echo {
+            let _ = std::io::stdout().write_all(chunk);
+            let _ = std::io::stdout().flush();
+        }
+        self.text.extend_from_slice(chunk);
+    }
+
+    /// Wait until the ready line, a FATAL line, QEMU's exit or `timeout` after the start.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<Outcome> {
+        loop {
+            let left = timeout.saturating_sub(self.started.elapsed());
+            if left.is_zero() {
+                return Ok(Outcome::TimedOut(self.started.elapsed()));
+            }
+            match self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(chunk) => {
+                    self.take(&chunk);
+                    let mut found = None;
+                    for b in chunk {
+                        if b == b'\n' {
+                            let l = String::from_utf8_lossy(&self.line).trim_end().to_string();
+                            match ConsoleLine::parse(&l) {
+                                Some(c) if c.is_ready() && found.is_none() => {
+                                    found = Some(Outcome::Ready(self.started.elapsed(), l.clone()))
+                                }
+                                Some(c) if c.is_fatal() && found.is_none() => found = Some(Outcome::Fatal(l.clone())),
+                                _ => {}
                             }
-                            Some(c) if c.is_fatal() && found.is_none() => found = Some(Outcome::Fatal(l.clone())),
-                            _ => {}
+                            self.line.clear();
+                        } else {
+                            self.line.push(b);
                         }
-                        line.clear();
-                    } else {
-                        line.push(b);
+                    }
+                    if let Some(o) = found {
+                        return Ok(o);
                     }
                 }
-                if let Some(o) = found {
-                    break o;
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(st)) = self.child.try_wait() {
+                        self.status = Some(st);
+                        return Ok(Outcome::Exited(st));
+                    }
                 }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(Some(st)) = child.try_wait() {
-                    break Outcome::Exited(st);
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let st = self.child.wait().map_err(|e| Error::Qemu(format!("waiting for QEMU: {e}")))?;
+                    self.status = Some(st);
+                    return Ok(Outcome::Exited(st));
                 }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let st = child.wait().map_err(|e| Error::Qemu(format!("waiting for QEMU: {e}")))?;
-                break Outcome::Exited(st);
             }
         }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    if let Some(log) = log {
-        let _ = std::fs::write(log, &console);
     }
-    Ok(outcome)
+
+    /// QEMU's exit status once it has exited by itself (waits for it up to 2 s).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + Duration::from_secs(2);
+        while self.status.is_none() && Instant::now() < end {
+            match self.child.try_wait() {
+                Ok(Some(st)) => self.status = Some(st),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        self.status
+    }
+
+    /// Stop QEMU, collect what it printed last and save the whole console to `log`.
+    pub fn finish(&mut self, log: Option<&Path>) {
+        self.stop();
+        // The reader thread ends at the pipe's end, which QEMU's exit closes.
+        let end = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < end {
+            match self.rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(c) => self.take(&c),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        if let Some(log) = log {
+            if let Err(e) = std::fs::write(log, &self.text) {
+                eprintln!("oa: could not save the console to {}: {e}", log.display());
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stdin = None;
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            if let Ok(st) = self.child.wait() {
+                self.status = Some(st);
+            }
+        }
+    }
+}
+
+impl crate::console_script::ConsoleIo for Console {
+    fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    fn pump(&mut self, wait: Duration) -> bool {
+        match self.rx.recv_timeout(wait) {
+            Ok(chunk) => {
+                self.take(&chunk);
+                while let Ok(more) = self.rx.try_recv() {
+                    self.take(&more);
+                }
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    fn send_line(&mut self, text: &str) -> std::io::Result<()> {
+        let stdin = self.stdin.as_mut().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        stdin.write_all(format!("{text}\n").as_bytes())?;
+        stdin.flush()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 #[cfg(test)]
@@ -569,6 +723,69 @@ mod tests {
         let uefi = Firmware::Uefi { code: "/fw/CODE.fd".into(), vars: "/tmp/vars.fd".into() };
         let a = Spec::from_disk(Arch::X86_64, iso, uefi, Accel::Tcg).args().join(" ");
         assert!(a.contains("unit=0,readonly=on,file=/fw/CODE.fd") && a.contains("media=cdrom"), "{a}");
+    }
+
+    #[test]
+    fn extra_drives_follow_the_root_and_user_networking_is_a_virtio_nic() {
+        let m = Manifest {
+            schema: 1,
+            profile: "t".into(),
+            arch: Arch::X86_64,
+            kernel_release: "6".into(),
+            cmdline: vec![],
+            artifacts: vec![],
+            builder: "oa".into(),
+            key_material: vec![],
+        };
+        let mut s = Spec::from_output(Path::new("/o"), &m, Accel::Tcg);
+        let a = s.args().join(" ");
+        assert!(!a.contains("-netdev") && !a.contains("virtio-net"), "no network unless asked: {a}");
+        s.drives = vec![
+            DiskBoot { path: "/d/blank.raw".into(), format: "raw".into(), snapshot: false, cdrom: false },
+            DiskBoot { path: "/d/a,b.qcow2".into(), format: "qcow2".into(), snapshot: false, cdrom: false },
+        ];
+        s.net = Some(String::new());
+        let a = s.args().join(" ");
+        let root = a.find("file=/o/rootfs.squashfs,format=raw,if=virtio,readonly=on").expect(&a);
+        let first = a.find("-drive file=/d/blank.raw,format=raw,if=virtio -drive").expect(&a);
+        // Writable (no readonly, no snapshot); a comma in the path is doubled for QEMU.
+        let second = a.find("-drive file=/d/a,,b.qcow2,format=qcow2,if=virtio -netdev").expect(&a);
+        assert!(root < first && first < second, "{a}");
+        assert!(a.ends_with("-netdev user,id=n0 -device virtio-net-pci,netdev=n0"), "{a}");
+        s.net = Some("hostfwd=tcp:127.0.0.1:2222-:22".into());
+        let a = s.args().join(" ");
+        assert!(
+            a.contains("-netdev user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=n0"),
+            "{a}"
+        );
+        // On a disk boot the drives come after the boot disk's -device, which QEMU creates first.
+        let disk = DiskBoot { path: "/o/disk.img".into(), format: "raw".into(), snapshot: true, cdrom: false };
+        let mut d = Spec::from_disk(Arch::X86_64, disk, Firmware::Bios, Accel::Tcg);
+        d.drives = s.drives.clone();
+        let a = d.args().join(" ");
+        assert!(
+            a.contains("virtio-blk-pci,drive=disk0,bootindex=0 -drive file=/d/blank.raw,format=raw,if=virtio"),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn a_missing_extra_drive_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("disk.img");
+        std::fs::write(&img, [0u8; 512]).unwrap();
+        let mut s = Spec::from_disk(
+            Arch::X86_64,
+            DiskBoot { path: img, format: "raw".into(), snapshot: true, cdrom: false },
+            Firmware::Bios,
+            Accel::Tcg,
+        );
+        s.drives =
+            vec![DiskBoot { path: d.path().join("nope.raw"), format: "raw".into(), snapshot: false, cdrom: false }];
+        if crate::tool::which(&s.binary()).is_some() {
+            let e = spawn(&s).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains("--drive") && e.contains("nope.raw") && e.contains("no such file"), "{e}");
+        }
     }
 
     #[test]

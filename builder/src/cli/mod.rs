@@ -108,6 +108,16 @@ pub enum AccelArg {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = "Examples:
+  # build (cached) and boot, the console in this terminal
+  oa run tiny
+  # an extra disk (/dev/vdb), SSH forwarded to a free port, the ssh command printed
+  oa run out/tiny --drive data.qcow2 --ssh
+  # host port 8080 to the guest's port 80
+  oa run out/tiny --net user,hostfwd=tcp:127.0.0.1:8080-:80
+  # a scripted check: exit 0 (passed), 1 (boot failed, QEMU exited) or 2 (timeout)
+  oa run out/tiny --drive blank.raw --step-timeout 10 --expect 'hello from oa' \\
+      --send 'cat /sys/block/vdb/size' --expect 2048")]
 pub struct RunArgs {
     /// A profile (file or bare name; built first, using the cache) or an output folder of `oa build`.
     pub target: PathBuf,
@@ -115,7 +125,7 @@ pub struct RunArgs {
     /// Exit 0 when ready was reached, 1 on a boot failure, 2 on timeout. Implied when stdin is not a terminal.
     #[arg(long)]
     pub until_ready: bool,
-    /// Deadline for --until-ready, in seconds.
+    /// Deadline for the ready line (--until-ready, --expect), in seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub timeout: u64,
     /// Accelerator.
@@ -150,6 +160,122 @@ pub struct RunArgs {
     /// gets its own copy of the variable store).
     #[arg(long, value_enum, default_value_t = FirmwareArg::Bios)]
     pub firmware: FirmwareArg,
+    /// Attach FILE as an extra writable virtio disk (repeatable): raw or qcow2, told by its
+    /// content. The first is /dev/vdb (/dev/vda is the root image or the booted disk; with
+    /// --iso it is /dev/vda), the next /dev/vdc, ... What the guest writes stays in FILE. Make
+    /// a blank one with `truncate -s 1G FILE` or `qemu-img create -f qcow2 FILE 1G`. (--disk,
+    /// a flag, boots the output's disk.img; --drive adds disks.)
+    #[arg(long = "drive", value_name = "FILE")]
+    pub drives: Vec<PathBuf>,
+    /// Give the guest a virtio network card on QEMU's user-mode network (NAT to the host's
+    /// network, the guest is 10.0.2.15 by DHCP, the host 10.0.2.2): `user`, or `user,` and
+    /// `-netdev user` options, e.g. `--net user,hostfwd=tcp:127.0.0.1:8080-:80` (host port
+    /// 8080 to the guest's 80). Only the user backend; without --net (and --ssh) the guest has
+    /// no network card.
+    #[arg(long, value_name = "user[,OPTIONS]", value_parser = parse_net)]
+    pub net: Option<UserNet>,
+    /// Forward a port on 127.0.0.1 to the guest's SSH port (22) and print the command to log
+    /// in (`ssh -p PORT root@127.0.0.1`) once QEMU has started. Implies --net user (its options
+    /// are kept). `--ssh` takes a free port, `--ssh=2222` that one. The guest needs an SSH
+    /// server and its network up (DHCP on the user network).
+    #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true, default_missing_value = "0")]
+    pub ssh: Option<u16>,
+    #[command(flatten)]
+    pub script: Script,
+    /// Deadline of each --expect, in seconds [default: --timeout].
+    #[arg(long, value_name = "SECS")]
+    pub step_timeout: Option<u64>,
+}
+
+/// `--net`: QEMU's user-mode network and the `-netdev user` options after `user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNet {
+    /// `""` for plain `user`, else e.g. `hostfwd=tcp:127.0.0.1:2222-:22`.
+    pub options: String,
+}
+
+/// Accept `user` or `user,OPTIONS`; reject other QEMU backends and an `id=` (oa names the netdev).
+pub fn parse_net(s: &str) -> Result<UserNet, String> {
+    let (backend, options) = s.split_once(',').unwrap_or((s, ""));
+    if backend != "user" {
+        return Err(format!(
+            "`{backend}` is not supported: only QEMU's user-mode network (`user` or `user,OPTIONS`, e.g. \
+             `user,hostfwd=tcp:127.0.0.1:8080-:80`); for bridges and taps between machines see `oa lab`"
+        ));
+    }
+    if options.split(',').any(|o| o.starts_with("id=")) {
+        return Err("`id=` is set by oa (the netdev is n0); leave it out".into());
+    }
+    Ok(UserNet { options: options.trim_end_matches(',').to_string() })
+}
+
+/// The `--expect`/`--send` steps of `oa run`, in the order they are on the command line
+/// (clap keeps each option's values apart; their indices give the order between them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Script {
+    pub steps: Vec<crate::console_script::Step>,
+}
+
+const EXPECT_HELP: &str = "Wait for PATTERN (a substring) on the console; a step of a script \
+run after the ready line, with --send, in command-line order (repeatable). Exit 0 when every \
+step passed, 1 on a boot failure or when QEMU exits first, 2 when a step is not met within \
+--step-timeout (the step and the last 20 console lines are printed). The first --expect also \
+sees the boot messages; each later one the console after the previous match or --send. \
+Implies --until-ready (no terminal); QEMU is stopped after the last step. \
+Example: oa run out/tiny --drive blank.raw --expect 'hello from oa' \
+--send 'cat /sys/block/vdb/size' --expect 2048";
+
+const SEND_HELP: &str = "Type TEXT and a newline into the serial console (a step of the \
+script, see --expect; repeatable). Its answer is looked for by the next --expect, after what \
+the console had shown when it was typed.";
+
+impl clap::FromArgMatches for Script {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        use crate::console_script::Step;
+        let mut steps: Vec<(usize, Step)> = Vec::new();
+        for (id, step) in [("expect", Step::Expect as fn(String) -> Step), ("send", Step::Send)] {
+            let values = m
+                .try_get_many::<String>(id)
+                .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("--{id}: {e}")))?;
+            if let (Some(values), Some(indices)) = (values, m.indices_of(id)) {
+                steps.extend(indices.zip(values).map(|(i, v)| (i, step(v.clone()))));
+            }
+        }
+        steps.sort_by_key(|(i, _)| *i);
+        Ok(Script { steps: steps.into_iter().map(|(_, s)| s).collect() })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Script {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        use clap::{builder::NonEmptyStringValueParser, Arg, ArgAction};
+        cmd.arg(
+            Arg::new("expect")
+                .long("expect")
+                .value_name("PATTERN")
+                .action(ArgAction::Append)
+                .allow_hyphen_values(true)
+                .value_parser(NonEmptyStringValueParser::new())
+                .help(EXPECT_HELP),
+        )
+        .arg(
+            Arg::new("send")
+                .long("send")
+                .value_name("TEXT")
+                .action(ArgAction::Append)
+                .allow_hyphen_values(true)
+                .help(SEND_HELP),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,4 +343,103 @@ pub struct GraphArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub options: oa_pxe::cli::Options,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console_script::Step;
+
+    fn run_args(words: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["oa", "run"].iter().chain(words))?;
+        match cli.command {
+            Cmd::Run(a) => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn expect_and_send_keep_their_command_line_order() {
+        let a = run_args(&[
+            "out/tiny",
+            "--send",
+            "first",
+            "--expect",
+            "one",
+            "--expect",
+            "two",
+            "--drive",
+            "b.raw",
+            "--send",
+            "-n looks like a flag",
+            "--expect",
+            "three",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.script.steps,
+            [
+                Step::Send("first".into()),
+                Step::Expect("one".into()),
+                Step::Expect("two".into()),
+                Step::Send("-n looks like a flag".into()),
+                Step::Expect("three".into()),
+            ]
+        );
+        assert_eq!(a.drives, [PathBuf::from("b.raw")]);
+        assert!(run_args(&["out/tiny"]).unwrap().script.steps.is_empty());
+        let e = run_args(&["out/tiny", "--expect", ""]).unwrap_err().to_string();
+        assert!(e.contains("--expect"), "{e}");
+    }
+
+    #[test]
+    fn drives_repeat_and_keep_their_order() {
+        let a = run_args(&["out/tiny", "--drive", "a.raw", "--drive", "b.qcow2"]).unwrap();
+        assert_eq!(a.drives, [PathBuf::from("a.raw"), PathBuf::from("b.qcow2")]);
+        assert!(!a.disk, "--drive is not --disk");
+    }
+
+    #[test]
+    fn net_takes_only_the_user_backend() {
+        assert_eq!(parse_net("user").unwrap().options, "");
+        assert_eq!(parse_net("user,").unwrap().options, "");
+        assert_eq!(parse_net("user,hostfwd=tcp:127.0.0.1:8080-:80").unwrap().options, "hostfwd=tcp:127.0.0.1:8080-:80");
+        for bad in ["tap,ifname=tap0", "bridge", "userx", "", "socket,listen=:1234"] {
+            let e = parse_net(bad).unwrap_err();
+            assert!(e.contains("only QEMU's user-mode network"), "{bad}: {e}");
+        }
+        assert!(parse_net("user,id=x").unwrap_err().contains("id="));
+        let e = run_args(&["out/tiny", "--net", "tap"]).unwrap_err().to_string();
+        assert!(e.contains("--net") && e.contains("`tap` is not supported"), "{e}");
+    }
+
+    #[test]
+    fn ssh_takes_an_optional_port_after_an_equals_sign() {
+        assert_eq!(run_args(&["out/tiny"]).unwrap().ssh, None);
+        // `--ssh TARGET` must not read TARGET as the port.
+        let a = run_args(&["--ssh", "out/tiny"]).unwrap();
+        assert_eq!((a.ssh, a.target), (Some(0), PathBuf::from("out/tiny")));
+        assert_eq!(run_args(&["out/tiny", "--ssh=2222"]).unwrap().ssh, Some(2222));
+        assert!(run_args(&["out/tiny", "--ssh=nope"]).is_err());
+    }
+
+    #[test]
+    fn run_help_has_an_example_of_a_script() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").unwrap();
+        let help = run.render_long_help().to_string();
+        for want in [
+            "--drive <FILE>",
+            "--net <user[,OPTIONS]>",
+            "--ssh[=<PORT>]",
+            "--expect <PATTERN>",
+            "--send <TEXT>",
+            "--step-timeout",
+            "Examples:",
+            "--send 'cat /sys/block/vdb/size'",
+        ] {
+            assert!(help.contains(want), "`{want}` not in:\n{help}");
+        }
+    }
 }
