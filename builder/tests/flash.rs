@@ -33,11 +33,28 @@ struct Loop {
     _backing: PathBuf,
 }
 
+/// Wait until the kernel reports `dev` at `size` bytes: a loop device another test has just
+/// detached can be handed out again while its size still reads 0 (seen as mkfs.ext4's
+/// "Device size reported to be zero" under `--test-threads=2`).
+fn settle(dev: &str, size: u64) {
+    let sys = format!("/sys/block/{}/size", dev.trim_start_matches("/dev/"));
+    let t = std::time::Instant::now();
+    loop {
+        let sectors: u64 = std::fs::read_to_string(&sys).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        if sectors * 512 == size {
+            return;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "{dev} reports {} bytes, not {size}", sectors * 512);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 impl Loop {
     fn new(dir: &Path, name: &str, size: u64, fill: u8) -> Loop {
         let backing = dir.join(name);
         std::fs::write(&backing, vec![fill; size as usize]).unwrap();
         let dev = run("losetup", &["--find", "--show", "--partscan", backing.to_str().unwrap()]);
+        settle(&dev, size);
         Loop { dev, _backing: backing }
     }
     /// A loop device with `sector` byte logical sectors on a sparse file of `size` bytes whose
@@ -51,6 +68,7 @@ impl Loop {
         drop(f);
         let ss = sector.to_string();
         let dev = run("losetup", &["--find", "--show", "--sector-size", &ss, backing.to_str().unwrap()]);
+        settle(&dev, size);
         Loop { dev, _backing: backing }
     }
     fn read(&self) -> Vec<u8> {
