@@ -3,7 +3,7 @@
 //! symlinked leases file, --interface required, a DISCOVER flood kept from starving a client.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,23 +17,8 @@ use oa_pxe::{Config, Server};
 mod common;
 use oa_testkit::netboot;
 
-/// A minimal `oa build` output folder in `dir/out`.
-fn output(dir: &Path) -> PathBuf {
-    let out = dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    for (n, b) in [("rootfs.squashfs", &b"rootfs"[..]), ("vmlinuz", b"kernel"), ("initramfs.img", b"initramfs")] {
-        std::fs::write(out.join(n), b).unwrap();
-    }
-    std::fs::write(
-        out.join("manifest.json"),
-        r#"{"schema":1,"profile":"t","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"t"}"#,
-    )
-    .unwrap();
-    out
-}
-
 fn options(dir: &Path, range: &str) -> Options {
-    let out = output(dir);
+    let out = oa_testkit::load::minimal_output(dir, b"rootfs", "t");
     netboot::loopback_options(&out, Some(range), Some(dir.join("leases.json")), None)
 }
 
@@ -280,7 +265,7 @@ fn sigkill(c: &mut Child) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_survives_sigkill_right_after_the_ack_and_a_torn_last_line() {
     let dir = tempfile::tempdir().unwrap();
-    let out = output(dir.path());
+    let out = oa_testkit::load::minimal_output(dir.path(), b"rootfs", "t");
     let leases = dir.path().join("state/leases.json");
     let log = dir.path().join("server.log");
     let tcp = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use oa_pxe::config::Limits;
 use oa_pxe::{Config, Server};
+use oa_testkit::load::pattern;
 use oa_testkit::netboot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,18 +32,6 @@ struct Env {
     tftp: SocketAddr,
     dhcp: Option<SocketAddr>,
     out: std::path::PathBuf,
-}
-
-fn pattern(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 fn folder(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -105,18 +105,39 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A throw-away `oa build`-shaped output folder with a pseudo-random root image.
-pub fn fake_output(dir: &std::path::Path, size: usize) -> Vec<u8> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut x = 0x12345678u32;
-    let data: Vec<u8> = (0..size)
+/// `n` pseudo-random bytes (xorshift32 from `seed`): test files whose every byte is checked.
+pub fn pattern(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             x as u8
         })
-        .collect();
+        .collect()
+}
+
+/// The smallest folder oa-pxe serves as an `oa build` output: a root image holding `root`,
+/// a kernel and initramfs of a few bytes, and a manifest naming `profile`. Returns `dir/out`.
+pub fn minimal_output(dir: &std::path::Path, root: &[u8], profile: &str) -> std::path::PathBuf {
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for (n, b) in [("rootfs.squashfs", root), ("vmlinuz", b"kernel"), ("initramfs.img", b"initramfs")] {
+        std::fs::write(out.join(n), b).unwrap();
+    }
+    std::fs::write(
+        out.join("manifest.json"),
+        format!(r#"{{"schema":1,"profile":"{profile}","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"{profile}"}}"#),
+    )
+    .unwrap();
+    out
+}
+
+/// A throw-away `oa build`-shaped output folder with a pseudo-random root image.
+pub fn fake_output(dir: &std::path::Path, size: usize) -> Vec<u8> {
+    std::fs::create_dir_all(dir).unwrap();
+    let data = pattern(size, 0x12345678);
     std::fs::write(dir.join("rootfs.squashfs"), &data).unwrap();
     std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
     std::fs::write(dir.join("initramfs.img"), b"initramfs").unwrap();

@@ -16,7 +16,7 @@
 //! 30000` (goal >= 1.0 x Kea), and at 1000/s the drops (DISCOVERs without an ACK) and the mean
 //! delay of both exchanges.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -130,21 +130,6 @@ fn kea_config(dir: &Path) -> String {
     )
 }
 
-/// A minimal `oa build` output for oa-pxe to serve.
-fn output(dir: &Path) -> PathBuf {
-    let out = dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    for (n, b) in [("rootfs.squashfs", &b"rootfs"[..]), ("vmlinuz", b"kernel"), ("initramfs.img", b"initramfs")] {
-        std::fs::write(out.join(n), b).unwrap();
-    }
-    std::fs::write(
-        out.join("manifest.json"),
-        r#"{"schema":1,"profile":"bench","arch":"x86_64","kernel_release":"0","cmdline":[],"artifacts":[],"builder":"bench"}"#,
-    )
-    .unwrap();
-    out
-}
-
 /// Each server in turn under the same perfdhcp loads: (rate run, 1000/s run).
 fn measure(client: &Netns, start: impl FnOnce() -> Kill) -> (Perf, Perf) {
     let _server = start();
@@ -175,7 +160,7 @@ pub fn run(oa_pxe: &Path) -> Vec<Row> {
         k
     });
 
-    let out = output(&dir);
+    let out = crate::load::minimal_output(&dir, b"rootfs", "bench");
     let oa = measure(&client, || {
         let log = dir.join("oa-pxe.log");
         let mut c = server.command(&oa_pxe.display().to_string());

@@ -33,18 +33,6 @@ fn wait_http(port: u16, what: &str) {
     }
 }
 
-fn pattern(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9u32;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 /// The nginx configuration serving `root` on 127.0.0.1:`port`, state in `dir`.
 pub fn nginx_conf(dir: &Path, root: &Path, port: u16) -> String {
     let d = dir.display();
@@ -122,7 +110,7 @@ pub fn run(oa_pxe: &Path) -> Vec<Row> {
     let ngx = dir.join("nginx");
     std::fs::create_dir_all(&out).expect("bench folder");
     std::fs::create_dir_all(&ngx).expect("nginx folder");
-    let big = pattern(BIG);
+    let big = crate::load::pattern(BIG, 0x9e37_79b9);
     std::fs::write(out.join("small.bin"), &big[..SMALL]).expect("small file");
     std::fs::write(out.join("big.bin"), &big).expect("big file");
     // What oa-pxe needs to accept the folder as an `oa build` output.

@@ -30,16 +30,7 @@ fn mib_s(secs: f64) -> f64 {
 fn output(dir: &Path) -> PathBuf {
     let out = dir.join("out");
     std::fs::create_dir_all(&out).expect("bench folder");
-    let mut x = 0x9e3779b9u32;
-    let data: Vec<u8> = (0..SIZE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    std::fs::write(out.join(FILE), &data).expect("bench file");
+    std::fs::write(out.join(FILE), crate::load::pattern(SIZE, 0x9e37_79b9)).expect("bench file");
     std::fs::write(out.join("vmlinuz"), b"k").unwrap();
     std::fs::write(out.join("initramfs.img"), b"i").unwrap();
     std::fs::write(out.join("rootfs.squashfs"), b"r").unwrap();
