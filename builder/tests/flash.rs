@@ -120,12 +120,22 @@ fn test_image(dir: &Path, size_mib: u64) -> (PathBuf, (u64, u64)) {
     (img, hole)
 }
 
+/// One test at a time holds loop devices: `make test` runs two tests at once, and a loop
+/// device another test has just detached can be handed out while the kernel still tears it
+/// down (seen as a fresh device reading 0 bytes). Taken first in every test, so it is released
+/// after the test's devices are detached; a failed test does not poison it for the others.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
 #[test]
 fn image_larger_than_the_device_is_refused_and_nothing_is_written() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let lo = Loop::new(d.path(), "small", 4 * MIB, 0xaa);
@@ -139,6 +149,7 @@ fn image_larger_than_the_device_is_refused_and_nothing_is_written() {
 
 #[test]
 fn a_partition_is_refused_naming_the_whole_disk() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let lo = Loop::new(d.path(), "disk", 16 * MIB, 0);
@@ -172,6 +183,7 @@ impl Drop for Mount {
 
 #[test]
 fn a_mounted_device_is_refused() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let lo = Loop::new(d.path(), "mounted", 16 * MIB, 0);
@@ -199,6 +211,7 @@ impl Drop for Swap {
 
 #[test]
 fn a_swap_device_is_refused() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let lo = Loop::new(d.path(), "swap", 16 * MIB, 0);
@@ -215,6 +228,7 @@ fn a_swap_device_is_refused() {
 
 #[test]
 fn writes_only_the_mapped_ranges_of_a_loop_device_and_verifies() {
+    let _serial = serial();
     let d = scratch();
     let (img, hole) = test_image(d.path(), 8);
     let lo = Loop::new(d.path(), "target", 32 * MIB, 0xaa);
@@ -246,6 +260,7 @@ fn writes_only_the_mapped_ranges_of_a_loop_device_and_verifies() {
 
 #[test]
 fn without_yes_and_without_a_terminal_nothing_is_written() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let lo = Loop::new(d.path(), "ask", 16 * MIB, 0x11);
@@ -260,6 +275,7 @@ fn without_yes_and_without_a_terminal_nothing_is_written() {
 
 #[test]
 fn regular_files_need_allow_file_and_keep_their_size() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let f = d.path().join("stick.img");
@@ -285,6 +301,7 @@ fn regular_files_need_allow_file_and_keep_their_size() {
 
 #[test]
 fn a_damaged_image_fails_the_check_and_the_device_is_wiped() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     // Change a mapped byte after the bmap was made: the image no longer matches its bmap.
@@ -306,6 +323,7 @@ fn a_damaged_image_fails_the_check_and_the_device_is_wiped() {
 
 #[test]
 fn a_bmap_for_another_image_is_refused_before_writing() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let other = scratch();
@@ -321,6 +339,7 @@ fn a_bmap_for_another_image_is_refused_before_writing() {
 
 #[test]
 fn dry_run_prints_the_plan_and_writes_nothing() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let b = Bmap::parse(&std::fs::read_to_string(d.path().join("disk.img.bmap")).unwrap()).unwrap();
@@ -365,6 +384,7 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
 
 #[test]
 fn a_device_with_4096_byte_sectors_is_refused() {
+    let _serial = serial();
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
     let lo = Loop::sparse(d.path(), "4kn", 16 * MIB, 0xaa, 4096);
@@ -420,6 +440,7 @@ fn big_image(dir: &Path) -> PathBuf {
 
 #[test]
 fn the_first_mib_is_written_last_so_a_cut_write_leaves_no_table() {
+    let _serial = serial();
     let d = scratch();
     let img = big_image(d.path());
     let lo = Loop::sparse(d.path(), "cut", 400 * MIB, 0xaa, 512);
@@ -434,6 +455,7 @@ fn the_first_mib_is_written_last_so_a_cut_write_leaves_no_table() {
 
 #[test]
 fn sighup_and_sigterm_wipe_and_report() {
+    let _serial = serial();
     let d = scratch();
     let img = big_image(d.path());
     let lo = Loop::sparse(d.path(), "hup", 400 * MIB, 0xaa, 512);
@@ -451,6 +473,7 @@ fn sighup_and_sigterm_wipe_and_report() {
 
 #[test]
 fn a_stale_backup_gpt_at_the_end_of_a_larger_device_is_cleared() {
+    let _serial = serial();
     let d = scratch();
     let lo = Loop::new(d.path(), "stale", 64 * MIB, 0);
     // A 64 MiB GPT first: its backup table fills the device's last 33 sectors.
@@ -468,6 +491,7 @@ fn a_stale_backup_gpt_at_the_end_of_a_larger_device_is_cleared() {
 
 #[test]
 fn a_device_swapped_between_the_question_and_the_answer_is_not_written() {
+    let _serial = serial();
     use std::io::{Read, Write};
     let d = scratch();
     let (img, _) = test_image(d.path(), 8);
