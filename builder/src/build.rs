@@ -15,6 +15,7 @@ use oa_contract::manifest::{self, Manifest};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Output folder; default `out/<profile name>`.
     pub out: Option<PathBuf>,

@@ -16,6 +16,10 @@ pub enum Error {
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),
 
+    /// An environment file (`oa lab`, `oa deploy`, `oa graph ENV`).
+    #[error(transparent)]
+    Env(#[from] crate::env::EnvError),
+
     #[error("`{tool}` is not installed ({why}); {hint}")]
     ToolMissing { tool: String, why: String, hint: String },
 

@@ -12,6 +12,8 @@ fn main() {
         Cmd::Serve(a) => oa_builder::serve::serve(a),
         Cmd::Info(a) => commands::info(a),
         Cmd::Graph(a) => commands::graph(a),
+        Cmd::Lab(a) => oa_builder::lab::lab(a),
+        Cmd::Deploy(a) => oa_builder::deploy::deploy(a),
         Cmd::Flash(a) => commands::flash(a),
         Cmd::Doc(a) => oa_builder::cli::doc::run(a),
         Cmd::KvmProbe => std::process::exit(if oa_builder::qemu::kvm_probe() { 0 } else { 1 }),

@@ -28,8 +28,15 @@ pub enum Cmd {
     Serve(ServeArgs),
     /// Show the resolved profile and which file each value came from.
     Info(InfoArgs),
-    /// Draw the include graph of a profile and the build pipeline (DOT or Mermaid).
+    /// Draw the include graph of a profile and the build pipeline, or an environment's machines
+    /// and networks (DOT, Mermaid or JSON).
     Graph(GraphArgs),
+    /// Prove an environment in a virtual lab: its networks in a private network namespace,
+    /// `oa serve` on them, every machine booted in QEMU, the checks run (docs/environments.md).
+    Lab(LabArgs),
+    /// Realise an environment on the physical network: per-machine files and `oa serve` for the
+    /// machines that netboot, `oa flash` for those that boot from a stick or disk.
+    Deploy(DeployArgs),
     /// Write a disk image to a USB stick or disk: checks, confirmation, progress, verify.
     ///
     /// Refuses a device that is mounted, used as swap, held by device-mapper/RAID or holds the
@@ -333,10 +340,97 @@ pub enum GraphFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct GraphArgs {
-    /// Profile file, or a bare name for profiles/NAME.toml.
+    /// Profile file, or a bare name for profiles/NAME.toml; or an environment file (a TOML
+    /// file with `[machines]` or `[networks]`), drawn as machines and networks.
     pub profile: PathBuf,
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "Examples:
+  # the two-network example: build, boot, check, print the table
+  oa lab examples/two-networks.toml
+  # leave it running afterwards and print how to reach each machine; Ctrl-C ends it
+  oa lab examples/two-networks.toml --keep
+  # for CI: JUnit XML of every check
+  oa lab examples/two-networks.toml --junit lab.xml
+
+Exit status: 0 when every check of every machine passed, 1 when one failed (the table and the
+error name the machine, the check and the console lines around it), 2 for a bad environment
+file or a lab that could not be set up. Needs root (network namespaces, taps).")]
+pub struct LabArgs {
+    /// The environment file (TOML; see examples/ and docs/environments.md).
+    pub env: PathBuf,
+    /// Machines booting at the same time [default: the number of CPUs]. Booted machines stay up
+    /// (for other machines' checks) without holding a slot.
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Leave the lab up after the checks and print how to reach each machine (console socket,
+    /// SSH); Ctrl-C tears it down.
+    #[arg(long)]
+    pub keep: bool,
+    /// Write the results as JUnit XML (one test case per check) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Folder for this lab's console logs, disks and server files [default: target/lab/<env name>
+    /// when run in a cargo workspace, else $XDG_STATE_HOME/oa/lab/<env name>]. Emptied at start.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Build the machines' profiles into DIR/<profile name> [default: out/<profile name>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Accelerator for every machine.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+    /// Print the results as JSON on stdout (the table goes to stderr then).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: CommonBuild,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "Examples:
+  # write the per-machine files, flash the USB machine, then serve the netbooting ones on eth1
+  oa deploy examples/two-networks.toml --interface eth1 --device usb1=/dev/sdb
+  # only look: what would be written, flashed and served
+  oa deploy examples/two-networks.toml --interface eth1 --dry-run")]
+pub struct DeployArgs {
+    /// The environment file (TOML; see examples/ and docs/environments.md).
+    pub env: PathBuf,
+    /// The interface of this host on the environment's netboot network (passed to `oa serve`).
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// Which network of the environment the interface is on [default: the only network with
+    /// `serve`].
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+    /// Flash machine MACHINE (boot `usb` or `disk`) onto DEVICE; repeat for each machine. A
+    /// machine without one is listed, not flashed.
+    #[arg(long = "device", value_name = "MACHINE=DEVICE")]
+    pub devices: Vec<String>,
+    /// Do not ask before flashing (the device checks still apply).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Write a regular file given as DEVICE (for tests and image pipelines).
+    #[arg(long)]
+    pub allow_file: bool,
+    /// Write the per-machine files and flash, but do not start `oa serve`.
+    #[arg(long)]
+    pub no_serve: bool,
+    /// Print what would be done and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Folder for the per-machine files (`oa serve --machines`) and leases [default:
+    /// $XDG_STATE_HOME/oa/deploy/<env name>].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Build the machines' profiles into DIR/<profile name> [default: out/<profile name>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonBuild,
 }
 
 #[derive(Debug, clap::Args)]

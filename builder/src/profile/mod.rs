@@ -44,6 +44,7 @@ pub use system::{
     Debian, File, Pacman, PacmanRepo, PartialDebian, PartialFile, PartialPacman, PartialPacmanRepo, PartialSystem,
     PartialUser, System, User, DEFAULT_SIG_LEVEL,
 };
+pub(crate) use validate::{Seg, Source as TomlSource};
 
 // ---------------------------------------------------------------------------------------------
 // Enumerations
