@@ -51,6 +51,26 @@ pub struct Spec {
     /// QEMU user-mode networking on a virtio NIC: the `-netdev user` options after `user`
     /// (`""`, or e.g. `hostfwd=tcp:127.0.0.1:2222-:22`). None: no network device.
     pub net: Option<String>,
+    /// The boot disk is a USB stick (usb-storage on an xHCI controller) instead of virtio.
+    pub usb: bool,
+    /// NICs on tap devices (`oa lab`), in this order.
+    pub nics: Vec<Nic>,
+    /// Boot from the first NIC (the firmware's PXE) instead of a disk or a kernel.
+    pub pxe: bool,
+    /// Run QEMU inside this network namespace (`ip netns exec`), where the taps are.
+    pub netns: Option<String>,
+}
+
+/// A NIC on a tap device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub tap: String,
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// QEMU device model (`virtio-net-pci`, `e1000e`).
+    pub model: String,
+    /// Without an option ROM (so OVMF's own PXE client boots, not iPXE's).
+    pub no_rom: bool,
 }
 
 /// The firmware QEMU starts.
@@ -198,6 +218,10 @@ impl Spec {
             firmware: Firmware::Bios,
             drives: Vec::new(),
             net: None,
+            usb: false,
+            nics: Vec::new(),
+            pxe: false,
+            netns: None,
         }
     }
 
@@ -218,6 +242,10 @@ impl Spec {
             firmware,
             drives: Vec::new(),
             net: None,
+            usb: false,
+            nics: Vec::new(),
+            pxe: false,
+            netns: None,
         }
     }
 
@@ -267,7 +295,14 @@ impl Spec {
                 d.format,
                 if d.snapshot { ",snapshot=on" } else { "" }
             );
-            push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+            if self.usb {
+                push(&["-drive", &drive, "-device", "qemu-xhci,id=xhci"]);
+                push(&["-device", "usb-storage,bus=xhci.0,drive=disk0,bootindex=0,removable=on"]);
+            } else {
+                push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+            }
+        } else if self.pxe {
+            // Booted from the first NIC (bootindex below).
         } else {
             let k = self.kernel.display().to_string();
             let i = self.initrd.display().to_string();
@@ -290,13 +325,30 @@ impl Spec {
             let netdev = if opts.is_empty() { "user,id=n0".to_string() } else { format!("user,id=n0,{opts}") };
             push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
         }
+        for (i, n) in self.nics.iter().enumerate() {
+            let netdev = format!("tap,id=t{i},ifname={},script=no,downscript=no", n.tap);
+            let boot = if self.pxe && i == 0 { ",bootindex=0" } else { "" };
+            let rom = if n.no_rom { ",romfile=" } else { "" };
+            let device = format!("{},netdev=t{i},mac={}{boot}{rom}", n.model, n.mac);
+            push(&["-netdev", &netdev, "-device", &device]);
+        }
         a.extend(self.extra.iter().cloned());
         a
     }
 
+    /// The command that starts QEMU: inside [`Spec::netns`] when set. QEMU gets SIGKILL when
+    /// the process that started it dies, so a killed `oa` leaves no machine running.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(self.binary());
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &self.binary()]);
+                c
+            }
+            None => Command::new(self.binary()),
+        };
         c.args(self.args());
+        crate::tool::die_with_parent(&mut c);
         c
     }
 }
@@ -426,6 +478,7 @@ pub fn spawn(spec: &Spec) -> Result<Child> {
     }
     let files = match &spec.disk {
         Some(d) => vec![&d.path],
+        None if spec.pxe => vec![],
         None => vec![&spec.kernel, &spec.initrd],
     };
     for f in files {
@@ -520,6 +573,11 @@ impl Console {
             started: Instant::now(),
             status: None,
         })
+    }
+
+    /// QEMU's process id (`ip netns exec` execs QEMU, so it is QEMU's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Time since QEMU was started.

@@ -75,7 +75,8 @@ pub struct Options {
     /// An arm64 UEFI iPXE build, served as ipxe-arm64.efi to arm64 UEFI clients.
     #[arg(long, value_name = "FILE")]
     pub ipxe_arm64: Option<PathBuf>,
-    /// Address the sockets bind to.
+    /// Address the sockets bind to (with --interface, DHCP binds the wildcard address on that
+    /// interface whatever this says: clients broadcast).
     #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
     pub bind: Ipv4Addr,
     /// DHCP server port.

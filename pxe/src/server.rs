@@ -66,12 +66,16 @@ impl Server {
     pub fn bind(cfg: Config) -> anyhow::Result<Server> {
         raise_open_files();
         let iface = cfg.interface.as_deref();
+        // On an interface, DHCP takes the wildcard address there whatever --bind says (clients
+        // broadcast; a socket bound to one address never sees a broadcast), so two servers on
+        // two interfaces of one host can each bind TFTP and HTTP to their own address.
+        let dhcp_bind = if iface.is_some() { Ipv4Addr::UNSPECIFIED } else { cfg.bind };
         let dhcp = match cfg.mode {
             Mode::Off => None,
             _ => Some((
-                udp(cfg.bind, cfg.dhcp_port, iface, true)
+                udp(dhcp_bind, cfg.dhcp_port, iface, true)
                     .context("DHCP port (another DHCP server running here? use --dhcp-port for tests)")?,
-                udp(cfg.bind, cfg.proxy_port, iface, true).context("PXE boot server port")?,
+                udp(dhcp_bind, cfg.proxy_port, iface, true).context("PXE boot server port")?,
             )),
         };
         let tftp = udp(cfg.bind, cfg.tftp_port, None, false).context("TFTP port")?;

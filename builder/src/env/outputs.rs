@@ -55,6 +55,8 @@ pub fn outputs(env: &Env, opts: &Options, out_root: Option<&Path>) -> Result<BTr
                 Output { dir: dir.clone(), manifest }
             }
         };
+        // Absolute, for the servers and per-machine files that name it.
+        let o = Output { dir: o.dir.canonicalize().unwrap_or(o.dir), manifest: o.manifest };
         check(m, &o)?;
         out.insert(m.name.clone(), o);
     }

@@ -1,0 +1,152 @@
+//! `oa lab` on the shipped example environments (examples/*.toml), as a user runs it: the real
+//! binary builds the machines' profiles (cached), makes the lab's namespace, starts `oa serve`
+//! (and dnsmasq) on its networks, boots the machines under TCG and runs their checks; the
+//! tests read its exit status, table, JUnit XML and server logs. Also: a failing check and a
+//! broken file, each reported naming what and where.
+//!
+//! These replace the hand-written QEMU scenarios they cover: UEFI PXE fetching iPXE over TFTP,
+//! proxyDHCP next to dnsmasq (two-networks), and the USB stick whose persistence survives a
+//! reboot (usb-persistence).
+
+use oa_qemu_tests::{oa_bin, workspace};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// One lab at a time: each boots as many machines as there are cores.
+static ONE_LAB: Mutex<()> = Mutex::new(());
+
+fn lab_dir(name: &str) -> PathBuf {
+    workspace().join("target/qemu-tests/lab").join(name)
+}
+
+/// `oa lab ENV --out target/qemu-tests --dir target/qemu-tests/lab/<name> --junit <dir>.xml`.
+fn oa_lab(name: &str, env: &std::path::Path, extra: &[&str]) -> (Output, String, String) {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = lab_dir(name);
+    let junit = dir.with_extension("xml");
+    let _ = std::fs::remove_file(&junit);
+    let o = Command::new(oa_bin())
+        .current_dir(workspace())
+        .arg("lab")
+        .arg(env)
+        .args(["--accel", "tcg", "--out"])
+        .arg(workspace().join("target/qemu-tests"))
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--junit")
+        .arg(&junit)
+        .args(extra)
+        .output()
+        .expect("running oa lab");
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    eprintln!("--- oa lab {} ---\n{stdout}\n{}", env.display(), tail(&stderr, 60));
+    (o, stdout, stderr)
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn read(p: PathBuf) -> String {
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The row of `machine` in the table, split into its columns' words.
+fn row<'a>(table: &'a str, machine: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(machine))
+        .unwrap_or_else(|| panic!("no row for {machine}:\n{table}"))
+}
+
+#[test]
+fn the_two_networks_example_netboots_bios_uefi_and_proxy_machines() {
+    let (o, table, _) = oa_lab("two-networks", &workspace().join("examples/two-networks.toml"), &[]);
+    assert!(o.status.success(), "oa lab exited {}", o.status);
+    assert!(
+        row(&table, "bios").contains("pxe bios on lan") && row(&table, "bios").ends_with("3/3     passed"),
+        "{table}"
+    );
+    assert!(row(&table, "uefi").contains("pxe uefi on lan") && row(&table, "uefi").contains("2/2"), "{table}");
+    assert!(row(&table, "office").contains("pxe bios on office") && row(&table, "office").contains("4/4"), "{table}");
+    assert!(table.contains("lab two-networks: 3/3 machines passed"), "{table}");
+    let junit = read(lab_dir("two-networks").with_extension("xml"));
+    assert!(junit.contains("tests=\"9\" failures=\"0\""), "{junit}");
+    let lan = read(lab_dir("two-networks").join("net-lan/serve.log"));
+    // OVMF's own PXE client took ipxe.efi over TFTP, then iPXE asked again.
+    assert!(lan.contains("RRQ ipxe.efi (octet)"), "{lan}");
+    assert!(lan.contains("\"GET /rootfs.squashfs\" 200") || lan.contains("/rootfs.squashfs\" 200"), "{lan}");
+    // On the office network the address came from dnsmasq and the boot from oa serve.
+    let office = read(lab_dir("two-networks").join("net-office/serve.log"));
+    assert!(office.contains("rootfs.squashfs\" 200"), "{office}");
+    let dnsmasq = read(lab_dir("two-networks").join("net-office/dnsmasq.log"));
+    assert!(dnsmasq.contains("DHCPACK(eth0) 10.91.0."), "{dnsmasq}");
+    // Nothing is left behind.
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ns.stdout).contains("oa-lab-"), "a lab namespace is left");
+}
+
+#[test]
+fn the_usb_persistence_example_keeps_a_file_across_a_reboot_and_a_power_cut() {
+    let (o, table, _) = oa_lab("usb-persistence", &workspace().join("examples/usb-persistence.toml"), &[]);
+    assert!(o.status.success(), "oa lab exited {}", o.status);
+    assert!(row(&table, "stick").contains("usb bios") && row(&table, "stick").contains("9/9     passed"), "{table}");
+    let console = read(lab_dir("usb-persistence").join("stick.log"));
+    assert!(console.contains("stage persist: formatted"), "first boot formats the stick's partition");
+    assert_eq!(console.matches("oa-init: ready").count(), 3, "three boots: first, after reboot, after power cut");
+}
+
+#[test]
+fn a_failing_check_names_the_machine_the_check_and_the_console() {
+    let dir = lab_dir("failing-env");
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = dir.with_extension("toml");
+    std::fs::write(
+        &env,
+        format!(
+            "[machines.quick]\nprofile = {:?}\nboot = \"kernel\"\nready_within = 120\n\n[[machines.quick.checks]]\nexpect = \"hello from oa\"\n\n[[machines.quick.checks]]\nexpect = \"no such text\"\nwithin = 3\n\n[[machines.quick.checks]]\nreboot = true\n",
+            workspace().join("profiles/tiny.toml").display().to_string()
+        ),
+    )
+    .unwrap();
+    let (o, table, stderr) = oa_lab("failing", &env, &["--jobs", "1"]);
+    assert_eq!(o.status.code(), Some(1), "a failed check exits 1");
+    assert!(
+        row(&table, "quick").contains("kernel bios")
+            && row(&table, "quick").contains("2/4")
+            && row(&table, "quick").ends_with("FAILED"),
+        "{table}"
+    );
+    assert!(
+        stderr.contains(&format!("FAILED: machine quick: check `expect \"no such text\"` ({}:10): no \"no such text\" on the console within 3 s", env.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--- console of quick") && stderr.contains("oa-init: ready"),
+        "the console lines are shown:\n{stderr}"
+    );
+    let junit = read(lab_dir("failing").with_extension("xml"));
+    assert!(junit.contains("failures=\"1\"") && junit.contains("<skipped/>"), "{junit}");
+}
+
+#[test]
+fn a_broken_environment_file_names_file_line_and_column() {
+    let dir = lab_dir("broken-env");
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = dir.join("broken.toml");
+    std::fs::write(
+        &env,
+        "[networks.lan]\nsubnet = \"10.90.0.0/24\"\n\n[machines.a]\nboot = \"floppy\"\noutput = \"x\"\n",
+    )
+    .unwrap();
+    let o = Command::new(oa_bin()).arg("lab").arg(&env).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("broken.toml:5:8: boot = `floppy`: expected \"disk\", \"usb\", \"iso\", \"pxe\" or \"kernel\""),
+        "{e}"
+    );
+}
