@@ -544,6 +544,8 @@ pub struct Console {
     /// The line being read, for the ready and FATAL checks.
     line: Vec<u8>,
     echo: bool,
+    /// Where the console also goes as it arrives (`oa lab`'s per-machine log).
+    tee: Option<std::fs::File>,
     started: Instant,
     status: Option<std::process::ExitStatus>,
 }
@@ -570,6 +572,7 @@ impl Console {
             text: Vec::new(),
             line: Vec::new(),
             echo,
+            tee: None,
             started: Instant::now(),
             status: None,
         })
@@ -585,10 +588,18 @@ impl Console {
         self.started.elapsed()
     }
 
+    /// Also append the console to `file` as it arrives.
+    pub fn tee(&mut self, file: std::fs::File) {
+        self.tee = Some(file);
+    }
+
     fn take(&mut self, chunk: &[u8]) {
         if self.echo {
             let _ = std::io::stdout().write_all(chunk);
             let _ = std::io::stdout().flush();
+        }
+        if let Some(f) = &mut self.tee {
+            let _ = f.write_all(chunk);
         }
         self.text.extend_from_slice(chunk);
     }

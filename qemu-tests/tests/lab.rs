@@ -6,7 +6,7 @@
 //!
 //! These replace the hand-written QEMU scenarios they cover: UEFI PXE fetching iPXE over TFTP,
 //! proxyDHCP next to dnsmasq (two-networks), and the USB stick whose persistence survives a
-//! reboot (usb-persistence).
+//! reboot (usb-persistence). debian-ssh logs into a netbooted Debian machine over SSH.
 
 use oa_qemu_tests::{oa_bin, workspace};
 use std::path::PathBuf;
@@ -97,6 +97,22 @@ fn the_usb_persistence_example_keeps_a_file_across_a_reboot_and_a_power_cut() {
     let console = read(lab_dir("usb-persistence").join("stick.log"));
     assert!(console.contains("stage persist: formatted"), "first boot formats the stick's partition");
     assert_eq!(console.matches("oa-init: ready").count(), 3, "three boots: first, after reboot, after power cut");
+}
+
+#[test]
+fn the_debian_ssh_example_logs_in_over_ssh_and_is_reached_from_another_machine() {
+    let (o, table, _) = oa_lab("debian-ssh", &workspace().join("examples/debian-ssh.toml"), &[]);
+    assert!(o.status.success(), "oa lab exited {}", o.status);
+    assert!(
+        row(&table, "debian").contains("pxe bios on lan") && row(&table, "debian").contains("2/2     passed"),
+        "{table}"
+    );
+    assert!(row(&table, "client").contains("2/2     passed"), "{table}");
+    // The lab's key went to the machine in its configuration, served to that machine only.
+    let serve = read(lab_dir("debian-ssh").join("net-lan/serve.log"));
+    assert!(serve.contains("\"GET /config/") && serve.contains(" 200 "), "{serve}");
+    let console = read(lab_dir("debian-ssh").join("debian.log"));
+    assert!(console.contains("authorized_keys (1 key)"), "oa-init wrote admin's key:\n{console}");
 }
 
 #[test]

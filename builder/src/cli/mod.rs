@@ -386,6 +386,10 @@ pub struct LabArgs {
     /// Print the results as JSON on stdout (the table goes to stderr then).
     #[arg(long)]
     pub json: bool,
+    /// Boot only this machine (repeatable); the networks and servers are made as usual, and a
+    /// `reach` check of a machine left out is dropped (with a note).
+    #[arg(long, value_name = "MACHINE")]
+    pub only: Vec<String>,
     #[command(flatten)]
     pub common: CommonBuild,
 }

@@ -181,6 +181,8 @@ struct Run<'a> {
     earlier: Vec<u8>,
     /// Where the next `expect` starts searching, in the running boot's console.
     from: usize,
+    /// The console log, appended to as it arrives, over every boot.
+    log: PathBuf,
 }
 
 impl Run<'_> {
@@ -208,6 +210,10 @@ impl Run<'_> {
         }
         let _slot = slots.take();
         let mut c = Console::start(self.spec, false).map_err(|e| e.to_string())?;
+        // The log grows as the console does (`--keep`, or a look while the lab runs).
+        if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log) {
+            c.tee(f);
+        }
         self.lab.register(&self.m.name, Some(c.pid()));
         let r = c.wait_ready(within);
         // The first `expect` after a boot searches that boot's whole console (boot messages
@@ -319,7 +325,7 @@ impl Run<'_> {
 /// the lab says everything is done.
 pub fn run(lab: &Lab, m: &Machine, p: &Prepared, slots: &Slots) -> MachineResult {
     let log = lab.dir.join(format!("{}.log", m.name));
-    let mut r = Run { lab, m, spec: &p.spec, console: None, earlier: Vec::new(), from: 0 };
+    let mut r = Run { lab, m, spec: &p.spec, console: None, earlier: Vec::new(), from: 0, log: log.clone() };
     let mut checks = vec![CheckResult {
         name: format!("ready within {} s", m.ready_within.as_secs()),
         at: lab.env.file.display().to_string(),
@@ -361,8 +367,5 @@ pub fn run(lab: &Lab, m: &Machine, p: &Prepared, slots: &Slots) -> MachineResult
         r.earlier.extend_from_slice(c.text());
     }
     lab.register(&m.name, None);
-    if let Err(e) = std::fs::write(&log, &r.earlier) {
-        eprintln!("oa lab: could not save the console of {} to {}: {e}", m.name, log.display());
-    }
     MachineResult { name: m.name.clone(), boot_path: p.boot_path.clone(), ready, checks, log }
 }

@@ -371,7 +371,10 @@ pub fn lab(a: LabArgs) -> Result<i32> {
 
 fn run_lab(a: &LabArgs) -> Result<Vec<MachineResult>> {
     let started = Instant::now();
-    let env = env::load(&a.env)?;
+    let mut env = env::load(&a.env)?;
+    if !a.only.is_empty() {
+        only(&mut env, &a.only)?;
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::Usage(
@@ -584,6 +587,33 @@ fn run_lab(a: &LabArgs) -> Result<Vec<MachineResult>> {
         }
     }
     Ok(results)
+}
+
+/// `--only`: keep the named machines (and drop their `reach` checks of machines left out).
+fn only(env: &mut Env, names: &[String]) -> Result<()> {
+    for n in names {
+        if env.machine(n).is_none() {
+            let all = env.machines.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(Error::Usage(format!(
+                "--only {n}: no such machine in {} (machines: {all})",
+                env.file.display()
+            )));
+        }
+    }
+    env.machines.retain(|m| names.contains(&m.name));
+    for m in &mut env.machines {
+        m.checks.retain(|c| match &c.kind {
+            CheckKind::Reach(o) if !names.contains(o) => {
+                eprintln!(
+                    "oa lab: --only: leaving out the check of {} ({}) that it reaches {o}, which is left out",
+                    m.name, c.at
+                );
+                false
+            }
+            _ => true,
+        });
+    }
+    Ok(())
 }
 
 /// `oa serve`'s per-machine file for `m`: its own output, its extra command-line words, and

@@ -38,6 +38,11 @@ fn main() {
         bench_iso(&ws);
         return;
     }
+    // `OA_BENCH_ONLY=lab make bench`: only the oa lab figures (issue 17).
+    if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("lab") {
+        bench_lab(&ws);
+        return;
+    }
     // `OA_BENCH_ONLY=drivers make bench`: only the driver-class figures (issue 12).
     if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("drivers") {
         bench_drivers(&ws);
@@ -86,6 +91,7 @@ fn main() {
         bench_drivers(&ws);
     }
     bench_iso(&ws);
+    bench_lab(&ws);
 
     if std::env::var_os("OA_BENCH_SKIP_DEBIAN").is_none() {
         bench_debian_ssh(&ws);
@@ -594,4 +600,45 @@ fn boot_logged(spec: &Spec, what: &str, log: &Path) -> Duration {
         }
         other => panic!("{what}: did not reach the ready line: {other:?} (console: {})", log.display()),
     }
+}
+
+/// `oa lab` of examples/two-networks.toml (issue 17): the whole lab against the sum of its
+/// machines' single runs (`--only NAME --jobs 1`, the same checks bar those reaching another
+/// machine) divided by the cores the lab uses. Goal: at most 1.3 x.
+fn bench_lab(ws: &Path) {
+    let env = ws.join("examples/two-networks.toml");
+    let loaded = oa_builder::env::load(&env).expect("examples/two-networks.toml");
+    let run = |extra: &[&str], tag: &str| -> f64 {
+        let o = std::process::Command::new(ws.join("target/release/oa"))
+            .current_dir(ws)
+            .arg("lab")
+            .arg(&env)
+            .args(["--accel", "tcg", "--json", "--out"])
+            .arg(ws.join("target/qemu-tests"))
+            .arg("--dir")
+            .arg(ws.join("target/bench/lab").join(tag))
+            .args(extra)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("running oa lab");
+        assert!(o.status.success(), "oa lab {tag} failed ({})", o.status);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("oa lab --json");
+        j["machines_seconds"].as_f64().expect("machines_seconds")
+    };
+    let mut single = Vec::new();
+    for m in &loaded.machines {
+        let t = run(&["--only", &m.name, "--jobs", "1"], &m.name);
+        single.push((m.name.clone(), t));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(loaded.machines.len());
+    let whole = run(&[], "whole");
+    let sum: f64 = single.iter().map(|(_, t)| t).sum();
+    println!();
+    println!("oa lab examples/two-networks.toml (TCG, {cores} machines at once)");
+    for (n, t) in &single {
+        println!("  {n:<28} alone {t:>7.1} s");
+    }
+    println!("  sum of single runs           {sum:>7.1} s");
+    println!("  whole lab                    {whole:>7.1} s");
+    println!("  lab / (sum / {cores}) (goal <= 1.30) {:>7.3}", whole / (sum / cores as f64));
 }
