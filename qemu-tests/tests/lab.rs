@@ -166,3 +166,112 @@ fn a_broken_environment_file_names_file_line_and_column() {
         "{e}"
     );
 }
+
+/// The namespaces of labs (`oa-lab-<pid>[-tag]`) whose pid is `pid`.
+fn lab_namespaces(pid: u32) -> Vec<String> {
+    let o = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.strip_prefix("oa-lab-").and_then(|r| r.split('-').next()) == Some(&pid.to_string()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// QEMU processes running inside namespace `ns` (`ip netns pids`).
+fn pids_in(ns: &str) -> usize {
+    let o = Command::new("ip").args(["netns", "pids", ns]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+/// Start `oa lab` on a one-machine environment and wait until its machine is booting.
+fn lab_booting(name: &str) -> (std::process::Child, PathBuf) {
+    let dir = lab_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = dir.with_extension("toml");
+    std::fs::write(
+        &env,
+        format!(
+            "[networks.lan]\nsubnet = \"10.93.0.0/24\"\nserve = \"dhcp\"\n\n[machines.slow]\nprofile = {:?}\nboot = \"kernel\"\nnetworks = [\"lan\"]\n\n[[machines.slow.checks]]\nexpect = \"never printed\"\nwithin = 600\n",
+            workspace().join("profiles/tiny.toml").display().to_string()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(oa_bin())
+        .current_dir(workspace())
+        .arg("lab")
+        .arg(&env)
+        .args(["--accel", "tcg", "--out"])
+        .arg(workspace().join("target/qemu-tests"))
+        .arg("--dir")
+        .arg(lab_dir(&format!("{name}-run")))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = lab_dir(&format!("{name}-run")).join("slow.log");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("oa-init") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(120), "the lab's machine did not start booting");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    (child, log)
+}
+
+#[test]
+fn ctrl_c_and_a_killed_lab_leave_no_namespace_or_machine_behind() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    // Ctrl-C (SIGINT to oa alone, as `kill -INT` does; a terminal signals QEMU too).
+    let (mut child, _) = lab_booting("interrupted");
+    let pid = child.id();
+    let ns = lab_namespaces(pid);
+    assert_eq!(ns.len(), 1, "one namespace while it runs: {ns:?}");
+    assert!(pids_in(&ns[0]) >= 2, "oa serve and QEMU run inside it");
+    let t = std::time::Instant::now();
+    Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(1), "interrupted: exit 1");
+    assert!(t.elapsed() < std::time::Duration::from_secs(15), "teardown took {:?}", t.elapsed());
+    assert!(lab_namespaces(pid).is_empty(), "the namespace is deleted");
+
+    // SIGKILL: QEMU and oa serve die with oa (PR_SET_PDEATHSIG); the next lab removes the
+    // namespace left behind.
+    let (mut child, _) = lab_booting("killed");
+    let pid = child.id();
+    let ns = lab_namespaces(pid);
+    assert_eq!(ns.len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(pids_in(&ns[0]), 0, "nothing runs in the namespace of a killed lab");
+    let dir = lab_dir("stale-env");
+    std::fs::create_dir_all(&dir).unwrap();
+    let next = dir.join("bad.toml");
+    std::fs::write(&next, "[machines.x]\nboot = \"kernel\"\noutput = \"nowhere\"\n").unwrap();
+    let o = Command::new(oa_bin()).arg("lab").arg(&next).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(lab_namespaces(pid).contains(&ns[0]), "a bad environment stops before the lab is made");
+    let quick = dir.join("quick.toml");
+    std::fs::write(
+        &quick,
+        format!(
+            "[machines.quick]\nprofile = {:?}\nboot = \"kernel\"\n\n[[machines.quick.checks]]\nexpect = \"hello from oa\"\n",
+            workspace().join("profiles/tiny.toml").display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(oa_bin())
+        .current_dir(workspace())
+        .arg("lab")
+        .arg(&quick)
+        .args(["--accel", "tcg", "--out"])
+        .arg(workspace().join("target/qemu-tests"))
+        .arg("--dir")
+        .arg(lab_dir("stale-run"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains(&format!("removing network namespace {}", ns[0])), "{e}");
+    assert!(lab_namespaces(pid).is_empty(), "the next lab removed the stale namespace");
+}
