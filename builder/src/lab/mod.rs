@@ -360,7 +360,8 @@ pub fn lab(a: LabArgs) -> Result<i32> {
     match run_lab(&a) {
         Ok(results) => {
             let failed = results.iter().any(|r| !r.ok());
-            Ok(if failed || INTERRUPTED.load(Ordering::SeqCst) { 1 } else { 0 })
+            // With --keep, Ctrl-C is how the lab ends: the checks decide.
+            Ok(if failed || (INTERRUPTED.load(Ordering::SeqCst) && !a.keep) { 1 } else { 0 })
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -684,13 +685,12 @@ fn keep_notice(lab: &Lab, servers: &[Server]) {
         let addr = env::addressed_by(&lab.env.networks, m).and_then(|n| lab.leases.get(&n.name)).and_then(|l| {
             read_lease(l, &m.nic_mac(0).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
         });
-        let mut line = format!(
-            "  {}: console log {} (written at the end)",
-            m.name,
-            lab.dir.join(format!("{}.log", m.name)).display()
-        );
+        let mut line = format!("  {}: console log {}", m.name, lab.dir.join(format!("{}.log", m.name)).display());
         if let Some(ip) = addr {
-            line.push_str(&format!("; address {ip}; shell: sudo ip netns exec {} ssh root@{ip}", lab.ns.name));
+            line.push_str(&format!(
+                "; address {ip}; from the lab side: sudo ip netns exec {} ping {ip} (or ssh root@{ip} if it runs sshd)",
+                lab.ns.name
+            ));
             if let Some(k) = &lab.ssh_key {
                 line.push_str(&format!(" -i {}", k.display()));
             }
