@@ -573,7 +573,7 @@ profile = "p.toml"
 boot = "pxe"
 networks = ["lan"]
 mac = "52:54:00:00:00:10"
-append = ["oa.debug", "x=\"y\""]
+append = ["deploy-two", "x=\"y\""]
 [machines.stick]
 profile = "p.toml"
 boot = "usb"
@@ -651,7 +651,7 @@ networks = ["back"]
         assert_eq!(t["output"].as_str(), Some("/o/we\"b"));
         assert_eq!(
             t["append"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>(),
-            ["oa.debug", "x=\"y\""]
+            ["deploy-two", "x=\"y\""]
         );
         assert!(t.get("config").is_none());
     }
