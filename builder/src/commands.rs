@@ -322,6 +322,16 @@ pub fn info(a: InfoArgs) -> Result<i32> {
 }
 
 pub fn graph(a: GraphArgs) -> Result<i32> {
+    if crate::env::is_environment(&a.profile) {
+        let env = crate::env::load(&a.profile)?;
+        let text = match a.format {
+            GraphFormat::Dot => crate::env::graph::dot(&env),
+            GraphFormat::Mermaid => crate::env::graph::mermaid(&env),
+            GraphFormat::Json => crate::env::graph::json(&env) + "\n",
+        };
+        print!("{text}");
+        return Ok(0);
+    }
     let resolved = profile::load(&a.profile)?;
     let name = |p: &Path| p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     // The pipeline as the build runs it (pipeline.rs): never a second, hand-kept copy.
