@@ -190,7 +190,7 @@ mod tests {
         let t = table(&results(), &summary());
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["machine", "boot", "ready", "checks", "result"]);
-        assert!(lines[1].starts_with("bios  pxe bios on lan  21.5 s  2/2     passed"), "{t}");
+        assert!(lines[1].starts_with("bios     pxe bios on lan  21.5 s  2/2     passed"), "{t}");
         assert!(
             lines[2].contains("usb bios")
                 && lines[2].contains(" -  ")
