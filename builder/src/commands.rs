@@ -13,7 +13,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn options(common: &CommonBuild, out: Option<PathBuf>) -> Options {
+/// The build options of the common build flags (`oa build`, `oa run`, `oa lab`, `oa deploy`).
+pub(crate) fn options(common: &CommonBuild, out: Option<PathBuf>) -> Options {
     Options {
         out,
         cache_root: common.cache.clone().unwrap_or_else(build::default_cache_root),

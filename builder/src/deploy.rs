@@ -286,17 +286,6 @@ fn table(rows: &[Row]) -> String {
     s
 }
 
-fn build_options(a: &DeployArgs) -> crate::build::Options {
-    crate::build::Options {
-        out: None,
-        cache_root: a.common.cache.clone().unwrap_or_else(crate::build::default_cache_root),
-        no_cache: a.common.no_cache,
-        refresh: a.common.refresh,
-        init_bin: a.common.init.clone(),
-        progress: true,
-    }
-}
-
 /// The outputs for a dry run: output folders read, profiles not built (where their build
 /// would go is named).
 fn dry_outputs(env: &Env, out_root: Option<&Path>) -> Result<(BTreeMap<String, Output>, BTreeMap<String, PathBuf>)> {
@@ -305,16 +294,7 @@ fn dry_outputs(env: &Env, out_root: Option<&Path>) -> Result<(BTreeMap<String, O
     for m in &env.machines {
         match &m.source {
             Source::Output(dir) => {
-                let manifest = crate::build::read_manifest(dir).map_err(|e| {
-                    Error::Usage(format!(
-                        "machine `{}`: output {} cannot be read ({e}); build it first with `oa build PROFILE --out {}`, or give the machine a `profile`",
-                        m.name,
-                        dir.display(),
-                        dir.display()
-                    ))
-                })?;
-                let o = Output { dir: dir.clone(), manifest };
-                env::outputs::check(m, &o)?;
+                let o = env::outputs::read(m, dir)?;
                 read.insert(m.name.clone(), o);
             }
             Source::Profile(p) => {
@@ -355,7 +335,7 @@ pub fn deploy(a: DeployArgs) -> Result<i32> {
     let (outs, to_build) = if a.dry_run {
         dry_outputs(&env, a.out.as_deref())?
     } else {
-        (env::outputs::outputs(&env, &build_options(&a), a.out.as_deref())?, BTreeMap::new())
+        (env::outputs::outputs(&env, &crate::commands::options(&a.common, None), a.out.as_deref())?, BTreeMap::new())
     };
     let out_dir = |m: &Machine| -> PathBuf {
         outs.get(&m.name)

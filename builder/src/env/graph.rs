@@ -27,16 +27,12 @@ pub fn links(env: &Env) -> Vec<Link> {
             out.push(Link {
                 machine: m.name.clone(),
                 network: n.clone(),
-                mac: mac_string(m.nic_mac(i)),
+                mac: m.nic_mac_string(i),
                 netboot: i == 0 && m.boot == Boot::Pxe,
             });
         }
     }
     out
-}
-
-fn mac_string(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// What the machine boots, for a label: `profile NAME` (the profile file's stem) or `output

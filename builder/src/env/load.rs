@@ -1,7 +1,7 @@
 //! Reading an environment file and its includes, strictly, into an [`Env`].
 
+use super::{fmt_mac, DEFAULT_CHECK_SECS, DEFAULT_READY_SECS};
 use super::{Boot, Check, CheckKind, Disk, Env, EnvError, Firmware, Machine, Network, ServeMode, Source};
-use super::{DEFAULT_CHECK_SECS, DEFAULT_READY_SECS};
 use crate::profile::{Location, Seg, TomlSource};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -360,10 +360,6 @@ fn resolve(top: &Path, files: Vec<FileRead>) -> Result<Env, EnvError> {
 pub fn addressed_by<'a>(networks: &'a [Network], m: &Machine) -> Option<&'a Network> {
     let first = m.networks.first()?;
     networks.iter().find(|n| n.name == *first).filter(|n| n.serve == Some(ServeMode::Dhcp) || n.dhcp_server)
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// `prefix` then `rest`: a path into the document.

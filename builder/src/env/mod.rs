@@ -216,7 +216,12 @@ pub struct Machine {
 impl Machine {
     /// `aa:bb:cc:dd:ee:ff`.
     pub fn mac_string(&self) -> String {
-        self.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+        fmt_mac(&self.mac)
+    }
+
+    /// [`Machine::nic_mac`] as `aa:bb:cc:dd:ee:ff`.
+    pub fn nic_mac_string(&self, i: usize) -> String {
+        fmt_mac(&self.nic_mac(i))
     }
 
     /// `aa-bb-cc-dd-ee-ff`, as `oa serve` names per-machine files.
@@ -231,6 +236,11 @@ impl Machine {
         m[5] = m[5].wrapping_add(i as u8);
         m
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// One check, run in order after the machine reached ready.

@@ -43,17 +43,7 @@ pub fn outputs(env: &Env, opts: &Options, out_root: Option<&Path>) -> Result<BTr
                     o
                 }
             }
-            Source::Output(dir) => {
-                let manifest = build::read_manifest(dir).map_err(|e| {
-                    Error::Usage(format!(
-                        "machine `{}`: output {} cannot be read ({e}); build it first with `oa build PROFILE --out {}`, or give the machine a `profile`",
-                        m.name,
-                        dir.display(),
-                        dir.display()
-                    ))
-                })?;
-                Output { dir: dir.clone(), manifest }
-            }
+            Source::Output(dir) => read(m, dir)?,
         };
         // Absolute, for the servers and per-machine files that name it.
         let o = Output { dir: o.dir.canonicalize().unwrap_or(o.dir), manifest: o.manifest };
@@ -61,6 +51,21 @@ pub fn outputs(env: &Env, opts: &Options, out_root: Option<&Path>) -> Result<BTr
         out.insert(m.name.clone(), o);
     }
     Ok(out)
+}
+
+/// The output folder `dir` of machine `m` (its manifest read and checked against the machine).
+pub fn read(m: &Machine, dir: &Path) -> Result<Output> {
+    let manifest = build::read_manifest(dir).map_err(|e| {
+        Error::Usage(format!(
+            "machine `{}`: output {} cannot be read ({e}); build it first with `oa build PROFILE --out {}`, or give the machine a `profile`",
+            m.name,
+            dir.display(),
+            dir.display()
+        ))
+    })?;
+    let o = Output { dir: dir.to_path_buf(), manifest };
+    check(m, &o)?;
+    Ok(o)
 }
 
 /// The output has what the machine's boot needs, for the machine's arch.

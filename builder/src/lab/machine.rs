@@ -159,7 +159,7 @@ pub fn prepare(lab: &Lab, mi: usize, m: &Machine, out: &Output, accel: Accel) ->
         });
     }
     for (ni, _) in m.networks.iter().enumerate() {
-        let mac = m.nic_mac(ni).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let mac = m.nic_mac_string(ni);
         // UEFI PXE: OVMF's own network stack, which fetches iPXE as a boot file.
         let no_rom = m.firmware != Firmware::Bios;
         spec.nics.push(Nic { tap: tap_name(mi, ni), mac, model: m.nic.clone(), no_rom });

@@ -161,7 +161,7 @@ impl Lab {
         let net = env::addressed_by(&self.env.networks, m)
             .ok_or_else(|| format!("{machine} has no address the lab knows"))?;
         let lease = self.leases.get(&net.name).ok_or_else(|| format!("network {} has no DHCP server", net.name))?;
-        let mac = m.nic_mac(0).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let mac = m.nic_mac_string(0);
         loop {
             let ready = self.lock().ready.get(machine).copied();
             if ready == Some(false) {
@@ -390,14 +390,7 @@ fn run_lab(a: &LabArgs) -> Result<Vec<MachineResult>> {
         )));
     }
     install_signals();
-    let opts = crate::build::Options {
-        out: None,
-        cache_root: a.common.cache.clone().unwrap_or_else(crate::build::default_cache_root),
-        no_cache: a.common.no_cache,
-        refresh: a.common.refresh,
-        init_bin: a.common.init.clone(),
-        progress: true,
-    };
+    let opts = crate::commands::options(&a.common, None);
     let outputs = env::outputs::outputs(&env, &opts, a.out.as_deref())?;
     let dir = lab_dir(a, &env);
     if dir.exists() {
@@ -682,9 +675,9 @@ fn keep_notice(lab: &Lab, servers: &[Server]) {
         eprintln!("  {}: log {}", s.what, s.log.display());
     }
     for m in &lab.env.machines {
-        let addr = env::addressed_by(&lab.env.networks, m).and_then(|n| lab.leases.get(&n.name)).and_then(|l| {
-            read_lease(l, &m.nic_mac(0).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
-        });
+        let addr = env::addressed_by(&lab.env.networks, m)
+            .and_then(|n| lab.leases.get(&n.name))
+            .and_then(|l| read_lease(l, &m.nic_mac_string(0)));
         let mut line = format!("  {}: console log {}", m.name, lab.dir.join(format!("{}.log", m.name)).display());
         if let Some(ip) = addr {
             line.push_str(&format!(
