@@ -312,6 +312,20 @@ pub fn flash(a: FlashArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// `oa keys init DIR`.
+pub fn keys(a: crate::cli::KeysArgs) -> Result<i32> {
+    match a.what {
+        crate::cli::KeysCmd::Init { dir, owner } => {
+            let files = crate::keys::init(&dir, &owner)?;
+            eprintln!("==> made a Secure Boot key set in {} ({} files)", dir.display(), files.len());
+            for (stem, what) in crate::keys::KEYS {
+                eprintln!("    {stem}: {what}");
+            }
+            Ok(0)
+        }
+    }
+}
+
 pub fn info(a: InfoArgs) -> Result<i32> {
     let resolved = profile::load(&a.profile)?;
     if a.toml {

@@ -92,6 +92,10 @@ pub enum Error {
     #[error("{0}")]
     Walk(String),
 
+    /// Secure Boot keys: making them (`oa keys init`) or signing with them.
+    #[error("{0}")]
+    Keys(String),
+
     /// Encoding a JSON file the builder writes.
     #[error("encoding JSON: {0}")]
     Encode(String),

@@ -26,6 +26,7 @@ pub mod image;
 pub mod initbin;
 pub mod initramfs;
 pub mod kernel;
+pub mod keys;
 pub mod lab;
 pub mod pipeline;
 pub mod profile;

@@ -15,6 +15,7 @@ fn main() {
         Cmd::Lab(a) => oa_builder::lab::lab(a),
         Cmd::Deploy(a) => oa_builder::deploy::deploy(a),
         Cmd::Flash(a) => commands::flash(a),
+        Cmd::Keys(a) => commands::keys(a),
         Cmd::Doc(a) => oa_builder::cli::doc::run(a),
         Cmd::KvmProbe => std::process::exit(if oa_builder::qemu::kvm_probe() { 0 } else { 1 }),
     };

@@ -38,7 +38,13 @@ fn one_man_page_per_command_and_subcommand() {
         let pages = doc::man_pages(cmd.clone()).expect("rendering man pages");
         let mut got: Vec<String> = pages.iter().map(|p| p.name.clone()).collect();
         let mut want: Vec<String> = std::iter::once(format!("{name}.1"))
-            .chain(visible_subcommands(&cmd).iter().map(|s| format!("{name}-{s}.1")))
+            .chain(visible_subcommands(&cmd).iter().flat_map(|s| {
+                // A command with subcommands of its own (oa keys) gets a page for each of them too.
+                let sub = cmd.find_subcommand(s).expect("listed subcommand");
+                std::iter::once(format!("{name}-{s}.1"))
+                    .chain(visible_subcommands(sub).into_iter().map(|t| format!("{name}-{s}-{t}.1")))
+                    .collect::<Vec<_>>()
+            }))
             .collect();
         got.sort();
         want.sort();

@@ -46,11 +46,35 @@ pub enum Cmd {
     /// map lists, syncs, reads them back and compares checksums. If anything fails once writing
     /// has started, the first and last MiB are zeroed so that nothing half-written boots.
     Flash(FlashArgs),
+    /// Make and manage Secure Boot keys (docs/secure-boot.md).
+    Keys(KeysArgs),
     #[command(name = "__kvm-probe", hide = true)]
     KvmProbe,
     /// Generate the man pages or the shell completions of oa and oa-pxe (`make install` runs it).
     #[command(hide = true)]
     Doc(DocArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub what: KeysCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Make a Secure Boot key set in DIR: PK, KEK and db, each a key (.key, kept 0600), a
+    /// certificate (.crt, PEM) and its DER form (.cer, for firmware set-up screens).
+    ///
+    /// db signs boot files (sbsign --key DIR/db.key --cert DIR/db.crt). Enrol db.cer, KEK.cer
+    /// and PK.cer (last) on each machine. DIR must not exist: keys are never overwritten.
+    Init {
+        /// The folder to create.
+        dir: PathBuf,
+        /// Who owns the keys, in each certificate's common name.
+        #[arg(long, default_value = "oa")]
+        owner: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
