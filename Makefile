@@ -24,8 +24,8 @@ DEB_PACKAGES += gcc-aarch64-linux-gnu
 # Hybrid ISO (issue 16): xorriso writes oa.iso; isolinux's isolinux.bin and isohdpfx.bin boot it
 # under BIOS (ldlinux.c32 comes from syslinux-common).
 DEB_PACKAGES += xorriso isolinux
-# Secure Boot keys (issue 13): openssl makes them (oa keys init).
-DEB_PACKAGES += openssl
+# Secure Boot (issue 13): openssl makes keys (oa keys init), sbsigntool signs PE files (UKI).
+DEB_PACKAGES += openssl sbsigntool
 AARCH64_TARGET := aarch64-unknown-linux-musl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_QEMU := qemu-system-x86

@@ -21,6 +21,7 @@ pub mod boot;
 pub mod fat;
 pub mod gpt;
 pub mod iso;
+pub mod uki;
 
 use crate::error::{Error, IoContext, Result};
 use bmap::Bmap;

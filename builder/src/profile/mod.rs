@@ -142,6 +142,8 @@ partial_section! {
         pub files: BTreeMap<String, PartialFile>,
         /// `[persistence]`: encrypted btrfs persistence (docs/persistence.md).
         pub persistence: PartialPersistence,
+        /// `[secure_boot]`: a UEFI boot chain Secure Boot accepts (docs/secure-boot.md).
+        pub secure_boot: PartialSecureBoot,
     }
 }
 
@@ -233,6 +235,34 @@ partial_section! {
         pub copytoram: Option<CopyToRam>,
         /// With `copytoram = "auto"`: copy only when RAM is at least this many times the image.
         pub copytoram_ram_factor: Option<u32>,
+    }
+}
+
+string_enum! {
+    /// How the UEFI boot path is signed (`[secure_boot] mode`).
+    pub enum SecureBootMode {
+        /// Unsigned systemd-boot (firmware with Secure Boot on refuses it).
+        Off = "off",
+        /// Debian's Microsoft-signed shim, signed grub and signed kernel: stock PCs accept it.
+        Shim = "shim",
+        /// One unified kernel image (kernel, initramfs, command line) signed with the user's key.
+        Uki = "uki",
+    }
+}
+
+partial_section! {
+    /// `[secure_boot]`: the signed boot chain (see docs/secure-boot.md).
+    #[serde(expecting = "a [secure_boot] table")]
+    pub struct PartialSecureBoot {
+        pub mode: Option<SecureBootMode>,
+        /// With `mode = "uki"`: the db signing key (PEM), relative to the file naming it
+        /// (`oa keys init DIR` makes one: DIR/db.key).
+        pub key: Option<String>,
+        /// With `mode = "uki"`: the key's certificate (PEM), e.g. DIR/db.crt.
+        pub cert: Option<String>,
+        /// A dm-verity hash tree for the root image, its root hash in the signed command line
+        /// (default: true with `mode = "uki"`; needs it).
+        pub verity: Option<bool>,
     }
 }
 
@@ -341,6 +371,27 @@ pub struct Profile {
     pub files: Vec<File>,
     /// `[persistence]`, when the profile has a `device`.
     pub persistence: Option<Persistence>,
+    pub secure_boot: SecureBoot,
+}
+
+/// `[secure_boot]` resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecureBoot {
+    /// Default `off`.
+    pub mode: SecureBootMode,
+    /// Absolute path of the signing key (`mode = "uki"`); checked when the build signs.
+    pub key: Option<PathBuf>,
+    /// Absolute path of its certificate.
+    pub cert: Option<PathBuf>,
+    /// dm-verity root (default: `mode == uki`).
+    pub verity: bool,
+}
+
+impl SecureBoot {
+    /// Is anything signed with the user's own key?
+    pub fn signs(&self) -> bool {
+        self.mode == SecureBootMode::Uki
+    }
 }
 
 /// `[persistence]` resolved, defaults applied.
@@ -549,6 +600,12 @@ impl From<&Profile> for PartialProfile {
                     pbkdf_memory_kib: Some(x.pbkdf_memory_kib),
                     pbkdf_iterations: Some(x.pbkdf_iterations),
                 },
+            },
+            secure_boot: PartialSecureBoot {
+                mode: Some(p.secure_boot.mode),
+                key: p.secure_boot.key.as_ref().map(|k| k.to_string_lossy().into_owned()),
+                cert: p.secure_boot.cert.as_ref().map(|k| k.to_string_lossy().into_owned()),
+                verity: Some(p.secure_boot.verity),
             },
         }
     }

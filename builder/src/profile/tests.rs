@@ -575,3 +575,39 @@ fn driver_classes_follow_the_outputs_unless_named() {
     let e = t.load("x.toml").unwrap_err().to_string();
     assert!(e.contains("unknown variant `wifi`") && e.contains("usb-storage"), "{e}");
 }
+
+#[test]
+fn secure_boot_section() {
+    let t = Tree::new();
+    t.file("d.toml", "hostname = \"h\"\n");
+    let p = t.load("d.toml").unwrap().profile;
+    assert_eq!(p.secure_boot, SecureBoot { mode: SecureBootMode::Off, key: None, cert: None, verity: false });
+    assert!(!p.secure_boot.signs());
+    // Key and certificate are relative to the file naming them; verity defaults on with uki.
+    t.file("sub/keys.toml", "[secure_boot]\nmode = \"uki\"\nkey = \"keys/db.key\"\ncert = \"/etc/oa/db.crt\"\n");
+    t.file("u.toml", "hostname = \"h\"\ninclude = [\"sub/keys.toml\"]\n");
+    let p = t.load("u.toml").unwrap().profile;
+    assert!(p.secure_boot.signs() && p.secure_boot.verity);
+    assert_eq!(p.secure_boot.key, Some(t.root().join("sub/keys/db.key")));
+    assert_eq!(p.secure_boot.cert, Some(PathBuf::from("/etc/oa/db.crt")));
+    assert!(p.to_toml().contains("mode = \"uki\""));
+    // What does not fit together is named.
+    t.file("n.toml", "hostname = \"h\"\n[secure_boot]\nmode = \"uki\"\n");
+    let e = t.load("n.toml").unwrap_err().to_string();
+    assert!(e.contains("needs key") && e.contains("oa keys init"), "{e}");
+    t.file("v.toml", "hostname = \"h\"\n[secure_boot]\nverity = true\n");
+    let e = t.load("v.toml").unwrap_err().to_string();
+    assert!(e.contains("verity = true needs signing"), "{e}");
+    t.file("k.toml", "hostname = \"h\"\n[secure_boot]\nmode = \"shim\"\nkey = \"a\"\n");
+    let e = t.load("k.toml").unwrap_err().to_string();
+    assert!(e.contains("mode = \"uki\" only"), "{e}");
+    t.file("a.toml", "hostname = \"h\"\narch = \"aarch64\"\n[secure_boot]\nmode = \"shim\"\n");
+    let e = t.load("a.toml").unwrap_err().to_string();
+    assert!(e.contains("x86_64 only") && e.contains("linuxaa64.efi.stub"), "{e}");
+    t.file("m.toml", "hostname = \"h\"\n[secure_boot]\nmode = \"signed\"\n");
+    let e = t.load("m.toml").unwrap_err();
+    assert_eq!(loc(&e).1, Some(3));
+    t.file("e.toml", "hostname = \"h\"\n[secure_boot]\nmode = \"uki\"\nkey = \"\"\ncert = \"c\"\n");
+    let e = t.load("e.toml").unwrap_err();
+    assert_eq!(loc(&e).1, Some(4));
+}

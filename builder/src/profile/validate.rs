@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Location, ProfileError};
 use super::{
-    Arch, Base, Image, Init, Kernel, KeySource, Packages, PartialProfile, Persistence, Profile, Qemu, Rpi, Service,
-    SetList, DEFAULT_MEMORY_MIB, MAX_PARTITION_MIB, MIN_ESP_MIB, MIN_MEMORY_MIB,
+    Arch, Base, Image, Init, Kernel, KeySource, Packages, PartialProfile, Persistence, Profile, Qemu, Rpi, SecureBoot,
+    SecureBootMode, Service, SetList, DEFAULT_MEMORY_MIB, MAX_PARTITION_MIB, MIN_ESP_MIB, MIN_MEMORY_MIB,
 };
 use oa_contract::config;
 
@@ -140,7 +140,27 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
     check_packages(src, part)?;
     check_services(src, part)?;
     check_qemu(src, part)?;
-    check_image(src, part)
+    check_image(src, part)?;
+    resolve_secure_boot(src, part)
+}
+
+/// `[secure_boot]` key and cert: absolute, relative to the file naming them. Whether they
+/// exist and match is checked when a build signs (a profile can be shown without its keys).
+fn resolve_secure_boot(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), ProfileError> {
+    use Seg::*;
+    let dir = src.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    for (name, v) in [("key", &mut part.secure_boot.key), ("cert", &mut part.secure_boot.cert)] {
+        if let Some(k) = v.as_mut() {
+            if k.is_empty() {
+                return Err(src.invalid(
+                    &[Key("secure_boot"), Key(name)],
+                    format!("secure_boot.{name} is empty: give the path of the PEM file (`oa keys init DIR` makes DIR/db.key and DIR/db.crt)"),
+                ));
+            }
+            *k = dir.join(&*k).to_string_lossy().into_owned();
+        }
+    }
+    Ok(())
 }
 
 /// The profile name and the hostname.
@@ -501,6 +521,7 @@ pub(crate) fn finalize(
     }
 
     let persistence = finalize_persistence(merged, files, parts)?;
+    let secure_boot = finalize_secure_boot(merged, arch, files, parts)?;
 
     Ok(Profile {
         name,
@@ -548,7 +569,44 @@ pub(crate) fn finalize(
         system,
         files: gen_files,
         persistence,
+        secure_boot,
     })
+}
+
+/// `[secure_boot]`: `uki` needs a key and a certificate; verity needs `uki` (an unsigned root
+/// hash on an unsigned command line proves nothing); the signed chains are x86-64 (Debian 12
+/// ships the arm64 shim and stub only in arm64 packages).
+fn finalize_secure_boot(
+    merged: &PartialProfile,
+    arch: Arch,
+    files: &[PathBuf],
+    parts: &[PartialProfile],
+) -> Result<SecureBoot, ProfileError> {
+    let s = &merged.secure_boot;
+    let from = || -> Vec<PathBuf> {
+        files
+            .iter()
+            .zip(parts)
+            .filter(|(_, x)| !super::merge::Empty::is_empty(&x.secure_boot))
+            .map(|(f, _)| f.clone())
+            .collect()
+    };
+    let bad = |message: String| ProfileError::Inconsistent { files: from(), message };
+    let mode = s.mode.unwrap_or(SecureBootMode::Off);
+    let verity = s.verity.unwrap_or(mode == SecureBootMode::Uki);
+    if mode == SecureBootMode::Uki && (s.key.is_none() || s.cert.is_none()) {
+        return Err(bad("[secure_boot] mode = \"uki\" needs key = \"DIR/db.key\" and cert = \"DIR/db.crt\": make them with `oa keys init DIR`".into()));
+    }
+    if mode != SecureBootMode::Uki && (s.key.is_some() || s.cert.is_some()) {
+        return Err(bad(format!("[secure_boot] key and cert are used with mode = \"uki\" only (mode is \"{mode}\"): set mode = \"uki\" or leave them out")));
+    }
+    if verity && mode != SecureBootMode::Uki {
+        return Err(bad(format!("[secure_boot] verity = true needs signing (mode = \"uki\"): the root hash is only worth what the signature over the command line carrying it is worth (mode is \"{mode}\")")));
+    }
+    if mode != SecureBootMode::Off && arch != Arch::X86_64 {
+        return Err(bad(format!("[secure_boot] mode = \"{mode}\" is built for x86_64 only: the arm64 UEFI stub (linuxaa64.efi.stub) and shim are not in the build host's x86-64 packages; set mode = \"off\" for arch = \"{arch}\"")));
+    }
+    Ok(SecureBoot { mode, key: s.key.clone().map(PathBuf::from), cert: s.cert.clone().map(PathBuf::from), verity })
 }
 
 /// The profile's name: `name =`, else the top file's stem when that is a valid name.
