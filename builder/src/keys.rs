@@ -95,9 +95,10 @@ fn public_key(path: &Path, cert: bool) -> Result<String> {
     if cert {
         c.args(["x509", "-noout", "-pubkey", "-in"]).arg(path);
     } else {
-        c.args(["pkey", "-pubout", "-in"]).arg(path);
+        // No passphrase given: a protected key fails here instead of prompting (sbsign would).
+        c.args(["pkey", "-passin", "pass:", "-pubout", "-in"]).arg(path);
     }
-    let out = c.output().map_err(|e| Error::ToolMissing {
+    let out = c.stdin(std::process::Stdio::null()).output().map_err(|e| Error::ToolMissing {
         tool: "openssl".into(),
         why: e.to_string(),
         hint: OPENSSL_HINT.into(),
@@ -105,7 +106,7 @@ fn public_key(path: &Path, cert: bool) -> Result<String> {
     if !out.status.success() {
         let what = if cert { "an X.509 certificate (PEM)" } else { "a private key (PEM)" };
         return Err(Error::Keys(format!(
-            "{} is not {what}: {} (make a key set with `oa keys init DIR`)",
+            "{} is not {what}: {} (make a key set with `oa keys init DIR`; a passphrase-protected key must be decrypted first: openssl pkey -in KEY -out PLAIN.key)",
             path.display(),
             String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("openssl cannot read it").trim()
         )));

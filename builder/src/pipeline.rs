@@ -57,7 +57,7 @@ impl Stage {
 
 /// Inputs from outside the pipeline that stages read.
 pub const SOURCES: &[&str] =
-    &["profile", "apt", "overlays", "oa-init", "oa-storage", "mirror", "boot loaders", "raspi-firmware"];
+    &["profile", "apt", "overlays", "oa-init", "oa-storage", "mirror", "boot loaders", "raspi-firmware", "signing key"];
 
 fn always(_: &Profile) -> bool {
     true
@@ -82,6 +82,9 @@ fn qcow2(p: &Profile) -> bool {
 }
 fn iso(p: &Profile) -> bool {
     p.image.iso
+}
+fn uki(p: &Profile) -> bool {
+    p.secure_boot.mode == crate::profile::SecureBootMode::Uki
 }
 fn rpi(p: &Profile) -> bool {
     p.rpi.enable
@@ -141,6 +144,20 @@ pub const STAGES: &[Stage] = &[
         run: stages::initramfs::run,
     },
     Stage {
+        name: "uki",
+        doc: "the unified kernel images (systemd's EFI stub + kernel, initramfs, command line) for disk.img and oa.iso, signed with sbsign",
+        wanted: uki,
+        reads: &[
+            When("kernel", always),
+            When("initramfs", always),
+            When("rootfs", always),
+            When("boot loaders", always),
+            When("signing key", always),
+        ],
+        makes: &[],
+        run: stages::uki::run,
+    },
+    Stage {
         name: "image",
         doc: "disk.img (GPT, BIOS + UEFI boot loaders, root partition) with its block map, and qcow2",
         wanted: disk,
@@ -148,6 +165,7 @@ pub const STAGES: &[Stage] = &[
             When("kernel", always),
             When("initramfs", always),
             When("rootfs", always),
+            When("uki", uki),
             When("boot loaders", always),
         ],
         makes: &[
@@ -165,6 +183,7 @@ pub const STAGES: &[Stage] = &[
             When("kernel", always),
             When("initramfs", always),
             When("rootfs", always),
+            When("uki", uki),
             When("boot loaders", always),
         ],
         makes: &[When(artifact::ISO, always)],

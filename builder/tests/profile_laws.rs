@@ -114,6 +114,7 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
             pacman: Default::default(),
             users: Default::default(),
             files: Default::default(),
+            secure_boot: Default::default(),
         },
     )
 }

@@ -126,6 +126,8 @@ pub struct IsoSpec<'a> {
     pub seed: &'a [u8],
     /// Seconds since 1970 for every date in the ISO and the FAT (SOURCE_DATE_EPOCH).
     pub epoch: u64,
+    /// `[secure_boot] mode = "uki"`: the signed UKI, the ESP's only file (`EFI/BOOT/BOOTX64.EFI`).
+    pub uki: Option<&'a Path>,
 }
 
 /// A written ISO.
@@ -259,7 +261,11 @@ pub fn write_iso(spec: &IsoSpec<'_>, files: &IsoFiles, out: &Path, work: &Path) 
 /// The ESP image: FAT with systemd-boot, its configuration, the kernel and the initramfs.
 fn write_esp_image(spec: &IsoSpec<'_>, files: &IsoFiles, img: &Path, tmp: &Path) -> Result<u64> {
     let len = |p: &Path| -> Result<u64> { Ok(std::fs::metadata(p).ctx("reading size of", p)?.len()) };
-    let sizes = [len(spec.kernel)?, len(spec.initrd)?, len(&files.systemd_boot)?, 4096, 4096];
+    // A signed UKI carries its kernel, initramfs and command line: it is all the ESP holds.
+    let sizes = match spec.uki {
+        Some(uki) => vec![len(uki)?],
+        None => vec![len(spec.kernel)?, len(spec.initrd)?, len(&files.systemd_boot)?, 4096, 4096],
+    };
     let mib = super::esp_mib_for(&sizes) as u64;
     let bytes = mib << 20;
     let f = std::fs::File::create(img).ctx("creating", img)?;
@@ -270,6 +276,10 @@ fn write_esp_image(spec: &IsoSpec<'_>, files: &IsoFiles, img: &Path, tmp: &Path)
     let fat = fat::Fat::new(img, 0, spec.epoch);
     fat.format(bytes / 512, 0, "OA-ESP", serial)?;
     fat.mkdirs(esp::DIRS)?;
+    if let Some(uki) = spec.uki {
+        fat.copy(uki, esp::EFI_BOOT)?;
+        return Ok(bytes);
+    }
     let texts = [(esp::LOADER_CONF, boot::loader_conf()), (esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline))];
     for (i, (dst, text)) in texts.iter().enumerate() {
         let t = tmp.join(format!("esp-{i}.conf"));
@@ -357,6 +367,7 @@ mod tests {
             cmdline: &cl,
             seed: b"s",
             epoch: 1_700_000_000,
+            uki: None,
         };
         let io = XorrisoInputs {
             isolinux_cfg: Path::new("/w/isolinux.cfg"),

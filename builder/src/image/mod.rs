@@ -58,6 +58,9 @@ pub struct DiskSpec<'a> {
     pub esp_mib: Option<u32>,
     /// Bytes the GUIDs and the FAT serial are derived from (the inputs' digests).
     pub seed: &'a [u8],
+    /// `[secure_boot] mode = "uki"`: the signed UKI UEFI boots (as `EFI/BOOT/BOOTX64.EFI`,
+    /// instead of systemd-boot and its entry); BIOS still boots syslinux.
+    pub uki: Option<&'a Path>,
 }
 
 /// A written disk image.
@@ -144,7 +147,8 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
 /// The ESP's size in MiB (the profile's, checked, or fitted to its files) and the bytes of the
 /// kernel, initramfs and systemd-boot it holds.
 fn esp_size(spec: &DiskSpec<'_>, files: &BootFiles) -> Result<(u32, u64)> {
-    let (kernel_len, initrd_len, sdboot_len) = (len(spec.kernel)?, len(spec.initrd)?, len(&files.systemd_boot)?);
+    let efi = spec.uki.unwrap_or(&files.systemd_boot);
+    let (kernel_len, initrd_len, sdboot_len) = (len(spec.kernel)?, len(spec.initrd)?, len(efi)?);
     let esp_files = [kernel_len, initrd_len, sdboot_len, 4096, 4096, 4096];
     let needed = esp_mib_for(&esp_files);
     let esp_mib = match spec.esp_mib {
@@ -190,7 +194,7 @@ fn partitions(spec: &DiskSpec<'_>, esp_mib: u32, rootfs_len: u64) -> Vec<PartSpe
 }
 
 /// The ESP: FAT, syslinux's boot sector and ldlinux, the boot loader configuration, the
-/// kernel, the initramfs and systemd-boot.
+/// kernel, the initramfs and systemd-boot (or the signed UKI, which needs no configuration).
 fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Partition) -> Result<()> {
     let g = gpt::derived_guid(spec.seed, "esp-serial").to_gpt_bytes();
     let serial = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
@@ -203,11 +207,11 @@ fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Pa
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let cfg_dir =
         tempfile::Builder::new().prefix(".oa-esp-").tempdir_in(parent).ctx("creating a temporary folder in", parent)?;
-    let texts = [
-        (esp::SYSLINUX_CFG, boot::syslinux_cfg(spec.title, spec.cmdline)),
-        (esp::LOADER_CONF, boot::loader_conf()),
-        (esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)),
-    ];
+    let mut texts = vec![(esp::SYSLINUX_CFG, boot::syslinux_cfg(spec.title, spec.cmdline))];
+    if spec.uki.is_none() {
+        texts.push((esp::LOADER_CONF, boot::loader_conf()));
+        texts.push((esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)));
+    }
     for (i, (dst, text)) in texts.iter().enumerate() {
         let tmp = cfg_dir.path().join(format!("{i}.conf"));
         std::fs::write(&tmp, text).ctx("writing", &tmp)?;
@@ -215,7 +219,7 @@ fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Pa
     }
     fat.copy(spec.kernel, esp::KERNEL)?;
     fat.copy(spec.initrd, esp::INITRD)?;
-    fat.copy(&files.systemd_boot, esp::EFI_BOOT)
+    fat.copy(spec.uki.unwrap_or(&files.systemd_boot), esp::EFI_BOOT)
 }
 
 /// The root image at `offset` (the start of its partition), checked to be `rootfs_len` bytes.

@@ -6,7 +6,7 @@
 //! the whole file is signed with `sbsign` (sbsigntool) and checked with `sbverify`.
 
 use crate::error::{Error, IoContext, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BINUTILS_HINT: &str = "install binutils: apt-get install binutils (`make deps` does it)";
@@ -44,6 +44,29 @@ pub fn layout(end: u64, sizes: &[(&'static str, u64)]) -> Vec<(&'static str, u64
         .collect()
 }
 
+/// systemd's x86-64 EFI stub on the build host.
+#[derive(Debug, Clone)]
+pub struct Stub {
+    pub path: PathBuf,
+}
+
+impl Stub {
+    pub fn locate() -> Result<Stub> {
+        let path = super::boot::find_host_file(
+            Path::new("/"),
+            &["usr/lib/systemd/boot/efi/linuxx64.efi.stub"],
+            "systemd-boot-efi",
+            "linuxx64.efi.stub (systemd's UEFI stub)",
+        )?;
+        Ok(Stub { path })
+    }
+}
+
+/// The `.osrel` section: what a boot menu shows for the UKI.
+pub fn os_release(name: &str, hostname: &str) -> String {
+    format!("NAME=oa\nID=oa\nPRETTY_NAME=\"oa {name} ({hostname})\"\nIMAGE_ID={name}\n")
+}
+
 /// What goes into a UKI.
 pub struct UkiSpec<'a> {
     pub stub: &'a Path,
@@ -62,16 +85,11 @@ pub fn assemble(spec: &UkiSpec<'_>, out: &Path) -> Result<()> {
     let mut c = Command::new("objdump");
     c.arg("-h").arg(spec.stub);
     let listing = crate::tool::run(&mut c, "objdump", BINUTILS_HINT)?;
-    let end = sections_end(&listing)
-        .ok_or_else(|| Error::Image(format!("{}: objdump lists no sections; is it the EFI stub?", spec.stub.display())))?;
-    let parts = [
-        (".osrel", spec.osrel),
-        (".cmdline", spec.cmdline),
-        (".linux", spec.kernel),
-        (".initrd", spec.initrd),
-    ];
-    let sizes: Vec<(&'static str, u64)> =
-        parts.iter().map(|(n, p)| Ok((*n, size(p)?))).collect::<Result<_>>()?;
+    let end = sections_end(&listing).ok_or_else(|| {
+        Error::Image(format!("{}: objdump lists no sections; is it the EFI stub?", spec.stub.display()))
+    })?;
+    let parts = [(".osrel", spec.osrel), (".cmdline", spec.cmdline), (".linux", spec.kernel), (".initrd", spec.initrd)];
+    let sizes: Vec<(&'static str, u64)> = parts.iter().map(|(n, p)| Ok((*n, size(p)?))).collect::<Result<_>>()?;
     let mut c = Command::new("objcopy");
     for ((name, path), (_, vma)) in parts.iter().zip(layout(end, &sizes)) {
         c.arg("--add-section").arg(format!("{name}={}", path.display()));

@@ -261,7 +261,7 @@ partial_section! {
         /// With `mode = "uki"`: the key's certificate (PEM), e.g. DIR/db.crt.
         pub cert: Option<String>,
         /// A dm-verity hash tree for the root image, its root hash in the signed command line
-        /// (default: true with `mode = "uki"`; needs it).
+        /// (not built yet: `verity = true` is refused).
         pub verity: Option<bool>,
     }
 }
@@ -383,7 +383,7 @@ pub struct SecureBoot {
     pub key: Option<PathBuf>,
     /// Absolute path of its certificate.
     pub cert: Option<PathBuf>,
-    /// dm-verity root (default: `mode == uki`).
+    /// dm-verity root (not built yet: always false).
     pub verity: bool,
 }
 

@@ -26,6 +26,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let initrd = need(&cx.initramfs, "image", "the initramfs")?;
     let rootfs = need(&cx.rootfs, "image", "the root image")?;
     let files = BootFiles::locate(p.arch)?;
+    let uki = cx.uki.as_ref().and_then(|u| u.disk.as_ref());
     let boot_cmdline = image::disk_cmdline(&cx.manifest_cmdline("image")?);
     // The key is also the seed of the disk's GUIDs: the same inputs give the same bytes.
     let mut key = Key::new("image");
@@ -38,6 +39,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     key.add("image", &serde_json::to_vec(&disk_settings).unwrap_or_default());
     for f in [&files.gptmbr, &files.syslinux, &files.systemd_boot] {
         key.add("bootfile", hash::sha256_file(f)?.as_bytes());
+    }
+    if let Some(u) = uki {
+        key.add("uki", u.sha256.as_bytes());
     }
     key.add("epoch", std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default().as_bytes());
     let key = key.hex();
@@ -52,6 +56,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             persistence_mib: p.image.persistence_mib,
             esp_mib: p.image.esp_mib,
             seed: key.as_bytes(),
+            uki: uki.map(|u| u.path.as_path()),
         };
         let img = scratch.join(artifact::DISK_IMAGE);
         let disk = image::write_disk(&spec, &files, &img)?;

@@ -23,6 +23,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let initrd = need(&cx.initramfs, "iso", "the initramfs")?;
     let rootfs = need(&cx.rootfs, "iso", "the root image")?;
     let files = iso::IsoFiles::locate(p.arch)?;
+    let uki = cx.uki.as_ref().and_then(|u| u.iso.as_ref());
     let volume_id = iso_volume_id(&p.name);
     let boot_cmdline = iso::iso_cmdline(&cx.manifest_cmdline("iso")?, &volume_id);
     let epoch = image::epoch();
@@ -35,6 +36,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     key.add("cmdline", boot_cmdline.join(" ").as_bytes());
     for f in files.all() {
         key.add("bootfile", hash::sha256_file(f)?.as_bytes());
+    }
+    if let Some(u) = uki {
+        key.add("uki", u.sha256.as_bytes());
     }
     key.add("xorriso", xorriso_version().as_bytes());
     key.add("epoch", std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default().as_bytes());
@@ -49,6 +53,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             cmdline: &boot_cmdline,
             seed: key.as_bytes(),
             epoch,
+            uki: uki.map(|u| u.path.as_path()),
         };
         let out = scratch.join(artifact::ISO);
         if crate::stages::initramfs::carries_key(p) {

@@ -2,7 +2,7 @@
 //! lists them with what they read and make). Each `run` takes the build [`crate::build::Context`],
 //! reads the results of earlier stages from it, stores its own there, and says whether it came
 //! from the cache. The work itself lives in the modules named after the thing (apt, bases,
-//! kernel, rootfs, squashfs, initramfs, image, rpi; the ISO in image/iso.rs).
+//! kernel, rootfs, squashfs, initramfs, image, rpi; the ISO in image/iso.rs, the UKI in image/uki.rs).
 
 pub mod base;
 pub mod image;
@@ -13,3 +13,4 @@ pub mod output;
 pub mod packages;
 pub mod rootfs;
 pub mod rpi;
+pub mod uki;

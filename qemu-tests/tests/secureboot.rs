@@ -1,0 +1,157 @@
+//! Secure Boot (issue 13), under OVMF's Secure Boot build (`OVMF_CODE_4M.secboot.fd`, SMM) with
+//! Debian's snakeoil key enrolled (`OVMF_VARS_4M.snakeoil.fd`; its key pair is
+//! /usr/share/ovmf/PkKek-1-snakeoil.{key,pem}):
+//!
+//! - `[secure_boot] mode = "uki"` signed with that key: the firmware starts the UKI, the kernel
+//!   says Secure Boot is on, the appliance reaches ready with the command line from inside the
+//!   signature;
+//! - each link broken: one byte changed in the UKI's `.cmdline`, `.linux` or `.initrd`, a UKI
+//!   signed by another key (`oa keys init`), and today's unsigned systemd-boot: the firmware
+//!   refuses each ("Access Denied") and nothing of oa runs.
+
+use oa_builder::qemu::{detect_accel, DiskBoot, Firmware, Spec, UefiFiles, VarsCopy};
+use oa_contract::manifest::artifact;
+use oa_contract::{Arch, READY_LINE};
+use oa_qemu_tests::{built, built_variant, oa_bin, workspace, Machine};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(180);
+const SHORT: Duration = Duration::from_secs(30);
+/// What OVMF prints when an image's signature does not check out.
+const REFUSED: &str = "Access Denied";
+const SECBOOT_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const SNAKEOIL_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+
+fn scratch(name: &str) -> PathBuf {
+    let d = workspace().join("target/qemu-tests").join(format!("sb-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(c: &mut Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The snakeoil pair, its key decrypted (its passphrase is `snakeoil`; sbsign would ask).
+fn snakeoil_keys() -> (PathBuf, PathBuf) {
+    static KEYS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    KEYS.get_or_init(decrypt_snakeoil).clone()
+}
+
+fn decrypt_snakeoil() -> (PathBuf, PathBuf) {
+    let dir = workspace().join("target/qemu-tests/sb-keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("snakeoil.key");
+    if !key.is_file() {
+        let tmp = dir.join(format!("snakeoil.key.{}", std::process::id()));
+        run(Command::new("openssl").args(["pkey", "-passin", "pass:snakeoil", "-in", SNAKEOIL_KEY, "-out"]).arg(&tmp));
+        std::fs::rename(&tmp, &key).unwrap();
+    }
+    (key, PathBuf::from(SNAKEOIL_CERT))
+}
+
+fn uki_profile(key: &Path, cert: &Path) -> String {
+    format!(
+        "[image]\ndisk = true\n[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\n",
+        key.display().to_string(),
+        cert.display().to_string()
+    )
+}
+
+/// The tiny disk image with its UKI signed by the snakeoil key.
+fn snakeoil_disk() -> PathBuf {
+    let (key, cert) = snakeoil_keys();
+    built_variant("tiny-sb-snakeoil", "tiny", &uki_profile(&key, &cert)).join(artifact::DISK_IMAGE)
+}
+
+/// Boot `image` (as a snapshot) under Secure Boot with the snakeoil key enrolled.
+fn boot(name: &str, image: &Path) -> (Machine, VarsCopy) {
+    let files = UefiFiles { code: SECBOOT_CODE.into(), vars_template: SNAKEOIL_VARS.into() };
+    let (fw, vars) = files.for_run(&workspace().join("target/qemu-tests/uefi-vars")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(fw, Firmware::Uefi { .. }));
+    let mut spec = Spec::from_disk(
+        Arch::X86_64,
+        DiskBoot::detect(image, true).expect("disk image"),
+        fw,
+        detect_accel(Arch::X86_64),
+    );
+    // OVMF's Secure Boot build needs SMM, and its variable flash writable only from SMM.
+    spec.extra
+        .extend(["-global", "driver=cfi.pflash01,property=secure,value=on", "-machine", "smm=on"].map(String::from));
+    (Machine::boot(name, &spec), vars)
+}
+
+/// Where the ESP (the first GPT partition) starts in `image`.
+fn esp_offset(image: &Path) -> u64 {
+    let d = std::fs::read(image).unwrap();
+    assert_eq!(&d[512..520], b"EFI PART", "GPT header");
+    let entries_lba = u64::from_le_bytes(d[512 + 72..512 + 80].try_into().unwrap());
+    let e = (entries_lba * 512) as usize;
+    u64::from_le_bytes(d[e + 32..e + 40].try_into().unwrap()) * 512
+}
+
+/// `(file offset, size)` of `section` in the PE file `efi` (objdump -h).
+fn section(efi: &Path, section: &str) -> (u64, u64) {
+    let h = run(Command::new("objdump").arg("-h").arg(efi));
+    h.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() == 7 && f[1] == section)
+        .map(|f| (u64::from_str_radix(f[5], 16).unwrap(), u64::from_str_radix(f[2], 16).unwrap()))
+        .unwrap_or_else(|| panic!("{} has no {section} section:\n{h}", efi.display()))
+}
+
+/// A copy of `image` whose UKI has one byte of `sec` changed (the signature left as it was).
+fn tampered(image: &Path, sec: &str, dir: &Path) -> PathBuf {
+    let copy = dir.join(format!("disk{}.img", sec.replace('.', "-")));
+    std::fs::copy(image, &copy).unwrap();
+    let at = format!("{}@@{}", copy.display(), esp_offset(&copy));
+    let efi = dir.join(format!("uki{}.efi", sec.replace('.', "-")));
+    run(Command::new("mcopy").args(["-n", "-i", &at, "::/EFI/BOOT/BOOTX64.EFI"]).arg(&efi));
+    let (off, size) = section(&efi, sec);
+    let mut data = std::fs::read(&efi).unwrap();
+    data[(off + size / 2) as usize] ^= 0x01;
+    std::fs::write(&efi, &data).unwrap();
+    run(Command::new("mcopy").args(["-o", "-i", &at]).arg(&efi).arg("::/EFI/BOOT/BOOTX64.EFI"));
+    copy
+}
+
+fn expect_refused(name: &str, image: &Path) {
+    let (mut vm, _vars) = boot(name, image);
+    let line = vm.expect(REFUSED, BOOT);
+    assert!(line.contains("failed to load"), "the firmware's refusal: {line}");
+    vm.expect_absent("oa-init", Duration::from_secs(3));
+}
+
+#[test]
+fn snakeoil_signed_uki_boots_to_ready_with_secure_boot_on() {
+    let (mut vm, _vars) = boot("sb_uki", &snakeoil_disk());
+    vm.expect(READY_LINE, BOOT);
+    vm.send_line(
+        "echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
+    );
+    vm.expect("SB=Secure boot enabled ROOT=oa.root=PARTLABEL=oa-root", SHORT);
+}
+
+#[test]
+fn firmware_refuses_a_changed_uki_another_key_and_an_unsigned_loader() {
+    let dir = scratch("refused");
+    let good = snakeoil_disk();
+    for sec in [".cmdline", ".linux", ".initrd"] {
+        expect_refused(&format!("sb_changed{}", sec.replace('.', "_")), &tampered(&good, sec, &dir));
+    }
+    // A UKI signed by a key the machine has not enrolled.
+    let keys = dir.join("other-keys");
+    run(Command::new(oa_bin()).args(["keys", "init"]).arg(&keys));
+    let other = built_variant("tiny-sb-other", "tiny", &uki_profile(&keys.join("db.key"), &keys.join("db.crt")));
+    expect_refused("sb_other_key", &other.join(artifact::DISK_IMAGE));
+    // Today's image: unsigned systemd-boot.
+    expect_refused("sb_unsigned", &built("tiny").join(artifact::DISK_IMAGE));
+    let _ = std::fs::remove_dir_all(&dir);
+}
