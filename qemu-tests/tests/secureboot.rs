@@ -59,7 +59,7 @@ fn decrypt_snakeoil() -> (PathBuf, PathBuf) {
 
 fn uki_profile(key: &Path, cert: &Path) -> String {
     format!(
-        "[image]\ndisk = true\n[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\n",
+        "[image]\ndisk = true\niso = true\n[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\n",
         key.display().to_string(),
         cert.display().to_string()
     )
@@ -73,15 +73,14 @@ fn snakeoil_disk() -> PathBuf {
 
 /// Boot `image` (as a snapshot) under Secure Boot with the snakeoil key enrolled.
 fn boot(name: &str, image: &Path) -> (Machine, VarsCopy) {
+    boot_from(name, DiskBoot::detect(image, true).expect("disk image"))
+}
+
+fn boot_from(name: &str, disk: DiskBoot) -> (Machine, VarsCopy) {
     let files = UefiFiles { code: SECBOOT_CODE.into(), vars_template: SNAKEOIL_VARS.into() };
     let (fw, vars) = files.for_run(&workspace().join("target/qemu-tests/uefi-vars")).unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(fw, Firmware::Uefi { .. }));
-    let mut spec = Spec::from_disk(
-        Arch::X86_64,
-        DiskBoot::detect(image, true).expect("disk image"),
-        fw,
-        detect_accel(Arch::X86_64),
-    );
+    let mut spec = Spec::from_disk(Arch::X86_64, disk, fw, detect_accel(Arch::X86_64));
     // OVMF's Secure Boot build needs SMM, and its variable flash writable only from SMM.
     spec.extra
         .extend(["-global", "driver=cfi.pflash01,property=secure,value=on", "-machine", "smm=on"].map(String::from));
@@ -137,6 +136,15 @@ fn snakeoil_signed_uki_boots_to_ready_with_secure_boot_on() {
         "echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
     );
     vm.expect("SB=Secure boot enabled ROOT=oa.root=PARTLABEL=oa-root", SHORT);
+    drop(vm);
+    // oa.iso's ESP holds its own UKI, with the ISO's root on its command line.
+    let iso = snakeoil_disk().with_file_name(artifact::ISO);
+    let (mut vm, _vars) = boot_from("sb_uki_iso", DiskBoot::cdrom(&iso));
+    vm.expect(READY_LINE, BOOT);
+    vm.send_line(
+        "echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
+    );
+    vm.expect("SB=Secure boot enabled ROOT=oa.root=LABEL=", SHORT);
 }
 
 #[test]
