@@ -136,7 +136,41 @@ pub struct UefiFiles {
     pub vars_template: PathBuf,
 }
 
+/// The keys enrolled in the variable store of OVMF's Secure Boot build (package `ovmf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecureVars {
+    /// Microsoft's keys, as on stock PCs (`OVMF_VARS_4M.ms.fd`).
+    Microsoft,
+    /// Debian's snakeoil test key (`OVMF_VARS_4M.snakeoil.fd`; its key pair is
+    /// /usr/share/ovmf/PkKek-1-snakeoil.{key,pem}).
+    Snakeoil,
+}
+
+/// QEMU flags OVMF's Secure Boot build needs: SMM, and its variable flash writable only from SMM.
+pub const SECURE_BOOT_ARGS: [&str; 4] =
+    ["-global", "driver=cfi.pflash01,property=secure,value=on", "-machine", "smm=on"];
+
 impl UefiFiles {
+    /// OVMF's Secure Boot build with `vars` enrolled (x86_64; add [`SECURE_BOOT_ARGS`]).
+    pub fn secure(vars: SecureVars) -> Result<UefiFiles> {
+        let vars_template = match vars {
+            SecureVars::Microsoft => "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+            SecureVars::Snakeoil => "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd",
+        };
+        let files =
+            UefiFiles { code: "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd".into(), vars_template: vars_template.into() };
+        for f in [&files.code, &files.vars_template] {
+            if !f.is_file() {
+                return Err(Error::ToolMissing {
+                    tool: "OVMF with Secure Boot".into(),
+                    why: format!("{} not found", f.display()),
+                    hint: "install it: apt-get install ovmf (`make deps` does it)".into(),
+                });
+            }
+        }
+        Ok(files)
+    }
+
     pub fn locate(arch: Arch) -> Result<UefiFiles> {
         Self::locate_in(Path::new("/"), arch)
     }

@@ -9,7 +9,7 @@
 //!   signed by another key (`oa keys init`), and today's unsigned systemd-boot: the firmware
 //!   refuses each ("Access Denied") and nothing of oa runs.
 
-use oa_builder::qemu::{detect_accel, DiskBoot, Firmware, Spec, UefiFiles, VarsCopy};
+use oa_builder::qemu::{detect_accel, DiskBoot, Firmware, SecureVars, Spec, UefiFiles, VarsCopy, SECURE_BOOT_ARGS};
 use oa_contract::manifest::artifact;
 use oa_contract::{Arch, READY_LINE};
 use oa_qemu_tests::{built, built_variant, oa_bin, workspace, Machine};
@@ -21,8 +21,6 @@ const BOOT: Duration = Duration::from_secs(180);
 const SHORT: Duration = Duration::from_secs(30);
 /// What OVMF prints when an image's signature does not check out.
 const REFUSED: &str = "Access Denied";
-const SECBOOT_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
-const SNAKEOIL_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
 const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 
@@ -77,13 +75,11 @@ fn boot(name: &str, image: &Path) -> (Machine, VarsCopy) {
 }
 
 fn boot_from(name: &str, disk: DiskBoot) -> (Machine, VarsCopy) {
-    let files = UefiFiles { code: SECBOOT_CODE.into(), vars_template: SNAKEOIL_VARS.into() };
+    let files = UefiFiles::secure(SecureVars::Snakeoil).unwrap_or_else(|e| panic!("{e}"));
     let (fw, vars) = files.for_run(&workspace().join("target/qemu-tests/uefi-vars")).unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(fw, Firmware::Uefi { .. }));
     let mut spec = Spec::from_disk(Arch::X86_64, disk, fw, detect_accel(Arch::X86_64));
-    // OVMF's Secure Boot build needs SMM, and its variable flash writable only from SMM.
-    spec.extra
-        .extend(["-global", "driver=cfi.pflash01,property=secure,value=on", "-machine", "smm=on"].map(String::from));
+    spec.extra.extend(SECURE_BOOT_ARGS.map(String::from));
     (Machine::boot(name, &spec), vars)
 }
 

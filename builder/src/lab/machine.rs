@@ -103,18 +103,7 @@ pub fn prepare(lab: &Lab, mi: usize, m: &Machine, out: &Output, accel: Accel) ->
             (fw, Some(g))
         }
         Firmware::UefiSecure => {
-            let files = qemu::UefiFiles {
-                code: "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd".into(),
-                vars_template: "/usr/share/OVMF/OVMF_VARS_4M.ms.fd".into(),
-            };
-            if !files.code.is_file() || !files.vars_template.is_file() {
-                return Err(Error::ToolMissing {
-                    tool: "OVMF with Secure Boot".into(),
-                    why: format!("{} not found", files.code.display()),
-                    hint: "apt-get install ovmf (`make deps`)".into(),
-                });
-            }
-            let (fw, g) = files.for_run(&dir)?;
+            let (fw, g) = qemu::UefiFiles::secure(qemu::SecureVars::Microsoft)?.for_run(&dir)?;
             (fw, Some(g))
         }
     };
@@ -140,10 +129,7 @@ pub fn prepare(lab: &Lab, mi: usize, m: &Machine, out: &Output, accel: Accel) ->
         }
     };
     if m.firmware == Firmware::UefiSecure {
-        // OVMF's Secure Boot build needs SMM, and its flash writable only from SMM.
-        spec.extra.extend(
-            ["-global", "driver=cfi.pflash01,property=secure,value=on", "-machine", "smm=on"].map(String::from),
-        );
+        spec.extra.extend(qemu::SECURE_BOOT_ARGS.map(String::from));
     }
     spec.memory_mib = m.memory_mib.unwrap_or(spec.memory_mib);
     spec.cpus = m.cpus;
