@@ -399,6 +399,11 @@ async fn a_client_that_stops_reading_loses_its_slot_after_the_idle_timeout() {
     drop(stalled);
 }
 
+/// Descriptors this process has open now.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
 /// Run in a child process (it lowers this process's open-file limit): accept() failing with
 /// EMFILE makes the server pause and retry, not exit; once descriptors are free the waiting
 /// connection is served.
@@ -424,8 +429,16 @@ fn out_of_descriptors_at_accept_backs_off_and_recovers() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let e = start(limits(|_| {}), false);
+        let before = open_descriptors();
         let (st, _) = get_from(ip(50), e.http, "/small.bin").await;
         assert_eq!(st, 200);
+        // The server closes its side of that connection a moment after the client: wait for
+        // it, or the descriptor it frees later lets accept() succeed while "starved".
+        let t = Instant::now();
+        while open_descriptors() > before {
+            assert!(t.elapsed() < Duration::from_secs(5), "the server kept the first connection open");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // Sockets made before the limit drops: connecting needs no new descriptor.
         let socks: Vec<_> = (0..3)
             .map(|_| {
