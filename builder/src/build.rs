@@ -82,6 +82,8 @@ pub struct Context<'a> {
     pub base: Option<bases::BaseTree>,
     pub kernel: Option<stages::kernel::KernelOut>,
     pub rootfs: Option<Stored>,
+    /// `[secure_boot] verity`: the facts of the hash tree appended to the root image.
+    pub verity: Option<stages::verity::Verity>,
     pub initramfs: Option<Stored>,
     pub uki: Option<stages::uki::UkiOut>,
     pub disk: Option<stages::image::DiskOut>,
@@ -92,11 +94,16 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// The kernel command line of the build as the manifest records it: the profile's words and
-    /// the digest of the root image (`oa.sha256=`). Boot loaders add where the root is.
+    /// the digest of the root image (`oa.sha256=`), or with verity its root hash, salt and data
+    /// blocks (`oa.verity=`) instead: verity checks every block as it is read, hashing the whole
+    /// image first as well would only slow the boot. Boot loaders add where the root is.
     pub fn manifest_cmdline(&self, stage: &'static str) -> Result<Vec<String>> {
         let root = need(&self.rootfs, stage, "the root image")?;
         let mut cl = self.profile.kernel.cmdline.clone();
-        cl.push(format!("{}={}", oa_contract::cmdline::SHA256, root.sha256));
+        match &self.verity {
+            Some(v) => cl.push(oa_contract::cmdline::word(oa_contract::cmdline::VERITY, v)),
+            None => cl.push(oa_contract::cmdline::word(oa_contract::cmdline::SHA256, &root.sha256)),
+        }
         Ok(cl)
     }
 }
@@ -127,6 +134,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
         base: None,
         kernel: None,
         rootfs: None,
+        verity: None,
         initramfs: None,
         uki: None,
         disk: None,

@@ -16,10 +16,17 @@ use crate::profile::{DriverClass, Profile};
 /// when it is a file (netboot, copy-to-RAM), under an overlay.
 pub const BOOT_MODULES: &[&str] = &["squashfs", "overlay", "loop"];
 
+/// `[secure_boot] verity`: device-mapper and its verity target (dm-bufio comes as a dependency),
+/// to map the root image before it is mounted.
+pub const VERITY_MODULES: &[&str] = &["dm_mod", "dm_verity"];
+
 /// The modules oa-init loads at the start of stage 1, in this order: [`BOOT_MODULES`],
-/// [`PERSIST_MODULES`] with `[persistence]`, then the profile's `[kernel] modules`.
+/// [`VERITY_MODULES`] with verity, [`PERSIST_MODULES`] with `[persistence]`, then the profile's `[kernel] modules`.
 pub fn always(p: &Profile) -> Vec<String> {
     let mut v: Vec<String> = BOOT_MODULES.iter().map(|s| s.to_string()).collect();
+    if p.secure_boot.verity {
+        v.extend(VERITY_MODULES.iter().map(|s| s.to_string()));
+    }
     if p.persistence.is_some() {
         v.extend(PERSIST_MODULES.iter().map(|s| s.to_string()));
     }

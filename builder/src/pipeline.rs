@@ -74,6 +74,9 @@ fn deb_kernel(p: &Profile) -> bool {
 fn persistent(p: &Profile) -> bool {
     p.persistence.is_some()
 }
+fn verity(p: &Profile) -> bool {
+    p.secure_boot.verity
+}
 fn disk(p: &Profile) -> bool {
     p.image.disk
 }
@@ -129,6 +132,14 @@ pub const STAGES: &[Stage] = &[
         ],
         makes: &[When(artifact::ROOTFS, always)],
         run: stages::rootfs::run,
+    },
+    Stage {
+        name: "verity",
+        doc: "append a dm-verity hash tree (sha256, 4 KiB blocks) to the root image; its root hash goes on the command line (oa.verity=)",
+        wanted: verity,
+        reads: &[When("rootfs", always)],
+        makes: &[],
+        run: stages::verity::run,
     },
     Stage {
         name: "initramfs",
@@ -211,6 +222,7 @@ pub const STAGES: &[Stage] = &[
             When("kernel", always),
             When("initramfs", always),
             When("rootfs", always),
+            When("verity", verity),
             When("image", disk),
             When("iso", iso),
             When("rpi", rpi),

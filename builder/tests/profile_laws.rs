@@ -109,12 +109,12 @@ fn partial() -> impl Strategy<Value = PartialProfile> {
             image,
             persistence: Default::default(),
             rpi: Default::default(),
+            secure_boot: Default::default(),
             system: oa_builder::profile::PartialSystem { enable_units, timezone, ..Default::default() },
             debian: Default::default(),
             pacman: Default::default(),
             users: Default::default(),
             files: Default::default(),
-            secure_boot: Default::default(),
         },
     )
 }

@@ -12,6 +12,8 @@ pub const PREFIX: &str = "oa.";
 pub const ROOT: &str = "oa.root";
 /// Expected sha256 (hex) of the root image (`oa.sha256=`).
 pub const SHA256: &str = "oa.sha256";
+/// dm-verity over the root image: root hash, salt, data blocks (`oa.verity=<hash>,<salt>,<blocks>`).
+pub const VERITY: &str = "oa.verity";
 /// Copy the root image into RAM before mounting it (`oa.copytoram`).
 pub const COPYTORAM: &str = "oa.copytoram";
 /// Persistence device (`oa.persist=`).
@@ -46,6 +48,11 @@ pub const KEYS: &[Key] = &[
         doc: "where the root image is: LABEL=, PARTLABEL=, UUID=, PARTUUID=, a /dev path, or an http:// URL",
     },
     Key { name: SHA256, takes_value: true, doc: "expected sha256 (hex) of the root image; a mismatch stops the boot" },
+    Key {
+        name: VERITY,
+        takes_value: true,
+        doc: "dm-verity over the root image: <root hash>,<salt>,<data blocks> (sha256, 4 KiB blocks, tree after the data); replaces oa.sha256",
+    },
     Key { name: COPYTORAM, takes_value: false, doc: "copy the root image into RAM so the boot medium can be removed" },
     Key { name: PERSIST, takes_value: true, doc: "the persistence device" },
     Key { name: PERSIST_KEY, takes_value: true, doc: "where the persistence key comes from" },
@@ -64,6 +71,68 @@ pub const KEYS: &[Key] = &[
         doc: "comma-separated kernel modules oa-init must not load, whatever the hardware asks for",
     },
 ];
+
+/// The verity facts of a root image (`oa.verity=<root hash>,<salt>,<data blocks>`): a sha256
+/// hash tree of 4 KiB blocks appended right after the `data_blocks` data blocks of the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerityArgs {
+    /// The root hash, 64 lowercase hex digits.
+    pub root_hash: String,
+    /// The salt, lowercase hex, even length, at most 256 digits (128 bytes, the kernel's limit).
+    pub salt: String,
+    /// Number of 4 KiB data blocks; the hash tree starts at this block.
+    pub data_blocks: u64,
+}
+
+/// The data and hash block size of oa's verity images.
+pub const VERITY_BLOCK_SIZE: u64 = 4096;
+
+impl VerityArgs {
+    pub fn parse(s: &str) -> Result<VerityArgs, CmdlineError> {
+        let err = || CmdlineError::BadValue {
+            key: VERITY,
+            value: s.to_string(),
+            expected: "<root hash: 64 hex digits>,<salt: even number of hex digits, at most 256>,<data blocks > 0>",
+        };
+        let hex = |v: &str| v.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut it = s.trim().split(',');
+        let (Some(h), Some(salt), Some(n), None) = (it.next(), it.next(), it.next(), it.next()) else {
+            return Err(err());
+        };
+        if h.len() != 64 || !hex(h) || salt.len() % 2 != 0 || salt.len() > 256 || !hex(salt) {
+            return Err(err());
+        }
+        let data_blocks: u64 = n.parse().map_err(|_| err())?;
+        if data_blocks == 0 {
+            return Err(err());
+        }
+        Ok(VerityArgs { root_hash: h.to_ascii_lowercase(), salt: salt.to_ascii_lowercase(), data_blocks })
+    }
+
+    /// Blocks of the hash tree: each level holds one 32-byte hash per block of the level
+    /// below (128 per 4 KiB block), up to a level of one block (dm-verity's layout; a single
+    /// data block has no tree, its hash is the root hash).
+    pub fn hash_blocks(&self) -> u64 {
+        let per_block = VERITY_BLOCK_SIZE / 32;
+        let (mut n, mut total) = (self.data_blocks, 0u64);
+        while n > 1 {
+            n = n.div_ceil(per_block);
+            total = total.saturating_add(n);
+        }
+        total
+    }
+
+    /// Bytes of the whole image: the data blocks and the hash tree after them.
+    pub fn image_bytes(&self) -> u64 {
+        self.data_blocks.saturating_add(self.hash_blocks()).saturating_mul(VERITY_BLOCK_SIZE)
+    }
+}
+
+impl fmt::Display for VerityArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},{},{}", self.root_hash, self.salt, self.data_blocks)
+    }
+}
 
 /// How the root image is located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +206,8 @@ impl fmt::Display for RootSpec {
 pub struct BootArgs {
     pub root: Option<RootSpec>,
     pub sha256: Option<String>,
+    /// `oa.verity=`: map the root image through dm-verity.
+    pub verity: Option<VerityArgs>,
     /// `oa.copytoram` (= `yes`), `oa.copytoram=yes|no|auto` (`1`/`0` too); `None`: the
     /// initramfs default ([`crate::config::InitramfsConfig::copytoram`]).
     pub copytoram: Option<crate::config::CopyToRam>,
@@ -350,6 +421,7 @@ impl BootArgs {
                     }
                     a.sha256 = Some(v);
                 }
+                VERITY => a.verity = Some(VerityArgs::parse(&need(VERITY)?)?),
                 COPYTORAM => a.copytoram = Some(copytoram(value.as_deref())?),
                 PERSIST => a.persist = Some(need(PERSIST)?),
                 PERSIST_KEY => a.persist_key = Some(need(PERSIST_KEY)?),
@@ -373,6 +445,9 @@ impl BootArgs {
         }
         if let Some(s) = &self.sha256 {
             v.push(format!("{SHA256}={s}"));
+        }
+        if let Some(s) = &self.verity {
+            v.push(format!("{VERITY}={s}"));
         }
         match self.copytoram {
             Some(crate::config::CopyToRam::Yes) => v.push(COPYTORAM.to_string()),
@@ -503,6 +578,29 @@ mod tests {
     #[test]
     fn rejects_bad_values() {
         assert!(BootArgs::parse("oa.sha256=xyz").is_err());
+        let h = "Ab".repeat(32);
+        let a = BootArgs::parse(&format!("oa.verity={h},00ff,42")).unwrap();
+        let v = a.verity.clone().unwrap();
+        assert_eq!((v.root_hash.as_str(), v.salt.as_str(), v.data_blocks), ("ab".repeat(32).as_str(), "00ff", 42));
+        assert_eq!(BootArgs::parse(&a.render().join(" ")).unwrap(), a);
+        assert!(BootArgs::parse(&format!("oa.verity={h},,1")).is_ok(), "an empty salt is allowed");
+        let tree = |n| VerityArgs { root_hash: h.clone(), salt: String::new(), data_blocks: n }.hash_blocks();
+        assert_eq!(
+            [tree(1), tree(2), tree(128), tree(129), tree(128 * 128), tree(128 * 128 + 1)],
+            [0, 1, 1, 3, 129, 132]
+        );
+        for bad in [
+            format!("oa.verity={h},00ff,0"),
+            format!("oa.verity={h},0ff,1"),
+            format!("oa.verity={h},zz,1"),
+            format!("oa.verity={},00,1", "a".repeat(63)),
+            format!("oa.verity={h},{},1", "0".repeat(258)),
+            format!("oa.verity={h},00"),
+            format!("oa.verity={h},00,1,2"),
+            format!("oa.verity={h},00,x"),
+        ] {
+            assert!(BootArgs::parse(&bad).is_err(), "{bad}");
+        }
         assert!(BootArgs::parse("oa.root=").is_err());
         assert!(BootArgs::parse("oa.root=vda").is_err());
     }

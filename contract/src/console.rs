@@ -20,6 +20,14 @@ pub const STAGE_PREFIX: &str = "oa-init: stage";
 /// Prefix of every fatal error line oa-init prints before the emergency path.
 pub const FATAL_PREFIX: &str = "oa-init: FATAL";
 
+/// The text of the `verify` stage line when the root is mapped through dm-verity
+/// (`oa-init: stage verify: dm-verity <root hash, 12 digits> over <device> (<n> blocks)`).
+pub fn verity_stage_text(root_hash: &str, over: &str, data_blocks: u64) -> String {
+    format!("{VERITY_STAGE_TEXT} {} over {over} ({data_blocks} blocks)", &root_hash[..root_hash.len().min(12)])
+}
+/// How [`verity_stage_text`] starts.
+pub const VERITY_STAGE_TEXT: &str = "dm-verity";
+
 /// One console line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsoleLine<'a> {

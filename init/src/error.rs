@@ -67,6 +67,11 @@ pub enum Error {
     #[error("persistence: {0}")]
     Persist(PersistError),
 
+    /// The root image mapped through dm-verity does not mount or read: a block does not match
+    /// the root hash of `oa.verity=`.
+    #[error("{device} (dm-verity {root_hash} over {over}): {why}")]
+    Verity { device: String, root_hash: String, over: String, why: String },
+
     /// Something expected is missing (a file, a mount point).
     #[error("{what}: {why}")]
     Unexpected { what: String, why: String },
@@ -140,6 +145,10 @@ impl Error {
     /// than the failed step.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::Verity { .. } => Some(format!(
+                "dm-verity: the root image does not match its signed root hash ({}=): it is corrupt or was changed; rebuild it (oa build) or re-flash the medium with the same build's image and kernel command line",
+                cmdline::VERITY
+            )),
             Error::HashMismatch { .. } => Some(
                 "the root image is corrupt or does not belong to this kernel/initramfs: rebuild it (oa build) or re-flash the medium; the oa.sha256= on the kernel command line must be the one from the same build's manifest.json".into(),
             ),

@@ -5,6 +5,7 @@ mod bootargs;
 mod coldplug;
 mod console;
 mod devices;
+mod dm;
 mod emergency;
 mod error;
 mod loopdev;

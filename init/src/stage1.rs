@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::mount::MsFlags;
-use oa_contract::cmdline::{self, BootArgs};
+use oa_contract::cmdline::{self, BootArgs, VerityArgs};
 use oa_contract::config::{CopyToRam, InitSystem, InitramfsConfig, SystemInit};
 use oa_contract::modules::normalize;
 use oa_contract::{initramfs_paths, mounts as mp, rootfs_paths};
@@ -18,6 +18,7 @@ use crate::bootargs;
 use crate::coldplug::Coldplug;
 use crate::console;
 use crate::devices;
+use crate::dm;
 use crate::emergency;
 use crate::error::{Error, Failure, IoContext, Result, Step, SysContext};
 use crate::loopdev;
@@ -152,7 +153,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     if !paths.is_empty() {
         paths.push(format!("/{}", rootfs_paths::OA_STATE));
     }
-    assemble(&root, persistent, &paths).step("assemble the root filesystem", HINT_SHELL)?;
+    assemble(&root, args.verity.as_ref(), persistent, &paths).step("assemble the root filesystem", HINT_SHELL)?;
     let rw_kind = if persistent { "persistent state (btrfs on LUKS2)" } else { "tmpfs" };
     console::stage(
         "overlay",
@@ -217,7 +218,12 @@ fn find_and_verify(
             ));
         }
     } else if mode != CopyToRam::No {
-        let len = rootimage::len(&found.path).step("size the root image", HINT_SHELL)?;
+        // With dm-verity the image is the data and the hash tree after it: copy both.
+        let len = match &args.verity {
+            None => rootimage::len(&found.path),
+            Some(v) => verity_image_len(&found.path, v),
+        }
+        .step("size the root image", HINT_SHELL)?;
         let (copy, why) =
             media::decide(mode, cfg.copytoram_ram_factor, len, found.device.as_ref(), media::meminfo("MemTotal"));
         if copy {
@@ -239,6 +245,7 @@ fn find_and_verify(
                 }
             }
             match &args.sha256 {
+                _ if args.verity.is_some() => {} // mapped through dm-verity when it is mounted
                 Some(_) => console::stage("verify", "sha256 matches (checked while copying to RAM)"),
                 None => console::stage("verify", "skipped (no oa.sha256= given)"),
             }
@@ -247,6 +254,8 @@ fn find_and_verify(
         console::debug(&format!("{}: not copied ({why})", cmdline::COPYTORAM));
     }
     match (&args.sha256, &found.verified_sha256) {
+        // dm-verity checks each block when it is read (assemble): no hashing of the whole image.
+        _ if args.verity.is_some() => {}
         (Some(_), Some(_)) => console::stage("verify", "sha256 matches (checked while scanning)"),
         (Some(want), None) => {
             let t = Instant::now();
@@ -272,8 +281,23 @@ fn find_and_verify(
     Ok(found.path)
 }
 
+/// Bytes of a verity root image (data + hash tree), checked against what `path` holds.
+fn verity_image_len(path: &Path, v: &VerityArgs) -> Result<u64> {
+    let want = v.image_bytes();
+    let have = rootimage::device_size(path)?;
+    if have < want {
+        return Err(Error::Verity {
+            device: path.display().to_string(),
+            root_hash: v.root_hash.clone(),
+            over: format!("{} data blocks", v.data_blocks),
+            why: format!("the image is truncated: data and hash tree need {want} bytes, it has {have}"),
+        });
+    }
+    Ok(want)
+}
+
 /// Mount the root image read-only at LOWER, a tmpfs at RW, the overlay of both at SYSROOT.
-fn assemble(image: &Path, persistent: bool, paths: &[String]) -> Result<()> {
+fn assemble(image: &Path, verity: Option<&VerityArgs>, persistent: bool, paths: &[String]) -> Result<()> {
     let md = std::fs::metadata(image).ctx("stat", image)?;
     // Keep the loop device open until it is mounted (it is set up with autoclear).
     let attached = if md.is_file() {
@@ -287,9 +311,29 @@ fn assemble(image: &Path, persistent: bool, paths: &[String]) -> Result<()> {
     let lower = Path::new(mp::LOWER);
     let rw = Path::new(mp::RW);
     let sysroot = Path::new(mp::SYSROOT);
-    let dev_s = dev.display().to_string();
     mounts::ensure_dir(lower)?;
-    mounts::mount(&dev_s, lower, "squashfs", MsFlags::MS_RDONLY, None)?;
+    match verity {
+        None => mounts::mount(&dev.display().to_string(), lower, "squashfs", MsFlags::MS_RDONLY, None)?,
+        Some(v) => {
+            verity_image_len(&dev, v)?; // a clear error before the kernel's -E2BIG
+            let mapped = dm::map_verity(VERITY_NAME, &dev, v)?;
+            console::stage(
+                "verify",
+                &oa_contract::console::verity_stage_text(&v.root_hash, &dev.display().to_string(), v.data_blocks),
+            );
+            let m = mapped.path.display().to_string();
+            let bad = |why: String| Error::Verity {
+                device: m.clone(),
+                root_hash: v.root_hash.clone(),
+                over: dev.display().to_string(),
+                why,
+            };
+            // A block that does not match reads as an I/O error: the superblock on mount.
+            mounts::mount(&m, lower, "squashfs", MsFlags::MS_RDONLY, None).map_err(|e| bad(e.to_string()))?;
+            // ... and a changed block elsewhere when it is read; check the root directory now.
+            std::fs::read_dir(lower).map_err(|e| bad(format!("reading {}: {e}", lower.display())))?;
+        }
+    }
     drop(attached);
     mounts::ensure_dir(rw)?;
     if !persistent {
@@ -336,6 +380,8 @@ fn assemble(image: &Path, persistent: bool, paths: &[String]) -> Result<()> {
 }
 
 /// The tmpfs upper layer of the root when only some paths persist.
+/// The device-mapper name of the verity-mapped root image.
+const VERITY_NAME: &str = "oa-root";
 const VOLATILE: &str = "/run/oa/volatile";
 
 /// One persisted path: relative to the root, and its folder name in the state subvolume.

@@ -593,9 +593,8 @@ fn finalize_secure_boot(
     };
     let bad = |message: String| ProfileError::Inconsistent { files: from(), message };
     let mode = s.mode.unwrap_or(SecureBootMode::Off);
-    // The dm-verity root is not built yet (issue 13): off by default, refused when asked for,
-    // so that no profile believes its root is verified when it is not.
-    let verity = s.verity.unwrap_or(false);
+    // A signed command line carries the root hash: verity is on by default with signing.
+    let verity = s.verity.unwrap_or(mode == SecureBootMode::Uki);
     if mode == SecureBootMode::Shim {
         return Err(bad("[secure_boot] mode = \"shim\" (Debian's Microsoft-signed shim) is not built yet: use mode = \"uki\" with your own key (`oa keys init DIR`, enrolled in the machine's db), or mode = \"off\"".into()));
     }
@@ -607,9 +606,6 @@ fn finalize_secure_boot(
     }
     if verity && mode != SecureBootMode::Uki {
         return Err(bad(format!("[secure_boot] verity = true needs signing (mode = \"uki\"): the root hash is only worth what the signature over the command line carrying it is worth (mode is \"{mode}\")")));
-    }
-    if verity {
-        return Err(bad("[secure_boot] verity = true: the dm-verity root is not built yet; leave verity out (the root image is checked by its sha256 on the signed command line)".into()));
     }
     if mode != SecureBootMode::Off && arch != Arch::X86_64 {
         return Err(bad(format!("[secure_boot] mode = \"{mode}\" is built for x86_64 only: the arm64 UEFI stub (linuxaa64.efi.stub) and shim are not in the build host's x86-64 packages; set mode = \"off\" for arch = \"{arch}\"")));

@@ -14,3 +14,4 @@ pub mod packages;
 pub mod rootfs;
 pub mod rpi;
 pub mod uki;
+pub mod verity;

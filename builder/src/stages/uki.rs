@@ -97,7 +97,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             ));
             scratch.seal(name)?;
         }
-        Ok(format!("signed with {} ({})", cert.display(), sizes.join(", ")))
+        let what = if sizes.is_empty() { String::new() } else { format!(" ({})", sizes.join(", ")) };
+        Ok(format!("signed with {}{what}", cert.display()))
     })?;
     let stored = |name: &str| -> Result<Option<Stored>> {
         match media.iter().any(|(n, _)| *n == name) {
