@@ -86,6 +86,8 @@ pub struct Context<'a> {
     pub verity: Option<stages::verity::Verity>,
     pub initramfs: Option<Stored>,
     pub uki: Option<stages::uki::UkiOut>,
+    /// `[secure_boot] mode = "shim"`: Debian's signed shim, GRUB and MOK manager.
+    pub shim: Option<stages::shim::ShimOut>,
     pub disk: Option<stages::image::DiskOut>,
     pub iso: Option<stages::iso::IsoOut>,
     pub rpi: Option<crate::rpi::RpiOut>,
@@ -137,6 +139,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
         verity: None,
         initramfs: None,
         uki: None,
+        shim: None,
         disk: None,
         iso: None,
         rpi: None,

@@ -89,6 +89,9 @@ fn iso(p: &Profile) -> bool {
 fn uki(p: &Profile) -> bool {
     p.secure_boot.mode == crate::profile::SecureBootMode::Uki
 }
+fn shim(p: &Profile) -> bool {
+    p.secure_boot.mode == crate::profile::SecureBootMode::Shim
+}
 fn rpi(p: &Profile) -> bool {
     p.rpi.enable
 }
@@ -169,6 +172,14 @@ pub const STAGES: &[Stage] = &[
         run: stages::uki::run,
     },
     Stage {
+        name: "shim",
+        doc: "Debian's Microsoft-signed shim, its signed GRUB and MOK manager (shim-signed, grub-efi-amd64-signed, shim-helpers-amd64-signed), fetched by apt and verified",
+        wanted: shim,
+        reads: &[When("apt", always)],
+        makes: &[],
+        run: stages::shim::run,
+    },
+    Stage {
         name: "image",
         doc: "disk.img (GPT, BIOS + UEFI boot loaders, root partition) with its block map, and qcow2",
         wanted: disk,
@@ -177,6 +188,7 @@ pub const STAGES: &[Stage] = &[
             When("initramfs", always),
             When("rootfs", always),
             When("uki", uki),
+            When("shim", shim),
             When("boot loaders", always),
         ],
         makes: &[

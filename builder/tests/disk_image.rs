@@ -57,7 +57,7 @@ fn spec<'a>(i: &'a Inputs, cl: &'a [String], persistence_mib: u32) -> DiskSpec<'
         persistence_mib,
         esp_mib: None,
         seed: b"test seed",
-        uki: None,
+        uefi: oa_builder::image::boot::UefiLoader::SystemdBoot,
     }
 }
 

@@ -7,7 +7,9 @@
 //!   signature;
 //! - each link broken: one byte changed in the UKI's `.cmdline`, `.linux` or `.initrd`, a UKI
 //!   signed by another key (`oa keys init`), and today's unsigned systemd-boot: the firmware
-//!   refuses each ("Access Denied") and nothing of oa runs.
+//!   refuses each ("Access Denied") and nothing of oa runs;
+//! - `mode = "shim"` under Microsoft's keys (`OVMF_VARS_4M.ms.fd`, what stock PCs have):
+//!   Debian's shim -> GRUB -> Debian's kernel boots to ready; a changed kernel is refused.
 
 use oa_builder::qemu::{detect_accel, DiskBoot, Firmware, SecureVars, Spec, UefiFiles, VarsCopy, SECURE_BOOT_ARGS};
 use oa_contract::manifest::artifact;
@@ -75,7 +77,11 @@ fn boot(name: &str, image: &Path) -> (Machine, VarsCopy) {
 }
 
 fn boot_from(name: &str, disk: DiskBoot) -> (Machine, VarsCopy) {
-    let files = UefiFiles::secure(SecureVars::Snakeoil).unwrap_or_else(|e| panic!("{e}"));
+    boot_with(SecureVars::Snakeoil, name, disk)
+}
+
+fn boot_with(keys: SecureVars, name: &str, disk: DiskBoot) -> (Machine, VarsCopy) {
+    let files = UefiFiles::secure(keys).unwrap_or_else(|e| panic!("{e}"));
     let (fw, vars) = files.for_run(&workspace().join("target/qemu-tests/uefi-vars")).unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(fw, Firmware::Uefi { .. }));
     let mut spec = Spec::from_disk(Arch::X86_64, disk, fw, detect_accel(Arch::X86_64));
@@ -157,5 +163,44 @@ fn firmware_refuses_a_changed_uki_another_key_and_an_unsigned_loader() {
     expect_refused("sb_other_key", &other.join(artifact::DISK_IMAGE));
     // Today's image: unsigned systemd-boot.
     expect_refused("sb_unsigned", &built("tiny").join(artifact::DISK_IMAGE));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The stock chain: Debian's Microsoft-signed shim, Debian's GRUB and kernel, under the
+/// Microsoft keys every PC has. One changed byte of the kernel: GRUB (asking shim) refuses it.
+#[test]
+fn microsoft_keys_boot_the_shim_chain_and_refuse_a_changed_kernel() {
+    let disk = built_variant("tiny-sb-shim", "tiny", "[image]\ndisk = true\n[secure_boot]\nmode = \"shim\"\n")
+        .join(artifact::DISK_IMAGE);
+    let boot_ms = |name: &str, image: &Path| {
+        boot_with(SecureVars::Microsoft, name, DiskBoot::detect(image, true).expect("disk image"))
+    };
+    let (mut vm, _vars) = boot_ms("sb_shim", &disk);
+    vm.expect(READY_LINE, BOOT);
+    vm.send_line(
+        "echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
+    );
+    vm.expect("SB=Secure boot enabled ROOT=oa.root=PARTLABEL=oa-root", SHORT);
+    drop(vm);
+
+    let dir = scratch("shim");
+    let copy = dir.join("disk-kernel.img");
+    std::fs::copy(&disk, &copy).unwrap();
+    let at = format!("{}@@{}", copy.display(), esp_offset(&copy));
+    let kernel = dir.join("vmlinuz");
+    run(Command::new("mcopy").args(["-n", "-i", &at, "::/vmlinuz"]).arg(&kernel));
+    let mut data = std::fs::read(&kernel).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(&kernel, &data).unwrap();
+    run(Command::new("mcopy").args(["-o", "-i", &at]).arg(&kernel).arg("::/vmlinuz"));
+    let (mut vm, _vars) = boot_ms("sb_shim_changed_kernel", &copy);
+    // GRUB's words when shim's verifier rejects the kernel.
+    vm.expect("error: bad shim signature", BOOT);
+    vm.expect_absent("oa-init", Duration::from_secs(5));
+    drop(vm);
+    // Under Microsoft's keys the unsigned systemd-boot of a plain image is refused as well.
+    let (mut vm, _vars) = boot_ms("sb_ms_unsigned", &built("tiny").join(artifact::DISK_IMAGE));
+    assert!(vm.expect(REFUSED, BOOT).contains("failed to load"));
     let _ = std::fs::remove_dir_all(&dir);
 }

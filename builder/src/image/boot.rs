@@ -93,6 +93,12 @@ pub mod esp {
     pub const SYSLINUX_CFG: &str = "syslinux.cfg";
     pub const EFI_BOOT: &str = "EFI/BOOT/BOOTX64.EFI";
     pub const LOADER_CONF: &str = "loader/loader.conf";
+    /// `mode = "shim"`: GRUB and the MOK manager next to shim (where shim looks for them).
+    pub const GRUB: &str = "EFI/BOOT/grubx64.efi";
+    pub const MOK_MANAGER: &str = "EFI/BOOT/mmx64.efi";
+    /// Where Debian's signed GRUB reads its configuration (its built-in prefix, /EFI/debian).
+    pub const GRUB_CFG: &str = "EFI/debian/grub.cfg";
+    pub const GRUB_DIRS: &[&str] = &["EFI/debian"];
     pub const ENTRY: &str = "loader/entries/oa.conf";
     /// Folders to create, parents first.
     pub const DIRS: &[&str] = &["EFI", "EFI/BOOT", "loader", "loader/entries"];
@@ -115,6 +121,47 @@ pub fn syslinux_cfg(title: &str, cmdline: &[String]) -> String {
         esp::INITRD,
         cmdline.join(" ")
     )
+}
+
+/// What UEFI boots from an ESP.
+#[derive(Debug, Clone, Copy)]
+pub enum UefiLoader<'a> {
+    /// systemd-boot with its entry for the kernel and initramfs (unsigned).
+    SystemdBoot,
+    /// `[secure_boot] mode = "uki"`: the signed UKI itself, no configuration.
+    Uki(&'a Path),
+    /// `[secure_boot] mode = "shim"`: shim as BOOTX64.EFI, GRUB and the MOK manager beside it,
+    /// GRUB's configuration for the kernel and initramfs.
+    Shim { shim: &'a Path, grub: &'a Path, mok_manager: &'a Path },
+}
+
+/// A word of a GRUB command, quoted when GRUB would read it otherwise (`'...'`, with `'\''`
+/// for a quote): GRUB's script syntax treats `$ ; { } " ' \ #` and blanks specially.
+fn grub_word(w: &str) -> String {
+    let plain = !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"=,._-/:@+%^".contains(&b));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// `EFI/debian/grub.cfg`: GRUB (behind shim) boots the one entry at once; `linux` has shim
+/// check the kernel's signature (Secure Boot lockdown), the initramfs and this file are not
+/// checked by anything.
+pub fn grub_cfg(title: &str, cmdline: &[String]) -> String {
+    let words: Vec<String> = cmdline.iter().map(|w| grub_word(w)).collect();
+    [
+        "# Written by `oa build`. UEFI Secure Boot: shim -> this GRUB -> the kernel, each signed; BIOS boots syslinux.",
+        "set timeout=0",
+        "set default=0",
+        &format!("menuentry {} {{", grub_word(title)),
+        &format!("  linux /{} {}", esp::KERNEL, words.join(" ")),
+        &format!("  initrd /{}", esp::INITRD),
+        "}",
+        "",
+    ]
+    .join("\n")
 }
 
 /// `loader/loader.conf`: the oa entry, no menu (hold a key at start to see it), no editor.
@@ -159,6 +206,17 @@ mod tests {
         assert!(s.contains("LINUX /vmlinuz") && s.contains("INITRD /initramfs.img") && s.contains("TIMEOUT 0"));
         assert!(e.contains("linux /vmlinuz") && e.contains("initrd /initramfs.img"));
         assert!(loader_conf().contains("default oa.conf"));
+    }
+
+    #[test]
+    fn grub_gets_the_command_line_word_for_word() {
+        use oa_contract::cmdline::{disk_root, word, ROOT};
+        let cl = ["console=ttyS0".to_string(), word(ROOT, disk_root()), "x=a b".into(), "q='$".into()];
+        let g = grub_cfg("tiny box", &cl);
+        assert!(g.contains("menuentry 'tiny box' {"), "{g}");
+        let root = word(ROOT, disk_root());
+        assert!(g.contains(&format!("  linux /vmlinuz console=ttyS0 {root} 'x=a b' 'q='\\''$'\n")), "{g}");
+        assert!(g.contains("  initrd /initramfs.img\n}\n") && g.contains("set timeout=0"), "{g}");
     }
 
     #[test]

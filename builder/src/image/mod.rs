@@ -25,7 +25,7 @@ pub mod uki;
 
 use crate::error::{Error, IoContext, Result};
 use bmap::Bmap;
-use boot::{esp, BootFiles};
+use boot::{esp, BootFiles, UefiLoader};
 use gpt::{Layout, PartSpec};
 use oa_contract::cmdline::{self, Cmdline};
 use oa_contract::manifest::partlabel;
@@ -58,9 +58,9 @@ pub struct DiskSpec<'a> {
     pub esp_mib: Option<u32>,
     /// Bytes the GUIDs and the FAT serial are derived from (the inputs' digests).
     pub seed: &'a [u8],
-    /// `[secure_boot] mode = "uki"`: the signed UKI UEFI boots (as `EFI/BOOT/BOOTX64.EFI`,
-    /// instead of systemd-boot and its entry); BIOS still boots syslinux.
-    pub uki: Option<&'a Path>,
+    /// What UEFI boots: systemd-boot, the signed UKI or the shim chain; BIOS always boots
+    /// syslinux.
+    pub uefi: UefiLoader<'a>,
 }
 
 /// A written disk image.
@@ -147,9 +147,13 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
 /// The ESP's size in MiB (the profile's, checked, or fitted to its files) and the bytes of the
 /// kernel, initramfs and systemd-boot it holds.
 fn esp_size(spec: &DiskSpec<'_>, files: &BootFiles) -> Result<(u32, u64)> {
-    let efi = spec.uki.unwrap_or(&files.systemd_boot);
-    let (kernel_len, initrd_len, sdboot_len) = (len(spec.kernel)?, len(spec.initrd)?, len(efi)?);
-    let esp_files = [kernel_len, initrd_len, sdboot_len, 4096, 4096, 4096];
+    let loaders: u64 = match spec.uefi {
+        UefiLoader::SystemdBoot => len(&files.systemd_boot)?,
+        UefiLoader::Uki(uki) => len(uki)?,
+        UefiLoader::Shim { shim, grub, mok_manager } => len(shim)? + len(grub)? + len(mok_manager)?,
+    };
+    let (kernel_len, initrd_len) = (len(spec.kernel)?, len(spec.initrd)?);
+    let esp_files = [kernel_len, initrd_len, loaders, 4096, 4096, 4096, 4096];
     let needed = esp_mib_for(&esp_files);
     let esp_mib = match spec.esp_mib {
         Some(m) if m < needed => {
@@ -194,7 +198,8 @@ fn partitions(spec: &DiskSpec<'_>, esp_mib: u32, rootfs_len: u64) -> Vec<PartSpe
 }
 
 /// The ESP: FAT, syslinux's boot sector and ldlinux, the boot loader configuration, the
-/// kernel, the initramfs and systemd-boot (or the signed UKI, which needs no configuration).
+/// kernel, the initramfs and the UEFI boot loader ([`UefiLoader`]: systemd-boot, the signed UKI
+/// which needs no configuration, or shim with GRUB).
 fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Partition) -> Result<()> {
     let g = gpt::derived_guid(spec.seed, "esp-serial").to_gpt_bytes();
     let serial = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
@@ -208,9 +213,19 @@ fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Pa
     let cfg_dir =
         tempfile::Builder::new().prefix(".oa-esp-").tempdir_in(parent).ctx("creating a temporary folder in", parent)?;
     let mut texts = vec![(esp::SYSLINUX_CFG, boot::syslinux_cfg(spec.title, spec.cmdline))];
-    if spec.uki.is_none() {
-        texts.push((esp::LOADER_CONF, boot::loader_conf()));
-        texts.push((esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)));
+    let mut efi: Vec<(&Path, &str)> = Vec::new();
+    match spec.uefi {
+        UefiLoader::SystemdBoot => {
+            texts.push((esp::LOADER_CONF, boot::loader_conf()));
+            texts.push((esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)));
+            efi.push((&files.systemd_boot, esp::EFI_BOOT));
+        }
+        UefiLoader::Uki(uki) => efi.push((uki, esp::EFI_BOOT)),
+        UefiLoader::Shim { shim, grub, mok_manager } => {
+            fat.mkdirs(esp::GRUB_DIRS)?;
+            texts.push((esp::GRUB_CFG, boot::grub_cfg(spec.title, spec.cmdline)));
+            efi.extend([(shim, esp::EFI_BOOT), (grub, esp::GRUB), (mok_manager, esp::MOK_MANAGER)]);
+        }
     }
     for (i, (dst, text)) in texts.iter().enumerate() {
         let tmp = cfg_dir.path().join(format!("{i}.conf"));
@@ -219,7 +234,10 @@ fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Pa
     }
     fat.copy(spec.kernel, esp::KERNEL)?;
     fat.copy(spec.initrd, esp::INITRD)?;
-    fat.copy(spec.uki.unwrap_or(&files.systemd_boot), esp::EFI_BOOT)
+    for (src, dst) in efi {
+        fat.copy(src, dst)?;
+    }
+    Ok(())
 }
 
 /// The root image at `offset` (the start of its partition), checked to be `rootfs_len` bytes.

@@ -383,7 +383,7 @@ pub struct SecureBoot {
     pub key: Option<PathBuf>,
     /// Absolute path of its certificate.
     pub cert: Option<PathBuf>,
-    /// dm-verity root (not built yet: always false).
+    /// dm-verity root: the hash tree after the root image, `oa.verity=` on the signed command line.
     pub verity: bool,
 }
 

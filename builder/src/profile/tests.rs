@@ -603,7 +603,19 @@ fn secure_boot_section() {
     assert!(e.contains("mode = \"uki\" only"), "{e}");
     t.file("s.toml", "hostname = \"h\"\n[secure_boot]\nmode = \"shim\"\n");
     let e = t.load("s.toml").unwrap_err().to_string();
-    assert!(e.contains("not built yet") && e.contains("mode = \"uki\""), "{e}");
+    assert!(e.contains("disk = true"), "{e}");
+    t.file("s.toml", "hostname = \"h\"\n[image]\ndisk = true\n[secure_boot]\nmode = \"shim\"\n");
+    let sb = t.load("s.toml").unwrap().profile.secure_boot;
+    assert_eq!((sb.mode, sb.verity, sb.signs()), (SecureBootMode::Shim, false, false));
+    t.file("si.toml", "hostname = \"h\"\n[image]\ndisk = true\niso = true\n[secure_boot]\nmode = \"shim\"\n");
+    let e = t.load("si.toml").unwrap_err().to_string();
+    assert!(e.contains("disk.img only") && e.contains("iso = false"), "{e}");
+    t.file("sa.toml", "hostname = \"h\"\nbase = \"arch\"\n[pacman.repos.core]\nservers = [\"http://127.0.0.1/\"]\n[packages]\narch = [\"base\", \"linux\"]\n[image]\ndisk = true\n[secure_boot]\nmode = \"shim\"\n");
+    let e = t.load("sa.toml").unwrap_err().to_string();
+    assert!(e.contains("Debian's signed kernel"), "{e}");
+    t.file("sv.toml", "hostname = \"h\"\n[image]\ndisk = true\n[secure_boot]\nmode = \"shim\"\nverity = true\n");
+    let e = t.load("sv.toml").unwrap_err().to_string();
+    assert!(e.contains("verity = true needs signing"), "{e}");
     t.file("vu.toml", "hostname = \"h\"\n[secure_boot]\nmode = \"uki\"\nkey = \"k\"\ncert = \"c\"\nverity = false\n");
     assert!(!t.load("vu.toml").unwrap().profile.secure_boot.verity);
     t.file(

@@ -4,7 +4,7 @@
 use crate::build::{need, Context};
 use crate::error::{IoContext, Result};
 use crate::hash::{self, Key};
-use crate::image::{self, boot::BootFiles};
+use crate::image::{self, boot::BootFiles, boot::UefiLoader};
 use crate::pipeline::Outcome;
 use oa_contract::manifest::artifact;
 use std::path::PathBuf;
@@ -27,6 +27,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let rootfs = need(&cx.rootfs, "image", "the root image")?;
     let files = BootFiles::locate(p.arch)?;
     let uki = cx.uki.as_ref().and_then(|u| u.disk.as_ref());
+    let shim = cx.shim.as_ref();
     let boot_cmdline = image::disk_cmdline(&cx.manifest_cmdline("image")?);
     // The key is also the seed of the disk's GUIDs: the same inputs give the same bytes.
     let mut key = Key::new("image");
@@ -43,6 +44,11 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     if let Some(u) = uki {
         key.add("uki", u.sha256.as_bytes());
     }
+    if let Some(s) = shim {
+        for f in [&s.shim, &s.grub, &s.mok_manager] {
+            key.add("shim", f.sha256.as_bytes());
+        }
+    }
     key.add("epoch", std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default().as_bytes());
     let key = key.hex();
     let (entry, made) = cx.store.get_or_build("image", &key, cx.opts.no_cache, |scratch| {
@@ -56,7 +62,13 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             persistence_mib: p.image.persistence_mib,
             esp_mib: p.image.esp_mib,
             seed: key.as_bytes(),
-            uki: uki.map(|u| u.path.as_path()),
+            uefi: match (uki, shim) {
+                (Some(u), _) => UefiLoader::Uki(&u.path),
+                (None, Some(s)) => {
+                    UefiLoader::Shim { shim: &s.shim.path, grub: &s.grub.path, mok_manager: &s.mok_manager.path }
+                }
+                (None, None) => UefiLoader::SystemdBoot,
+            },
         };
         let img = scratch.join(artifact::DISK_IMAGE);
         let disk = image::write_disk(&spec, &files, &img)?;

@@ -13,5 +13,6 @@ pub mod output;
 pub mod packages;
 pub mod rootfs;
 pub mod rpi;
+pub mod shim;
 pub mod uki;
 pub mod verity;

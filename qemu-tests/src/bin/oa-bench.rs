@@ -183,7 +183,7 @@ fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot
         persistence_mib: 0,
         esp_mib: None,
         seed: b"bench",
-        uki: None,
+        uefi: oa_builder::image::boot::UefiLoader::SystemdBoot,
     };
     let img = out.join("bench-disk.img");
     let mut times = Vec::new();
