@@ -33,8 +33,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let (Some(key_file), Some(cert)) = (&p.secure_boot.key, &p.secure_boot.cert) else {
         return Err(Error::Keys("[secure_boot] mode = \"uki\" needs key and cert (`oa keys init DIR`)".into()));
     };
-    // First of all: a key that cannot sign fails the build before anything is made.
-    crate::keys::check_pair(key_file, cert)?;
+    crate::keys::check_readable(key_file, cert)?;
     let stub = uki::Stub::locate()?;
     let manifest_cmdline = cx.manifest_cmdline("uki")?;
     let mut media: Vec<(&str, Vec<String>)> = Vec::new();
@@ -56,6 +55,12 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         key.add(name, cl.join(" ").as_bytes());
     }
     let key = key.hex();
+    // First of all: a key that cannot sign fails the stage before anything is made. A cached
+    // entry was made with exactly this key and certificate (their digests are in its key), so
+    // the pair was checked then: a warm build does not run openssl again.
+    if cx.opts.no_cache || cx.store.lookup("uki", &key).is_none() {
+        crate::keys::check_pair(key_file, cert)?;
+    }
     let private = crate::stages::initramfs::carries_key(p);
     let (entry, made) = cx.store.get_or_build("uki", &key, cx.opts.no_cache, |scratch| {
         let osrel_file = scratch.join("os-release");

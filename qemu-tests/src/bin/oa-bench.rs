@@ -9,6 +9,9 @@
 //! with the default classes against `[kernel] drivers = []` (`OA_BENCH_ONLY=drivers`, skipped
 //! with `OA_BENCH_SKIP_DRIVERS`). (f) the hybrid ISO of tiny-iso: its stage against the image
 //! stage, boots from it as a CD against disk.img, and copy-to-RAM (`OA_BENCH_ONLY=iso`).
+//! (g) Secure Boot (`OA_BENCH_ONLY=secureboot`): tiny's disk.img as a signed UKI with a verity
+//! root booted with Secure Boot on against the same image unsigned with it off, and what the
+//! signing stages (verity, uki) add to a build.
 
 use oa_builder::apt::PackageCache;
 use oa_builder::build::{default_cache_root, read_manifest};
@@ -41,6 +44,11 @@ fn main() {
     // `OA_BENCH_ONLY=lab make bench`: only the oa lab figures (issue 17).
     if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("lab") {
         bench_lab(&ws);
+        return;
+    }
+    // `OA_BENCH_ONLY=secureboot make bench`: only the Secure Boot figures (issue 13).
+    if std::env::var("OA_BENCH_ONLY").as_deref() == Ok("secureboot") {
+        bench_secure_boot(&ws);
         return;
     }
     // `OA_BENCH_ONLY=drivers make bench`: only the driver-class figures (issue 12).
@@ -91,6 +99,7 @@ fn main() {
         bench_drivers(&ws);
     }
     bench_iso(&ws);
+    bench_secure_boot(&ws);
     bench_lab(&ws);
 
     if std::env::var_os("OA_BENCH_SKIP_DEBIAN").is_none() {
@@ -642,4 +651,104 @@ fn bench_lab(ws: &Path) {
     println!("  sum of single runs           {sum:>7.1} s");
     println!("  whole lab                    {whole:>7.1} s");
     println!("  lab / (sum / {cores}) (goal <= 1.30) {:>7.3}", whole / (sum / cores as f64));
+}
+
+/// Secure Boot (issue 13). Two profiles on tiny with disk.img: `[secure_boot] mode = "uki"`
+/// signed with Debian's snakeoil key (verity on, its default) and the same unsigned. (1) Boot
+/// to ready under the same firmware (OVMF's Secure Boot build, SMM): the signed image with the
+/// snakeoil key enrolled (Secure Boot on), the unsigned one with blank variables (Secure Boot
+/// off), median of 3 each, alternating. (2) What signing costs a build: the verity and uki
+/// stages against the whole build, both `--no-cache` (median of 3), and a warm build (nothing
+/// changed) signed against unsigned.
+fn bench_secure_boot(ws: &Path) {
+    use oa_builder::qemu::{DiskBoot, SecureVars, UefiFiles, SECURE_BOOT_ARGS};
+    use oa_contract::manifest::artifact;
+    let dir = ws.join("target/bench/secureboot");
+    std::fs::create_dir_all(&dir).expect("bench folder");
+    // The snakeoil key, decrypted (passphrase `snakeoil`; sbsign would prompt).
+    let key = dir.join("snakeoil.key");
+    if !key.is_file() {
+        let st = Command::new("openssl")
+            .args(["pkey", "-passin", "pass:snakeoil", "-in", "/usr/share/ovmf/PkKek-1-snakeoil.key", "-out"])
+            .arg(&key)
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "decrypting the snakeoil key failed");
+    }
+    let tiny = ws.join("profiles/tiny.toml");
+    let profile = |name: &str, extra: &str| {
+        let f = dir.join(format!("{name}.toml"));
+        let text = format!("include = [{:?}]\n[image]\ndisk = true\n{extra}", tiny.display().to_string());
+        std::fs::write(&f, text).expect("writing a bench profile");
+        f
+    };
+    let signed = profile(
+        "tiny-signed",
+        &format!(
+            "[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = \"/usr/share/ovmf/PkKek-1-snakeoil.pem\"\n",
+            key.display().to_string()
+        ),
+    );
+    let plain = profile("tiny-unsigned", "");
+    let build = |p: &Path, out: &Path, no_cache: bool| -> (f64, String) {
+        let mut c = Command::new(oa_bin());
+        c.current_dir(ws).arg("build").arg(p).arg("--out").arg(out);
+        if no_cache {
+            c.arg("--no-cache");
+        }
+        let t = Instant::now();
+        let o = c.output().expect("running oa build");
+        let secs = t.elapsed().as_secs_f64();
+        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "oa build {} failed:\n{text}", p.display());
+        (secs, text)
+    };
+    let (out_s, out_u) = (dir.join("out-signed"), dir.join("out-unsigned"));
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (mut total, mut signing) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let (secs, text) = build(&signed, &out_s, true);
+        let stage = |s: &str| stage_secs(&text, s).unwrap_or_else(|| panic!("the {s} stage's duration in:\n{text}"));
+        total.push(secs);
+        signing.push(stage("verity") + stage("uki"));
+    }
+    build(&plain, &out_u, false);
+    let (mut warm_s, mut warm_u) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        warm_s.push(build(&signed, &out_s, false).0);
+        warm_u.push(build(&plain, &out_u, false).0);
+    }
+    let (total, signing, warm_s, warm_u) = (med(&mut total), med(&mut signing), med(&mut warm_s), med(&mut warm_u));
+
+    let m = read_manifest(&out_s).expect("manifest");
+    let accel = detect_accel(m.arch);
+    let run_dir = std::env::temp_dir();
+    let boot_with = |img: &Path, files: UefiFiles, what: &str| {
+        let (fw, _vars) = files.for_run(&run_dir).expect("OVMF variables");
+        let mut spec = Spec::from_disk(m.arch, DiskBoot::detect(img, true).expect("disk image"), fw, accel);
+        spec.extra.extend(SECURE_BOOT_ARGS.map(String::from));
+        boot(&spec, what)
+    };
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let sb = UefiFiles::secure(SecureVars::Snakeoil).expect("OVMF Secure Boot build (make deps)");
+        on.push(boot_with(&out_s.join(artifact::DISK_IMAGE), sb.clone(), &format!("signed + verity, run {}", i + 1)));
+        let blank = UefiFiles { vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(), ..sb };
+        off.push(boot_with(&out_u.join(artifact::DISK_IMAGE), blank, &format!("unsigned, run {}", i + 1)));
+    }
+    let (on, off) = (median(&mut on), median(&mut off));
+    println!();
+    println!("oa bench: Secure Boot, tiny disk.img ({accel:?}, OVMF secboot build, median of {RUNS})");
+    println!("  boot to ready, signed UKI + verity (SB on)  {:>7.2} s", on.as_secs_f64());
+    println!("  boot to ready, unsigned (SB off)            {:>7.2} s", off.as_secs_f64());
+    println!("  ratio (goal <= 1.10)                        {:>7.3}", on.as_secs_f64() / off.as_secs_f64());
+    println!("  oa build, signed, --no-cache                {:>7.2} s", total);
+    println!("  of it the verity + uki stages               {:>7.2} s", signing);
+    println!("  signing / whole build                       {:>7.3}", signing / total);
+    println!("  oa build, nothing changed: signed           {:>7.2} s", warm_s);
+    println!("  oa build, nothing changed: unsigned         {:>7.2} s", warm_u);
+    println!("  warm signed / warm unsigned (goal <= 1.10)  {:>7.3}", warm_s / warm_u);
 }
