@@ -7,7 +7,8 @@
 //!   signature;
 //! - each link broken: one byte changed in the UKI's `.cmdline`, `.linux` or `.initrd`, a UKI
 //!   signed by another key (`oa keys init`), and today's unsigned systemd-boot: the firmware
-//!   refuses each ("Access Denied") and nothing of oa runs;
+//!   refuses each ("Access Denied") and nothing of oa runs; one byte changed in the root
+//!   partition: dm-verity stops the boot (FATAL, no ready line);
 //! - `mode = "shim"` under Microsoft's keys (`OVMF_VARS_4M.ms.fd`, what stock PCs have):
 //!   Debian's shim -> GRUB -> Debian's kernel boots to ready; a changed kernel is refused.
 
@@ -147,6 +148,36 @@ fn snakeoil_signed_uki_boots_to_ready_with_secure_boot_on() {
         "echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
     );
     vm.expect("SB=Secure boot enabled ROOT=oa.root=LABEL=", SHORT);
+}
+
+/// Where the root partition (the second GPT partition) starts in `image`.
+fn root_offset(image: &Path) -> u64 {
+    let d = std::fs::read(image).unwrap();
+    let entries_lba = u64::from_le_bytes(d[512 + 72..512 + 80].try_into().unwrap());
+    let e = (entries_lba * 512) as usize + 128;
+    u64::from_le_bytes(d[e + 32..e + 40].try_into().unwrap()) * 512
+}
+
+/// The signed UKI accepted, the root partition changed by one byte (the squashfs superblock's
+/// mkfs_time, which squashfs never checks): dm-verity, with the root hash from the signed
+/// command line, stops the boot.
+#[test]
+fn a_changed_byte_in_the_root_partition_stops_the_signed_boot() {
+    let dir = scratch("root");
+    let copy = dir.join("disk-root.img");
+    std::fs::copy(snakeoil_disk(), &copy).unwrap();
+    let at = root_offset(&copy) + 8;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&copy).unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x01], at).unwrap();
+    drop(f);
+    let (mut vm, _vars) = boot("sb_root_changed", &copy);
+    let fatal = vm.expect(oa_contract::FATAL_PREFIX, BOOT);
+    assert!(fatal.contains("dm-verity"), "{fatal}");
+    vm.expect_absent(READY_LINE, Duration::from_secs(3));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
