@@ -68,9 +68,11 @@ pub fn init(dir: &Path, owner: &str) -> Result<Vec<PathBuf>> {
     std::fs::write(&readme, readme_text()).ctx("writing", &readme)?;
     let kept = tmp.keep();
     set_mode(&kept, 0o700)?;
-    std::fs::rename(&kept, dir).map_err(|e| {
+    // RENAME_NOREPLACE: a folder made at DIR since the check above is never replaced (plain
+    // rename(2) would replace an empty one).
+    nix::fcntl::renameat2(None, &kept, None, dir, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(|e| {
         let _ = std::fs::remove_dir_all(&kept);
-        Error::Io { action: "moving the new key set to", path: dir.to_path_buf(), source: e }
+        Error::Io { action: "moving the new key set to", path: dir.to_path_buf(), source: e.into() }
     })?;
     Ok(written.into_iter().map(|f| dir.join(f)).chain([dir.join("README")]).collect())
 }
