@@ -24,8 +24,9 @@ DEB_PACKAGES += gcc-aarch64-linux-gnu
 # Hybrid ISO (issue 16): xorriso writes oa.iso; isolinux's isolinux.bin and isohdpfx.bin boot it
 # under BIOS (ldlinux.c32 comes from syslinux-common).
 DEB_PACKAGES += xorriso isolinux
-# Secure Boot (issue 13): openssl makes keys (oa keys init), sbsigntool signs PE files (UKI).
-DEB_PACKAGES += openssl sbsigntool
+# Secure Boot (issue 13): openssl makes keys (oa keys init), sbsigntool signs PE files (UKI);
+# minisign checks the signed manifest.json in the tests, as users would.
+DEB_PACKAGES += openssl sbsigntool minisign
 AARCH64_TARGET := aarch64-unknown-linux-musl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_QEMU := qemu-system-x86

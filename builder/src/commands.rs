@@ -321,6 +321,11 @@ pub fn keys(a: crate::cli::KeysArgs) -> Result<i32> {
             for (stem, what) in crate::keys::KEYS {
                 eprintln!("    {stem}: {what}");
             }
+            eprintln!(
+                "    {}, {}: minisign pair, signs manifest.json and oa serve's per-machine configurations",
+                crate::keys::MINISIGN_KEY,
+                crate::keys::MINISIGN_PUB
+            );
             Ok(0)
         }
     }

@@ -22,6 +22,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("db", "signs boot files: sbsign --key db.key --cert db.crt FILE.efi"),
 ];
 
+/// The minisign secret key (unencrypted) and public key of a set: they sign `manifest.json`
+/// and the run-time configurations `oa serve` serves (docs/secure-boot.md).
+pub const MINISIGN_KEY: &str = "minisign.key";
+pub const MINISIGN_PUB: &str = "minisign.pub";
+
 /// Certificates are valid this long (firmware does not check expiry; other tools may).
 const DAYS: &str = "3650";
 
@@ -64,6 +69,15 @@ pub fn init(dir: &Path, owner: &str) -> Result<Vec<PathBuf>> {
         set_mode(&key, 0o600)?;
         written.extend([stem.to_string() + ".key", stem.to_string() + ".crt", stem.to_string() + ".cer"]);
     }
+    // The minisign pair that signs manifest.json ([secure_boot] sign_key) and the per-machine
+    // configurations `oa serve --sign-key` serves ([secure_boot] config_key = minisign.pub).
+    let (sk, pk) = oa_pxe::sign::generate(&format!("{owner} oa signing key"))
+        .map_err(|e| Error::Keys(format!("making the minisign key pair: {e}")))?;
+    let (sk_path, pk_path) = (tmp.path().join(MINISIGN_KEY), tmp.path().join(MINISIGN_PUB));
+    crate::stages::initramfs::create_private(&sk_path)?;
+    std::fs::write(&sk_path, sk).ctx("writing", &sk_path)?;
+    std::fs::write(&pk_path, pk).ctx("writing", &pk_path)?;
+    written.extend([MINISIGN_KEY.to_string(), MINISIGN_PUB.to_string()]);
     let readme = tmp.path().join("README");
     std::fs::write(&readme, readme_text()).ctx("writing", &readme)?;
     let kept = tmp.keep();
@@ -87,6 +101,7 @@ fn readme_text() -> String {
     for (stem, what) in KEYS {
         s.push_str(&format!("{stem}.key / {stem}.crt (PEM) / {stem}.cer (DER): {what}\n"));
     }
+    s.push_str(&format!("{MINISIGN_KEY} / {MINISIGN_PUB} (minisign, ed25519): sign manifest.json ([secure_boot] sign_key) and the run-time configurations `oa serve --sign-key {MINISIGN_KEY}` serves; images built with [secure_boot] config_key = {MINISIGN_PUB:?} accept only those\n"));
     s.push_str("\nEnrol db.cer, then KEK.cer, then PK.cer in the firmware's Secure Boot set-up (custom mode).\n");
     s
 }
@@ -149,12 +164,15 @@ mod tests {
 
     #[test]
     fn init_makes_a_set_once_and_pairs_check() {
+        use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("keys");
         let files = init(&dir, "test").unwrap();
-        assert_eq!(files.len(), KEYS.len() * 3 + 1);
+        assert_eq!(files.len(), KEYS.len() * 3 + 3);
+        assert_eq!(std::fs::metadata(dir.join(MINISIGN_KEY)).unwrap().permissions().mode() & 0o777, 0o600);
+        let k = oa_pxe::sign::SigningKey::load(&dir.join(MINISIGN_KEY)).unwrap();
+        assert_eq!(oa_pxe::sign::load_public(&dir.join(MINISIGN_PUB)).unwrap().0, k.id());
         assert!(files.iter().all(|f| f.is_file()), "{files:?}");
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(dir.join("db.key")).unwrap().permissions().mode() & 0o777, 0o600);
         check_pair(&dir.join("db.key"), &dir.join("db.crt")).unwrap();
         let e = check_pair(&dir.join("db.key"), &dir.join("KEK.crt")).unwrap_err().to_string();

@@ -146,7 +146,7 @@ pub const STAGES: &[Stage] = &[
     },
     Stage {
         name: "initramfs",
-        doc: "oa-init, the kernel modules it needs, busybox and oa-storage as a zstd cpio",
+        doc: "oa-init, the kernel modules it needs, busybox, oa-storage and the config signing key as a zstd cpio",
         wanted: always,
         reads: &[
             When("kernel", always),

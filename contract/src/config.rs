@@ -31,6 +31,12 @@ pub struct InitramfsConfig {
     /// the root image (profile `[image] copytoram_ram_factor`).
     #[serde(default = "default_copytoram_ram_factor")]
     pub copytoram_ram_factor: u32,
+    /// The boot stops (FATAL) unless a run-time configuration (`oa.config=`) arrives and,
+    /// when the initramfs holds [`crate::initramfs_paths::CONFIG_KEY`], is signed by that key
+    /// (profile `[secure_boot] config_required`). Otherwise a missing or refused configuration
+    /// is a warning and the boot goes on with the profile alone.
+    #[serde(default)]
+    pub config_required: bool,
 }
 
 /// Default of [`InitramfsConfig::copytoram_ram_factor`].

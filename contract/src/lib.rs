@@ -13,6 +13,7 @@ pub mod config;
 pub mod console;
 pub mod manifest;
 pub mod modules;
+pub mod signature;
 
 pub use arch::Arch;
 pub use console::{ConsoleLine, FATAL_PREFIX, READY_LINE, STAGE_PREFIX};
@@ -35,6 +36,9 @@ pub mod initramfs_paths {
     pub const PERSIST_CONFIG: &str = "etc/oa/persist.json";
     /// Where a `keyfile` of the profile is put (only as secret as the image).
     pub const PERSIST_KEYFILE: &str = "etc/oa/persist.key";
+    /// The minisign public key (profile `[secure_boot] config_key`) that the run-time
+    /// configuration (`oa.config=`) must be signed with; absent: configurations are unsigned.
+    pub const CONFIG_KEY: &str = "etc/oa/config.pub";
 }
 
 /// `oa-storage` (glibc, dynamic) and the tools it runs, with their shared libraries, at the same

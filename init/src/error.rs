@@ -72,6 +72,12 @@ pub enum Error {
     #[error("{device} (dm-verity {root_hash} over {over}): {why}")]
     Verity { device: String, root_hash: String, over: String, why: String },
 
+    /// The profile requires a run-time configuration (`[secure_boot] config_required`) and
+    /// `oa.config=` gave none that could be used (missing, unreachable, unsigned, signed by
+    /// another key or for another machine).
+    #[error("run-time configuration {from}: {why}")]
+    Config { from: String, why: String },
+
     /// Something expected is missing (a file, a mount point).
     #[error("{what}: {why}")]
     Unexpected { what: String, why: String },
@@ -172,6 +178,10 @@ impl Error {
             Error::CopyToRam { .. } => Some(format!(
                 "boot with {}=no to use the image in place, or give the machine more RAM",
                 cmdline::COPYTORAM
+            )),
+            Error::Config { .. } => Some(format!(
+                "this image requires a run-time configuration ([secure_boot] config_required): give {}= on the kernel command line; with [secure_boot] config_key it must be signed by that key (oa serve --machines DIR --sign-key DIR/minisign.key signs what it serves, minisign -S signs a file)",
+                cmdline::CONFIG
             )),
             Error::Json { .. } => Some("the file was not written by a matching oa build: rebuild the image".into()),
             Error::Mount { fstype, source: Errno::ENODEV, .. } => Some(format!(

@@ -2,8 +2,12 @@
 //!
 //! Stage 1 [`fetch`]es it (an `http://` URL, with the network brought up as for
 //! `oa.root=http://`, bounded retries; or an absolute path inside the initramfs), checks it
-//! strictly and leaves it in `/run/oa/config.json`. Any failure is a warning naming the source
-//! and the error: the boot goes on with the profile alone. Stage 2 [`load`]s it and [`apply`]s
+//! strictly and leaves it in `/run/oa/config.json`. When the initramfs holds a minisign key
+//! (`[secure_boot] config_key`) the configuration must come with a signature by it
+//! (`<source>.minisig`, made for this machine's MAC by `oa serve --sign-key`), checked before
+//! the configuration is parsed. Any failure is a warning naming the source and the error, and
+//! the boot goes on with the profile alone, unless the profile requires a configuration
+//! (`config_required`): then it is FATAL. Stage 2 [`load`]s it and [`apply`]s
 //! it to `/` before the services start; for `init = systemd` images stage 1 applies it to
 //! /sysroot before switch_root instead. [`apply`] takes the root folder, so it is tested on a
 //! temporary folder.
@@ -13,7 +17,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use oa_contract::config::{AppliedFile, PreviousFile, RuntimeApplied, RuntimeConfig};
-use oa_contract::{mounts as mp, rootfs_paths};
+use oa_contract::{initramfs_paths, mounts as mp, rootfs_paths};
 
 use crate::console;
 use crate::safe_fs::{self, Dir, FsError};
@@ -21,72 +25,215 @@ use crate::safe_fs::{self, Dir, FsError};
 /// A configuration larger than this is refused (it is held in RAM and is meant to be small).
 pub const MAX_BYTES: u64 = 1 << 20;
 
-/// Stage 1: get the configuration named by `oa.config=`, check it and write it (re-rendered)
-/// to `dest`. `None` (after a warning) when it cannot be had; the boot goes on without it.
-pub fn fetch(source: &str, dest: &Path, coldplug: &mut crate::coldplug::Coldplug) -> Option<RuntimeConfig> {
-    fetch_with(source, dest, &mut || crate::net::up(coldplug))
+/// What a configuration must be to be used: signed by the minisign key built into the
+/// initramfs ([`initramfs_paths::CONFIG_KEY`], profile `[secure_boot] config_key`) when there
+/// is one, and whether the boot may go on without one (`config_required`).
+pub struct Trust {
+    /// The key; `Err` when the file is there but unusable (then every configuration is refused).
+    key: Option<Result<Key, String>>,
+    required: bool,
+    /// Where the machine's MAC addresses are read (`/sys/class/net`), for a signature's `mac:`.
+    net_class: std::path::PathBuf,
+}
+
+struct Key {
+    pk: minisign_verify::PublicKey,
+    /// The key id as minisign prints it, for messages.
+    id: String,
+}
+
+impl Trust {
+    /// The initramfs's key (if any) and `[secure_boot] config_required`.
+    pub fn from_initramfs(required: bool) -> Trust {
+        let path = Path::new("/").join(initramfs_paths::CONFIG_KEY);
+        let key = match std::fs::read_to_string(&path) {
+            Ok(t) => Some(Self::key(&t).map_err(|e| format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(Err(format!("read {}: {e}", path.display()))),
+        };
+        Trust { key, required, net_class: "/sys/class/net".into() }
+    }
+
+    fn key(text: &str) -> Result<Key, String> {
+        let pk = minisign_verify::PublicKey::decode(text).map_err(|e| format!("not a minisign public key: {e}"))?;
+        // "untrusted comment: minisign public key: <16 hex digits>", as minisign writes it.
+        let id = text.lines().next().and_then(|l| l.rsplit(' ').next()).filter(|w| w.len() == 16).unwrap_or("?");
+        Ok(Key { pk, id: id.to_string() })
+    }
+
+    /// The MAC addresses of this machine's interfaces (lower case), loopback's left out.
+    fn macs(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.net_class)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+            .map(|a| a.trim().to_ascii_lowercase())
+            .filter(|a| !a.is_empty() && a != "00:00:00:00:00:00")
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Stage 1: get the configuration named by `oa.config=` (`source`), check it (its signature
+/// too, when the initramfs holds a key) and write it (re-rendered) to `dest`. `Ok(None)`
+/// (after a loud warning) when it cannot be had or is refused: the boot goes on without it;
+/// an error when the profile requires a configuration (`config_required`).
+pub fn fetch(
+    source: Option<&str>,
+    dest: &Path,
+    coldplug: &mut crate::coldplug::Coldplug,
+    trust: &Trust,
+) -> crate::error::Result<Option<RuntimeConfig>> {
+    fetch_with(source, dest, &mut || crate::net::up(coldplug), trust)
 }
 
 /// [`fetch`], with `net_up` to bring the network up (crate::net::up) for an `http://` source.
 fn fetch_with(
-    source: &str,
+    source: Option<&str>,
     dest: &Path,
     net_up: &mut dyn FnMut() -> crate::error::Result<()>,
-) -> Option<RuntimeConfig> {
-    let t = Instant::now();
-    match fetch_inner(source, dest, net_up) {
-        Ok(c) => {
-            console::stage("config", &format!("{source}: will apply {} ({} ms)", c.summary(), t.elapsed().as_millis()));
-            Some(c)
+    trust: &Trust,
+) -> crate::error::Result<Option<RuntimeConfig>> {
+    let Some(source) = source else {
+        if trust.required {
+            return Err(crate::error::Error::Config {
+                from: "-".into(),
+                why: format!(
+                    "no {}= on the kernel command line, and this image requires a run-time configuration",
+                    oa_contract::cmdline::CONFIG
+                ),
+            });
         }
-        Err(e) => {
+        return Ok(None);
+    };
+    let t = Instant::now();
+    match fetch_inner(source, dest, net_up, trust) {
+        Ok((c, signed)) => {
+            console::stage(
+                "config",
+                &format!("{source}: {signed}will apply {} ({} ms)", c.summary(), t.elapsed().as_millis()),
+            );
+            Ok(Some(c))
+        }
+        Err(why) => {
             let _ = std::fs::remove_file(dest);
+            if trust.required {
+                return Err(crate::error::Error::Config { from: source.into(), why });
+            }
             console::warn(&format!(
-                "{}: {e}; booting without the run-time configuration (the profile's settings apply)",
+                "{}: REFUSED: {why}; booting without the run-time configuration (the profile's settings apply)",
                 oa_contract::cmdline::word(oa_contract::cmdline::CONFIG, source)
             ));
-            None
+            Ok(None)
         }
     }
 }
 
+/// Read at most `max` bytes of `source` (an http:// URL, the network brought up by `net_up`,
+/// or an absolute path inside the initramfs), into `partial` while it downloads. `what`
+/// names it in messages.
+fn get(
+    source: &str,
+    partial: &Path,
+    max: u64,
+    what: &str,
+    net_up: &mut dyn FnMut() -> crate::error::Result<()>,
+) -> Result<String, String> {
+    if source.starts_with("http://") {
+        let url = crate::net::http::Url::parse(source)?;
+        net_up().map_err(|e| format!("bring the network up: {e}"))?;
+        let got = crate::net::http::download_at_most(&url, partial, max).map_err(|e| e.to_string());
+        let text = got.and_then(|got| {
+            if got.bytes > max {
+                return Err(format!("{} bytes is more than the {max} {what} may have", got.bytes));
+            }
+            std::fs::read_to_string(partial).map_err(|e| format!("read {}: {e}", partial.display()))
+        });
+        let _ = std::fs::remove_file(partial);
+        text
+    } else if source.starts_with('/') {
+        let len = std::fs::metadata(source).map_err(|e| format!("{source} (in the initramfs): {e}"))?.len();
+        if len > max {
+            return Err(format!("{len} bytes is more than the {max} {what} may have"));
+        }
+        std::fs::read_to_string(source).map_err(|e| format!("read {source} (in the initramfs): {e}"))
+    } else {
+        Err("expected an http:// URL (IPv4 address) or an absolute path inside the initramfs".into())
+    }
+}
+
+/// The configuration and, when the initramfs holds a key, what its signature says
+/// (`signed by key K for M; `), or why it is refused.
 fn fetch_inner(
     source: &str,
     dest: &Path,
     net_up: &mut dyn FnMut() -> crate::error::Result<()>,
-) -> Result<RuntimeConfig, String> {
+    trust: &Trust,
+) -> Result<(RuntimeConfig, String), String> {
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
     }
-    let text = if source.starts_with("http://") {
-        let url = crate::net::http::Url::parse(source)?;
-        net_up().map_err(|e| format!("bring the network up: {e}"))?;
-        let partial = dest.with_extension("json.partial");
-        let got = crate::net::http::download_at_most(&url, &partial, MAX_BYTES).map_err(|e| e.to_string());
-        let text = got.and_then(|got| {
-            if got.bytes > MAX_BYTES {
-                return Err(format!(
-                    "{} bytes is more than the {MAX_BYTES} a run-time configuration may have",
-                    got.bytes
-                ));
-            }
-            std::fs::read_to_string(&partial).map_err(|e| format!("read {}: {e}", partial.display()))
-        });
-        let _ = std::fs::remove_file(&partial);
-        text?
-    } else if source.starts_with('/') {
-        let len = std::fs::metadata(source).map_err(|e| format!("{source} (in the initramfs): {e}"))?.len();
-        if len > MAX_BYTES {
-            return Err(format!("{len} bytes is more than the {MAX_BYTES} a run-time configuration may have"));
+    let text = get(source, &dest.with_extension("json.partial"), MAX_BYTES, "a run-time configuration", net_up)?;
+    // The signature is checked before the configuration is even parsed.
+    let signed = match &trust.key {
+        None => String::new(),
+        Some(Err(e)) => {
+            return Err(format!("the image's configuration key is unusable ({e}): every configuration is refused"))
         }
-        std::fs::read_to_string(source).map_err(|e| format!("read {source} (in the initramfs): {e}"))?
-    } else {
-        return Err("expected an http:// URL (IPv4 address) or an absolute path inside the initramfs".into());
+        Some(Ok(key)) => {
+            let sig_source = format!("{source}{}", oa_contract::signature::SUFFIX);
+            let sig = get(
+                &sig_source,
+                &dest.with_extension("minisig.partial"),
+                oa_contract::signature::MAX_BYTES,
+                "a signature",
+                net_up,
+            )
+            .map_err(|e| {
+                format!("unsigned: no usable signature at {sig_source} ({e}); this image accepts only configurations signed by minisign key {} ([secure_boot] config_key): serve them with oa serve --sign-key", key.id)
+            })?;
+            verify(key, text.as_bytes(), &sig, &trust.macs())?
+        }
     };
     let cfg = RuntimeConfig::parse(&text).map_err(|e| format!("not a valid run-time configuration: {e}"))?;
     let json = serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())?;
     write_private(dest, (json + "\n").as_bytes())?;
-    Ok(cfg)
+    Ok((cfg, signed))
+}
+
+/// Check `sig` (a `.minisig` file's text) over `data` with `key`; a `mac:` in its trusted
+/// comment must be one of `macs` (this machine's). What it says for the stage line, or why not.
+fn verify(key: &Key, data: &[u8], sig: &str, macs: &[String]) -> Result<String, String> {
+    use oa_contract::signature::{field, MAC_FIELD};
+    let s = minisign_verify::Signature::decode(sig)
+        .map_err(|e| format!("the signature is not in minisign's format: {e}"))?;
+    key.pk.verify(data, &s, false).map_err(|e| match e {
+        minisign_verify::Error::UnexpectedKeyId => format!(
+            "signed by another key ({}), not by minisign key {} that this image accepts ([secure_boot] config_key)",
+            s.untrusted_comment().trim_start_matches("untrusted comment: "),
+            key.id
+        ),
+        minisign_verify::Error::InvalidSignature => {
+            format!(
+                "the signature by minisign key {} does not match the configuration (changed after signing?)",
+                key.id
+            )
+        }
+        e => format!("the signature cannot be checked: {e}"),
+    })?;
+    let tc = s.trusted_comment().trim_start_matches("trusted comment: ");
+    match field(tc, MAC_FIELD) {
+        Some(m) if !macs.iter().any(|x| x.eq_ignore_ascii_case(m)) => Err(format!(
+            "signed by minisign key {} for the machine {m}, not this one ({})",
+            key.id,
+            if macs.is_empty() { "no interfaces".to_string() } else { macs.join(" ") }
+        )),
+        Some(m) => Ok(format!("signed by minisign key {} for {m}; ", key.id)),
+        None => Ok(format!("signed by minisign key {}; ", key.id)),
+    }
 }
 
 /// Create `path` 0600 (root's, as oa-init runs as root) with `data`: the mode is given to
@@ -443,6 +590,87 @@ mod tests {
         d
     }
 
+    /// No key in the initramfs, no configuration required.
+    fn open() -> Trust {
+        Trust { key: None, required: false, net_class: "/nonexistent".into() }
+    }
+
+    /// A minisign key pair: (public key file text, secret key).
+    fn keypair() -> (String, minisign::SecretKey) {
+        let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        (kp.pk.to_box().unwrap().into_string(), kp.sk)
+    }
+
+    fn sign(sk: &minisign::SecretKey, data: &str, trusted: &str) -> String {
+        minisign::sign(None, sk, data.as_bytes(), Some(trusted), None).unwrap().into_string()
+    }
+
+    /// A trust with `public` as the key, for a machine whose one NIC has `mac`.
+    fn trusting(public: &str, required: bool, root: &Path, mac: &str) -> Trust {
+        let class = root.join("sys-class-net");
+        std::fs::create_dir_all(class.join("eth0")).unwrap();
+        std::fs::write(class.join("eth0/address"), format!("{mac}\n")).unwrap();
+        Trust { key: Some(Trust::key(public)), required, net_class: class }
+    }
+
+    #[test]
+    fn a_key_in_the_initramfs_takes_only_configurations_it_signed_for_this_machine() {
+        let root = tempdir("signed");
+        let dest = root.join("run/config.json");
+        let src = root.join("machine.json");
+        let sig = root.join("machine.json.minisig");
+        let json = r#"{"hostname": "signed-host"}"#;
+        std::fs::write(&src, json).unwrap();
+        let (public, sk) = keypair();
+        let (_, other) = keypair();
+        let t = trusting(&public, false, &root, "52:54:00:0A:00:04");
+        let id = public.lines().next().unwrap().rsplit(' ').next().unwrap().to_string();
+        let inner = |t: &Trust| fetch_inner(src.to_str().unwrap(), &dest, &mut no_network, t);
+        // Unsigned: refused, naming the key it wants and how to sign.
+        let e = inner(&t).unwrap_err();
+        assert!(e.contains("unsigned") && e.contains(&id) && e.contains("--sign-key"), "{e}");
+        // Signed for this machine (the MAC in any case): accepted and said so.
+        std::fs::write(&sig, sign(&sk, json, "timestamp:1\tfile:machine.json\tmac:52:54:00:0a:00:04")).unwrap();
+        let (c, said) = inner(&t).unwrap();
+        assert_eq!(c.hostname.as_deref(), Some("signed-host"));
+        assert_eq!(said, format!("signed by minisign key {id} for 52:54:00:0a:00:04; "));
+        // minisign's own trusted comment (no mac): accepted.
+        std::fs::write(&sig, sign(&sk, json, "timestamp:1\tfile:machine.json\thashed")).unwrap();
+        assert_eq!(inner(&t).unwrap().1, format!("signed by minisign key {id}; "));
+        // For another machine: refused.
+        std::fs::write(&sig, sign(&sk, json, "timestamp:1\tmac:52:54:00:0a:00:05")).unwrap();
+        let e = inner(&t).unwrap_err();
+        assert!(e.contains("for the machine 52:54:00:0a:00:05, not this one (52:54:00:0a:00:04)"), "{e}");
+        // By another key: refused.
+        std::fs::write(&sig, sign(&other, json, "timestamp:1")).unwrap();
+        let e = inner(&t).unwrap_err();
+        assert!(e.contains("signed by another key") && e.contains(&id), "{e}");
+        // The configuration changed after signing: refused.
+        std::fs::write(&sig, sign(&sk, json, "timestamp:1")).unwrap();
+        std::fs::write(&src, r#"{"hostname": "evil-host"}"#).unwrap();
+        let e = inner(&t).unwrap_err();
+        assert!(e.contains("does not match the configuration"), "{e}");
+        // Garbage for a signature, and one too large to be one.
+        std::fs::write(&sig, "hello\n").unwrap();
+        assert!(inner(&t).unwrap_err().contains("not in minisign's format"));
+        std::fs::write(&sig, "x".repeat(5000)).unwrap();
+        assert!(inner(&t).unwrap_err().contains("more than the 4096"));
+        std::fs::write(&sig, "hello\n").unwrap();
+        // Not required: a refusal is a warning (None); required: an error naming the source.
+        assert!(fetch_with(Some(src.to_str().unwrap()), &dest, &mut no_network, &t).unwrap().is_none());
+        assert!(!dest.exists(), "nothing refused is left for stage 2");
+        let req = trusting(&public, true, &root, "52:54:00:0a:00:04");
+        let e = fetch_with(Some(src.to_str().unwrap()), &dest, &mut no_network, &req).unwrap_err().to_string();
+        assert!(e.contains("machine.json") && e.contains("not in minisign's format"), "{e}");
+        let e = fetch_with(None, &dest, &mut no_network, &req).unwrap_err().to_string();
+        assert!(e.contains("no oa.config= on the kernel command line"), "{e}");
+        assert!(fetch_with(None, &dest, &mut no_network, &t).unwrap().is_none());
+        // An unusable key refuses everything.
+        let bad = Trust { key: Some(Trust::key("junk")), required: false, net_class: root.clone() };
+        assert!(inner(&bad).unwrap_err().contains("unusable"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
     }
@@ -497,20 +725,20 @@ mod tests {
         let dest = root.join("run/config.json");
         let src = root.join("machine.json");
         std::fs::write(&src, r#"{"hostname": "h1", "ssh_authorized_keys": {"root": ["ssh-ed25519 AAAA"]}}"#).unwrap();
-        let c = fetch_with(src.to_str().unwrap(), &dest, &mut no_network).unwrap();
+        let c = fetch_with(Some(src.to_str().unwrap()), &dest, &mut no_network, &open()).unwrap().unwrap();
         assert_eq!(c.hostname.as_deref(), Some("h1"));
         // What stage 1 leaves parses back to the same configuration.
         assert_eq!(RuntimeConfig::parse(&std::fs::read_to_string(&dest).unwrap()).unwrap(), c);
         // A strictly parsed file: an unknown key is refused and nothing is left behind.
         std::fs::write(&src, r#"{"hostname": "h1", "users": {}}"#).unwrap();
-        assert!(fetch_inner(src.to_str().unwrap(), &dest, &mut no_network)
+        assert!(fetch_inner(src.to_str().unwrap(), &dest, &mut no_network, &open())
             .unwrap_err()
             .contains("unknown field `users`"));
-        assert!(fetch_with(src.to_str().unwrap(), &dest, &mut no_network).is_none());
+        assert!(fetch_with(Some(src.to_str().unwrap()), &dest, &mut no_network, &open()).unwrap().is_none());
         assert!(!dest.exists());
-        assert!(fetch_inner("relative.json", &dest, &mut no_network).is_err());
-        assert!(fetch_inner("https://10.0.0.1/x", &dest, &mut no_network).is_err());
-        assert!(fetch_inner(root.join("missing.json").to_str().unwrap(), &dest, &mut no_network)
+        assert!(fetch_inner("relative.json", &dest, &mut no_network, &open()).is_err());
+        assert!(fetch_inner("https://10.0.0.1/x", &dest, &mut no_network, &open()).is_err());
+        assert!(fetch_inner(root.join("missing.json").to_str().unwrap(), &dest, &mut no_network, &open())
             .unwrap_err()
             .contains("missing.json"));
         std::fs::remove_dir_all(&root).unwrap();
@@ -625,7 +853,7 @@ mod tests {
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::write(&dest, "old").unwrap();
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
-        fetch_with(src.to_str().unwrap(), &dest, &mut no_network).unwrap();
+        fetch_with(Some(src.to_str().unwrap()), &dest, &mut no_network, &open()).unwrap().unwrap();
         assert_eq!(mode(&dest), 0o600);
         assert_eq!(std::fs::metadata(&dest).unwrap().uid(), nix::unistd::getuid().as_raw());
         std::fs::remove_dir_all(&root).unwrap();

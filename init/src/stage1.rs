@@ -130,12 +130,13 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     // 4.+5. Find and verify the root image.
     let root = find_and_verify(&args, &cfg, &mut coldplug)?;
 
-    // 5a. oa.config=: fetched (the network is up already for oa.root=http://) or read, checked,
-    // left in /run/oa/config.json. A failure is a warning: the profile alone applies.
-    let runtime = args
-        .config
-        .as_deref()
-        .and_then(|src| crate::runtime_config::fetch(src, Path::new(mp::RUNTIME_CONFIG), &mut coldplug));
+    // 5a. oa.config=: fetched (the network is up already for oa.root=http://) or read, checked
+    // (signature too, with a key in the initramfs), left in /run/oa/config.json. A failure is
+    // a warning: the profile alone applies; FATAL when the profile requires a configuration.
+    let trust = crate::runtime_config::Trust::from_initramfs(cfg.config_required);
+    let runtime =
+        crate::runtime_config::fetch(args.config.as_deref(), Path::new(mp::RUNTIME_CONFIG), &mut coldplug, &trust)
+            .step("get the run-time configuration", HINT_SHELL)?;
 
     // 5b. Persistence (oa-storage, persist.rs): the state subvolume at /run/oa/rw, or tmpfs.
     // Its disk may be on another controller than the root: every driver first.

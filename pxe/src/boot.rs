@@ -226,6 +226,7 @@ pub(crate) mod tests {
             machines: None,
             relays: vec![],
             limits: crate::config::Limits { tftp_transfers: 16, ..Default::default() },
+            sign_key: None,
         }
     }
 

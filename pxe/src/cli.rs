@@ -99,4 +99,10 @@ pub struct Options {
     /// persistent data). Without it such an output is refused.
     #[arg(long)]
     pub serve_key_material: bool,
+    /// A minisign secret key (`oa keys init DIR` makes DIR/minisign.key; `minisign -G -W` too):
+    /// each machine's oa.config is served with its signature at /config/<mac>.minisig, made
+    /// for that MAC. Images built with `[secure_boot] config_key` (the matching minisign.pub)
+    /// refuse configurations without one.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
 }

@@ -86,6 +86,8 @@ pub struct Config {
     pub relays: Vec<Ipv4Addr>,
     /// What one client, and all of them together, may hold: every bound of the server.
     pub limits: Limits,
+    /// Signs each per-machine configuration served (--sign-key).
+    pub sign_key: Option<std::sync::Arc<crate::sign::SigningKey>>,
 }
 
 /// The bounds that keep one buggy or hostile client from taking the server (issue 14). The
@@ -263,7 +265,12 @@ impl Config {
             Some(d) => Some(d.clone()),
             None => None,
         };
+        let sign_key = match &o.sign_key {
+            Some(p) => Some(std::sync::Arc::new(crate::sign::SigningKey::load(p).context("--sign-key")?)),
+            None => None,
+        };
         Ok(Config {
+            sign_key,
             root,
             manifest,
             address,

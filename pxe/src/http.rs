@@ -151,14 +151,20 @@ impl Http {
             return Ok(Target::Script(Some(mac)));
         }
         if let Some(m) = clean.strip_prefix("config/") {
+            let (m, sig) = match m.strip_suffix(oa_contract::signature::SUFFIX) {
+                Some(m) => (m, true),
+                None => (m, false),
+            };
             let mac = m.parse::<Mac>().map_err(|e| (404, e))?;
             // Who may ask is settled before anything about the MAC's config is looked at.
             self.may_have_config(mac, peer)?;
             let ov = self.override_of(mac)?;
             let p = ov.and_then(|o| o.config).ok_or((404, format!("no config for {mac}")))?;
-            return std::fs::read_to_string(&p)
-                .map(Target::Generated)
-                .map_err(|e| (404, format!("{}: {e}", p.display())));
+            let text = std::fs::read_to_string(&p).map_err(|e| (404, format!("{}: {e}", p.display())))?;
+            if !sig {
+                return Ok(Target::Generated(text));
+            }
+            return self.config_signature(mac, &p, &text).map(Target::Generated);
         }
         if let Some(rest) = clean.strip_prefix("m/") {
             let (m, file) = rest.split_once('/').ok_or((404, "no file named".to_string()))?;
@@ -208,6 +214,22 @@ impl Http {
                 }
             ),
         ))
+    }
+
+    /// `/config/<mac>.minisig`: the signature of the configuration `text` (read from `path`)
+    /// for the machine `mac` alone ([`oa_contract::signature`]'s `mac:` field). Signed on each
+    /// request: ed25519 is microseconds, and an edited file is never served with a stale
+    /// signature.
+    fn config_signature(&self, mac: Mac, path: &std::path::Path, text: &str) -> Result<String, Refusal> {
+        let key = self
+            .cfg
+            .sign_key
+            .as_ref()
+            .ok_or((404, format!("no signature for {mac}'s config: oa serve was not given --sign-key")))?;
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let comment = oa_contract::signature::trusted_comment(now, &file, Some(&mac.to_string()));
+        key.sign(text.as_bytes(), &comment).map_err(|e| (500, e.to_string()))
     }
 
     fn override_of(&self, mac: Mac) -> Result<Option<Override>, Refusal> {

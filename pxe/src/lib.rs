@@ -21,6 +21,7 @@ pub mod mac;
 pub mod neigh;
 pub mod rpi;
 pub mod server;
+pub mod sign;
 pub mod tftp;
 
 pub use config::{Config, Mode};

@@ -142,6 +142,12 @@ impl Server {
             ports.tftp,
             ports.http
         );
+        if let Some(k) = &cfg.sign_key {
+            tracing::info!(
+                "per-machine configurations are served signed by minisign key {} (/config/<mac>.minisig)",
+                k.id()
+            );
+        }
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((d, p)) = self.dhcp {
             let state =

@@ -57,14 +57,20 @@ fn folder(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 
 /// A server on loopback with `limits`; full DHCP when `dhcp`, else proxy mode.
 fn start(limits: Limits, dhcp: bool) -> Env {
+    start_with(limits, dhcp, |_, _| {})
+}
+
+/// [`start`], with the options changed by `f` (given the temporary folder) first.
+fn start_with(limits: Limits, dhcp: bool, f: impl FnOnce(&Path, &mut oa_pxe::cli::Options)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let (out, machines) = folder(dir.path());
-    let o = netboot::loopback_options(
+    let mut o = netboot::loopback_options(
         &out,
         dhcp.then_some("127.0.1.1-127.0.1.50"),
         dhcp.then(|| dir.path().join("leases.json")),
         Some(machines),
     );
+    f(dir.path(), &mut o);
     let mut cfg = Config::from_options(&o).unwrap();
     cfg.limits = limits;
     let s = Server::bind(cfg).unwrap();
@@ -356,6 +362,41 @@ async fn config_of_a_mac_only_to_the_address_leased_to_it() {
     // A MAC leased to nobody: 403 from anywhere (no hint whether it has a config).
     let (st, _) = get_from(leased, e.http, "/config/52-54-00-00-00-08").await;
     assert_eq!(st, 403);
+}
+
+/// With --sign-key, `/config/<mac>.minisig` is the configuration's signature for that MAC
+/// (checked here with the minisign crate, as oa-init and `minisign -V` check it), given to
+/// the same address only; without --sign-key there is none (404).
+#[tokio::test(flavor = "multi_thread")]
+async fn config_signature_is_made_for_the_mac_and_only_to_it() {
+    let mut public = None;
+    let e = start_with(limits(|_| {}), true, |dir, o| {
+        let (sk, pk) = oa_pxe::sign::generate("test").unwrap();
+        std::fs::write(dir.join("minisign.key"), sk).unwrap();
+        public = Some(pk);
+        o.sign_key = Some(dir.join("minisign.key"));
+    });
+    let path = format!("/config/{MAC}.minisig");
+    let (st, _) = get_from(ip(1), e.http, &path).await;
+    assert_eq!(st, 403, "no lease yet");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (leased, _) = netboot::dhcp(&sock, e.dhcp.unwrap(), [0x52, 0x54, 0, 0, 0, 7], 7, true).await.unwrap();
+    let (st, _) = get_from(ip(30), e.http, &path).await;
+    assert_eq!(st, 403, "another address");
+    let (st, body) = get_from(leased, e.http, &path).await;
+    assert_eq!(st, 200);
+    let sig = minisign::SignatureBox::from_string(&String::from_utf8(body).unwrap()).unwrap();
+    let tc = sig.trusted_comment().unwrap();
+    assert_eq!(oa_contract::signature::field(&tc, oa_contract::signature::MAC_FIELD), Some("52:54:00:00:00:07"));
+    assert_eq!(oa_contract::signature::field(&tc, oa_contract::signature::FILE_FIELD), Some("c7.txt"));
+    let pk = minisign::PublicKeyBox::from_string(&public.unwrap()).unwrap().into_public_key().unwrap();
+    minisign::verify(&pk, &sig, std::io::Cursor::new(SECRET.as_bytes()), true, false, false).unwrap();
+    assert!(minisign::verify(&pk, &sig, std::io::Cursor::new(&b"other"[..]), true, false, false).is_err());
+
+    let plain = start(limits(|_| {}), true);
+    let (leased, _) = netboot::dhcp(&sock, plain.dhcp.unwrap(), [0x52, 0x54, 0, 0, 0, 7], 8, true).await.unwrap();
+    let (st, body) = get_from(leased, plain.http, &path).await;
+    assert_eq!(st, 404, "{}", String::from_utf8_lossy(&body));
 }
 
 #[tokio::test(flavor = "multi_thread")]

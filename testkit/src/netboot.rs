@@ -51,6 +51,7 @@ pub fn loopback_options(
         tftp_port: 0,
         http_port: 0,
         serve_key_material: false,
+        sign_key: None,
         // Loopback tests have no interface to bind DHCP to.
         all_interfaces: dhcp,
         relay: vec![],

@@ -67,7 +67,11 @@ pub enum KeysCmd {
     /// certificate (.crt, PEM) and its DER form (.cer, for firmware set-up screens).
     ///
     /// db signs boot files (sbsign --key DIR/db.key --cert DIR/db.crt). Enrol db.cer, KEK.cer
-    /// and PK.cer (last) on each machine. DIR must not exist: keys are never overwritten.
+    /// and PK.cer (last) on each machine. Also a minisign key pair, minisign.key (0600) and minisign.pub:
+    /// `[secure_boot] sign_key = "DIR/minisign.key"` signs manifest.json, `oa serve --sign-key
+    /// DIR/minisign.key` signs each machine's oa.config, and images built with `[secure_boot]
+    /// config_key = "DIR/minisign.pub"` accept only configurations signed so. DIR must not exist:
+    /// keys are never overwritten.
     Init {
         /// The folder to create.
         dir: PathBuf,

@@ -261,8 +261,18 @@ partial_section! {
         /// With `mode = "uki"`: the key's certificate (PEM), e.g. DIR/db.crt.
         pub cert: Option<String>,
         /// A dm-verity hash tree for the root image, its root hash in the signed command line
-        /// (not built yet: `verity = true` is refused).
+        /// (default: on with `mode = "uki"`; needs it).
         pub verity: Option<bool>,
+        /// A minisign public key (`oa keys init DIR` makes DIR/minisign.pub), built into the
+        /// initramfs: the run-time configuration (`oa.config=`) must be signed by it
+        /// (`oa serve --sign-key DIR/minisign.key` signs what it serves), else it is refused.
+        pub config_key: Option<String>,
+        /// The boot stops (FATAL) unless a run-time configuration arrives (signed by
+        /// `config_key` when that is set); default false: a refused one is a loud warning.
+        pub config_required: Option<bool>,
+        /// A minisign secret key (DIR/minisign.key): `oa build` signs `manifest.json` with it
+        /// (`manifest.json.minisig`; check with `minisign -Vm manifest.json -p DIR/minisign.pub`).
+        pub sign_key: Option<String>,
     }
 }
 
@@ -385,6 +395,12 @@ pub struct SecureBoot {
     pub cert: Option<PathBuf>,
     /// dm-verity root: the hash tree after the root image, `oa.verity=` on the signed command line.
     pub verity: bool,
+    /// Absolute path of the minisign public key run-time configurations must be signed by.
+    pub config_key: Option<PathBuf>,
+    /// A boot without a (verified) run-time configuration stops.
+    pub config_required: bool,
+    /// Absolute path of the minisign secret key that signs `manifest.json`.
+    pub sign_key: Option<PathBuf>,
 }
 
 impl SecureBoot {
@@ -606,6 +622,9 @@ impl From<&Profile> for PartialProfile {
                 key: p.secure_boot.key.as_ref().map(|k| k.to_string_lossy().into_owned()),
                 cert: p.secure_boot.cert.as_ref().map(|k| k.to_string_lossy().into_owned()),
                 verity: Some(p.secure_boot.verity),
+                config_key: p.secure_boot.config_key.as_ref().map(|k| k.to_string_lossy().into_owned()),
+                config_required: Some(p.secure_boot.config_required),
+                sign_key: p.secure_boot.sign_key.as_ref().map(|k| k.to_string_lossy().into_owned()),
             },
         }
     }

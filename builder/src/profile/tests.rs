@@ -581,7 +581,18 @@ fn secure_boot_section() {
     let t = Tree::new();
     t.file("d.toml", "hostname = \"h\"\n");
     let p = t.load("d.toml").unwrap().profile;
-    assert_eq!(p.secure_boot, SecureBoot { mode: SecureBootMode::Off, key: None, cert: None, verity: false });
+    assert_eq!(
+        p.secure_boot,
+        SecureBoot {
+            mode: SecureBootMode::Off,
+            key: None,
+            cert: None,
+            verity: false,
+            config_key: None,
+            config_required: false,
+            sign_key: None
+        }
+    );
     assert!(!p.secure_boot.signs());
     // Key and certificate are relative to the file naming them; verity defaults on with uki.
     t.file("sub/keys.toml", "[secure_boot]\nmode = \"uki\"\nkey = \"keys/db.key\"\ncert = \"/etc/oa/db.crt\"\n");
@@ -590,6 +601,20 @@ fn secure_boot_section() {
     assert!(p.secure_boot.signs() && p.secure_boot.verity);
     assert_eq!(p.secure_boot.key, Some(t.root().join("sub/keys/db.key")));
     assert_eq!(p.secure_boot.cert, Some(PathBuf::from("/etc/oa/db.crt")));
+    // The minisign keys are relative to their file too, with any mode.
+    t.file(
+        "sub/cfg.toml",
+        "[secure_boot]\nconfig_key = \"keys/minisign.pub\"\nconfig_required = true\nsign_key = \"keys/minisign.key\"\n",
+    );
+    t.file("c.toml", "hostname = \"h\"\ninclude = [\"sub/cfg.toml\"]\n");
+    let sb = t.load("c.toml").unwrap().profile.secure_boot;
+    assert_eq!(sb.mode, SecureBootMode::Off);
+    assert_eq!(sb.config_key, Some(t.root().join("sub/keys/minisign.pub")));
+    assert_eq!(sb.sign_key, Some(t.root().join("sub/keys/minisign.key")));
+    assert!(sb.config_required);
+    t.file("ce.toml", "hostname = \"h\"\n[secure_boot]\nconfig_key = \"\"\n");
+    let e = t.load("ce.toml").unwrap_err().to_string();
+    assert!(e.contains("config_key is empty") && e.contains("minisign.pub"), "{e}");
     assert!(p.to_toml().contains("mode = \"uki\""));
     // What does not fit together is named.
     t.file("n.toml", "hostname = \"h\"\n[secure_boot]\nmode = \"uki\"\n");

@@ -144,17 +144,23 @@ pub(crate) fn check_file(src: &Source<'_>, part: &mut PartialProfile) -> Result<
     resolve_secure_boot(src, part)
 }
 
-/// `[secure_boot]` key and cert: absolute, relative to the file naming them. Whether they
-/// exist and match is checked when a build signs (a profile can be shown without its keys).
+/// `[secure_boot]` key, cert, config_key and sign_key: absolute, relative to the file naming
+/// them. Whether they exist and match is checked when a build uses them (a profile can be shown without its keys).
 fn resolve_secure_boot(src: &Source<'_>, part: &mut PartialProfile) -> Result<(), ProfileError> {
     use Seg::*;
     let dir = src.path.parent().unwrap_or(Path::new("/")).to_path_buf();
-    for (name, v) in [("key", &mut part.secure_boot.key), ("cert", &mut part.secure_boot.cert)] {
+    let sb = &mut part.secure_boot;
+    for (name, v, made) in [
+        ("key", &mut sb.key, "the PEM file (`oa keys init DIR` makes DIR/db.key)"),
+        ("cert", &mut sb.cert, "the PEM file (`oa keys init DIR` makes DIR/db.crt)"),
+        ("config_key", &mut sb.config_key, "the minisign public key (`oa keys init DIR` makes DIR/minisign.pub)"),
+        ("sign_key", &mut sb.sign_key, "the minisign secret key (`oa keys init DIR` makes DIR/minisign.key)"),
+    ] {
         if let Some(k) = v.as_mut() {
             if k.is_empty() {
                 return Err(src.invalid(
                     &[Key("secure_boot"), Key(name)],
-                    format!("secure_boot.{name} is empty: give the path of the PEM file (`oa keys init DIR` makes DIR/db.key and DIR/db.crt)"),
+                    format!("secure_boot.{name} is empty: give the path of {made}"),
                 ));
             }
             *k = dir.join(&*k).to_string_lossy().into_owned();
@@ -618,7 +624,15 @@ fn finalize_secure_boot(
     if mode != SecureBootMode::Off && arch != Arch::X86_64 {
         return Err(bad(format!("[secure_boot] mode = \"{mode}\" is built for x86_64 only: the arm64 UEFI stub (linuxaa64.efi.stub) and shim are not in the build host's x86-64 packages; set mode = \"off\" for arch = \"{arch}\"")));
     }
-    Ok(SecureBoot { mode, key: s.key.clone().map(PathBuf::from), cert: s.cert.clone().map(PathBuf::from), verity })
+    Ok(SecureBoot {
+        mode,
+        key: s.key.clone().map(PathBuf::from),
+        cert: s.cert.clone().map(PathBuf::from),
+        verity,
+        config_key: s.config_key.clone().map(PathBuf::from),
+        config_required: s.config_required.unwrap_or(false),
+        sign_key: s.sign_key.clone().map(PathBuf::from),
+    })
 }
 
 /// The profile's name: `name =`, else the top file's stem when that is a valid name.

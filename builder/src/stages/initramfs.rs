@@ -101,6 +101,18 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     if let Some(s) = &cx.storage {
         key.add("persistence", s.key.as_bytes());
     }
+    // `[secure_boot] config_key`: checked here (a build with an unreadable or wrong key
+    // fails naming it), carried as etc/oa/config.pub.
+    let config_key = match &p.secure_boot.config_key {
+        Some(path) => {
+            let (id, text) =
+                oa_pxe::sign::load_public(path).map_err(|e| Error::Keys(format!("[secure_boot] config_key: {e}")))?;
+            key.add("config_key", text.as_bytes());
+            Some((id, text))
+        }
+        None => None,
+    };
+    key.add("config_required", if p.secure_boot.config_required { b"1" } else { b"0" });
     let secret = carries_key(p);
     let (entry, made) = cx.store.get_or_build("initramfs", &key.hex(), cx.opts.no_cache, |scratch| {
         let mut a = Archive::new();
@@ -146,7 +158,12 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             // Profile `[image] copytoram` and its RAM factor (both in the key above).
             copytoram: p.image.copytoram,
             copytoram_ram_factor: p.image.copytoram_ram_factor,
+            config_required: p.secure_boot.config_required,
         };
+        if let Some((id, text)) = &config_key {
+            a.add_file(initramfs_paths::CONFIG_KEY, 0o644, Source::Bytes(text.clone().into_bytes()));
+            extra.push_str(&format!(" + config key {id}"));
+        }
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| Error::Kernel(format!("encoding {}: {e}", initramfs_paths::CONFIG)))?;
         a.add_file(initramfs_paths::CONFIG, 0o644, Source::Bytes(json));

@@ -44,6 +44,13 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let k = need(&cx.kernel, "output", "the kernel")?;
     let initrd = need(&cx.initramfs, "output", "the initramfs")?;
     let rootfs = need(&cx.rootfs, "output", "the root image")?;
+    // `[secure_boot] sign_key`: read before anything is copied, so a bad key costs nothing.
+    let signer = match &p.secure_boot.sign_key {
+        Some(path) => Some(
+            oa_pxe::sign::SigningKey::load(path).map_err(|e| Error::Keys(format!("[secure_boot] sign_key: {e}")))?,
+        ),
+        None => None,
+    };
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).ctx("creating output folder", parent)?;
     let name = out.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| p.name.clone());
@@ -130,6 +137,17 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     };
     let json = serde_json::to_vec_pretty(&m)
         .map_err(|e| Error::Output { path: dir.clone(), reason: format!("encoding the manifest: {e}") })?;
+    // Signed in the partial folder: the output appears with its signature or not at all.
+    let signed = match &signer {
+        Some(k) => {
+            let comment = oa_contract::signature::trusted_comment(unix_now(), manifest::FILE_NAME, None);
+            let sig = k.sign(&json, &comment).map_err(|e| Error::Keys(format!("[secure_boot] sign_key: {e}")))?;
+            let f = dir.join(format!("{}{}", manifest::FILE_NAME, oa_contract::signature::SUFFIX));
+            std::fs::write(&f, sig).ctx("writing", &f)?;
+            format!(", manifest signed by {}", k.id())
+        }
+        None => String::new(),
+    };
     std::fs::write(dir.join(manifest::FILE_NAME), json).ctx("writing manifest in", &dir)?;
     // Swap the finished folder into place.
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
@@ -140,7 +158,12 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     partial.0 = PathBuf::new();
     let _ = std::fs::remove_dir_all(&old);
     let total: u64 = m.artifacts.iter().map(|a| a.size).sum();
-    let detail = format!("{} ({} KiB)", out.display(), total / 1024);
+    let detail = format!("{} ({} KiB){signed}", out.display(), total / 1024);
     cx.manifest = Some(m);
     Ok(Outcome::made(detail))
+}
+
+/// Seconds since the epoch (a signature's timestamp).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
