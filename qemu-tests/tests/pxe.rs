@@ -8,7 +8,7 @@
 
 use oa_contract::ConsoleLine;
 use oa_qemu_tests::netns::{Netns, Proc};
-use oa_qemu_tests::{built, oa_bin, workspace, Machine};
+use oa_qemu_tests::{built, built_variant, oa_bin, workspace, Machine};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -182,4 +182,127 @@ fn bios_netboot_applies_the_machines_oa_config() {
     vm.expect("MODES=700 600 600 H=from-config F=config-file-ok", Duration::from_secs(30));
     let l = server_log(&log);
     assert!(l.contains("52:54:00:0a:00:04 (10.99.0.100) \"GET /config/52-54-00-0a-00-04\" 200"), "{l}");
+}
+
+/// Two minisign key pairs from `oa keys init` (the operator's and someone else's), made once
+/// per test process: `(dir A, dir B)`, each holding minisign.key and minisign.pub.
+fn config_keys() -> &'static (PathBuf, PathBuf) {
+    static KEYS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tmp("config-keys");
+        let make = |name: &str| {
+            let d = dir.join(name);
+            let out = std::process::Command::new(oa_bin()).args(["keys", "init"]).arg(&d).output().unwrap();
+            assert!(out.status.success(), "oa keys init: {}", String::from_utf8_lossy(&out.stderr));
+            d
+        };
+        (make("operator"), make("other"))
+    })
+}
+
+/// The key id minisign prints for the public key in `dir` (last word of its first line).
+fn key_id(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("minisign.pub")).unwrap();
+    text.lines().next().unwrap().rsplit(' ').next().unwrap().to_string()
+}
+
+/// tiny-net with the operator's public key built in (`[secure_boot] config_key`), and
+/// `required` for `config_required = true`.
+fn with_config_key(required: bool) -> PathBuf {
+    let (a, _) = config_keys();
+    let key = a.join("minisign.pub").display().to_string();
+    if required {
+        built_variant(
+            "tiny-net-cfgreq",
+            "tiny-net",
+            &format!("[secure_boot]\nconfig_key = {key:?}\nconfig_required = true\n"),
+        )
+    } else {
+        built_variant("tiny-net-cfgkey", "tiny-net", &format!("[secure_boot]\nconfig_key = {key:?}\n"))
+    }
+}
+
+/// A machines folder with `<mac>.toml` naming web1.json (hostname from-config).
+fn machines_for(dir: &Path, mac: &str) -> String {
+    let machines = dir.join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(machines.join(format!("{}.toml", mac.replace(':', "-"))), "config = \"web1.json\"\n").unwrap();
+    std::fs::write(machines.join("web1.json"), r#"{"hostname": "from-config"}"#).unwrap();
+    machines.display().to_string()
+}
+
+/// `oa serve --sign-key` signs each machine's configuration for its MAC; an image with the
+/// matching key built in checks the signature and applies it.
+#[test]
+fn an_image_with_a_config_key_applies_a_configuration_signed_for_it() {
+    let out = with_config_key(false);
+    let (a, _) = config_keys();
+    let mac = "52:54:00:0a:00:06";
+    let ns = Netns::new("pxe-signed");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-signed");
+    let machines = machines_for(&dir, mac);
+    let sk = a.join("minisign.key").display().to_string();
+    let (_srv, log) =
+        serve_dhcp(&ns, "pxe_signed", &out, &dir.join("leases.json"), &["--machines", &machines, "--sign-key", &sk]);
+    let mut vm = Machine::start("pxe_signed", qemu(&ns, None, "virtio-net-pci", mac, true));
+    vm.expect_stage(
+        "config",
+        &format!(
+            "http://10.99.0.1/config/52-54-00-0a-00-06: signed by minisign key {} for {mac}; will apply hostname=from-config",
+            key_id(a)
+        ),
+        BOOT,
+    );
+    assert_eq!(vm.expect_ready(BOOT), "from-config");
+    let l = server_log(&log);
+    assert!(l.contains(&format!("{mac} (10.99.0.100) \"GET /config/52-54-00-0a-00-06.minisig\" 200")), "{l}");
+}
+
+/// The same image and a server that does not sign: the configuration is refused loudly and
+/// the machine boots with the profile alone (hostname tiny-net, not the configuration's).
+#[test]
+fn an_image_with_a_config_key_refuses_an_unsigned_configuration() {
+    let out = with_config_key(false);
+    let mac = "52:54:00:0a:00:07";
+    let ns = Netns::new("pxe-unsigned");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-unsigned");
+    let machines = machines_for(&dir, mac);
+    let (_srv, log) = serve_dhcp(&ns, "pxe_unsigned", &out, &dir.join("leases.json"), &["--machines", &machines]);
+    let mut vm = Machine::start("pxe_unsigned", qemu(&ns, None, "virtio-net-pci", mac, true));
+    let source = "http://10.99.0.1/config/52-54-00-0a-00-07";
+    let w = vm.expect(
+        &ConsoleLine::Warning(&format!(
+            "{}: REFUSED: unsigned",
+            oa_contract::cmdline::word(oa_contract::cmdline::CONFIG, source)
+        ))
+        .to_string(),
+        BOOT,
+    );
+    assert!(w.contains(&key_id(&config_keys().0)), "the warning names the key the image accepts: {w}");
+    assert_eq!(vm.expect_ready(BOOT), "tiny-net", "the refused configuration's hostname must not apply");
+    let l = server_log(&log);
+    assert!(l.contains(&format!("{mac} (10.99.0.100) \"GET /config/52-54-00-0a-00-07.minisig\" 404")), "{l}");
+}
+
+/// An image that requires a configuration (`config_required`), served one signed by another
+/// key: FATAL naming both keys, no ready line.
+#[test]
+fn an_image_requiring_a_config_stops_on_one_signed_by_another_key() {
+    let out = with_config_key(true);
+    let (a, b) = config_keys();
+    let mac = "52:54:00:0a:00:08";
+    let ns = Netns::new("pxe-otherkey");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-otherkey");
+    let machines = machines_for(&dir, mac);
+    let sk = b.join("minisign.key").display().to_string();
+    let (_srv, _log) =
+        serve_dhcp(&ns, "pxe_otherkey", &out, &dir.join("leases.json"), &["--machines", &machines, "--sign-key", &sk]);
+    let mut vm = Machine::start("pxe_otherkey", qemu(&ns, None, "virtio-net-pci", mac, true));
+    let fatal = vm.expect(oa_contract::FATAL_PREFIX, BOOT);
+    assert!(fatal.contains("signed by another key"), "{fatal}");
+    assert!(fatal.contains(&key_id(b)) && fatal.contains(&key_id(a)), "the FATAL names both keys: {fatal}");
+    vm.expect_absent(oa_contract::READY_LINE, Duration::from_secs(3));
 }

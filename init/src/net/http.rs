@@ -136,6 +136,7 @@ pub fn read_head(r: &mut impl BufRead) -> std::result::Result<Vec<String>, Strin
     }
 }
 
+#[derive(Debug)]
 pub struct Fetched {
     pub bytes: u64,
     pub sha256: String,
@@ -149,7 +150,20 @@ struct Partial {
     hash: Sha256,
 }
 
-fn attempt(url: &Url, p: &mut Partial, max: u64) -> std::result::Result<Option<u64>, String> {
+/// Why one attempt failed, and whether another may do better: a 404 or 403 is the server's
+/// answer, not a broken connection, so it is not retried (a missing `.minisig` is common).
+struct Failed {
+    why: String,
+    retry: bool,
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Failed {
+        Failed { why, retry: true }
+    }
+}
+
+fn attempt(url: &Url, p: &mut Partial, max: u64) -> std::result::Result<Option<u64>, Failed> {
     let addr = SocketAddr::from((url.host, url.port));
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
@@ -175,8 +189,14 @@ fn attempt(url: &Url, p: &mut Partial, max: u64) -> std::result::Result<Option<u
             }
         }
         206 if head.range_start == Some(p.have) => {}
-        206 => return Err(format!("the server answered a range starting at {:?}, not {}", head.range_start, p.have)),
-        s => return Err(format!("HTTP status {s} ({})", lines[0])),
+        206 => {
+            return Err(format!("the server answered a range starting at {:?}, not {}", head.range_start, p.have).into())
+        }
+        // 4xx but 408 (timeout) and 429 (too many requests): asking again gets the same answer.
+        s if (400..500).contains(&s) && s != 408 && s != 429 => {
+            return Err(Failed { why: format!("HTTP status {s} ({})", lines[0]), retry: false })
+        }
+        s => return Err(format!("HTTP status {s} ({})", lines[0]).into()),
     }
     let total = match head.length {
         None => None,
@@ -185,7 +205,7 @@ fn attempt(url: &Url, p: &mut Partial, max: u64) -> std::result::Result<Option<u
         }
     };
     if let Some(t) = total.filter(|t| *t > max) {
-        return Err(format!("the server announces {t} bytes, more than the {max} allowed"));
+        return Err(format!("the server announces {t} bytes, more than the {max} allowed").into());
     }
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -195,7 +215,7 @@ fn attempt(url: &Url, p: &mut Partial, max: u64) -> std::result::Result<Option<u
         let n = r.read(&mut buf).map_err(|e| format!("read body at byte {}: {e}", p.have))?;
         if n == 0 {
             if total.is_some() {
-                return Err(format!("connection closed at byte {} of {}", p.have, total.unwrap_or(0)));
+                return Err(format!("connection closed at byte {} of {}", p.have, total.unwrap_or(0)).into());
             }
             break;
         }
@@ -205,7 +225,7 @@ fn attempt(url: &Url, p: &mut Partial, max: u64) -> std::result::Result<Option<u
             None => n,
         };
         if p.have.saturating_add(n as u64) > max {
-            return Err(format!("the body is longer than the {max} bytes allowed"));
+            return Err(format!("the body is longer than the {max} bytes allowed").into());
         }
         p.file.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
         p.hash.update(&buf[..n]);
@@ -246,9 +266,12 @@ pub fn download_at_most(url: &Url, dest: &Path, max: u64) -> Result<Fetched> {
                 let sha256 = crate::rootimage::hex(&p.hash.clone().finalize());
                 return Ok(Fetched { bytes: p.have, sha256, attempts: n });
             }
-            Err(e) => {
-                console::warn(&format!("fetching {shown} (attempt {n} of {ATTEMPTS}): {e}"));
-                last = e;
+            Err(Failed { why, retry: false }) => {
+                return Err(Error::Unexpected { what: format!("fetch {shown}"), why });
+            }
+            Err(Failed { why, retry: true }) => {
+                console::warn(&format!("fetching {shown} (attempt {n} of {ATTEMPTS}): {why}"));
+                last = why;
                 if n < ATTEMPTS {
                     std::thread::sleep(Duration::from_millis(500 << (n - 1)));
                 }
@@ -382,7 +405,7 @@ mod tests {
         // Over a real connection, too.
         let url = serve(vec![long]);
         let (mut p, path) = partial("long");
-        assert!(attempt(&url, &mut p, u64::MAX).unwrap_err().contains("longer than"));
+        assert!(attempt(&url, &mut p, u64::MAX).unwrap_err().why.contains("longer than"));
         std::fs::remove_file(path).unwrap();
     }
 
@@ -398,9 +421,9 @@ mod tests {
             .into_bytes(),
         ]);
         let (mut p, path) = partial("overflow");
-        assert!(attempt(&url, &mut p, u64::MAX).unwrap_err().contains("connection closed at byte 5"));
+        assert!(attempt(&url, &mut p, u64::MAX).unwrap_err().why.contains("connection closed at byte 5"));
         assert_eq!(p.have, 5);
-        let e = attempt(&url, &mut p, u64::MAX).unwrap_err();
+        let e = attempt(&url, &mut p, u64::MAX).unwrap_err().why;
         assert!(e.contains("overflows"), "{e}");
         // More than allowed: announced, or sent without a length.
         let url = serve(vec![
@@ -409,9 +432,28 @@ mod tests {
             b"HTTP/1.1 206 Partial\r\nContent-Range: bytes x-9/10\r\n\r\n".to_vec(),
         ]);
         let (mut p, _) = partial("overflow");
-        assert!(attempt(&url, &mut p, 10).unwrap_err().contains("announces 100 bytes"));
-        assert!(attempt(&url, &mut p, 10).unwrap_err().contains("longer than the 10 bytes"));
-        assert!(attempt(&url, &mut p, 10).unwrap_err().contains("bad Content-Range"));
+        assert!(attempt(&url, &mut p, 10).unwrap_err().why.contains("announces 100 bytes"));
+        assert!(attempt(&url, &mut p, 10).unwrap_err().why.contains("longer than the 10 bytes"));
+        assert!(attempt(&url, &mut p, 10).unwrap_err().why.contains("bad Content-Range"));
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_not_found_is_an_answer_and_a_server_error_is_retried() {
+        let dir = std::env::temp_dir().join(format!("oa-init-http-404-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("x");
+        // One 404 and nothing more: a second attempt would find no server and say so.
+        let url = serve(vec![b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()]);
+        let e = download(&url, &dest).unwrap_err().to_string();
+        assert!(e.contains("HTTP status 404") && !e.contains("gave up"), "{e}");
+        // A 503, then the file: the second attempt gets it.
+        let url = serve(vec![
+            b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        ]);
+        let got = download(&url, &dest).unwrap();
+        assert_eq!((got.attempts, std::fs::read(&dest).unwrap()), (2, b"ok".to_vec()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
