@@ -26,7 +26,12 @@ DEB_PACKAGES += gcc-aarch64-linux-gnu
 DEB_PACKAGES += xorriso isolinux
 # Secure Boot (issue 13): openssl makes keys (oa keys init), sbsigntool signs PE files (UKI);
 # minisign checks the signed manifest.json in the tests, as users would.
-DEB_PACKAGES += openssl sbsigntool minisign
+DEB_PACKAGES += openssl sbsigntool minisign python3-venv
+# Secure netboot's test machines (issue 13) keep Microsoft's keys and get the operator's db
+# certificate added offline by virt-fw-vars (virt-firmware, not packaged in Debian 12): from
+# PyPI into a venv in the cache, outside the repository.
+VENV := $(HOME)/.cache/oa/venv
+VIRT_FIRMWARE := virt-firmware==26.10
 AARCH64_TARGET := aarch64-unknown-linux-musl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_QEMU := qemu-system-x86
@@ -63,6 +68,8 @@ deps:
 	@for p in qemu-system-arm qemu-user-static; do dpkg -s $$p >/dev/null 2>&1 || { echo "==> installing $$p"; DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$p || exit 1; }; done
 	@command -v qemu-system-aarch64 >/dev/null && command -v qemu-aarch64-static >/dev/null || { echo "error: qemu-system-aarch64 or qemu-aarch64-static missing after installing qemu-system-arm qemu-user-static"; exit 1; }
 	@rustup target list --installed | grep -qx $(AARCH64_TARGET) || rustup target add $(AARCH64_TARGET)
+	@[ -x $(VENV)/bin/virt-fw-vars ] || { echo "==> installing $(VIRT_FIRMWARE) (virt-fw-vars) into $(VENV)"; \
+	  rm -rf $(VENV) && python3 -m venv $(VENV) && $(VENV)/bin/pip install -q $(VIRT_FIRMWARE) || { rm -rf $(VENV); exit 1; }; }
 
 build: deps
 	$(CARGO) build --release -p oa-init --target $(MUSL_TARGET)

@@ -90,7 +90,11 @@ fn uki(p: &Profile) -> bool {
     p.secure_boot.mode == crate::profile::SecureBootMode::Uki
 }
 fn shim(p: &Profile) -> bool {
-    p.secure_boot.mode == crate::profile::SecureBootMode::Shim
+    p.secure_boot.mode == crate::profile::SecureBootMode::Shim || secure_netboot(p)
+}
+/// A signed UKI for netboot: `oa serve` hands UEFI clients shim and GRUB in front of it.
+pub fn secure_netboot(p: &Profile) -> bool {
+    uki(p) && p.image.netboot
 }
 fn rpi(p: &Profile) -> bool {
     p.rpi.enable
@@ -159,7 +163,7 @@ pub const STAGES: &[Stage] = &[
     },
     Stage {
         name: "uki",
-        doc: "the unified kernel images (systemd's EFI stub + kernel, initramfs, command line) for disk.img and oa.iso, signed with sbsign",
+        doc: "the unified kernel images (systemd's EFI stub + kernel, initramfs, command line) for disk.img, oa.iso and secure netboot, signed with sbsign",
         wanted: uki,
         reads: &[
             When("kernel", always),
@@ -173,7 +177,7 @@ pub const STAGES: &[Stage] = &[
     },
     Stage {
         name: "shim",
-        doc: "Debian's Microsoft-signed shim, its signed GRUB and MOK manager (shim-signed, grub-efi-amd64-signed, shim-helpers-amd64-signed), fetched by apt and verified",
+        doc: "Debian's Microsoft-signed shim, its signed GRUB (disk and network builds) and MOK manager (shim-signed, grub-efi-amd64-signed, shim-helpers-amd64-signed), fetched by apt and verified; for mode = \"shim\" and for secure netboot",
         wanted: shim,
         reads: &[When("apt", always)],
         makes: &[],

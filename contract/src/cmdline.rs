@@ -295,6 +295,18 @@ pub fn word(key: &str, value: impl fmt::Display) -> String {
 /// Where `oa run` puts the root image of an output folder: the first virtio disk.
 pub const RUN_ROOT_DEVICE: &str = "/dev/vda";
 
+/// The host of an `oa.root=http://` URL that stands for the boot server: the DHCP lease's
+/// next-server (`siaddr`), else its server identifier (option 54). For images whose command
+/// line is fixed at build time and signed (secure netboot's UKI), where the server's address
+/// is not known; the root image is then checked by `oa.verity=`, so where it comes from does
+/// not need to be trusted.
+pub const NEXT_SERVER_HOST: &str = "next-server";
+
+/// The root of a secure-netboot UKI: `http://next-server/rootfs.squashfs`.
+pub fn netboot_root() -> RootSpec {
+    RootSpec::Http(format!("http://{NEXT_SERVER_HOST}/{}", crate::manifest::artifact::ROOTFS))
+}
+
 /// The root of a `disk.img`: its root partition by GPT name (`PARTLABEL=oa-root`).
 pub fn disk_root() -> RootSpec {
     RootSpec::PartLabel(crate::manifest::partlabel::ROOT.into())

@@ -26,6 +26,20 @@ pub mod artifact {
     /// root filesystem (dpkg's database of a Debian base, pacman's of an Arch base, the
     /// unpacked .debs of a busybox base), the kernel package and busybox-static.
     pub const PACKAGES: &str = "packages.txt";
+    /// Secure netboot (`[secure_boot] mode = "uki"` with `image.netboot`): what `oa serve`
+    /// hands UEFI x64 PXE clients. Debian's Microsoft-signed shim; it fetches [`SB_GRUB`]
+    /// from the same folder of the same TFTP server.
+    pub const SB_SHIM: &str = "sb/shimx64.efi";
+    /// Debian's signed network GRUB (`grubnetx64.efi.signed`), under the name shim asks for.
+    /// It reads [`SB_GRUB_CFG`] (its built-in prefix is `(tftp,SERVER)/grub`).
+    pub const SB_GRUB: &str = "sb/grubx64.efi";
+    /// shim's MOK manager, which shim starts when a signature does not verify.
+    pub const SB_MOK_MANAGER: &str = "sb/mmx64.efi";
+    /// The signed UKI GRUB chain-loads; its command line (inside the signature) fetches the
+    /// root from [`crate::cmdline::netboot_root`] and checks it with `oa.verity=`.
+    pub const SB_UKI: &str = "sb/oa.efi";
+    /// GRUB's configuration: chain-load [`SB_UKI`].
+    pub const SB_GRUB_CFG: &str = "grub/grub.cfg";
 }
 
 /// The ISO 9660 volume identifier of a profile's `oa.iso`: `OA_` and the profile name in

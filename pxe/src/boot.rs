@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use oa_contract::cmdline::{self, Cmdline, RootSpec};
+use oa_contract::manifest::artifact;
 
 use crate::config::{names, Config};
 use crate::mac::Mac;
@@ -136,6 +137,16 @@ pub fn select(cfg: &Config, client: &Client) -> Result<Answer, String> {
         };
         return Ok(Answer::Http(script));
     }
+    // Secure netboot (a signed-UKI output): every x86-64 UEFI client gets Debian's
+    // Microsoft-signed shim, which firmware with Secure Boot on accepts (and one with it off
+    // runs too); iPXE, which Debian does not sign, only for BIOS.
+    if cfg.secure_netboot() {
+        match client.arch {
+            Some(arch::EFI_BC) | Some(arch::EFI_X64) => return Ok(Answer::Tftp(artifact::SB_SHIM.into())),
+            Some(arch::EFI_X64_HTTP) => return Ok(Answer::Http(format!("{base}/{}", artifact::SB_SHIM))),
+            _ => {}
+        }
+    }
     match client.arch {
         None | Some(arch::BIOS) => Ok(Answer::Tftp(names::BIOS.into())),
         Some(arch::EFI_BC) | Some(arch::EFI_X64) => Ok(Answer::Tftp(names::UEFI_X64.into())),
@@ -249,6 +260,27 @@ pub(crate) mod tests {
         let mut c2 = cfg();
         c2.boot_files.uefi_arm64 = Some("/x".into());
         assert_eq!(select(&c2, &client(Some(arch::EFI_ARM64), false)), Ok(Answer::Tftp("ipxe-arm64.efi".into())));
+    }
+
+    #[test]
+    fn a_signed_uki_output_gives_uefi_clients_shim_and_bios_clients_ipxe() {
+        let mut c = cfg();
+        c.manifest.artifacts.push(oa_contract::manifest::Artifact {
+            name: artifact::SB_SHIM.into(),
+            path: artifact::SB_SHIM.into(),
+            size: 1,
+            sha256: "0".repeat(64),
+        });
+        assert!(c.secure_netboot());
+        for a in [arch::EFI_BC, arch::EFI_X64] {
+            assert_eq!(select(&c, &client(Some(a), false)), Ok(Answer::Tftp("sb/shimx64.efi".into())));
+        }
+        assert_eq!(
+            select(&c, &client(Some(arch::EFI_X64_HTTP), false)),
+            Ok(Answer::Http("http://10.0.0.1:8080/sb/shimx64.efi".into()))
+        );
+        assert_eq!(select(&c, &client(Some(arch::BIOS), false)), Ok(Answer::Tftp("undionly.kpxe".into())));
+        assert!(!cfg().secure_netboot());
     }
 
     #[test]

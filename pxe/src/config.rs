@@ -141,6 +141,11 @@ impl Default for Limits {
 }
 
 impl Config {
+    /// The output is a signed UKI for netboot (`[secure_boot] mode = "uki"`, `image.netboot`):
+    /// UEFI clients boot shim -> GRUB -> the UKI from `sb/` instead of iPXE.
+    pub fn secure_netboot(&self) -> bool {
+        self.manifest.artifacts.iter().any(|a| a.name == oa_contract::manifest::artifact::SB_SHIM)
+    }
     /// Base URL of the HTTP server as clients see it.
     pub fn http_base(&self) -> String {
         if self.http_port == 80 {

@@ -306,3 +306,137 @@ fn an_image_requiring_a_config_stops_on_one_signed_by_another_key() {
     assert!(fatal.contains(&key_id(b)) && fatal.contains(&key_id(a)), "the FATAL names both keys: {fatal}");
     vm.expect_absent(oa_contract::READY_LINE, Duration::from_secs(3));
 }
+
+/// virt-fw-vars (the virt-firmware package from PyPI, which `make deps` installs into
+/// ~/.cache/oa/venv): edits an OVMF variable store offline.
+fn virt_fw_vars() -> PathBuf {
+    let p = std::env::var_os("OA_VIRT_FW_VARS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/oa/venv/bin/virt-fw-vars")
+    });
+    assert!(
+        p.exists(),
+        "{} is missing: run `make deps` (it installs virt-firmware into ~/.cache/oa/venv)",
+        p.display()
+    );
+    p
+}
+
+/// The secure-netboot image and keys, built once per test process: tiny-net with `mode =
+/// "uki"` signed by a key from `oa keys init` (its dir returned too).
+fn secure_netboot_image() -> &'static (PathBuf, PathBuf) {
+    static IMG: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    IMG.get_or_init(|| {
+        let keys = tmp("sb-net-keys").join("keys");
+        let out = std::process::Command::new(oa_bin()).args(["keys", "init"]).arg(&keys).output().unwrap();
+        assert!(out.status.success(), "oa keys init: {}", String::from_utf8_lossy(&out.stderr));
+        let profile = format!(
+            "[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\n",
+            keys.join("db.key").display().to_string(),
+            keys.join("db.crt").display().to_string()
+        );
+        (built_variant("tiny-net-sb", "tiny-net", &profile), keys)
+    })
+}
+
+/// A machine of a fleet with Secure Boot on: Microsoft's keys as shipped (OVMF_VARS_4M.ms.fd)
+/// with the operator's db certificate added (as `efi-updatevar -a` or a set-up screen would),
+/// written to `dir/vars.fd` by virt-fw-vars.
+fn fleet_vars(dir: &Path, cert: &Path) -> PathBuf {
+    let vars = dir.join("vars.fd");
+    let o = std::process::Command::new(virt_fw_vars())
+        .args(["--input", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", "--output"])
+        .arg(&vars)
+        .args(["--add-db", "8be4df61-93ca-11d2-aa0d-00e098032b8c"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "virt-fw-vars: {}", String::from_utf8_lossy(&o.stderr));
+    vars
+}
+
+/// QEMU in `ns` under OVMF's Secure Boot build (SMM, secure flash) with `vars`, booting from
+/// the network with OVMF's own PXE client (no iPXE ROM) on tap0.
+fn qemu_secure(ns: &Netns, vars: &Path, mac: &str) -> std::process::Command {
+    let mut c = ns.command("qemu-system-x86_64");
+    c.args(["-M", "q35,smm=on", "-accel", "tcg", "-m", "1024", "-nodefaults", "-no-user-config"]);
+    c.args(["-display", "none", "-no-reboot", "-serial", "stdio"]);
+    c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    c.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"]);
+    c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    c.args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]);
+    c.arg("-device").arg(format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1,romfile="));
+    c
+}
+
+/// Secure netboot end to end: firmware with Secure Boot on runs Debian's shim from `oa serve`
+/// over TFTP, shim runs Debian's network GRUB, GRUB chain-loads the UKI signed with the
+/// operator's key (checked against db), and the UKI's signed command line fetches the root
+/// from the boot server and maps it through dm-verity.
+#[test]
+fn secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
+    let (out, keys) = secure_netboot_image();
+    let mac = "52:54:00:0a:00:09";
+    let ns = Netns::new("pxe-sb");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-sb");
+    let vars = fleet_vars(&dir, &keys.join("db.crt"));
+    let (_srv, log) = serve_dhcp(&ns, "pxe_sb", out, &dir.join("leases.json"), &[]);
+    let mut vm = Machine::start("pxe_sb", qemu_secure(&ns, &vars, mac));
+    vm.expect("oa: loading /sb/oa.efi", BOOT);
+    // The command line is the signed one (the boot server's address found by oa-init).
+    vm.expect_stage("cmdline", "profile=tiny-net-sb oa.root=http://next-server/rootfs.squashfs oa.verity=", BOOT);
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
+    assert_eq!(vm.expect_ready(BOOT), "tiny-net");
+    vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1)");
+    vm.expect("SB=Secure boot enabled", Duration::from_secs(30));
+    let l = server_log(&log);
+    // shim asks for its neighbours relative to its own path, GRUB from the root of the server.
+    for f in ["sb/shimx64.efi", "sb/grubx64.efi", "/grub/grub.cfg", "/sb/oa.efi"] {
+        let sent = l.lines().any(|x| {
+            x.contains(&format!("{mac} (10.99.0.100:"))
+                && x.contains(&format!("RRQ {f} (octet)"))
+                && x.contains(": sent ")
+        });
+        assert!(sent, "{f} sent over TFTP:\n{l}");
+    }
+    assert!(l.contains(&format!("{mac} Discover on 67 arch=7 (UEFI x64) class=PXEClient")), "{l}");
+}
+
+/// A LAN attacker (here: the server's own folder) swaps the root image for another valid
+/// squashfs, the genuine one with a file added: the signed UKI's `oa.verity=` refuses it
+/// (FATAL naming dm-verity), and the machine never comes up on it.
+#[test]
+fn secure_netboot_refuses_a_root_image_replaced_on_the_server() {
+    let (out, keys) = secure_netboot_image();
+    let mac = "52:54:00:0a:00:0a";
+    let ns = Netns::new("pxe-sb-swap");
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp("pxe-sb-swap");
+    let vars = fleet_vars(&dir, &keys.join("db.crt"));
+    // The server's folder: hard links to the build, but for its own rootfs.squashfs.
+    let served = dir.join("served");
+    let run = |c: &mut std::process::Command| {
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{c:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(std::process::Command::new("cp").arg("-rl").arg(out).arg(&served));
+    let (_srv, _log) = serve_dhcp(&ns, "pxe_sb_swap", &served, &dir.join("leases.json"), &[]);
+    let tree = dir.join("tree");
+    run(std::process::Command::new("unsquashfs")
+        .arg("-q")
+        .arg("-no-progress")
+        .arg("-d")
+        .arg(&tree)
+        .arg(out.join("rootfs.squashfs")));
+    std::fs::write(tree.join("etc/attacker"), vec![b'x'; 1 << 20]).unwrap();
+    let evil = dir.join("evil.squashfs");
+    run(std::process::Command::new("mksquashfs").arg(&tree).arg(&evil).args(["-quiet", "-no-progress", "-noappend"]));
+    std::fs::remove_file(served.join("rootfs.squashfs")).unwrap();
+    std::fs::copy(&evil, served.join("rootfs.squashfs")).unwrap();
+    let mut vm = Machine::start("pxe_sb_swap", qemu_secure(&ns, &vars, mac));
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
+    let fatal = vm.expect(oa_contract::FATAL_PREFIX, BOOT);
+    assert!(fatal.contains("verity"), "{fatal}");
+    vm.expect_absent(oa_contract::READY_LINE, Duration::from_secs(3));
+}

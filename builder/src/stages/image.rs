@@ -27,7 +27,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let rootfs = need(&cx.rootfs, "image", "the root image")?;
     let files = BootFiles::locate(p.arch)?;
     let uki = cx.uki.as_ref().and_then(|u| u.disk.as_ref());
-    let shim = cx.shim.as_ref();
+    // Secure netboot fetches shim too; disk.img boots through it only with mode = "shim".
+    let shim = cx.shim.as_ref().filter(|_| p.secure_boot.mode == crate::profile::SecureBootMode::Shim);
     let boot_cmdline = image::disk_cmdline(&cx.manifest_cmdline("image")?);
     // The key is also the seed of the disk's GUIDs: the same inputs give the same bytes.
     let mut key = Key::new("image");

@@ -38,6 +38,23 @@ impl Drop for Partial {
     }
 }
 
+/// GRUB's configuration for secure netboot: chain-load the signed UKI from the server GRUB
+/// came from (`$root` is `tftp,SERVER`). GRUB checks it through shim (db, MOK, or shim's
+/// built-in certificate); the UKI's stub then ignores any command line but its own signed one.
+/// Nothing here needs trust: a changed file can only stop the boot.
+pub fn grub_cfg(profile: &str) -> String {
+    format!(
+        "# oa: secure netboot of {profile}: shim -> GRUB -> the signed UKI (its command line is inside its signature)\n\
+         set timeout=0\n\
+         menuentry \"oa {profile} (signed UKI)\" {{\n\
+         \techo \"oa: loading /{uki} from $root\"\n\
+         \tchainloader /{uki}\n\
+         \tboot\n\
+         }}\n",
+        uki = artifact::SB_UKI
+    )
+}
+
 pub fn run(cx: &mut Context) -> Result<Outcome> {
     let p = cx.profile;
     let out = &cx.out;
@@ -90,6 +107,27 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     }
     if let Some(i) = &cx.iso {
         copy(artifact::ISO, &i.path, i.sha256.clone(), false)?;
+    }
+    // Secure netboot: shim -> GRUB -> the signed UKI, all from the TFTP server.
+    if let (true, Some(s), Some(u)) =
+        (crate::pipeline::secure_netboot(p), &cx.shim, cx.uki.as_ref().and_then(|u| u.net.as_ref()))
+    {
+        for sub in [artifact::SB_SHIM, artifact::SB_GRUB_CFG] {
+            if let Some(d) = Path::new(sub).parent() {
+                let d = dir.join(d);
+                std::fs::create_dir_all(&d).ctx("creating", &d)?;
+            }
+        }
+        copy(artifact::SB_SHIM, &s.shim.path, s.shim.sha256.clone(), false)?;
+        copy(artifact::SB_GRUB, &s.grub_net.path, s.grub_net.sha256.clone(), false)?;
+        copy(artifact::SB_MOK_MANAGER, &s.mok_manager.path, s.mok_manager.sha256.clone(), false)?;
+        copy(artifact::SB_UKI, &u.path, u.sha256.clone(), false)?;
+        let cfg = grub_cfg(&p.name);
+        // Written beside, then copied in like every artifact (and listed with its digest).
+        let src = dir.join(".grub.cfg");
+        std::fs::write(&src, &cfg).ctx("writing", &src)?;
+        copy(artifact::SB_GRUB_CFG, &src, hash::sha256_hex(cfg.as_bytes()), false)?;
+        std::fs::remove_file(&src).ctx("removing", &src)?;
     }
     if let Some(r) = &cx.rpi {
         r.copy_into(&dir, &mut artifacts)?;

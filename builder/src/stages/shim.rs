@@ -4,6 +4,8 @@
 //! manager `mmx64.efi` (shim-helpers-amd64-signed, which shim starts when a signature fails),
 //! downloaded by apt and verified against its index like every package of the build. The image
 //! stage puts them on disk.img's ESP; the kernel is Debian's own, which Debian signs too.
+//! Secure netboot (`mode = "uki"` with `image.netboot`) serves shim with Debian's network
+//! GRUB (`grubnetx64.efi`) in front of the signed UKI: the output stage puts them in `sb/`.
 //!
 //! The files are taken from the packages, not from the build host's /usr/lib: installing
 //! shim-signed on a build machine would run its maintainer scripts against the host's own ESP.
@@ -24,13 +26,17 @@ pub struct ShimOut {
     pub grub: Stored,
     /// `EFI/BOOT/mmx64.efi`: the MOK manager shim starts when a signature does not verify.
     pub mok_manager: Stored,
+    /// GRUB for network boot (`grubnetx64.efi.signed`, Debian signs it): secure netboot's
+    /// second stage, reading its configuration from the TFTP server it came from.
+    pub grub_net: Stored,
 }
 
 /// (package, file in it, name in the stage's cache entry).
-const FILES: [(&str, &str, &str); 3] = [
+const FILES: [(&str, &str, &str); 4] = [
     ("shim-signed", "usr/lib/shim/shimx64.efi.signed", "shimx64.efi"),
     ("grub-efi-amd64-signed", "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", "grubx64.efi"),
     ("shim-helpers-amd64-signed", "usr/lib/shim/mmx64.efi.signed", "mmx64.efi"),
+    ("grub-efi-amd64-signed", "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grubnetx64.efi"),
 ];
 
 pub fn run(cx: &mut Context) -> Result<Outcome> {
@@ -40,10 +46,16 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let mut key = Key::new("shim");
     for (package, file, name) in FILES {
         let (path, info) = pkgs.fetch(package, darch)?;
-        key.add(package, info.sha256.as_bytes());
+        key.add(package, info.sha256.as_bytes()).add("file", file.as_bytes());
         debs.push((path, info, file, name));
     }
-    let versions: Vec<String> = debs.iter().map(|(_, i, _, _)| format!("{} {}", i.name, i.version)).collect();
+    let mut versions: Vec<String> = Vec::new();
+    for (_, i, _, _) in &debs {
+        let v = format!("{} {}", i.name, i.version);
+        if !versions.contains(&v) {
+            versions.push(v);
+        }
+    }
     let (entry, made) = cx.store.get_or_build("shim", &key.hex(), cx.opts.no_cache, |scratch| {
         for (deb, info, file, name) in &debs {
             let unpack = scratch.join(format!(".unpack-{name}"));
@@ -73,7 +85,12 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         Ok(versions.join(", "))
     })?;
     let stored = |name: &str| -> Result<Stored> { Ok(Stored { path: entry.file(name), sha256: entry.digest(name)? }) };
-    cx.shim = Some(ShimOut { shim: stored(FILES[0].2)?, grub: stored(FILES[1].2)?, mok_manager: stored(FILES[2].2)? });
+    cx.shim = Some(ShimOut {
+        shim: stored(FILES[0].2)?,
+        grub: stored(FILES[1].2)?,
+        mok_manager: stored(FILES[2].2)?,
+        grub_net: stored(FILES[3].2)?,
+    });
     Ok(match made {
         Some(detail) => Outcome::made(detail),
         None => Outcome::cached(versions.join(", ")),

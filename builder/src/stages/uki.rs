@@ -1,7 +1,8 @@
 //! Stage `uki` (when `[secure_boot] mode = "uki"`): the signed unified kernel images, one per
 //! UEFI medium the profile makes (disk.img, oa.iso), each with that medium's command line inside
 //! the signature (builder/src/image/uki.rs assembles and signs). The image and iso stages put
-//! them on their ESP as `EFI/BOOT/BOOTX64.EFI`.
+//! them on their ESP as `EFI/BOOT/BOOTX64.EFI`; a netboot profile's (`image.netboot`) goes into
+//! the output folder for secure netboot ([`oa_contract::manifest::artifact::SB_UKI`]).
 //!
 //! Nothing half-signed: a UKI is assembled and signed in the stage's scratch folder and only a
 //! signed, `sbverify`-checked file is stored; a failure leaves no entry behind.
@@ -20,11 +21,15 @@ pub struct UkiOut {
     pub disk: Option<Stored>,
     /// For oa.iso (the root by volume label).
     pub iso: Option<Stored>,
+    /// For secure netboot (`image.netboot`): the root over HTTP from the boot server
+    /// ([`oa_contract::cmdline::netboot_root`]), checked by `oa.verity=`.
+    pub net: Option<Stored>,
 }
 
 /// File names in the stage's cache entry.
 const DISK: &str = "disk.efi";
 const ISO: &str = "iso.efi";
+const NET: &str = "net.efi";
 
 pub fn run(cx: &mut Context) -> Result<Outcome> {
     let p = cx.profile;
@@ -42,6 +47,11 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     }
     if p.image.iso {
         media.push((ISO, iso::iso_cmdline(&manifest_cmdline, &iso_volume_id(&p.name))));
+    }
+    if p.image.netboot {
+        let mut cl = oa_contract::cmdline::Cmdline::from_words(manifest_cmdline.iter().cloned());
+        cl.set_root(&oa_contract::cmdline::netboot_root());
+        media.push((NET, cl.into_words()));
     }
     let osrel = uki::os_release(&p.name, &p.hostname);
     let mut key = Key::new("uki");
@@ -111,7 +121,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             false => Ok(None),
         }
     };
-    cx.uki = Some(UkiOut { disk: stored(DISK)?, iso: stored(ISO)? });
+    cx.uki = Some(UkiOut { disk: stored(DISK)?, iso: stored(ISO)?, net: stored(NET)? });
     Ok(match made {
         Some(detail) => Outcome::made(detail),
         None => Outcome::cached("unchanged"),

@@ -24,6 +24,8 @@ pub struct Lease {
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub server: Ipv4Addr,
+    /// `siaddr` (the boot server, "next-server"), when the reply sets one.
+    pub next_server: Option<Ipv4Addr>,
     /// Option 51; [`INFINITE`] when the server gave none or said forever.
     pub lease_secs: u32,
     /// T1 (option 58, default half the lease): renew with the server, unicast.
@@ -146,6 +148,7 @@ pub fn lease_of(m: &Message) -> Option<Lease> {
         router,
         dns,
         server,
+        next_server: Some(m.siaddr()).filter(|a| !a.is_unspecified()),
         lease_secs,
         renew_secs,
         rebind_secs,

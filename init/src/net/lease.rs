@@ -116,6 +116,7 @@ impl Held {
             "router": l.router.map(|r| r.to_string()),
             "dns": ip_list(&l.dns),
             "server": l.server.to_string(),
+            "next_server": l.next_server.map(|r| r.to_string()),
             "lease_secs": l.lease_secs,
             "renew_secs": l.renew_secs,
             "rebind_secs": l.rebind_secs,
@@ -142,6 +143,7 @@ impl Held {
                 .map(|a| a.iter().filter_map(|x| x.as_str()?.parse().ok()).collect())
                 .unwrap_or_default(),
             server: ip("server")?,
+            next_server: ip("next_server"),
             lease_secs: u32::try_from(n("lease_secs")?).ok()?,
             renew_secs: u32::try_from(n("renew_secs")?).ok()?,
             rebind_secs: u32::try_from(n("rebind_secs")?).ok()?,
@@ -398,6 +400,7 @@ mod tests {
             router: Some(Ipv4Addr::new(10, 0, 0, 1)),
             dns: vec![Ipv4Addr::new(10, 0, 0, 53)],
             server: Ipv4Addr::new(10, 0, 0, 1),
+            next_server: Some(Ipv4Addr::new(10, 0, 0, 2)),
             lease_secs: secs,
             renew_secs,
             rebind_secs,

@@ -56,16 +56,41 @@ pub fn up(coldplug: &mut Coldplug) -> Result<()> {
             t.elapsed().as_millis()
         ),
     );
+    let _ = BOOT_SERVER.set(lease.next_server.unwrap_or(lease.server));
     lease::start(lease::Held { nic, lease, acked_at: asked });
     UP.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
+/// The boot server of the lease [`up`] got: next-server (`siaddr`), else the DHCP server.
+static BOOT_SERVER: std::sync::OnceLock<std::net::Ipv4Addr> = std::sync::OnceLock::new();
+
+/// `url` with the host [`oa_contract::cmdline::NEXT_SERVER_HOST`] replaced by `server`
+/// (`http://next-server/x` -> `http://10.0.0.1/x`); other URLs as they are.
+pub fn with_boot_server(url: &str, server: std::net::Ipv4Addr) -> String {
+    let placeholder = format!("http://{}", oa_contract::cmdline::NEXT_SERVER_HOST);
+    match url.strip_prefix(&placeholder) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') => {
+            format!("http://{server}{rest}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Bring the network up and fetch `url` to [`IMAGE`]; returns its path and sha256.
 pub fn fetch_root(url: &str, sha256: Option<&str>, coldplug: &mut Coldplug) -> Result<(PathBuf, String)> {
-    let target = http::Url::parse(url)
-        .map_err(|why| Error::Unexpected { what: oa_contract::cmdline::word(oa_contract::cmdline::ROOT, url), why })?;
+    let bad = |why| Error::Unexpected { what: oa_contract::cmdline::word(oa_contract::cmdline::ROOT, url), why };
+    // Checked before the network is up, with a stand-in for the boot server's address.
+    http::Url::parse(&with_boot_server(url, std::net::Ipv4Addr::UNSPECIFIED)).map_err(bad)?;
     up(coldplug)?;
+    let resolved = match BOOT_SERVER.get() {
+        Some(s) => with_boot_server(url, *s),
+        None => url.to_string(),
+    };
+    if resolved != url {
+        console::debug(&format!("{url}: the boot server from DHCP makes it {resolved}"));
+    }
+    let target = http::Url::parse(&resolved).map_err(bad)?;
     if let Some(parent) = std::path::Path::new(IMAGE).parent() {
         crate::mounts::ensure_dir(parent)?;
     }
@@ -75,7 +100,7 @@ pub fn fetch_root(url: &str, sha256: Option<&str>, coldplug: &mut Coldplug) -> R
     console::stage(
         "fetch",
         &format!(
-            "{url}: {} bytes in {} ms ({:.1} MiB/s){}",
+            "{resolved}: {} bytes in {} ms ({:.1} MiB/s){}",
             got.bytes,
             t.elapsed().as_millis(),
             got.bytes as f64 / secs / 1048576.0,
@@ -86,7 +111,7 @@ pub fn fetch_root(url: &str, sha256: Option<&str>, coldplug: &mut Coldplug) -> R
         if got.sha256 != want {
             let _ = std::fs::remove_file(IMAGE);
             return Err(Error::HashMismatch {
-                device: url.to_string(),
+                device: resolved.clone(),
                 expected: want.to_string(),
                 actual: got.sha256,
             });
@@ -97,4 +122,20 @@ pub fn fetch_root(url: &str, sha256: Option<&str>, coldplug: &mut Coldplug) -> R
 
 fn net_err(iface: &str, op: &'static str, e: nix::errno::Errno) -> Error {
     Error::Sys { op, path: format!("interface {iface} (rtnetlink)"), source: e }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_next_server_host_is_the_boot_server_from_dhcp() {
+        let s = std::net::Ipv4Addr::new(10, 99, 0, 1);
+        let root = oa_contract::cmdline::netboot_root();
+        let oa_contract::cmdline::RootSpec::Http(url) = root else { panic!("{root:?}") };
+        assert_eq!(super::with_boot_server(&url, s), "http://10.99.0.1/rootfs.squashfs");
+        assert_eq!(super::with_boot_server("http://next-server:8080/x", s), "http://10.99.0.1:8080/x");
+        assert_eq!(super::with_boot_server("http://next-server", s), "http://10.99.0.1");
+        // Only the whole host: another host that starts the same way stays.
+        assert_eq!(super::with_boot_server("http://next-serverx/y", s), "http://next-serverx/y");
+        assert_eq!(super::with_boot_server("http://10.0.0.9/y", s), "http://10.0.0.9/y");
+    }
 }
