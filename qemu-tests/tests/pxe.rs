@@ -231,6 +231,31 @@ fn machines_for(dir: &Path, mac: &str) -> String {
     machines.display().to_string()
 }
 
+/// One netboot of `out` on machine `mac` in a namespace of its own (`name`, also the logs'),
+/// `oa serve` giving it web1.json, signed with the secret key `sign_key` when given. Fields
+/// drop in order: the machine, then the server, then the namespace.
+struct ConfigBoot {
+    vm: Machine,
+    log: PathBuf,
+    _srv: Proc,
+    _ns: Netns,
+}
+
+fn config_boot(name: &str, out: &Path, mac: &str, sign_key: Option<&Path>) -> ConfigBoot {
+    let ns = Netns::new(&name.replace('_', "-"));
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp(name);
+    let machines = machines_for(&dir, mac);
+    let mut extra = vec!["--machines".to_string(), machines];
+    if let Some(k) = sign_key {
+        extra.extend(["--sign-key".to_string(), k.display().to_string()]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (srv, log) = serve_dhcp(&ns, name, out, &dir.join("leases.json"), &extra);
+    let vm = Machine::start(name, qemu(&ns, None, "virtio-net-pci", mac, true));
+    ConfigBoot { vm, log, _srv: srv, _ns: ns }
+}
+
 /// `oa serve --sign-key` signs each machine's configuration for its MAC; an image with the
 /// matching key built in checks the signature and applies it.
 #[test]
@@ -238,14 +263,8 @@ fn an_image_with_a_config_key_applies_a_configuration_signed_for_it() {
     let out = with_config_key(false);
     let (a, _) = config_keys();
     let mac = "52:54:00:0a:00:06";
-    let ns = Netns::new("pxe-signed");
-    ns.bridge_with_tap(&format!("{SERVER}/24"));
-    let dir = tmp("pxe-signed");
-    let machines = machines_for(&dir, mac);
-    let sk = a.join("minisign.key").display().to_string();
-    let (_srv, log) =
-        serve_dhcp(&ns, "pxe_signed", &out, &dir.join("leases.json"), &["--machines", &machines, "--sign-key", &sk]);
-    let mut vm = Machine::start("pxe_signed", qemu(&ns, None, "virtio-net-pci", mac, true));
+    let mut boot = config_boot("pxe_signed", &out, mac, Some(&a.join("minisign.key")));
+    let (vm, log) = (&mut boot.vm, boot.log.clone());
     vm.expect_stage(
         "config",
         &format!(
@@ -265,12 +284,8 @@ fn an_image_with_a_config_key_applies_a_configuration_signed_for_it() {
 fn an_image_with_a_config_key_refuses_an_unsigned_configuration() {
     let out = with_config_key(false);
     let mac = "52:54:00:0a:00:07";
-    let ns = Netns::new("pxe-unsigned");
-    ns.bridge_with_tap(&format!("{SERVER}/24"));
-    let dir = tmp("pxe-unsigned");
-    let machines = machines_for(&dir, mac);
-    let (_srv, log) = serve_dhcp(&ns, "pxe_unsigned", &out, &dir.join("leases.json"), &["--machines", &machines]);
-    let mut vm = Machine::start("pxe_unsigned", qemu(&ns, None, "virtio-net-pci", mac, true));
+    let mut boot = config_boot("pxe_unsigned", &out, mac, None);
+    let (vm, log) = (&mut boot.vm, boot.log.clone());
     let source = "http://10.99.0.1/config/52-54-00-0a-00-07";
     let w = vm.expect(
         &ConsoleLine::Warning(&format!(
@@ -293,14 +308,8 @@ fn an_image_requiring_a_config_stops_on_one_signed_by_another_key() {
     let out = with_config_key(true);
     let (a, b) = config_keys();
     let mac = "52:54:00:0a:00:08";
-    let ns = Netns::new("pxe-otherkey");
-    ns.bridge_with_tap(&format!("{SERVER}/24"));
-    let dir = tmp("pxe-otherkey");
-    let machines = machines_for(&dir, mac);
-    let sk = b.join("minisign.key").display().to_string();
-    let (_srv, _log) =
-        serve_dhcp(&ns, "pxe_otherkey", &out, &dir.join("leases.json"), &["--machines", &machines, "--sign-key", &sk]);
-    let mut vm = Machine::start("pxe_otherkey", qemu(&ns, None, "virtio-net-pci", mac, true));
+    let mut boot = config_boot("pxe_otherkey", &out, mac, Some(&b.join("minisign.key")));
+    let vm = &mut boot.vm;
     let fatal = vm.expect(oa_contract::FATAL_PREFIX, BOOT);
     assert!(fatal.contains("signed by another key"), "{fatal}");
     assert!(fatal.contains(&key_id(b)) && fatal.contains(&key_id(a)), "the FATAL names both keys: {fatal}");
