@@ -148,6 +148,14 @@ impl Server {
                 k.id()
             );
         }
+        if cfg.secure_netboot() {
+            tracing::info!(
+                "secure netboot: x86-64 UEFI clients get {} -> {} -> {} (signed UKI, root checked by dm-verity); BIOS clients iPXE",
+                oa_contract::manifest::artifact::SB_SHIM,
+                oa_contract::manifest::artifact::SB_GRUB,
+                oa_contract::manifest::artifact::SB_UKI
+            );
+        }
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((d, p)) = self.dhcp {
             let state =
