@@ -122,6 +122,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&p.name));
     let store = Store::open(&opts.cache_root)?;
     check_out_writable(&out)?;
+    check_keys(p)?;
     let init_path = initbin::locate(p.arch, opts.init_bin.as_deref())?;
     let init = Stored { sha256: hash::sha256_file(&init_path)?, path: init_path };
     let storage = crate::elfdeps::bundle(p)?;
@@ -168,6 +169,24 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     let manifest =
         cx.manifest.take().ok_or(Error::Pipeline { stage: "build", needs: "the manifest of the output stage" })?;
     Ok(Report { out: cx.out, manifest, stages: reports, total: start.elapsed() })
+}
+
+/// Fail early, before any work, when a key the profile names cannot be used: the signing
+/// key and certificate of `mode = "uki"` (readable; the pair is checked by the uki stage),
+/// `sign_key` (an unencrypted minisign secret key) and `config_key` (a minisign public key).
+/// The stages that use them load them again: this only moves the error to the start.
+fn check_keys(p: &crate::profile::Profile) -> Result<()> {
+    let sb = &p.secure_boot;
+    if let (Some(key), Some(cert)) = (&sb.key, &sb.cert) {
+        crate::keys::check_readable(key, cert)?;
+    }
+    if let Some(k) = &sb.sign_key {
+        oa_pxe::sign::SigningKey::load(k).map_err(|e| Error::Keys(format!("[secure_boot] sign_key: {e}")))?;
+    }
+    if let Some(k) = &sb.config_key {
+        oa_pxe::sign::load_public(k).map_err(|e| Error::Keys(format!("[secure_boot] config_key: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Fail early, before any work, when the output folder cannot be written.

@@ -1,8 +1,7 @@
 //! `[secure_boot] sign_key`: a real build of profiles/tiny.toml signs its manifest.json, and
 //! Debian's own `minisign` checks the signature with the public key `oa keys init` made (as a
 //! user would); a changed manifest fails that check. A public key given as the secret key, or
-//! a missing one, fails the build (in the output stage, before anything is copied): no output
-//! appears.
+//! a missing one, fails the build before its first stage: no output appears.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,7 +58,7 @@ fn minisign_checks_the_signed_manifest_and_refuses_a_changed_one() {
 }
 
 #[test]
-fn a_public_or_missing_sign_key_fails_the_build_and_leaves_no_output() {
+fn a_public_or_missing_sign_key_is_refused_before_any_stage_runs() {
     let d = tempfile::tempdir().unwrap();
     let keys = d.path().join("keys");
     assert!(oa(&["keys", "init", keys.to_str().unwrap()], d.path()).status.success());
@@ -72,6 +71,7 @@ fn a_public_or_missing_sign_key_fails_the_build_and_leaves_no_output() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{name}: the build must fail");
         assert!(err.contains("sign_key") && err.contains(want), "{name}: {err}");
+        assert!(!err.contains("==> [1/"), "{name}: refused before the first stage: {err}");
         assert!(
             !out.join("manifest.json").exists() && !out.join("manifest.json.minisig").exists(),
             "{name}: nothing is left at {}",
