@@ -286,6 +286,16 @@ impl Drop for Slot {
     }
 }
 
+/// Files shim and GRUB ask for on every secure netboot and do fine without: shim's revocation
+/// and extra-certificate files beside itself, GRUB's module lists under its prefix. Their
+/// absence is logged at info, not as a warning an operator would chase.
+fn optional_probe(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let efi = base.ends_with(".efi");
+    (efi && (base.starts_with("revocations_") || base.starts_with("shim_certificate")))
+        || (name.trim_start_matches('/').starts_with("grub/") && name.contains("-efi/") && base.ends_with(".lst"))
+}
+
 /// Shared state of the TFTP side.
 pub struct Tftp {
     pub cfg: Arc<Config>,
@@ -490,6 +500,10 @@ impl Tftp {
                     "{who}: RRQ {name} ({}) blksize={} windowsize={}: sent {size} bytes in {secs:.2} s, {} resends, {} duplicate or stray packets ignored{notes}",
                     req.mode, a.blksize, a.window, link.resends, link.ignored
                 );
+            }
+            Err(Stop::Fail { code: code::NOT_FOUND, msg }) if optional_probe(name) => {
+                tracing::info!(target: "tftp", "{who}: RRQ {name:?} ({}): not here, which is fine (shim and GRUB look for it on every netboot and go on without it)", req.mode);
+                let _ = sock.send(&error_packet(code::NOT_FOUND, &msg));
             }
             Err(Stop::Fail { code, msg }) => {
                 tracing::warn!(target: "tftp", "{who}: RRQ {name:?} ({}) ended with error {code}: {msg} (after {:.1} s, {} resends)", req.mode, started.elapsed().as_secs_f64(), link.resends);
@@ -768,6 +782,22 @@ fn read_full(f: &std::fs::File, buf: &mut [u8], mut off: u64) -> std::io::Result
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_files_shim_and_grub_probe_for_are_optional_and_the_chain_is_not() {
+        for f in [
+            "sb/revocations_sku.efi",
+            "sb/revocations_sbat.efi",
+            "sb/shim_certificate_0.efi",
+            "/grub/x86_64-efi/command.lst",
+            "/grub/arm64-efi/fs.lst",
+        ] {
+            assert!(super::optional_probe(f), "{f}");
+        }
+        for f in ["sb/shimx64.efi", "sb/grubx64.efi", "/sb/oa.efi", "/grub/grub.cfg", "rootfs.squashfs", "x.lst"] {
+            assert!(!super::optional_probe(f), "{f}");
+        }
+    }
+
     use super::*;
 
     fn rrq(parts: &[&str]) -> Vec<u8> {
