@@ -88,6 +88,11 @@ pub struct Context<'a> {
     pub uki: Option<stages::uki::UkiOut>,
     /// `[secure_boot] mode = "shim"`: Debian's signed shim, GRUB and MOK manager.
     pub shim: Option<stages::shim::ShimOut>,
+    /// `[secure_boot] sign_key`, loaded before the first stage (the output stage signs with it).
+    pub sign_key: Option<oa_pxe::sign::SigningKey>,
+    /// `[secure_boot] config_key`, loaded before the first stage: its id and the public key
+    /// file's text (the initramfs stage carries it).
+    pub config_key: Option<(String, String)>,
     pub disk: Option<stages::image::DiskOut>,
     pub iso: Option<stages::iso::IsoOut>,
     pub rpi: Option<crate::rpi::RpiOut>,
@@ -122,7 +127,7 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&p.name));
     let store = Store::open(&opts.cache_root)?;
     check_out_writable(&out)?;
-    check_keys(p)?;
+    let (sign_key, config_key) = load_keys(p)?;
     let init_path = initbin::locate(p.arch, opts.init_bin.as_deref())?;
     let init = Stored { sha256: hash::sha256_file(&init_path)?, path: init_path };
     let storage = crate::elfdeps::bundle(p)?;
@@ -141,6 +146,8 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
         initramfs: None,
         uki: None,
         shim: None,
+        sign_key,
+        config_key,
         disk: None,
         iso: None,
         rpi: None,
@@ -171,22 +178,30 @@ pub fn build(resolved: &Resolved, opts: &Options) -> Result<Report> {
     Ok(Report { out: cx.out, manifest, stages: reports, total: start.elapsed() })
 }
 
-/// Fail early, before any work, when a key the profile names cannot be used: the signing
-/// key and certificate of `mode = "uki"` (readable; the pair is checked by the uki stage),
-/// `sign_key` (an unencrypted minisign secret key) and `config_key` (a minisign public key).
-/// The stages that use them load them again: this only moves the error to the start.
-fn check_keys(p: &crate::profile::Profile) -> Result<()> {
+/// The keys the profile names, loaded before any work, so that a bad one fails the build at
+/// once: the signing key and certificate of `mode = "uki"` (readable; the uki stage checks
+/// the pair when it signs), `sign_key` (an unencrypted minisign secret key) and `config_key`
+/// (a minisign public key: its id and text).
+type Keys = (Option<oa_pxe::sign::SigningKey>, Option<(String, String)>);
+
+fn load_keys(p: &crate::profile::Profile) -> Result<Keys> {
     let sb = &p.secure_boot;
     if let (Some(key), Some(cert)) = (&sb.key, &sb.cert) {
         crate::keys::check_readable(key, cert)?;
     }
-    if let Some(k) = &sb.sign_key {
-        oa_pxe::sign::SigningKey::load(k).map_err(|e| Error::Keys(format!("[secure_boot] sign_key: {e}")))?;
-    }
-    if let Some(k) = &sb.config_key {
-        oa_pxe::sign::load_public(k).map_err(|e| Error::Keys(format!("[secure_boot] config_key: {e}")))?;
-    }
-    Ok(())
+    let sign_key = match &sb.sign_key {
+        Some(k) => {
+            Some(oa_pxe::sign::SigningKey::load(k).map_err(|e| Error::Keys(format!("[secure_boot] sign_key: {e}")))?)
+        }
+        None => None,
+    };
+    let config_key = match &sb.config_key {
+        Some(k) => {
+            Some(oa_pxe::sign::load_public(k).map_err(|e| Error::Keys(format!("[secure_boot] config_key: {e}")))?)
+        }
+        None => None,
+    };
+    Ok((sign_key, config_key))
 }
 
 /// Fail early, before any work, when the output folder cannot be written.

@@ -101,17 +101,12 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     if let Some(s) = &cx.storage {
         key.add("persistence", s.key.as_bytes());
     }
-    // `[secure_boot] config_key`: checked here (a build with an unreadable or wrong key
-    // fails naming it), carried as etc/oa/config.pub.
-    let config_key = match &p.secure_boot.config_key {
-        Some(path) => {
-            let (id, text) =
-                oa_pxe::sign::load_public(path).map_err(|e| Error::Keys(format!("[secure_boot] config_key: {e}")))?;
-            key.add("config_key", text.as_bytes());
-            Some((id, text))
-        }
-        None => None,
-    };
+    // `[secure_boot] config_key` (loaded and checked before the first stage), carried as
+    // etc/oa/config.pub.
+    let config_key = cx.config_key.clone();
+    if let Some((_, text)) = &config_key {
+        key.add("config_key", text.as_bytes());
+    }
     key.add("config_required", if p.secure_boot.config_required { b"1" } else { b"0" });
     let secret = carries_key(p);
     let (entry, made) = cx.store.get_or_build("initramfs", &key.hex(), cx.opts.no_cache, |scratch| {

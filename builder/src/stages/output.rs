@@ -61,13 +61,6 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let k = need(&cx.kernel, "output", "the kernel")?;
     let initrd = need(&cx.initramfs, "output", "the initramfs")?;
     let rootfs = need(&cx.rootfs, "output", "the root image")?;
-    // `[secure_boot] sign_key`: read before anything is copied, so a bad key costs nothing.
-    let signer = match &p.secure_boot.sign_key {
-        Some(path) => Some(
-            oa_pxe::sign::SigningKey::load(path).map_err(|e| Error::Keys(format!("[secure_boot] sign_key: {e}")))?,
-        ),
-        None => None,
-    };
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).ctx("creating output folder", parent)?;
     let name = out.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| p.name.clone());
@@ -176,7 +169,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let json = serde_json::to_vec_pretty(&m)
         .map_err(|e| Error::Output { path: dir.clone(), reason: format!("encoding the manifest: {e}") })?;
     // Signed in the partial folder: the output appears with its signature or not at all.
-    let signed = match &signer {
+    // `[secure_boot] sign_key`, loaded before the first stage.
+    let signed = match &cx.sign_key {
         Some(k) => {
             let comment = oa_contract::signature::trusted_comment(unix_now(), manifest::FILE_NAME, None);
             let sig = k.sign(&json, &comment).map_err(|e| Error::Keys(format!("[secure_boot] sign_key: {e}")))?;

@@ -38,7 +38,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let (Some(key_file), Some(cert)) = (&p.secure_boot.key, &p.secure_boot.cert) else {
         return Err(Error::Keys("[secure_boot] mode = \"uki\" needs key and cert (`oa keys init DIR`)".into()));
     };
-    crate::keys::check_readable(key_file, cert)?;
+    // Both were found readable before the first stage (build::load_keys).
     let stub = uki::Stub::locate()?;
     let manifest_cmdline = cx.manifest_cmdline("uki")?;
     let mut media: Vec<(&str, Vec<String>)> = Vec::new();
