@@ -27,6 +27,9 @@ DEB_PACKAGES += xorriso isolinux
 # Secure Boot (issue 13): openssl makes keys (oa keys init), sbsigntool signs PE files (UKI);
 # minisign checks the signed manifest.json in the tests, as users would.
 DEB_PACKAGES += openssl sbsigntool minisign python3-venv
+# arm64 secure netboot: the aarch64 binutils read and extend arm64 PE files (the UKI), AAVMF
+# is the arm64 UEFI firmware the QEMU test boots with Secure Boot on.
+DEB_PACKAGES += binutils-aarch64-linux-gnu qemu-efi-aarch64
 # Secure netboot's test machines (issue 13) keep Microsoft's keys and get the operator's db
 # certificate added offline by virt-fw-vars (virt-firmware, not packaged in Debian 12): from
 # PyPI into a venv in the cache, outside the repository.

@@ -104,6 +104,26 @@ pub struct Extracted {
     pub paths: Vec<PathBuf>,
 }
 
+/// Take the one file `file` (relative, as in the package) out of `deb` to `dst`, unpacking in
+/// `work` (a folder of its own, removed after). Only a file the package has is written.
+pub fn extract_file(deb: &Path, info: &crate::apt::PackageInfo, file: &str, work: &Path, dst: &Path) -> Result<()> {
+    let fail = |reason: String| Error::Package { package: info.name.clone(), reason };
+    std::fs::create_dir_all(work).map_err(|e| fail(format!("creating {}: {e}", work.display())))?;
+    let want = Path::new(file);
+    let got = extract(deb, work, &|p| p == want)?;
+    if got.files != 1 {
+        let _ = std::fs::remove_dir_all(work);
+        return Err(fail(format!(
+            "{} {} has no /{file}: Debian moved it; oa knows this package's layout of Debian 12",
+            info.name, info.version
+        )));
+    }
+    let moved =
+        std::fs::rename(work.join(file), dst).map_err(|e| fail(format!("moving /{file} to {}: {e}", dst.display())));
+    let _ = std::fs::remove_dir_all(work);
+    moved
+}
+
 /// Unpack the data archive of a .deb into `dest` (which must exist). `keep` decides per
 /// relative path; directories are created as needed. Paths escaping `dest` are refused by the
 /// tar crate's `unpack_in`.

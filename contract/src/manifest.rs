@@ -26,15 +26,36 @@ pub mod artifact {
     /// root filesystem (dpkg's database of a Debian base, pacman's of an Arch base, the
     /// unpacked .debs of a busybox base), the kernel package and busybox-static.
     pub const PACKAGES: &str = "packages.txt";
-    /// Secure netboot (`[secure_boot] mode = "uki"` with `image.netboot`): what `oa serve`
-    /// hands UEFI x64 PXE clients. Debian's Microsoft-signed shim; it fetches [`SB_GRUB`]
-    /// from the same folder of the same TFTP server.
-    pub const SB_SHIM: &str = "sb/shimx64.efi";
-    /// Debian's signed network GRUB (`grubnetx64.efi.signed`), under the name shim asks for.
-    /// It reads [`SB_GRUB_CFG`] (its built-in prefix is `(tftp,SERVER)/grub`).
-    pub const SB_GRUB: &str = "sb/grubx64.efi";
-    /// shim's MOK manager, which shim starts when a signature does not verify.
-    pub const SB_MOK_MANAGER: &str = "sb/mmx64.efi";
+    /// Secure netboot (`[secure_boot] mode = "uki"` with `image.netboot`) for x86-64: what
+    /// `oa serve` hands UEFI x64 PXE clients ([`SecureNetboot::of`] names each architecture's).
+    pub const SB_X64: SecureNetboot =
+        SecureNetboot { shim: "sb/shimx64.efi", grub: "sb/grubx64.efi", mok_manager: "sb/mmx64.efi" };
+    /// The same for arm64 UEFI clients (client architecture 11, HTTP 19).
+    pub const SB_AA64: SecureNetboot =
+        SecureNetboot { shim: "sb/shimaa64.efi", grub: "sb/grubaa64.efi", mok_manager: "sb/mmaa64.efi" };
+
+    /// One architecture's Debian-signed secure netboot chain in the output folder. shim asks
+    /// for GRUB and its MOK manager beside itself, under the names it was built with.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct SecureNetboot {
+        /// Debian's Microsoft-signed shim; it fetches [`SecureNetboot::grub`] from the same
+        /// folder of the same TFTP server.
+        pub shim: &'static str,
+        /// Debian's signed network GRUB (`grubnet{x64,aa64}.efi.signed`), under the name shim
+        /// asks for. It reads [`SB_GRUB_CFG`] (its built-in prefix is `(tftp,SERVER)/grub`).
+        pub grub: &'static str,
+        /// shim's MOK manager, which shim starts when a signature does not verify.
+        pub mok_manager: &'static str,
+    }
+
+    impl SecureNetboot {
+        pub fn of(arch: crate::Arch) -> SecureNetboot {
+            match arch {
+                crate::Arch::X86_64 => SB_X64,
+                crate::Arch::Aarch64 => SB_AA64,
+            }
+        }
+    }
     /// The signed UKI GRUB chain-loads; its command line (inside the signature) fetches the
     /// root from [`crate::cmdline::netboot_root`] and checks it with `oa.verity=`.
     pub const SB_UKI: &str = "sb/oa.efi";

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use oa_contract::cmdline::{self, Cmdline, RootSpec};
-use oa_contract::manifest::artifact;
 
 use crate::config::{names, Config};
 use crate::mac::Mac;
@@ -137,13 +136,17 @@ pub fn select(cfg: &Config, client: &Client) -> Result<Answer, String> {
         };
         return Ok(Answer::Http(script));
     }
-    // Secure netboot (a signed-UKI output): every x86-64 UEFI client gets Debian's
-    // Microsoft-signed shim, which firmware with Secure Boot on accepts (and one with it off
-    // runs too); iPXE, which Debian does not sign, only for BIOS.
-    if cfg.secure_netboot() {
+    // Secure netboot (a signed-UKI output): every UEFI client of the output's architecture gets
+    // Debian's Microsoft-signed shim, which firmware with Secure Boot accepts (and one with it
+    // off runs too); iPXE, which Debian does not sign, only for BIOS.
+    if let Some(sb) = cfg.secure_netboot() {
+        let (pxe, http) = match cfg.manifest.arch {
+            oa_contract::Arch::X86_64 => (&[arch::EFI_BC, arch::EFI_X64][..], arch::EFI_X64_HTTP),
+            oa_contract::Arch::Aarch64 => (&[arch::EFI_ARM64][..], arch::EFI_ARM64_HTTP),
+        };
         match client.arch {
-            Some(arch::EFI_BC) | Some(arch::EFI_X64) => return Ok(Answer::Tftp(artifact::SB_SHIM.into())),
-            Some(arch::EFI_X64_HTTP) => return Ok(Answer::Http(format!("{base}/{}", artifact::SB_SHIM))),
+            Some(a) if pxe.contains(&a) => return Ok(Answer::Tftp(sb.shim.into())),
+            Some(a) if a == http => return Ok(Answer::Http(format!("{base}/{}", sb.shim))),
             _ => {}
         }
     }
@@ -156,7 +159,7 @@ pub fn select(cfg: &Config, client: &Client) -> Result<Answer, String> {
             Ok(Answer::Http(format!("{base}/{}", names::UEFI_ARM64)))
         }
         Some(a) => {
-            Err(format!("no iPXE build for client architecture {a} ({}); arm64 needs --ipxe-arm64", arch::name(a)))
+            Err(format!("no iPXE build for client architecture {a} ({}); arm64 needs --ipxe-arm64, or an arm64 secure netboot output ([secure_boot] mode = \"uki\" with netboot)", arch::name(a)))
         }
     }
 }
@@ -208,6 +211,7 @@ fn read_manifest_cmdline(out: &Path) -> Option<Vec<String>> {
 pub(crate) mod tests {
     use super::*;
     use crate::config::{BootFiles, Mode};
+    use oa_contract::manifest::artifact;
     use oa_contract::manifest::Manifest;
 
     pub fn cfg() -> Config {
@@ -262,16 +266,20 @@ pub(crate) mod tests {
         assert_eq!(select(&c2, &client(Some(arch::EFI_ARM64), false)), Ok(Answer::Tftp("ipxe-arm64.efi".into())));
     }
 
-    #[test]
-    fn a_signed_uki_output_gives_uefi_clients_shim_and_bios_clients_ipxe() {
-        let mut c = cfg();
+    fn with_artifact(mut c: Config, name: &str) -> Config {
         c.manifest.artifacts.push(oa_contract::manifest::Artifact {
-            name: artifact::SB_SHIM.into(),
-            path: artifact::SB_SHIM.into(),
+            name: name.into(),
+            path: name.into(),
             size: 1,
             sha256: "0".repeat(64),
         });
-        assert!(c.secure_netboot());
+        c
+    }
+
+    #[test]
+    fn a_signed_uki_output_gives_uefi_clients_shim_and_bios_clients_ipxe() {
+        let c = with_artifact(cfg(), artifact::SB_X64.shim);
+        assert_eq!(c.secure_netboot(), Some(artifact::SB_X64));
         for a in [arch::EFI_BC, arch::EFI_X64] {
             assert_eq!(select(&c, &client(Some(a), false)), Ok(Answer::Tftp("sb/shimx64.efi".into())));
         }
@@ -280,7 +288,25 @@ pub(crate) mod tests {
             Ok(Answer::Http("http://10.0.0.1:8080/sb/shimx64.efi".into()))
         );
         assert_eq!(select(&c, &client(Some(arch::BIOS), false)), Ok(Answer::Tftp("undionly.kpxe".into())));
-        assert!(!cfg().secure_netboot());
+        assert!(select(&c, &client(Some(arch::EFI_ARM64), false)).is_err());
+        assert_eq!(cfg().secure_netboot(), None);
+    }
+
+    #[test]
+    fn an_arm64_signed_uki_output_gives_arm64_uefi_clients_the_arm64_shim() {
+        let mut c = cfg();
+        c.manifest.arch = oa_contract::Arch::Aarch64;
+        let c = with_artifact(c, artifact::SB_AA64.shim);
+        assert_eq!(c.secure_netboot(), Some(artifact::SB_AA64));
+        assert_eq!(select(&c, &client(Some(arch::EFI_ARM64), false)), Ok(Answer::Tftp("sb/shimaa64.efi".into())));
+        assert_eq!(
+            select(&c, &client(Some(arch::EFI_ARM64_HTTP), false)),
+            Ok(Answer::Http("http://10.0.0.1:8080/sb/shimaa64.efi".into()))
+        );
+        // An x86-64 shim listed in an arm64 manifest is not this output's chain.
+        let mut x = cfg();
+        x.manifest.arch = oa_contract::Arch::Aarch64;
+        assert_eq!(with_artifact(x, artifact::SB_X64.shim).secure_netboot(), None);
     }
 
     #[test]

@@ -72,7 +72,9 @@ pub struct Options {
     /// Folder with iPXE's undionly.kpxe and ipxe.efi (Debian's ipxe package).
     #[arg(long, default_value = "/usr/lib/ipxe", value_name = "DIR")]
     pub ipxe_dir: PathBuf,
-    /// An arm64 UEFI iPXE build, served as ipxe-arm64.efi to arm64 UEFI clients.
+    /// An arm64 UEFI iPXE build, served as ipxe-arm64.efi to arm64 UEFI clients (Debian has
+    /// none). Not needed for an arm64 secure netboot output (`[secure_boot] mode = "uki"` with
+    /// netboot): its arm64 clients get Debian's signed shim and GRUB from sb/.
     #[arg(long, value_name = "FILE")]
     pub ipxe_arm64: Option<PathBuf>,
     /// Address the sockets bind to (with --interface, DHCP binds the wildcard address on that

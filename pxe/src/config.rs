@@ -142,9 +142,11 @@ impl Default for Limits {
 
 impl Config {
     /// The output is a signed UKI for netboot (`[secure_boot] mode = "uki"`, `image.netboot`):
-    /// UEFI clients boot shim -> GRUB -> the UKI from `sb/` instead of iPXE.
-    pub fn secure_netboot(&self) -> bool {
-        self.manifest.artifacts.iter().any(|a| a.name == oa_contract::manifest::artifact::SB_SHIM)
+    /// UEFI clients of the output's architecture boot shim -> GRUB -> the UKI from `sb/`
+    /// instead of iPXE. The chain the manifest lists, if any.
+    pub fn secure_netboot(&self) -> Option<oa_contract::manifest::artifact::SecureNetboot> {
+        let sb = oa_contract::manifest::artifact::SecureNetboot::of(self.manifest.arch);
+        self.manifest.artifacts.iter().any(|a| a.name == sb.shim).then_some(sb)
     }
     /// Base URL of the HTTP server as clients see it.
     pub fn http_base(&self) -> String {

@@ -148,11 +148,12 @@ impl Server {
                 k.id()
             );
         }
-        if cfg.secure_netboot() {
+        if let Some(sb) = cfg.secure_netboot() {
             tracing::info!(
-                "secure netboot: x86-64 UEFI clients get {} -> {} -> {} (signed UKI, root checked by dm-verity); BIOS clients iPXE",
-                oa_contract::manifest::artifact::SB_SHIM,
-                oa_contract::manifest::artifact::SB_GRUB,
+                "secure netboot: {} UEFI clients get {} -> {} -> {} (signed UKI, root checked by dm-verity); BIOS clients iPXE",
+                cfg.manifest.arch,
+                sb.shim,
+                sb.grub,
                 oa_contract::manifest::artifact::SB_UKI
             );
         }

@@ -6,7 +6,7 @@
 //! OVMF's own PXE fetching ipxe.efi over TFTP, and proxyDHCP next to dnsmasq, are the example
 //! environment examples/two-networks.toml, run by `oa lab` in tests/lab.rs.
 
-use oa_contract::ConsoleLine;
+use oa_contract::{Arch, ConsoleLine};
 use oa_qemu_tests::netns::{Netns, Proc};
 use oa_qemu_tests::{built, built_variant, oa_bin, workspace, Machine};
 use std::path::{Path, PathBuf};
@@ -332,28 +332,38 @@ fn virt_fw_vars() -> PathBuf {
 
 /// The secure-netboot image and keys, built once per test process: tiny-net with `mode =
 /// "uki"` signed by a key from `oa keys init` (its dir returned too).
-fn secure_netboot_image() -> &'static (PathBuf, PathBuf) {
-    static IMG: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
-    IMG.get_or_init(|| {
-        let keys = tmp("sb-net-keys").join("keys");
-        let out = std::process::Command::new(oa_bin()).args(["keys", "init"]).arg(&keys).output().unwrap();
-        assert!(out.status.success(), "oa keys init: {}", String::from_utf8_lossy(&out.stderr));
-        let profile = format!(
-            "[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\n",
-            keys.join("db.key").display().to_string(),
-            keys.join("db.crt").display().to_string()
-        );
-        (built_variant("tiny-net-sb", "tiny-net", &profile), keys)
-    })
+/// The secure netboot build of `base` (`tiny-net`, `tiny-arm64`) as `name`: a signed UKI for
+/// netboot with a key pair of its own. Built once per test process.
+fn secure_netboot_image(name: &str, base: &str) -> (PathBuf, PathBuf) {
+    static IMG: std::sync::Mutex<Vec<(String, PathBuf, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = IMG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, out, keys)) = built.iter().find(|(n, _, _)| n == name) {
+        return (out.clone(), keys.clone());
+    }
+    let keys = tmp(&format!("{name}-keys")).join("keys");
+    let out = std::process::Command::new(oa_bin()).args(["keys", "init"]).arg(&keys).output().unwrap();
+    assert!(out.status.success(), "oa keys init: {}", String::from_utf8_lossy(&out.stderr));
+    let profile = format!(
+        "[image]\nnetboot = true\n[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\n",
+        keys.join("db.key").display().to_string(),
+        keys.join("db.crt").display().to_string()
+    );
+    let out = built_variant(name, base, &profile);
+    built.push((name.into(), out.clone(), keys.clone()));
+    (out, keys)
 }
 
-/// A machine of a fleet with Secure Boot on: Microsoft's keys as shipped (OVMF_VARS_4M.ms.fd)
-/// with the operator's db certificate added (as `efi-updatevar -a` or a set-up screen would),
-/// written to `dir/vars.fd` by virt-fw-vars.
-fn fleet_vars(dir: &Path, cert: &Path) -> PathBuf {
+/// A machine of a fleet with Secure Boot on: Microsoft's keys as shipped (OVMF_VARS_4M.ms.fd,
+/// AAVMF_VARS.ms.fd) with the operator's db certificate added (as `efi-updatevar -a` or a
+/// set-up screen would), written to `dir/vars.fd` by virt-fw-vars.
+fn fleet_vars(dir: &Path, cert: &Path, arch: Arch) -> PathBuf {
     let vars = dir.join("vars.fd");
+    let template = match arch {
+        Arch::X86_64 => "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+        Arch::Aarch64 => "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
+    };
     let o = std::process::Command::new(virt_fw_vars())
-        .args(["--input", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", "--output"])
+        .args(["--input", template, "--output"])
         .arg(&vars)
         .args(["--add-db", "8be4df61-93ca-11d2-aa0d-00e098032b8c"])
         .arg(cert)
@@ -363,18 +373,54 @@ fn fleet_vars(dir: &Path, cert: &Path) -> PathBuf {
     vars
 }
 
-/// QEMU in `ns` under OVMF's Secure Boot build (SMM, secure flash) with `vars`, booting from
-/// the network with OVMF's own PXE client (no iPXE ROM) on tap0.
-fn qemu_secure(ns: &Netns, vars: &Path, mac: &str) -> std::process::Command {
-    let mut c = ns.command("qemu-system-x86_64");
-    c.args(["-M", "q35,smm=on", "-accel", "tcg", "-m", "1024", "-nodefaults", "-no-user-config"]);
+/// QEMU in `ns` under the firmware's Secure Boot build with `vars`, booting from the network
+/// with the firmware's own PXE client (no iPXE ROM) on tap0. x86-64: OVMF with SMM and secure
+/// flash; arm64: AAVMF on `virt` (its variables need no SMM there).
+fn qemu_secure(ns: &Netns, vars: &Path, mac: &str, arch: Arch) -> std::process::Command {
+    let mut c = ns.command(&format!("qemu-system-{arch}"));
+    match arch {
+        Arch::X86_64 => {
+            c.args(["-M", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            c.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"]);
+        }
+        Arch::Aarch64 => {
+            c.args(["-M", "virt", "-cpu", "cortex-a57"]);
+            c.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.ms.fd"]);
+        }
+    }
+    c.args(["-accel", "tcg", "-m", "1024", "-nodefaults", "-no-user-config"]);
     c.args(["-display", "none", "-no-reboot", "-serial", "stdio"]);
-    c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-    c.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"]);
     c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
     c.args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]);
     c.arg("-device").arg(format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1,romfile="));
     c
+}
+
+/// What every secure netboot test starts from: its own netns with the server's bridge and the
+/// machine's tap, a folder, and the machine's variables with the operator's db certificate.
+struct SecureLab {
+    ns: Netns,
+    dir: PathBuf,
+    vars: PathBuf,
+}
+
+fn secure_lab(name: &str, keys: &Path, arch: Arch) -> SecureLab {
+    let ns = Netns::new(name);
+    ns.bridge_with_tap(&format!("{SERVER}/24"));
+    let dir = tmp(name);
+    let vars = fleet_vars(&dir, &keys.join("db.crt"), arch);
+    SecureLab { ns, dir, vars }
+}
+
+/// shim asks for its neighbours relative to its own path, GRUB from the root of the server:
+/// each of `files` was sent to `mac` over TFTP.
+fn assert_sent_over_tftp(log: &str, mac: &str, files: &[&str]) {
+    for f in files {
+        let sent = log.lines().any(|x| {
+            x.contains(&format!("{mac} (10.99.0.1")) && x.contains(&format!("RRQ {f} (octet)")) && x.contains(": sent ")
+        });
+        assert!(sent, "{f} sent over TFTP:\n{log}");
+    }
 }
 
 /// Secure netboot end to end: firmware with Secure Boot on runs Debian's shim from `oa serve`
@@ -383,14 +429,11 @@ fn qemu_secure(ns: &Netns, vars: &Path, mac: &str) -> std::process::Command {
 /// from the boot server and maps it through dm-verity.
 #[test]
 fn secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
-    let (out, keys) = secure_netboot_image();
+    let (out, keys) = secure_netboot_image("tiny-net-sb", "tiny-net");
     let mac = "52:54:00:0a:00:09";
-    let ns = Netns::new("pxe-sb");
-    ns.bridge_with_tap(&format!("{SERVER}/24"));
-    let dir = tmp("pxe-sb");
-    let vars = fleet_vars(&dir, &keys.join("db.crt"));
-    let (_srv, log) = serve_dhcp(&ns, "pxe_sb", out, &dir.join("leases.json"), &[]);
-    let mut vm = Machine::start("pxe_sb", qemu_secure(&ns, &vars, mac));
+    let lab = secure_lab("pxe-sb", &keys, Arch::X86_64);
+    let (_srv, log) = serve_dhcp(&lab.ns, "pxe_sb", &out, &lab.dir.join("leases.json"), &[]);
+    let mut vm = Machine::start("pxe_sb", qemu_secure(&lab.ns, &lab.vars, mac, Arch::X86_64));
     vm.expect("oa: loading /sb/oa.efi", BOOT);
     // The command line is the signed one (the boot server's address found by oa-init).
     vm.expect_stage("cmdline", "profile=tiny-net-sb oa.root=http://next-server/rootfs.squashfs oa.verity=", BOOT);
@@ -400,18 +443,33 @@ fn secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
     vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1)");
     vm.expect("SB=Secure boot enabled", Duration::from_secs(30));
     let l = server_log(&log);
-    // shim asks for its neighbours relative to its own path, GRUB from the root of the server.
-    for f in ["sb/shimx64.efi", "sb/grubx64.efi", "/grub/grub.cfg", "/sb/oa.efi"] {
-        let sent = l.lines().any(|x| {
-            x.contains(&format!("{mac} (10.99.0.100:"))
-                && x.contains(&format!("RRQ {f} (octet)"))
-                && x.contains(": sent ")
-        });
-        assert!(sent, "{f} sent over TFTP:\n{l}");
-    }
+    assert_sent_over_tftp(&l, mac, &["sb/shimx64.efi", "sb/grubx64.efi", "/grub/grub.cfg", "/sb/oa.efi"]);
     assert!(l.contains(&format!("{mac} Discover on 67 arch=7 (UEFI x64) class=PXEClient")), "{l}");
-    assert!(l.contains("secure netboot: x86-64 UEFI clients get sb/shimx64.efi"), "{l}");
+    assert!(l.contains("secure netboot: x86_64 UEFI clients get sb/shimx64.efi"), "{l}");
     // What shim and GRUB probe for and go on without is not a warning.
+    assert!(!l.lines().any(|x| x.contains(" WARN ") && x.contains("tftp")), "{l}");
+}
+
+/// The same chain for arm64 from Debian's arm64 packages (shimaa64, grubnetaa64, the
+/// linuxaa64 stub) under AAVMF with Secure Boot on: no iPXE for arm64 needed.
+#[test]
+fn arm64_secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
+    let (out, keys) = secure_netboot_image("tiny-arm64-sb", "tiny-arm64");
+    let mac = "52:54:00:0a:00:0b";
+    let lab = secure_lab("pxe-sb-a64", &keys, Arch::Aarch64);
+    let (_srv, log) = serve_dhcp(&lab.ns, "pxe_sb_a64", &out, &lab.dir.join("leases.json"), &[]);
+    let mut vm = Machine::start("pxe_sb_a64", qemu_secure(&lab.ns, &lab.vars, mac, Arch::Aarch64));
+    vm.expect("oa: loading /sb/oa.efi", BOOT);
+    vm.expect_stage("cmdline", "profile=tiny-arm64-sb oa.root=http://next-server/rootfs.squashfs oa.verity=", BOOT);
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
+    assert_eq!(vm.expect_ready(BOOT), "tiny-arm64");
+    vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) arch=$(uname -m)");
+    vm.expect("SB=Secure boot enabled arch=aarch64", Duration::from_secs(30));
+    let l = server_log(&log);
+    assert_sent_over_tftp(&l, mac, &["sb/shimaa64.efi", "sb/grubaa64.efi", "/grub/grub.cfg", "/sb/oa.efi"]);
+    assert!(l.contains(&format!("{mac} Discover on 67 arch=11 (UEFI arm64) class=PXEClient")), "{l}");
+    assert!(l.contains("secure netboot: aarch64 UEFI clients get sb/shimaa64.efi"), "{l}");
     assert!(!l.lines().any(|x| x.contains(" WARN ") && x.contains("tftp")), "{l}");
 }
 
@@ -420,12 +478,11 @@ fn secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
 /// (FATAL naming dm-verity), and the machine never comes up on it.
 #[test]
 fn secure_netboot_refuses_a_root_image_replaced_on_the_server() {
-    let (out, keys) = secure_netboot_image();
+    let (out, keys) = secure_netboot_image("tiny-net-sb", "tiny-net");
+    let out = &out;
     let mac = "52:54:00:0a:00:0a";
-    let ns = Netns::new("pxe-sb-swap");
-    ns.bridge_with_tap(&format!("{SERVER}/24"));
-    let dir = tmp("pxe-sb-swap");
-    let vars = fleet_vars(&dir, &keys.join("db.crt"));
+    let lab = secure_lab("pxe-sb-swap", &keys, Arch::X86_64);
+    let dir = &lab.dir;
     // The server's folder: hard links to the build, but for its own rootfs.squashfs.
     let served = dir.join("served");
     let run = |c: &mut std::process::Command| {
@@ -433,7 +490,7 @@ fn secure_netboot_refuses_a_root_image_replaced_on_the_server() {
         assert!(o.status.success(), "{c:?}: {}", String::from_utf8_lossy(&o.stderr));
     };
     run(std::process::Command::new("cp").arg("-rl").arg(out).arg(&served));
-    let (_srv, _log) = serve_dhcp(&ns, "pxe_sb_swap", &served, &dir.join("leases.json"), &[]);
+    let (_srv, _log) = serve_dhcp(&lab.ns, "pxe_sb_swap", &served, &dir.join("leases.json"), &[]);
     let tree = dir.join("tree");
     run(std::process::Command::new("unsquashfs")
         .arg("-q")
@@ -446,7 +503,7 @@ fn secure_netboot_refuses_a_root_image_replaced_on_the_server() {
     run(std::process::Command::new("mksquashfs").arg(&tree).arg(&evil).args(["-quiet", "-no-progress", "-noappend"]));
     std::fs::remove_file(served.join("rootfs.squashfs")).unwrap();
     std::fs::copy(&evil, served.join("rootfs.squashfs")).unwrap();
-    let mut vm = Machine::start("pxe_sb_swap", qemu_secure(&ns, &vars, mac));
+    let mut vm = Machine::start("pxe_sb_swap", qemu_secure(&lab.ns, &lab.vars, mac, Arch::X86_64));
     vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
     let fatal = vm.expect(oa_contract::FATAL_PREFIX, BOOT);
     assert!(fatal.contains("verity"), "{fatal}");

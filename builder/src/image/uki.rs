@@ -1,11 +1,12 @@
-//! The unified kernel image (UKI): systemd's EFI stub (`linuxx64.efi.stub`, package
-//! systemd-boot-efi) with the kernel, the initramfs, the command line and an os-release as PE
+//! The unified kernel image (UKI): systemd's EFI stub (`linuxx64.efi.stub`, arm64
+//! `linuxaa64.efi.stub`, package systemd-boot-efi) with the kernel, the initramfs, the command line and an os-release as PE
 //! sections, so that one signature covers all four. Debian 12 has the stub but not `ukify`:
 //! the sections are added with `objcopy` (binutils), each at a virtual address after the
 //! stub's own sections, 4 KiB aligned (the Arch wiki's and systemd's documented recipe), then
 //! the whole file is signed with `sbsign` (sbsigntool) and checked with `sbverify`.
 
 use crate::error::{Error, IoContext, Result};
+use oa_contract::Arch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,21 +45,57 @@ pub fn layout(end: u64, sizes: &[(&'static str, u64)]) -> Vec<(&'static str, u64
         .collect()
 }
 
-/// systemd's x86-64 EFI stub on the build host.
+/// systemd's EFI stub for the profile's architecture (`linuxx64.efi.stub`,
+/// `linuxaa64.efi.stub`), from Debian's systemd-boot-efi package of that architecture
+/// (downloaded by apt and verified against its index like every package of the build), and the
+/// binutils that know its PE flavour: the host's own for x86-64, the aarch64 cross binutils
+/// (binutils-aarch64-linux-gnu) for arm64, whose `pei-aarch64-little` the host's lack.
 #[derive(Debug, Clone)]
 pub struct Stub {
-    pub path: PathBuf,
+    pub deb: PathBuf,
+    pub info: crate::apt::PackageInfo,
+    /// The stub's path in the package.
+    pub file: &'static str,
+    pub binutils: Binutils,
+}
+
+/// The `objdump` and `objcopy` for one architecture's PE files.
+#[derive(Debug, Clone, Copy)]
+pub struct Binutils {
+    pub objdump: &'static str,
+    pub objcopy: &'static str,
+    pub hint: &'static str,
+}
+
+impl Binutils {
+    pub fn of(arch: Arch) -> Binutils {
+        match arch {
+            Arch::X86_64 => Binutils { objdump: "objdump", objcopy: "objcopy", hint: BINUTILS_HINT },
+            Arch::Aarch64 => Binutils {
+                objdump: "aarch64-linux-gnu-objdump",
+                objcopy: "aarch64-linux-gnu-objcopy",
+                hint: "install the aarch64 binutils (they read arm64 PE files): apt-get install binutils-aarch64-linux-gnu (`make deps` does it)",
+            },
+        }
+    }
 }
 
 impl Stub {
-    pub fn locate() -> Result<Stub> {
-        let path = super::boot::find_host_file(
-            Path::new("/"),
-            &["usr/lib/systemd/boot/efi/linuxx64.efi.stub"],
-            "systemd-boot-efi",
-            "linuxx64.efi.stub (systemd's UEFI stub)",
-        )?;
-        Ok(Stub { path })
+    /// Fetch the package (cached after the first build).
+    pub fn fetch(pkgs: &crate::apt::PackageCache, arch: Arch) -> Result<Stub> {
+        let file = match arch {
+            Arch::X86_64 => "usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+            Arch::Aarch64 => "usr/lib/systemd/boot/efi/linuxaa64.efi.stub",
+        };
+        let (deb, info) = pkgs.fetch("systemd-boot-efi", arch.debian())?;
+        Ok(Stub { deb, info, file, binutils: Binutils::of(arch) })
+    }
+
+    /// Take the stub out of its package into `dir`.
+    pub fn extract(&self, dir: &Path) -> Result<PathBuf> {
+        let dst = dir.join("stub.efi");
+        crate::deb::extract_file(&self.deb, &self.info, self.file, &dir.join(".unpack-stub"), &dst)?;
+        Ok(dst)
     }
 }
 
@@ -70,6 +107,7 @@ pub fn os_release(name: &str, hostname: &str) -> String {
 /// What goes into a UKI.
 pub struct UkiSpec<'a> {
     pub stub: &'a Path,
+    pub binutils: Binutils,
     pub osrel: &'a Path,
     pub cmdline: &'a Path,
     pub kernel: &'a Path,
@@ -82,22 +120,23 @@ fn size(p: &Path) -> Result<u64> {
 
 /// Assemble the unsigned UKI at `out`.
 pub fn assemble(spec: &UkiSpec<'_>, out: &Path) -> Result<()> {
-    let mut c = Command::new("objdump");
+    let tools = spec.binutils;
+    let mut c = Command::new(tools.objdump);
     c.arg("-h").arg(spec.stub);
-    let listing = crate::tool::run(&mut c, "objdump", BINUTILS_HINT)?;
+    let listing = crate::tool::run(&mut c, tools.objdump, tools.hint)?;
     let end = sections_end(&listing).ok_or_else(|| {
         Error::Image(format!("{}: objdump lists no sections; is it the EFI stub?", spec.stub.display()))
     })?;
     let parts = [(".osrel", spec.osrel), (".cmdline", spec.cmdline), (".linux", spec.kernel), (".initrd", spec.initrd)];
     let sizes: Vec<(&'static str, u64)> = parts.iter().map(|(n, p)| Ok((*n, size(p)?))).collect::<Result<_>>()?;
-    let mut c = Command::new("objcopy");
+    let mut c = Command::new(tools.objcopy);
     for ((name, path), (_, vma)) in parts.iter().zip(layout(end, &sizes)) {
         c.arg("--add-section").arg(format!("{name}={}", path.display()));
         c.arg("--change-section-vma").arg(format!("{name}={vma:#x}"));
     }
     let _ = std::fs::remove_file(out);
     c.arg(spec.stub).arg(out);
-    crate::tool::run(&mut c, "objcopy", BINUTILS_HINT).map(drop)
+    crate::tool::run(&mut c, tools.objcopy, tools.hint).map(drop)
 }
 
 /// `sbsign`: sign `input` with `key`/`cert` into `out`, then `sbverify` it against `cert`.

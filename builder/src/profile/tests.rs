@@ -648,7 +648,12 @@ fn secure_boot_section() {
         "hostname = \"h\"\narch = \"aarch64\"\n[secure_boot]\nmode = \"uki\"\nkey = \"k\"\ncert = \"c\"\n",
     );
     let e = t.load("a.toml").unwrap_err().to_string();
-    assert!(e.contains("x86_64 only") && e.contains("linuxaa64.efi.stub"), "{e}");
+    assert!(e.contains("netboot = true") && e.contains("linuxaa64.efi.stub"), "{e}");
+    t.file("an.toml", "include = [\"a.toml\"]\n[image]\nnetboot = true\n");
+    assert_eq!(t.load("an.toml").unwrap().profile.secure_boot.mode, SecureBootMode::Uki);
+    t.file("as.toml", "hostname = \"h\"\narch = \"aarch64\"\n[image]\ndisk = true\n[secure_boot]\nmode = \"shim\"\n");
+    let e = t.load("as.toml").unwrap_err().to_string();
+    assert!(e.contains("x86_64 only") && e.contains("mode = \"uki\""), "{e}");
     t.file("m.toml", "hostname = \"h\"\n[secure_boot]\nmode = \"signed\"\n");
     let e = t.load("m.toml").unwrap_err();
     assert_eq!(loc(&e).1, Some(3));

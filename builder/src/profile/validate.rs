@@ -580,8 +580,8 @@ pub(crate) fn finalize(
 }
 
 /// `[secure_boot]`: `uki` needs a key and a certificate; verity needs `uki` (an unsigned root
-/// hash on an unsigned command line proves nothing); the signed chains are x86-64 (Debian 12
-/// ships the arm64 shim and stub only in arm64 packages).
+/// hash on an unsigned command line proves nothing); arm64 has the secure netboot chain only
+/// (oa makes no arm64 disk.img or oa.iso).
 fn finalize_secure_boot(
     merged: &PartialProfile,
     arch: Arch,
@@ -621,8 +621,11 @@ fn finalize_secure_boot(
     if verity && mode != SecureBootMode::Uki {
         return Err(bad(format!("[secure_boot] verity = true needs signing (mode = \"uki\"): the root hash is only worth what the signature over the command line carrying it is worth (mode is \"{mode}\")")));
     }
-    if mode != SecureBootMode::Off && arch != Arch::X86_64 {
-        return Err(bad(format!("[secure_boot] mode = \"{mode}\" is built for x86_64 only: the arm64 UEFI stub (linuxaa64.efi.stub) and shim are not in the build host's x86-64 packages; set mode = \"off\" for arch = \"{arch}\"")));
+    if mode == SecureBootMode::Shim && arch != Arch::X86_64 {
+        return Err(bad(format!("[secure_boot] mode = \"shim\" is disk.img's boot chain, built for x86_64 only (oa makes no {arch} disk.img): for arch = \"{arch}\" use mode = \"uki\" with [image] netboot = true (secure netboot through Debian's arm64 shim and GRUB), or mode = \"off\"")));
+    }
+    if mode == SecureBootMode::Uki && arch != Arch::X86_64 && !merged.image.netboot.unwrap_or(false) {
+        return Err(bad(format!("[secure_boot] mode = \"uki\" for arch = \"{arch}\" signs the netboot UKI (linuxaa64.efi.stub, served through Debian's arm64 shim and GRUB), and this profile does not netboot: set [image] netboot = true, or mode = \"off\"")));
     }
     Ok(SecureBoot {
         mode,

@@ -105,15 +105,16 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     if let (true, Some(s), Some(u)) =
         (crate::pipeline::secure_netboot(p), &cx.shim, cx.uki.as_ref().and_then(|u| u.net.as_ref()))
     {
-        for sub in [artifact::SB_SHIM, artifact::SB_GRUB_CFG] {
+        let sb = artifact::SecureNetboot::of(p.arch);
+        for sub in [sb.shim, artifact::SB_GRUB_CFG] {
             if let Some(d) = Path::new(sub).parent() {
                 let d = dir.join(d);
                 std::fs::create_dir_all(&d).ctx("creating", &d)?;
             }
         }
-        copy(artifact::SB_SHIM, &s.shim.path, s.shim.sha256.clone(), false)?;
-        copy(artifact::SB_GRUB, &s.grub_net.path, s.grub_net.sha256.clone(), false)?;
-        copy(artifact::SB_MOK_MANAGER, &s.mok_manager.path, s.mok_manager.sha256.clone(), false)?;
+        copy(sb.shim, &s.shim.path, s.shim.sha256.clone(), false)?;
+        copy(sb.grub, &s.grub_net.path, s.grub_net.sha256.clone(), false)?;
+        copy(sb.mok_manager, &s.mok_manager.path, s.mok_manager.sha256.clone(), false)?;
         copy(artifact::SB_UKI, &u.path, u.sha256.clone(), false)?;
         let cfg = grub_cfg(&p.name);
         // Written beside, then copied in like every artifact (and listed with its digest).

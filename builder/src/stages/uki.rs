@@ -39,7 +39,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         return Err(Error::Keys("[secure_boot] mode = \"uki\" needs key and cert (`oa keys init DIR`)".into()));
     };
     // Both were found readable before the first stage (build::load_keys).
-    let stub = uki::Stub::locate()?;
+    let pkgs = crate::apt::PackageCache::new(&cx.opts.cache_root).refreshing(cx.opts.refresh);
+    let stub = uki::Stub::fetch(&pkgs, p.arch)?;
     let manifest_cmdline = cx.manifest_cmdline("uki")?;
     let mut media: Vec<(&str, Vec<String>)> = Vec::new();
     if p.image.disk {
@@ -57,7 +58,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let mut key = Key::new("uki");
     key.add("kernel", k.vmlinuz_sha256.as_bytes())
         .add("initramfs", initrd.sha256.as_bytes())
-        .add("stub", hash::sha256_file(&stub.path)?.as_bytes())
+        .add("stub", stub.info.sha256.as_bytes())
+        .add("stub file", stub.file.as_bytes())
         .add("osrel", osrel.as_bytes())
         .add("key", hash::sha256_file(key_file)?.as_bytes())
         .add("cert", hash::sha256_file(cert)?.as_bytes());
@@ -79,6 +81,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             path: osrel_file.clone(),
             source: e,
         })?;
+        let stub_file = stub.extract(scratch.path())?;
         let mut sizes = Vec::new();
         for (name, cl) in &media {
             let cmdline_file = scratch.join(format!("{name}.cmdline"));
@@ -90,7 +93,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             })?;
             let unsigned = scratch.join(format!("{name}.unsigned"));
             let spec = uki::UkiSpec {
-                stub: &stub.path,
+                stub: &stub_file,
+                binutils: stub.binutils,
                 osrel: &osrel_file,
                 cmdline: &cmdline_file,
                 kernel: &k.kernel.vmlinuz,
@@ -112,6 +116,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             ));
             scratch.seal(name)?;
         }
+        let _ = std::fs::remove_file(&stub_file);
         let what = if sizes.is_empty() { String::new() } else { format!(" ({})", sizes.join(", ")) };
         Ok(format!("signed with {}{what}", cert.display()))
     })?;
