@@ -53,6 +53,7 @@ fn spec<'a>(i: &'a Inputs, cl: &'a [String], persistence_mib: u32) -> DiskSpec<'
         kernel: &i.kernel,
         initrd: &i.initrd,
         rootfs: &i.rootfs,
+        verity: None,
         cmdline: cl,
         persistence_mib,
         esp_mib: None,
@@ -190,4 +191,59 @@ fn run_disk_without_a_disk_image_or_with_append_is_refused() {
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("--append") && e.contains("syslinux.cfg"), "{e}");
+}
+
+/// With dm-verity the root image file is the data and its hash tree: disk.img holds the data in
+/// `oa-root` and the tree in a partition of its own, `oa-verity`, which the command line names.
+#[test]
+fn a_verity_root_gets_its_hash_tree_in_a_partition_of_its_own() {
+    let i = inputs();
+    let files = BootFiles::locate(oa_contract::Arch::X86_64).expect("boot loader files (make deps)");
+    // A root image of some 150 blocks (incompressible), so that it has a tree of 2 blocks.
+    let tree = i.out.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let mut x: u32 = 1;
+    let noise: Vec<u8> = (0..600_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    std::fs::write(tree.join("noise"), noise).unwrap();
+    tool("mksquashfs", &[tree.to_str().unwrap(), i.rootfs.to_str().unwrap(), "-noappend", "-quiet", "-no-progress"]);
+    let data = std::fs::read(&i.rootfs).unwrap();
+    let v = oa_builder::stages::verity::append_tree(&i.rootfs, "00ff").unwrap();
+    let whole = std::fs::read(&i.rootfs).unwrap();
+    let data_len = (v.data_blocks * 4096) as usize;
+    assert!(whole.len() > data_len && whole.starts_with(&data));
+    let cl = image::disk_cmdline(&[oa_contract::cmdline::word(oa_contract::cmdline::VERITY, &v)]);
+    let tree_word =
+        oa_contract::cmdline::word(oa_contract::cmdline::VERITY_HASH, oa_contract::cmdline::disk_verity_hash());
+    assert!(cl.contains(&tree_word), "{cl:?}");
+    let img = i.out.join("disk.img");
+    let mut s = spec(&i, &cl, 0);
+    s.verity = Some(&v);
+    image::write_disk(&s, &files, &img).unwrap();
+    let p = img.to_str().unwrap();
+    let parts = tool("partx", &["--raw", "--noheadings", "--output", "NR,START,SECTORS,NAME", p]);
+    let rows: Vec<Vec<&str>> = parts.lines().map(|l| l.split(' ').collect()).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[3]).collect();
+    assert_eq!(names, ["oa-esp", "oa-root", "oa-verity"], "{parts}");
+    let bytes = std::fs::read(&img).unwrap();
+    let at = |r: &[&str]| r[1].parse::<usize>().unwrap() * 512;
+    let (root, tree) = (at(&rows[1]), at(&rows[2]));
+    assert_eq!(&bytes[root..root + data_len], &whole[..data_len]);
+    assert_eq!(&bytes[tree..tree + whole.len() - data_len], &whole[data_len..]);
+    // The root partition holds the data only (the rest of its last MiB reads as zeros).
+    let root_end = root + rows[1][2].parse::<usize>().unwrap() * 512;
+    assert!(root_end <= tree && bytes[root + data_len..root_end].iter().all(|&b| b == 0));
+    // A root image that is not what its verity facts say is refused, nothing written.
+    let mut w = v.clone();
+    w.data_blocks += 1;
+    s.verity = Some(&w);
+    let e = image::write_disk(&s, &files, &i.out.join("bad.img")).unwrap_err().to_string();
+    assert!(e.contains("verity facts"), "{e}");
+    assert!(!i.out.join("bad.img").exists());
 }

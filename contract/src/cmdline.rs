@@ -14,6 +14,9 @@ pub const ROOT: &str = "oa.root";
 pub const SHA256: &str = "oa.sha256";
 /// dm-verity over the root image: root hash, salt, data blocks (`oa.verity=<hash>,<salt>,<blocks>`).
 pub const VERITY: &str = "oa.verity";
+/// Where the verity hash tree is when it is not after the data: a partition of its own
+/// (`oa.verity.hash=PARTLABEL=oa-verity`, disk.img), the tree from its first block.
+pub const VERITY_HASH: &str = "oa.verity.hash";
 /// Copy the root image into RAM before mounting it (`oa.copytoram`).
 pub const COPYTORAM: &str = "oa.copytoram";
 /// Persistence device (`oa.persist=`).
@@ -52,6 +55,11 @@ pub const KEYS: &[Key] = &[
         name: VERITY,
         takes_value: true,
         doc: "dm-verity over the root image: <root hash>,<salt>,<data blocks> (sha256, 4 KiB blocks, tree after the data); replaces oa.sha256",
+    },
+    Key {
+        name: VERITY_HASH,
+        takes_value: true,
+        doc: "with oa.verity: the hash tree is on this partition (PARTLABEL=, PARTUUID= or a /dev path) from its first block, not after the data",
     },
     Key { name: COPYTORAM, takes_value: false, doc: "copy the root image into RAM so the boot medium can be removed" },
     Key { name: PERSIST, takes_value: true, doc: "the persistence device" },
@@ -208,6 +216,8 @@ pub struct BootArgs {
     pub sha256: Option<String>,
     /// `oa.verity=`: map the root image through dm-verity.
     pub verity: Option<VerityArgs>,
+    /// `oa.verity.hash=`: the partition holding the hash tree (else it follows the data).
+    pub verity_hash: Option<RootSpec>,
     /// `oa.copytoram` (= `yes`), `oa.copytoram=yes|no|auto` (`1`/`0` too); `None`: the
     /// initramfs default ([`crate::config::InitramfsConfig::copytoram`]).
     pub copytoram: Option<crate::config::CopyToRam>,
@@ -310,6 +320,11 @@ pub fn netboot_root() -> RootSpec {
 /// The root of a `disk.img`: its root partition by GPT name (`PARTLABEL=oa-root`).
 pub fn disk_root() -> RootSpec {
     RootSpec::PartLabel(crate::manifest::partlabel::ROOT.into())
+}
+
+/// Where disk.img's verity hash tree is: its partition by GPT name (`PARTLABEL=oa-verity`).
+pub fn disk_verity_hash() -> RootSpec {
+    RootSpec::PartLabel(crate::manifest::partlabel::VERITY.into())
 }
 
 /// A kernel command line as its words, in order: the one way oa edits a command line (the
@@ -434,6 +449,21 @@ impl BootArgs {
                     a.sha256 = Some(v);
                 }
                 VERITY => a.verity = Some(VerityArgs::parse(&need(VERITY)?)?),
+                VERITY_HASH => {
+                    let v = need(VERITY_HASH)?;
+                    match RootSpec::parse(&v)? {
+                        r @ (RootSpec::PartLabel(_) | RootSpec::PartUuid(_) | RootSpec::Path(_)) => {
+                            a.verity_hash = Some(r)
+                        }
+                        _ => {
+                            return Err(CmdlineError::BadValue {
+                                key: VERITY_HASH,
+                                value: v,
+                                expected: "a partition: PARTLABEL=, PARTUUID= or a /dev path",
+                            })
+                        }
+                    }
+                }
                 COPYTORAM => a.copytoram = Some(copytoram(value.as_deref())?),
                 PERSIST => a.persist = Some(need(PERSIST)?),
                 PERSIST_KEY => a.persist_key = Some(need(PERSIST_KEY)?),
@@ -460,6 +490,9 @@ impl BootArgs {
         }
         if let Some(s) = &self.verity {
             v.push(format!("{VERITY}={s}"));
+        }
+        if let Some(s) = &self.verity_hash {
+            v.push(format!("{VERITY_HASH}={s}"));
         }
         match self.copytoram {
             Some(crate::config::CopyToRam::Yes) => v.push(COPYTORAM.to_string()),
@@ -548,6 +581,16 @@ mod tests {
         assert!(p("oa.copytoram=maybe").is_err());
         let a = BootArgs::parse("oa.copytoram=no").unwrap();
         assert_eq!(a.render(), ["oa.copytoram=no"]);
+    }
+
+    #[test]
+    fn the_verity_hash_tree_is_on_a_partition() {
+        let a = BootArgs::parse("oa.verity.hash=PARTLABEL=oa-verity").unwrap();
+        assert_eq!(a.verity_hash, Some(disk_verity_hash()));
+        assert_eq!(a.render(), ["oa.verity.hash=PARTLABEL=oa-verity"]);
+        assert!(BootArgs::parse("oa.verity.hash=LABEL=x").is_err());
+        assert!(BootArgs::parse("oa.verity.hash=http://h/x").is_err());
+        assert!(BootArgs::parse("oa.verity.hash").is_err());
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub mod partlabel {
     pub const ROOT: &str = "oa-root";
     /// Reserved for persistence, left blank (all zeros) for oa-init to format.
     pub const PERSIST: &str = "oa-persist";
+    /// With dm-verity: the root image's hash tree, from the partition's first byte
+    /// (`oa.verity.hash=PARTLABEL=oa-verity`); the root partition then holds the data only.
+    pub const VERITY: &str = "oa-verity";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

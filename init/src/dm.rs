@@ -65,10 +65,16 @@ mod ioctls {
 
 /// The `verity` target's parameters: format 1, data and hash on `dev` (the tree right after
 /// the data blocks), 4 KiB blocks, sha256.
-pub fn verity_params(dev: &str, v: &VerityArgs) -> String {
+/// The verity target's parameters: the hash tree after the data on `dev`, or on `tree` from
+/// its first block (`oa.verity.hash=`).
+pub fn verity_params(dev: &str, tree: Option<&str>, v: &VerityArgs) -> String {
     let salt = if v.salt.is_empty() { "-" } else { v.salt.as_str() };
     let bs = VERITY_BLOCK_SIZE;
-    format!("1 {dev} {dev} {bs} {bs} {n} {n} sha256 {} {salt}", v.root_hash, n = v.data_blocks)
+    let (hash_dev, hash_start) = match tree {
+        Some(t) => (t, 0),
+        None => (dev, v.data_blocks),
+    };
+    format!("1 {dev} {hash_dev} {bs} {bs} {n} {hash_start} sha256 {} {salt}", v.root_hash, n = v.data_blocks)
 }
 
 /// The length of the mapped device in 512-byte sectors.
@@ -151,8 +157,9 @@ pub struct Mapped {
     pub path: PathBuf,
 }
 
-/// Map `dev` (a block device holding data + hash tree) through dm-verity as `/dev/dm-N`.
-pub fn map_verity(name: &str, dev: &Path, v: &VerityArgs) -> Result<Mapped> {
+/// Map `dev` (a block device holding the data, and the hash tree after it unless `tree` is
+/// given) through dm-verity as `/dev/dm-N`.
+pub fn map_verity(name: &str, dev: &Path, tree: Option<&Path>, v: &VerityArgs) -> Result<Mapped> {
     let ctl = control()?;
     let fd = ctl.as_raw_fd();
     let mut create = Buf::new(name, 0, DM_READONLY_FLAG)?;
@@ -161,7 +168,8 @@ pub fn map_verity(name: &str, dev: &Path, v: &VerityArgs) -> Result<Mapped> {
     unsafe { ioctls::dm_dev_create(fd, create.header()) }.sys("DM_DEV_CREATE", name)?;
     let devno = create.header().dev;
     let done = (|| -> Result<PathBuf> {
-        let params = verity_params(&dev.display().to_string(), v);
+        let tree = tree.map(|t| t.display().to_string());
+        let params = verity_params(&dev.display().to_string(), tree.as_deref(), v);
         let mut t = table_buf(name, "verity", verity_sectors(v), &params)?;
         // SAFETY: as above; the target spec and its params lie within data_size.
         unsafe { ioctls::dm_table_load(fd, t.header()) }
@@ -224,17 +232,21 @@ mod tests {
     fn verity_table() {
         let v = facts();
         assert_eq!(
-            verity_params("/dev/loop0", &v),
+            verity_params("/dev/loop0", None, &v),
             format!("1 /dev/loop0 /dev/loop0 4096 4096 1234 1234 sha256 {} {}", v.root_hash, v.salt)
+        );
+        assert_eq!(
+            verity_params("/dev/vda2", Some("/dev/vda3"), &v),
+            format!("1 /dev/vda2 /dev/vda3 4096 4096 1234 0 sha256 {} {}", v.root_hash, v.salt)
         );
         assert_eq!(verity_sectors(&v), 1234 * 8);
         let no_salt = VerityArgs { salt: String::new(), ..v };
-        assert!(verity_params("/dev/vda2", &no_salt).ends_with(" -"));
+        assert!(verity_params("/dev/vda2", None, &no_salt).ends_with(" -"));
     }
 
     #[test]
     fn table_buffer() {
-        let params = verity_params("/dev/loop0", &facts());
+        let params = verity_params("/dev/loop0", None, &facts());
         let mut b = table_buf("oa-root", "verity", 80, &params).unwrap();
         let h = *b.header();
         assert_eq!(h.version[0], 4);

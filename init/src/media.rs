@@ -187,10 +187,15 @@ pub fn decide(mode: CopyToRam, factor: u32, len: u64, dev: Option<&BlockDev>, me
     }
 }
 
-/// Copy the first `len` bytes of `src` (the squashfs image) into a tmpfs at `/run/oa/ram`,
-/// hashing them on the way; with `want`, the digest must match (else the copy is removed).
-/// Returns the copy and its sha256. Progress lines every 10% for images of 64 MiB and more.
-pub fn copy_to_ram(src: &Path, len: u64, want: Option<&str>) -> Result<(PathBuf, String)> {
+/// Copy the root image into a tmpfs at `/run/oa/ram`, hashing it on the way; with `want`, the
+/// digest must match (else the copy is removed). `parts` (file or device, bytes) are read one
+/// after the other into the one RAM image: the root image, or with a verity hash tree on a
+/// partition of its own the data and then the tree (so the copy has the layout of an image
+/// with the tree appended). Returns the copy and its sha256. Progress lines every 10% for
+/// images of 64 MiB and more.
+pub fn copy_to_ram(parts: &[(&Path, u64)], want: Option<&str>) -> Result<(PathBuf, String)> {
+    let len: u64 = parts.iter().map(|(_, l)| l).sum();
+    let src = parts.first().map(|(p, _)| *p).unwrap_or(Path::new("/"));
     let avail = meminfo("MemAvailable");
     // Keep room for the system itself (the overlay's tmpfs upper layer, services).
     if let Some(a) = avail {
@@ -206,7 +211,7 @@ pub fn copy_to_ram(src: &Path, len: u64, want: Option<&str>) -> Result<(PathBuf,
     let opts = format!("size={size}m,mode=0700");
     mounts::mount("tmpfs", dir, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&opts))?;
     let dst = dir.join("rootfs.squashfs");
-    let result = copy_hashed(src, &dst, len);
+    let result = copy_hashed(parts, &dst, len);
     let fail = |e: Error| {
         let _ = std::fs::remove_file(&dst);
         let _ = nix::mount::umount(dir);
@@ -225,23 +230,34 @@ pub fn copy_to_ram(src: &Path, len: u64, want: Option<&str>) -> Result<(PathBuf,
     Ok((dst, got))
 }
 
-fn copy_hashed(src: &Path, dst: &Path, len: u64) -> Result<String> {
+fn copy_hashed(parts: &[(&Path, u64)], dst: &Path, len: u64) -> Result<String> {
     let t = Instant::now();
-    let mut from = std::fs::File::open(src).ctx("open", src)?;
     let mut to = std::fs::OpenOptions::new().write(true).create_new(true).open(dst).ctx("create", dst)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let (mut done, mut shown) = (0u64, 0u64);
     let loud = len >= 64 << 20;
+    let (mut part, mut part_done) = (0usize, 0u64);
+    let mut from: Option<std::fs::File> = None;
     while done < len {
-        let want = (len - done).min(buf.len() as u64) as usize;
-        let n = from.read(&mut buf[..want]).ctx("read", src)?;
+        let (src, part_len) = parts[part];
+        if part_done == part_len {
+            (part, part_done, from) = (part + 1, 0, None);
+            continue;
+        }
+        let f = match &mut from {
+            Some(f) => f,
+            None => from.insert(std::fs::File::open(src).ctx("open", src)?),
+        };
+        let want = (part_len - part_done).min(buf.len() as u64) as usize;
+        let n = f.read(&mut buf[..want]).ctx("read", src)?;
         if n == 0 {
             return Err(Error::NotSquashfs {
                 device: src.display().to_string(),
-                why: format!("ended after {done} of {len} bytes while copying to RAM"),
+                why: format!("ended after {part_done} of {part_len} bytes while copying to RAM"),
             });
         }
+        part_done += n as u64;
         h.update(&buf[..n]);
         to.write_all(&buf[..n]).ctx("write", dst)?;
         done += n as u64;
@@ -324,11 +340,19 @@ mod tests {
         let src = d.join("src");
         std::fs::write(&src, vec![7u8; 3 << 20]).unwrap();
         let dst = d.join("dst");
-        let got = copy_hashed(&src, &dst, (2 << 20) + 5).unwrap();
+        let got = copy_hashed(&[(&src, (2 << 20) + 5)], &dst, (2 << 20) + 5).unwrap();
         assert_eq!(got, crate::rootimage::hex(&Sha256::digest(vec![7u8; (2 << 20) + 5])));
         assert_eq!(std::fs::metadata(&dst).unwrap().len(), (2 << 20) + 5);
-        let short = copy_hashed(&src, &d.join("dst2"), 4 << 20).unwrap_err();
+        let short = copy_hashed(&[(&src, 4 << 20)], &d.join("dst2"), 4 << 20).unwrap_err();
         assert!(short.to_string().contains("ended after"), "{short}");
+        // Two parts, one after the other (data, then a verity tree from its own partition).
+        let tree = d.join("tree");
+        std::fs::write(&tree, vec![9u8; 10_000]).unwrap();
+        let both = d.join("both");
+        copy_hashed(&[(&src, 4096), (&tree, 8192)], &both, 4096 + 8192).unwrap();
+        let mut want = vec![7u8; 4096];
+        want.extend(vec![9u8; 8192]);
+        assert_eq!(std::fs::read(&both).unwrap(), want);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -128,7 +128,7 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     }
 
     // 4.+5. Find and verify the root image.
-    let root = find_and_verify(&args, &cfg, &mut coldplug)?;
+    let (root, tree) = find_and_verify(&args, &cfg, &mut coldplug)?;
 
     // 5a. oa.config=: fetched (the network is up already for oa.root=http://) or read, checked
     // (signature too, with a key in the initramfs), left in /run/oa/config.json. A failure is
@@ -154,7 +154,8 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     if !paths.is_empty() {
         paths.push(format!("/{}", rootfs_paths::OA_STATE));
     }
-    assemble(&root, args.verity.as_ref(), persistent, &paths).step("assemble the root filesystem", HINT_SHELL)?;
+    let verity = args.verity.as_ref().map(|v| (v, tree.as_deref()));
+    assemble(&root, verity, persistent, &paths).step("assemble the root filesystem", HINT_SHELL)?;
     let rw_kind = if persistent { "persistent state (btrfs on LUKS2)" } else { "tmpfs" };
     console::stage(
         "overlay",
@@ -195,11 +196,13 @@ fn boot() -> std::result::Result<std::convert::Infallible, Failure> {
     exec(&init, &argv).step("start the init of the root filesystem", HINT_REBUILD)
 }
 
+/// The root image, and the partition holding its verity hash tree when `oa.verity.hash=`
+/// puts it on one (`None` once both are copied into RAM as one image).
 fn find_and_verify(
     args: &BootArgs,
     cfg: &InitramfsConfig,
     coldplug: &mut Coldplug,
-) -> std::result::Result<PathBuf, Failure> {
+) -> std::result::Result<(PathBuf, Option<PathBuf>), Failure> {
     let t = Instant::now();
     let found = devices::find_root(args.root.as_ref(), args.sha256.as_deref(), coldplug)
         .step("find the root image", HINT_SHELL)?;
@@ -208,6 +211,18 @@ fn find_and_verify(
         None => "scan for a squashfs image".to_string(),
     };
     console::stage("root", &format!("found {} ({how}) in {} ms", found.path.display(), ms(t)));
+    let tree = match (&args.verity, &args.verity_hash) {
+        (Some(_), Some(spec)) => {
+            let t = devices::find_root(Some(spec), None, coldplug).step("find the verity hash tree", HINT_SHELL)?;
+            console::debug(&format!(
+                "verity hash tree on {} ({})",
+                t.path.display(),
+                cmdline::word(cmdline::VERITY_HASH, spec)
+            ));
+            Some(t.path)
+        }
+        _ => None,
+    };
 
     // 4a. Copy-to-RAM: the copy is hashed on the way, which is then the verification.
     let mode = args.copytoram.unwrap_or(cfg.copytoram);
@@ -219,18 +234,21 @@ fn find_and_verify(
             ));
         }
     } else if mode != CopyToRam::No {
-        // With dm-verity the image is the data and the hash tree after it: copy both.
-        let len = match &args.verity {
-            None => rootimage::len(&found.path),
-            Some(v) => verity_image_len(&found.path, v),
+        // With dm-verity the image is the data and the hash tree (after it, or on its own
+        // partition): copy both, into one image with the tree after the data.
+        let parts = match &args.verity {
+            None => rootimage::len(&found.path).map(|l| vec![(found.path.clone(), l)]),
+            Some(v) => verity_parts(&found.path, tree.as_deref(), v),
         }
         .step("size the root image", HINT_SHELL)?;
+        let len: u64 = parts.iter().map(|(_, l)| l).sum();
         let (copy, why) =
             media::decide(mode, cfg.copytoram_ram_factor, len, found.device.as_ref(), media::meminfo("MemTotal"));
         if copy {
             let t = Instant::now();
-            let (ram, _) = media::copy_to_ram(&found.path, len, args.sha256.as_deref())
-                .step("copy the root image to RAM", HINT_SHELL)?;
+            let parts: Vec<(&Path, u64)> = parts.iter().map(|(p, l)| (p.as_path(), *l)).collect();
+            let (ram, _) =
+                media::copy_to_ram(&parts, args.sha256.as_deref()).step("copy the root image to RAM", HINT_SHELL)?;
             console::stage(
                 "copytoram",
                 &format!(
@@ -250,7 +268,7 @@ fn find_and_verify(
                 Some(_) => console::stage("verify", "sha256 matches (checked while copying to RAM)"),
                 None => console::stage("verify", "skipped (no oa.sha256= given)"),
             }
-            return Ok(ram);
+            return Ok((ram, None));
         }
         console::debug(&format!("{}: not copied ({why})", cmdline::COPYTORAM));
     }
@@ -279,26 +297,40 @@ fn find_and_verify(
         }
         (None, _) => console::stage("verify", "skipped (no oa.sha256= given)"),
     }
-    Ok(found.path)
+    Ok((found.path, tree))
 }
 
-/// Bytes of a verity root image (data + hash tree), checked against what `path` holds.
-fn verity_image_len(path: &Path, v: &VerityArgs) -> Result<u64> {
-    let want = v.image_bytes();
-    let have = rootimage::device_size(path)?;
-    if have < want {
-        return Err(Error::Verity {
-            device: path.display().to_string(),
-            root_hash: v.root_hash.clone(),
-            over: format!("{} data blocks", v.data_blocks),
-            why: format!("the image is truncated: data and hash tree need {want} bytes, it has {have}"),
-        });
+/// Where a verity root image's bytes are: data + hash tree on `path`, or the data on `path`
+/// and the tree on `tree`; each checked against what its device or file holds.
+fn verity_parts(path: &Path, tree: Option<&Path>, v: &VerityArgs) -> Result<Vec<(PathBuf, u64)>> {
+    let data = v.data_blocks * oa_contract::cmdline::VERITY_BLOCK_SIZE;
+    let parts = match tree {
+        None => vec![(path.to_path_buf(), v.image_bytes(), "data and hash tree")],
+        Some(t) => {
+            vec![(path.to_path_buf(), data, "the data"), (t.to_path_buf(), v.image_bytes() - data, "the hash tree")]
+        }
+    };
+    for (p, want, what) in &parts {
+        let have = rootimage::device_size(p)?;
+        if have < *want {
+            return Err(Error::Verity {
+                device: p.display().to_string(),
+                root_hash: v.root_hash.clone(),
+                over: format!("{} data blocks", v.data_blocks),
+                why: format!("it is truncated: {what} need {want} bytes, it has {have}"),
+            });
+        }
     }
-    Ok(want)
+    Ok(parts.into_iter().map(|(p, l, _)| (p, l)).collect())
 }
 
 /// Mount the root image read-only at LOWER, a tmpfs at RW, the overlay of both at SYSROOT.
-fn assemble(image: &Path, verity: Option<&VerityArgs>, persistent: bool, paths: &[String]) -> Result<()> {
+fn assemble(
+    image: &Path,
+    verity: Option<(&VerityArgs, Option<&Path>)>,
+    persistent: bool,
+    paths: &[String],
+) -> Result<()> {
     let md = std::fs::metadata(image).ctx("stat", image)?;
     // Keep the loop device open until it is mounted (it is set up with autoclear).
     let attached = if md.is_file() {
@@ -315,9 +347,9 @@ fn assemble(image: &Path, verity: Option<&VerityArgs>, persistent: bool, paths: 
     mounts::ensure_dir(lower)?;
     match verity {
         None => mounts::mount(&dev.display().to_string(), lower, "squashfs", MsFlags::MS_RDONLY, None)?,
-        Some(v) => {
-            verity_image_len(&dev, v)?; // a clear error before the kernel's -E2BIG
-            let mapped = dm::map_verity(VERITY_NAME, &dev, v)?;
+        Some((v, tree)) => {
+            verity_parts(&dev, tree, v)?; // a clear error before the kernel's -E2BIG
+            let mapped = dm::map_verity(VERITY_NAME, &dev, tree, v)?;
             console::stage(
                 "verify",
                 &oa_contract::console::verity_stage_text(&v.root_hash, &dev.display().to_string(), v.data_blocks),

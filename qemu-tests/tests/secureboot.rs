@@ -139,6 +139,9 @@ fn snakeoil_signed_uki_boots_to_ready_with_secure_boot_on() {
         "echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
     );
     vm.expect("SB=Secure boot enabled ROOT=oa.root=PARTLABEL=oa-root", SHORT);
+    // dm-verity reads the data from the root partition, the tree from a partition of its own.
+    vm.send_line("echo UNDER=$(ls /sys/block/dm-0/slaves | tr '\\n' ' ')");
+    vm.expect("UNDER=vda2 vda3", SHORT);
     drop(vm);
     // oa.iso's ESP holds its own UKI, with the ISO's root on its command line.
     let iso = snakeoil_disk().with_file_name(artifact::ISO);
@@ -150,33 +153,40 @@ fn snakeoil_signed_uki_boots_to_ready_with_secure_boot_on() {
     vm.expect("SB=Secure boot enabled ROOT=oa.root=LABEL=", SHORT);
 }
 
-/// Where the root partition (the second GPT partition) starts in `image`.
-fn root_offset(image: &Path) -> u64 {
+/// Where GPT partition `n` (1: the ESP, 2: the root, 3: its verity hash tree) starts in `image`.
+fn partition_offset(image: &Path, n: usize) -> u64 {
     let d = std::fs::read(image).unwrap();
     let entries_lba = u64::from_le_bytes(d[512 + 72..512 + 80].try_into().unwrap());
-    let e = (entries_lba * 512) as usize + 128;
+    let e = (entries_lba * 512) as usize + 128 * (n - 1);
     u64::from_le_bytes(d[e + 32..e + 40].try_into().unwrap()) * 512
 }
 
-/// The signed UKI accepted, the root partition changed by one byte (the squashfs superblock's
-/// mkfs_time, which squashfs never checks): dm-verity, with the root hash from the signed
-/// command line, stops the boot.
-#[test]
-fn a_changed_byte_in_the_root_partition_stops_the_signed_boot() {
-    let dir = scratch("root");
-    let copy = dir.join("disk-root.img");
+/// A copy of the signed disk with one byte at `at` flipped: dm-verity stops its boot.
+fn expect_verity_stops(name: &str, dir: &Path, at: impl Fn(&Path) -> u64) {
+    let copy = dir.join(format!("{name}.img"));
     std::fs::copy(snakeoil_disk(), &copy).unwrap();
-    let at = root_offset(&copy) + 8;
+    let at = at(&copy);
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&copy).unwrap();
     use std::os::unix::fs::FileExt;
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x01], at).unwrap();
     drop(f);
-    let (mut vm, _vars) = boot("sb_root_changed", &copy);
+    let (mut vm, _vars) = boot(name, &copy);
     let fatal = vm.expect(oa_contract::FATAL_PREFIX, BOOT);
     assert!(fatal.contains("dm-verity"), "{fatal}");
     vm.expect_absent(READY_LINE, Duration::from_secs(3));
+}
+
+/// The signed UKI accepted, the root partition changed by one byte (the squashfs superblock's
+/// mkfs_time, which squashfs never checks), or one byte of the hash tree's partition: dm-verity,
+/// with the root hash from the signed command line, stops the boot.
+#[test]
+fn a_changed_byte_in_the_root_or_hash_tree_partition_stops_the_signed_boot() {
+    let dir = scratch("root");
+    expect_verity_stops("sb_root_changed", &dir, |img| partition_offset(img, 2) + 8);
+    // The tree's first block is the top level, the one every read goes through.
+    expect_verity_stops("sb_tree_changed", &dir, |img| partition_offset(img, 3) + 100);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -2,7 +2,8 @@
 //! `oa keys init`) and verity on. The root image carries its hash tree after the data, the
 //! command line `oa.verity=` instead of `oa.sha256=`; oa-init maps it through the guest
 //! kernel's dm-verity (the host kernel has no device-mapper) and mounts the mapped device.
-//! Booted directly (kernel + initramfs, the image as /dev/vda), so the UKI is not needed.
+//! Booted directly (kernel + initramfs, the image as /dev/vda), so the UKI is not needed. In
+//! disk.img the tree is a partition of its own (`oa-verity`, named by `oa.verity.hash=`).
 
 use oa_contract::cmdline::{self, BootArgs};
 use oa_contract::{FATAL_PREFIX, READY_LINE};
@@ -23,7 +24,7 @@ fn verity_build() -> std::path::PathBuf {
         assert!(st.success(), "oa keys init failed: {st}");
     }
     let extra = format!(
-        "[image]\ndisk = false\n\n[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\nverity = true\n",
+        "[image]\ndisk = true\n\n[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\nverity = true\n",
         keys.join("db.key").display().to_string(),
         keys.join("db.crt").display().to_string()
     );
@@ -68,4 +69,27 @@ fn verity_root_boots_and_a_changed_block_stops_the_boot() {
     assert!(hint.contains("dm-verity"), "{hint}");
     vm.expect_absent(READY_LINE, Duration::from_secs(2));
     let _ = std::fs::remove_dir_all(&bad);
+}
+
+/// disk.img keeps the data in `oa-root` and the hash tree in `oa-verity`: with copy-to-RAM
+/// oa-init copies both into one RAM image and maps that; every file of the root reads.
+#[test]
+fn copy_to_ram_takes_the_data_and_the_tree_from_their_partitions() {
+    let dir = verity_build();
+    let (_, mut spec) = output_spec(&dir);
+    spec.root_image = Some(dir.join(oa_contract::manifest::artifact::DISK_IMAGE));
+    let mut cl = cmdline::Cmdline::from_words(spec.append.iter().cloned());
+    cl.set_root(&cmdline::disk_root());
+    cl.set(cmdline::VERITY_HASH, cmdline::disk_verity_hash());
+    let mut append = cl.into_words();
+    append.push(cmdline::COPYTORAM.into());
+    spec.append = append;
+    let mut vm = Machine::boot("verity_disk_copytoram", &spec);
+    let copied = vm.expect_stage("copytoram", "", BOOT);
+    assert!(copied.contains("into RAM") && copied.contains("/dev/vda2"), "{copied}");
+    let verify = vm.expect_stage("verify", "dm-verity", BOOT);
+    assert!(verify.contains("over /dev/loop"), "the RAM copy (on a loop device) is mapped: {verify}");
+    assert_eq!(vm.expect_ready(BOOT), "tiny");
+    vm.send_line("cat $(find / -xdev -type f) >/dev/null 2>&1; echo READ=$?");
+    vm.expect("READ=0", Duration::from_secs(30));
 }

@@ -50,6 +50,9 @@ pub struct DiskSpec<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub rootfs: &'a Path,
+    /// With dm-verity, `rootfs` is the data and its hash tree after it: the root partition
+    /// gets the data, the `oa-verity` partition the tree.
+    pub verity: Option<&'a oa_contract::cmdline::VerityArgs>,
     /// The whole kernel command line both boot loaders pass (see [`disk_cmdline`]).
     pub cmdline: &'a [String],
     /// Size of the blank `oa-persist` partition; 0: no such partition.
@@ -72,11 +75,15 @@ pub struct Disk {
     pub esp_files: u64,
 }
 
-/// The boot loaders' command line: the manifest's (with `oa.sha256=`) plus where the root
-/// image is, `oa.root=PARTLABEL=oa-root`.
+/// The boot loaders' command line: the manifest's (with `oa.sha256=` or `oa.verity=`) plus
+/// where the root image is, `oa.root=PARTLABEL=oa-root`, and with verity where its hash tree
+/// is, `oa.verity.hash=PARTLABEL=oa-verity`.
 pub fn disk_cmdline(manifest_cmdline: &[String]) -> Vec<String> {
     let mut cl = Cmdline::from_words(manifest_cmdline.iter().cloned());
     cl.set_root(&cmdline::disk_root());
+    if cl.get(cmdline::VERITY).is_some() {
+        cl.set(cmdline::VERITY_HASH, cmdline::disk_verity_hash());
+    }
     cl.into_words()
 }
 
@@ -106,9 +113,9 @@ pub(crate) fn epoch() -> u64 {
 /// the blank parts are holes.
 pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<Disk> {
     let mbr_code = files.mbr_code()?;
-    let rootfs_len = len(spec.rootfs)?;
+    let (rootfs_len, tree_len) = root_parts(spec)?;
     let (esp_mib, esp_files) = esp_size(spec, files)?;
-    let layout = gpt::plan(&partitions(spec, esp_mib, rootfs_len), spec.seed);
+    let layout = gpt::plan(&partitions(spec, esp_mib, rootfs_len, tree_len), spec.seed);
     let (esp_p, root_p) = (layout.partitions[0].clone(), layout.partitions[1].clone());
 
     // The file, sparse, with the partition table.
@@ -127,12 +134,19 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
     drop(img);
 
     write_esp(spec, files, out, &esp_p)?;
-    copy_root(spec, out, root_p.offset(), rootfs_len)?;
+    copy_root(spec, out, 0, root_p.offset(), rootfs_len)?;
+    let tree_p = layout.partition(partlabel::VERITY).cloned();
+    if let Some(p) = &tree_p {
+        copy_root(spec, out, rootfs_len, p.offset(), tree_len)?;
+    }
 
     // The block map: everything that must be on the device even where it is zeros.
     let mut required = layout.table_ranges();
     required.push((esp_p.offset(), esp_p.offset() + esp_p.size()));
     required.push((root_p.offset(), root_p.offset() + rootfs_len));
+    if let Some(p) = &tree_p {
+        required.push((p.offset(), p.offset() + tree_len));
+    }
     if let Some(p) = layout.partition(partlabel::PERSIST) {
         // A blank partition must read as blank on the device too: its start (LUKS, btrfs,
         // ext4 and FAT signatures) and its end (RAID metadata) are written as zeros.
@@ -169,9 +183,26 @@ fn esp_size(spec: &DiskSpec<'_>, files: &BootFiles) -> Result<(u32, u64)> {
     Ok((esp_mib, esp_files.iter().take(3).sum()))
 }
 
-/// The partitions of disk.img: the ESP, the root image, and the blank persistence partition
-/// when the profile asks for one.
-fn partitions(spec: &DiskSpec<'_>, esp_mib: u32, rootfs_len: u64) -> Vec<PartSpec> {
+/// Bytes of the root partition's image and of the verity hash tree (0 without verity): with
+/// verity the root image file is exactly the data blocks and the tree after them.
+fn root_parts(spec: &DiskSpec<'_>) -> Result<(u64, u64)> {
+    let file = len(spec.rootfs)?;
+    let Some(v) = spec.verity else { return Ok((file, 0)) };
+    if file != v.image_bytes() {
+        return Err(Error::Image(format!(
+            "{}: {file} bytes, but its verity facts ({} data blocks) make {} bytes of data and hash tree; rebuild without the cache (--no-cache)",
+            spec.rootfs.display(),
+            v.data_blocks,
+            v.image_bytes()
+        )));
+    }
+    let data = v.data_blocks * oa_contract::cmdline::VERITY_BLOCK_SIZE;
+    Ok((data, file - data))
+}
+
+/// The partitions of disk.img: the ESP, the root image, its verity hash tree when it has one,
+/// and the blank persistence partition when the profile asks for one.
+fn partitions(spec: &DiskSpec<'_>, esp_mib: u32, rootfs_len: u64, tree_len: u64) -> Vec<PartSpec> {
     let mut parts = vec![
         PartSpec {
             label: partlabel::ESP.into(),
@@ -186,6 +217,14 @@ fn partitions(spec: &DiskSpec<'_>, esp_mib: u32, rootfs_len: u64) -> Vec<PartSpe
             attributes: 0,
         },
     ];
+    if tree_len > 0 {
+        parts.push(PartSpec {
+            label: partlabel::VERITY.into(),
+            type_guid: gpt::types::LINUX_DATA,
+            size_bytes: tree_len,
+            attributes: 0,
+        });
+    }
     if spec.persistence_mib > 0 {
         parts.push(PartSpec {
             label: partlabel::PERSIST.into(),
@@ -241,12 +280,14 @@ fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Pa
 }
 
 /// The root image at `offset` (the start of its partition), checked to be `rootfs_len` bytes.
-fn copy_root(spec: &DiskSpec<'_>, out: &Path, offset: u64, rootfs_len: u64) -> Result<()> {
+/// Copy `len` bytes of the root image from `from` to `offset` of the disk image.
+fn copy_root(spec: &DiskSpec<'_>, out: &Path, from: u64, offset: u64, len: u64) -> Result<()> {
     let mut src = std::fs::File::open(spec.rootfs).ctx("opening", spec.rootfs)?;
+    src.seek(SeekFrom::Start(from)).ctx("seeking in", spec.rootfs)?;
     let mut dst = std::fs::OpenOptions::new().write(true).open(out).ctx("opening", out)?;
     dst.seek(SeekFrom::Start(offset)).ctx("seeking in", out)?;
-    let copied = std::io::copy(&mut src, &mut dst).ctx("writing the root image into", out)?;
-    if copied != rootfs_len {
+    let copied = std::io::copy(&mut src.take(len), &mut dst).ctx("writing the root image into", out)?;
+    if copied != len {
         return Err(Error::Image(format!(
             "{} changed while it was copied into {}",
             spec.rootfs.display(),

@@ -6,7 +6,7 @@ use crate::error::{IoContext, Result};
 use crate::hash::{self, Key};
 use crate::image::{self, boot::BootFiles, boot::UefiLoader};
 use crate::pipeline::Outcome;
-use oa_contract::manifest::artifact;
+use oa_contract::manifest::{artifact, partlabel};
 use std::path::PathBuf;
 
 /// The image stage's cache entry.
@@ -59,6 +59,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             kernel: &k.kernel.vmlinuz,
             initrd: &initrd.path,
             rootfs: &rootfs.path,
+            verity: cx.verity.as_ref(),
             cmdline: &boot_cmdline,
             persistence_mib: p.image.persistence_mib,
             esp_mib: p.image.esp_mib,
@@ -81,7 +82,13 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             image::bmap::human(disk.layout.size_bytes()),
             disk.layout.partitions[0].size() >> 20,
             disk.layout.partitions[1].size() >> 20,
-            disk.layout.partitions.get(2).map(|q| format!(", persistence {} MiB", q.size() >> 20)).unwrap_or_default(),
+            [(partlabel::VERITY, "verity hash tree"), (partlabel::PERSIST, "persistence")]
+                .iter()
+                .filter_map(|(l, what)| disk
+                    .layout
+                    .partition(l)
+                    .map(|q| format!(", {what} {}", image::bmap::human(q.size()))))
+                .collect::<String>(),
             image::bmap::human(disk.bmap.mapped_bytes()),
         );
         if p.image.qcow2 {

@@ -182,12 +182,14 @@ fn bench_disk_image(out: &Path, m: &oa_contract::manifest::Manifest, kernel_boot
     let cl = image::disk_cmdline(&m.cmdline);
     let f = |n: &str| out.join(n);
     let (kernel, initrd, rootfs) = (f(artifact::KERNEL), f(artifact::INITRAMFS), f(artifact::ROOTFS));
+    let verity = oa_contract::cmdline::BootArgs::parse(&m.cmdline.join(" ")).ok().and_then(|a| a.verity);
     let spec = DiskSpec {
         title: &m.profile,
         arch: m.arch,
         kernel: &kernel,
         initrd: &initrd,
         rootfs: &rootfs,
+        verity: verity.as_ref(),
         cmdline: &cl,
         persistence_mib: 0,
         esp_mib: None,
