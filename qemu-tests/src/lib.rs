@@ -375,3 +375,17 @@ impl Monitor {
         String::from_utf8_lossy(&out).to_string()
     }
 }
+
+/// virt-fw-vars (the virt-firmware package from PyPI, which `make deps` installs into
+/// ~/.cache/oa/venv): edits an OVMF variable store offline.
+pub fn virt_fw_vars() -> PathBuf {
+    let p = std::env::var_os("OA_VIRT_FW_VARS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/oa/venv/bin/virt-fw-vars")
+    });
+    assert!(
+        p.exists(),
+        "{} is missing: run `make deps` (it installs virt-firmware into ~/.cache/oa/venv)",
+        p.display()
+    );
+    p
+}

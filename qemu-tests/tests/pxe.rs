@@ -8,7 +8,7 @@
 
 use oa_contract::{Arch, ConsoleLine};
 use oa_qemu_tests::netns::{Netns, Proc};
-use oa_qemu_tests::{built, built_variant, oa_bin, workspace, Machine};
+use oa_qemu_tests::{built, built_variant, oa_bin, virt_fw_vars, workspace, Machine};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -314,20 +314,6 @@ fn an_image_requiring_a_config_stops_on_one_signed_by_another_key() {
     assert!(fatal.contains("signed by another key"), "{fatal}");
     assert!(fatal.contains(&key_id(b)) && fatal.contains(&key_id(a)), "the FATAL names both keys: {fatal}");
     vm.expect_absent(oa_contract::READY_LINE, Duration::from_secs(3));
-}
-
-/// virt-fw-vars (the virt-firmware package from PyPI, which `make deps` installs into
-/// ~/.cache/oa/venv): edits an OVMF variable store offline.
-fn virt_fw_vars() -> PathBuf {
-    let p = std::env::var_os("OA_VIRT_FW_VARS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/oa/venv/bin/virt-fw-vars")
-    });
-    assert!(
-        p.exists(),
-        "{} is missing: run `make deps` (it installs virt-firmware into ~/.cache/oa/venv)",
-        p.display()
-    );
-    p
 }
 
 /// The secure-netboot image and keys, built once per test process: tiny-net with `mode =

@@ -153,6 +153,38 @@ fn snakeoil_signed_uki_boots_to_ready_with_secure_boot_on() {
     vm.expect("SB=Secure boot enabled ROOT=oa.root=LABEL=", SHORT);
 }
 
+/// The signed disk's ESP also holds systemd-boot, signed with the same key: a firmware boot
+/// entry for `\EFI\systemd\systemd-bootx64.efi` (as `bootctl install` would make; here
+/// written by virt-fw-vars) runs it with Secure Boot on, and its entry starts the signed UKI.
+#[test]
+fn signed_systemd_boot_starts_the_signed_uki() {
+    let files = UefiFiles::secure(SecureVars::Snakeoil).unwrap_or_else(|e| panic!("{e}"));
+    let (fw, vars) = files.for_run(&workspace().join("target/qemu-tests/uefi-vars")).unwrap_or_else(|e| panic!("{e}"));
+    let edited = vars.0.with_extension("sd-boot.fd");
+    let _edited = VarsCopy(edited.clone());
+    run(Command::new(oa_qemu_tests::virt_fw_vars())
+        .arg("--input")
+        .arg(&vars.0)
+        .arg("--output")
+        .arg(&edited)
+        .args(["--append-boot-filepath", "\\EFI\\systemd\\systemd-bootx64.efi"]));
+    std::fs::rename(&edited, &vars.0).unwrap();
+    let disk = DiskBoot::detect(&snakeoil_disk(), true).expect("disk image");
+    let mut spec = Spec::from_disk(Arch::X86_64, disk, fw, detect_accel(Arch::X86_64));
+    spec.extra.extend(SECURE_BOOT_ARGS.map(String::from));
+    let mut vm = Machine::boot("sb_systemd_boot", &spec);
+    let started = vm.expect("systemd-bootx64.efi", BOOT);
+    assert!(started.contains("BdsDxe"), "the firmware starts systemd-boot: {started}");
+    vm.expect(READY_LINE, BOOT);
+    vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1)");
+    vm.expect("SB=Secure boot enabled", SHORT);
+    // systemd-boot started the UKI: the firmware did not go on to another boot entry.
+    let log =
+        String::from_utf8_lossy(&std::fs::read(workspace().join("target/qemu-logs/sb_systemd_boot.log")).unwrap())
+            .into_owned();
+    assert_eq!(log.matches("BdsDxe: starting").count(), 1, "{log}");
+}
+
 /// Where GPT partition `n` (1: the ESP, 2: the root, 3: its verity hash tree) starts in `image`.
 fn partition_offset(image: &Path, n: usize) -> u64 {
     let d = std::fs::read(image).unwrap();

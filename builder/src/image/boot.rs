@@ -100,6 +100,10 @@ pub mod esp {
     pub const GRUB_CFG: &str = "EFI/debian/grub.cfg";
     pub const GRUB_DIRS: &[&str] = &["EFI/debian"];
     pub const ENTRY: &str = "loader/entries/oa.conf";
+    /// `mode = "uki"`: systemd-boot, signed with the same key as the UKI, where systemd-boot
+    /// installs itself (a boot entry of the machine's firmware can name it).
+    pub const SYSTEMD_BOOT: &str = "EFI/systemd/systemd-bootx64.efi";
+    pub const SYSTEMD_DIRS: &[&str] = &["EFI/systemd"];
     /// Folders to create, parents first.
     pub const DIRS: &[&str] = &["EFI", "EFI/BOOT", "loader", "loader/entries"];
 }
@@ -128,8 +132,9 @@ pub fn syslinux_cfg(title: &str, cmdline: &[String]) -> String {
 pub enum UefiLoader<'a> {
     /// systemd-boot with its entry for the kernel and initramfs (unsigned).
     SystemdBoot,
-    /// `[secure_boot] mode = "uki"`: the signed UKI itself, no configuration.
-    Uki(&'a Path),
+    /// `[secure_boot] mode = "uki"`: the signed UKI itself as BOOTX64.EFI, and systemd-boot,
+    /// signed too, beside it with an entry that starts the UKI.
+    Uki { uki: &'a Path, systemd_boot: &'a Path },
     /// `[secure_boot] mode = "shim"`: shim as BOOTX64.EFI, GRUB and the MOK manager beside it,
     /// GRUB's configuration for the kernel and initramfs.
     Shim { shim: &'a Path, grub: &'a Path, mok_manager: &'a Path },
@@ -167,6 +172,29 @@ pub fn grub_cfg(title: &str, cmdline: &[String]) -> String {
 /// `loader/loader.conf`: the oa entry, no menu (hold a key at start to see it), no editor.
 pub fn loader_conf() -> String {
     "# Written by `oa build`.\ndefault oa.conf\ntimeout 0\neditor no\nconsole-mode keep\n".to_string()
+}
+
+/// `loader/entries/oa.conf` with `mode = "uki"`: systemd-boot starts the signed UKI (the
+/// firmware checks its signature; its stub ignores any other command line), and lists
+/// nothing else.
+pub fn uki_loader_entry(title: &str) -> String {
+    format!(
+        "# Written by `oa build`. The signed UKI, the same file UEFI boots directly.
+title {title} (signed UKI)
+efi /{}
+",
+        esp::EFI_BOOT
+    )
+}
+
+/// `loader/loader.conf` with `mode = "uki"`: [`loader_conf`] without the entries systemd-boot
+/// would find itself (BOOTX64.EFI again as "EFI Default Loader").
+pub fn uki_loader_conf() -> String {
+    format!(
+        "{}auto-entries no
+",
+        loader_conf()
+    )
 }
 
 /// `loader/entries/oa.conf`: the systemd-boot entry (Boot Loader Specification type #1).

@@ -163,7 +163,7 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
 fn esp_size(spec: &DiskSpec<'_>, files: &BootFiles) -> Result<(u32, u64)> {
     let loaders: u64 = match spec.uefi {
         UefiLoader::SystemdBoot => len(&files.systemd_boot)?,
-        UefiLoader::Uki(uki) => len(uki)?,
+        UefiLoader::Uki { uki, systemd_boot } => len(uki)? + len(systemd_boot)?,
         UefiLoader::Shim { shim, grub, mok_manager } => len(shim)? + len(grub)? + len(mok_manager)?,
     };
     let (kernel_len, initrd_len) = (len(spec.kernel)?, len(spec.initrd)?);
@@ -238,7 +238,7 @@ fn partitions(spec: &DiskSpec<'_>, esp_mib: u32, rootfs_len: u64, tree_len: u64)
 
 /// The ESP: FAT, syslinux's boot sector and ldlinux, the boot loader configuration, the
 /// kernel, the initramfs and the UEFI boot loader ([`UefiLoader`]: systemd-boot, the signed UKI
-/// which needs no configuration, or shim with GRUB).
+/// with signed systemd-boot beside it, or shim with GRUB).
 fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Partition) -> Result<()> {
     let g = gpt::derived_guid(spec.seed, "esp-serial").to_gpt_bytes();
     let serial = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
@@ -259,7 +259,12 @@ fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Pa
             texts.push((esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)));
             efi.push((&files.systemd_boot, esp::EFI_BOOT));
         }
-        UefiLoader::Uki(uki) => efi.push((uki, esp::EFI_BOOT)),
+        UefiLoader::Uki { uki, systemd_boot } => {
+            fat.mkdirs(esp::SYSTEMD_DIRS)?;
+            texts.push((esp::LOADER_CONF, boot::uki_loader_conf()));
+            texts.push((esp::ENTRY, boot::uki_loader_entry(spec.title)));
+            efi.extend([(uki, esp::EFI_BOOT), (systemd_boot, esp::SYSTEMD_BOOT)]);
+        }
         UefiLoader::Shim { shim, grub, mok_manager } => {
             fat.mkdirs(esp::GRUB_DIRS)?;
             texts.push((esp::GRUB_CFG, boot::grub_cfg(spec.title, spec.cmdline)));

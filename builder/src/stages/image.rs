@@ -26,7 +26,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let initrd = need(&cx.initramfs, "image", "the initramfs")?;
     let rootfs = need(&cx.rootfs, "image", "the root image")?;
     let files = BootFiles::locate(p.arch)?;
-    let uki = cx.uki.as_ref().and_then(|u| u.disk.as_ref());
+    let uki = cx.uki.as_ref().and_then(|u| Some((u.disk.as_ref()?, u.systemd_boot.as_ref()?)));
     // Secure netboot fetches shim too; disk.img boots through it only with mode = "shim".
     let shim = cx.shim.as_ref().filter(|_| p.secure_boot.mode == crate::profile::SecureBootMode::Shim);
     let boot_cmdline = image::disk_cmdline(&cx.manifest_cmdline("image")?);
@@ -42,8 +42,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     for f in [&files.gptmbr, &files.syslinux, &files.systemd_boot] {
         key.add("bootfile", hash::sha256_file(f)?.as_bytes());
     }
-    if let Some(u) = uki {
-        key.add("uki", u.sha256.as_bytes());
+    if let Some((u, sd)) = uki {
+        key.add("uki", u.sha256.as_bytes()).add("systemd-boot", sd.sha256.as_bytes());
     }
     if let Some(s) = shim {
         for f in [&s.shim, &s.grub, &s.mok_manager] {
@@ -65,7 +65,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             esp_mib: p.image.esp_mib,
             seed: key.as_bytes(),
             uefi: match (uki, shim) {
-                (Some(u), _) => UefiLoader::Uki(&u.path),
+                (Some((u, sd)), _) => UefiLoader::Uki { uki: &u.path, systemd_boot: &sd.path },
                 (None, Some(s)) => {
                     UefiLoader::Shim { shim: &s.shim.path, grub: &s.grub.path, mok_manager: &s.mok_manager.path }
                 }

@@ -2,7 +2,8 @@
 //! UEFI medium the profile makes (disk.img, oa.iso), each with that medium's command line inside
 //! the signature (builder/src/image/uki.rs assembles and signs). The image and iso stages put
 //! them on their ESP as `EFI/BOOT/BOOTX64.EFI`; a netboot profile's (`image.netboot`) goes into
-//! the output folder for secure netboot ([`oa_contract::manifest::artifact::SB_UKI`]).
+//! the output folder for secure netboot ([`oa_contract::manifest::artifact::SB_UKI`]). With
+//! disk.img it also signs systemd-boot for that ESP (its one entry starts the UKI).
 //!
 //! Nothing half-signed: a UKI is assembled and signed in the stage's scratch folder and only a
 //! signed, `sbverify`-checked file is stored; a failure leaves no entry behind.
@@ -24,12 +25,15 @@ pub struct UkiOut {
     /// For secure netboot (`image.netboot`): the root over HTTP from the boot server
     /// ([`oa_contract::cmdline::netboot_root`]), checked by `oa.verity=`.
     pub net: Option<Stored>,
+    /// systemd-boot signed with the same key, for disk.img's ESP (its entry starts the UKI).
+    pub systemd_boot: Option<Stored>,
 }
 
 /// File names in the stage's cache entry.
 const DISK: &str = "disk.efi";
 const ISO: &str = "iso.efi";
 const NET: &str = "net.efi";
+const SYSTEMD_BOOT: &str = "systemd-boot.efi";
 
 pub fn run(cx: &mut Context) -> Result<Outcome> {
     let p = cx.profile;
@@ -55,6 +59,11 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         media.push((NET, cl.into_words()));
     }
     let osrel = uki::os_release(&p.name, &p.hostname);
+    // disk.img's ESP also gets the host's systemd-boot (the one unsigned disks boot), signed.
+    let systemd_boot = match p.image.disk {
+        true => Some(image::boot::BootFiles::locate(p.arch)?.systemd_boot),
+        false => None,
+    };
     let mut key = Key::new("uki");
     key.add("kernel", k.vmlinuz_sha256.as_bytes())
         .add("initramfs", initrd.sha256.as_bytes())
@@ -65,6 +74,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         .add("cert", hash::sha256_file(cert)?.as_bytes());
     for (name, cl) in &media {
         key.add(name, cl.join(" ").as_bytes());
+    }
+    if let Some(sd) = &systemd_boot {
+        key.add("systemd-boot", hash::sha256_file(sd)?.as_bytes());
     }
     let key = key.hex();
     // First of all: a key that cannot sign fails the stage before anything is made. A cached
@@ -117,6 +129,11 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             scratch.seal(name)?;
         }
         let _ = std::fs::remove_file(&stub_file);
+        if let Some(sd) = &systemd_boot {
+            uki::sign(key_file, cert, sd, &scratch.join(SYSTEMD_BOOT))?;
+            scratch.seal(SYSTEMD_BOOT)?;
+            sizes.push("systemd-boot".into());
+        }
         let what = if sizes.is_empty() { String::new() } else { format!(" ({})", sizes.join(", ")) };
         Ok(format!("signed with {}{what}", cert.display()))
     })?;
@@ -126,7 +143,11 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             false => Ok(None),
         }
     };
-    cx.uki = Some(UkiOut { disk: stored(DISK)?, iso: stored(ISO)?, net: stored(NET)? });
+    let systemd_boot = match systemd_boot {
+        Some(_) => Some(Stored { path: entry.file(SYSTEMD_BOOT), sha256: entry.digest(SYSTEMD_BOOT)? }),
+        None => None,
+    };
+    cx.uki = Some(UkiOut { disk: stored(DISK)?, iso: stored(ISO)?, net: stored(NET)?, systemd_boot });
     Ok(match made {
         Some(detail) => Outcome::made(detail),
         None => Outcome::cached("unchanged"),
