@@ -29,6 +29,12 @@ pub fn trusted_comment(timestamp: u64, file: &str, mac: Option<&str>) -> String 
     c
 }
 
+/// [`trusted_comment`] signed now (the system clock; 0 before the epoch).
+pub fn trusted_comment_now(file: &str, mac: Option<&str>) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    trusted_comment(now, file, mac)
+}
+
 /// The value of field `name` in a trusted comment, if it has one.
 pub fn field<'a>(trusted_comment: &'a str, name: &str) -> Option<&'a str> {
     trusted_comment.split('\t').find_map(|f| f.strip_prefix(name)?.strip_prefix(':'))

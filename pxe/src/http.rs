@@ -227,8 +227,7 @@ impl Http {
             .as_ref()
             .ok_or((404, format!("no signature for {mac}'s config: oa serve was not given --sign-key")))?;
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let comment = oa_contract::signature::trusted_comment(now, &file, Some(&mac.to_string()));
+        let comment = oa_contract::signature::trusted_comment_now(&file, Some(&mac.to_string()));
         key.sign(text.as_bytes(), &comment).map_err(|e| (500, e.to_string()))
     }
 

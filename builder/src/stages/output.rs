@@ -173,7 +173,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     // `[secure_boot] sign_key`, loaded before the first stage.
     let signed = match &cx.sign_key {
         Some(k) => {
-            let comment = oa_contract::signature::trusted_comment(unix_now(), manifest::FILE_NAME, None);
+            let comment = oa_contract::signature::trusted_comment_now(manifest::FILE_NAME, None);
             let sig = k.sign(&json, &comment).map_err(|e| Error::Keys(format!("[secure_boot] sign_key: {e}")))?;
             let f = dir.join(format!("{}{}", manifest::FILE_NAME, oa_contract::signature::SUFFIX));
             std::fs::write(&f, sig).ctx("writing", &f)?;
@@ -194,9 +194,4 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let detail = format!("{} ({} KiB){signed}", out.display(), total / 1024);
     cx.manifest = Some(m);
     Ok(Outcome::made(detail))
-}
-
-/// Seconds since the epoch (a signature's timestamp).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
