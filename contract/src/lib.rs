@@ -11,6 +11,7 @@ pub mod arch;
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod dhcp;
 pub mod manifest;
 pub mod modules;
 pub mod signature;

@@ -46,6 +46,9 @@ pub struct Client {
     pub ipxe: bool,
     /// A Raspberry Pi bootloader (see [`crate::rpi::detect`]).
     pub rpi: Option<crate::rpi::Model>,
+    /// Option 77 holds [`oa_contract::dhcp::BOOT_SERVER_USER_CLASS`]: oa-init asking which
+    /// host is its boot server (not a netboot client: it has booted already).
+    pub asks_boot_server: bool,
 }
 
 impl Client {
@@ -246,7 +249,15 @@ pub(crate) mod tests {
     }
 
     fn client(arch: Option<u16>, ipxe: bool) -> Client {
-        Client { mac: Some(Mac([0x52, 0x54, 0, 1, 2, 3])), arch, pxe: true, http: false, ipxe, rpi: None }
+        Client {
+            mac: Some(Mac([0x52, 0x54, 0, 1, 2, 3])),
+            arch,
+            pxe: true,
+            http: false,
+            ipxe,
+            rpi: None,
+            asks_boot_server: false,
+        }
     }
 
     #[test]

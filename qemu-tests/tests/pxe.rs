@@ -495,3 +495,74 @@ fn secure_netboot_refuses_a_root_image_replaced_on_the_server() {
     assert!(fatal.contains("verity"), "{fatal}");
     vm.expect_absent(oa_contract::READY_LINE, Duration::from_secs(3));
 }
+
+/// The network's own DHCP server: dnsmasq (addresses only, no PXE, no DNS) in `ns`, a
+/// namespace of its own on the test's bridge (oa serve's proxyDHCP holds port 67 in the
+/// bridge's), its leases and log in `dir`, then `extra`. Waits until it serves.
+fn dnsmasq(ns: &Netns, dir: &Path, range: &str, extra: &[&str]) -> (Proc, PathBuf) {
+    let log = dir.join("dnsmasq.log");
+    let mut args: Vec<String> = vec![
+        "--no-daemon".into(),
+        "--conf-file=/dev/null".into(),
+        "--port=0".into(),
+        "--user=root".into(),
+        "--interface=vo0".into(),
+        "--bind-interfaces".into(),
+        format!("--dhcp-range={range},255.255.255.0,1h"),
+        format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()),
+        format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+        "--log-dhcp".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let p = ns.spawn("dnsmasq", &args, &log);
+    let t = Instant::now();
+    while !server_log(&log).contains("DHCP, IP range") {
+        assert!(t.elapsed() < Duration::from_secs(20), "dnsmasq did not start:\n{}", server_log(&log));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (p, log)
+}
+
+/// Secure netboot where oa serve is only the proxyDHCP server (its default mode) and dnsmasq
+/// (10.99.0.2) leases the addresses: the firmware gets its address from dnsmasq and shim from
+/// oa serve's proxy offer, and oa-init, whose signed command line says `next-server`, asks oa
+/// serve to name itself (option 77) and fetches the root from 10.99.0.1, although dnsmasq's
+/// own lease names itself as next-server. Debian 12's GRUB (2.06) takes its TFTP server
+/// from the firmware's DHCP ACK only (no proxyDHCP support in its efinet), so dnsmasq names
+/// oa serve as next-server (siaddr, no boot file) to `PXEClient`-class clients, as PXE set-ups
+/// do; oa-init is not one of them.
+#[test]
+fn secure_netboot_in_proxy_mode_finds_oa_serve_next_to_another_dhcp_server() {
+    let (out, keys) = secure_netboot_image("tiny-net-sb", "tiny-net");
+    let mac = "52:54:00:0a:00:0c";
+    let lab = secure_lab("pxe-sb-proxy", &keys, Arch::X86_64);
+    let side = Netns::new("pxe-sb-proxy-dns");
+    lab.ns.veth_to(&side, "10.99.0.2/24");
+    let grub_needs = ["--dhcp-vendorclass=set:pxe,PXEClient", "--dhcp-boot=tag:pxe,,,10.99.0.1"];
+    let (_dnsmasq, dlog) = dnsmasq(&side, &lab.dir, "10.99.0.100,10.99.0.150", &grub_needs);
+    let (_srv, log) = serve(&lab.ns, "pxe_sb_proxy", &out, &[]);
+    let mut vm = Machine::start("pxe_sb_proxy", qemu_secure(&lab.ns, &lab.vars, mac, Arch::X86_64));
+    vm.expect("oa: loading /sb/oa.efi", BOOT);
+    vm.expect_stage("cmdline", "profile=tiny-net-sb oa.root=http://next-server/rootfs.squashfs", BOOT);
+    let net = vm.expect_stage("network", &format!("eth0 ({mac}) 10.99.0."), BOOT);
+    assert!(net.contains("from DHCP server 10.99.0.2"), "the address is dnsmasq's: {net}");
+    vm.expect_info("boot server 10.99.0.1: siaddr of the proxyDHCP offer from 10.99.0.1", BOOT);
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
+    assert_eq!(vm.expect_ready(BOOT), "tiny-net");
+    let d = server_log(&dlog);
+    assert!(d.lines().any(|x| x.contains("DHCPACK(vo0)") && x.contains(mac)), "dnsmasq leased the address:\n{d}");
+    // oa-init's own lease names dnsmasq as next-server: only the proxy offer says 10.99.0.1.
+    assert!(d.contains("next server: 10.99.0.2"), "{d}");
+    let l = server_log(&log);
+    assert!(l.contains(&format!("{mac} Discover on 67 arch=7 (UEFI x64) class=PXEClient")), "{l}");
+    // A proxy does not see the ACK, so its TFTP lines name the client by address only.
+    for f in ["sb/shimx64.efi", "sb/grubx64.efi", "/grub/grub.cfg", "/sb/oa.efi"] {
+        let sent = l
+            .lines()
+            .any(|x| x.contains("(10.99.0.1") && x.contains(&format!("RRQ {f} (octet)")) && x.contains(": sent "));
+        assert!(sent, "{f} sent over TFTP:\n{l}");
+    }
+    let asked = format!("user-class={}: Offer boot server 10.99.0.1", oa_contract::dhcp::BOOT_SERVER_USER_CLASS);
+    assert!(l.lines().any(|x| x.contains(mac) && x.contains(&asked)), "oa serve named itself to oa-init:\n{l}");
+}

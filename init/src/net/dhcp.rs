@@ -1,5 +1,9 @@
 //! A DHCP client for stage 1 (dhcproto): DISCOVER, take the first OFFER that carries an
-//! address (proxyDHCP offers carry none), REQUEST it, wait for the ACK. UDP on port 68 bound
+//! address (proxyDHCP offers carry none), REQUEST it, wait for the ACK. Asked for the boot
+//! server too ([`obtain_with_boot_server`], for a root URL on `next-server`), the DISCOVER
+//! carries [`oa_contract::dhcp::BOOT_SERVER_USER_CLASS`] and the client listens a little
+//! longer ([`PROXY_WINDOW`]) for the proxy offer of `oa serve` that names it ([`Offers`]).
+//! UDP on port 68 bound
 //! to the interface (SO_BINDTODEVICE), broadcast flag set so replies come as broadcasts
 //! before the interface has an address. Bounded: 5 rounds with growing timeouts.
 //! [`renewal`] builds the REQUEST of a bound client (RENEWING/REBINDING, RFC 2131 4.3.2) that
@@ -81,6 +85,83 @@ fn base(mac: &[u8; 6], xid: u32, mt: MessageType) -> Message {
 
 pub fn discover(mac: &[u8; 6], xid: u32) -> Message {
     base(mac, xid, MessageType::Discover)
+}
+
+/// A DISCOVER that also asks `oa serve` (proxyDHCP) to name itself as the boot server.
+pub fn discover_asking_boot_server(mac: &[u8; 6], xid: u32) -> Message {
+    let mut m = discover(mac, xid);
+    m.opts_mut().insert(v4::DhcpOption::UserClass(oa_contract::dhcp::boot_server_user_class()));
+    m
+}
+
+/// How long to keep listening for a proxy offer after the address offer came: both are
+/// answers to the same broadcast and normally arrive within milliseconds of each other.
+pub const PROXY_WINDOW: Duration = Duration::from_secs(1);
+
+/// The boot server a proxyDHCP offer named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootServer {
+    pub addr: Ipv4Addr,
+    /// Which field named it: `"siaddr"` or `"option 54"`.
+    pub field: &'static str,
+    /// The offer's server identifier (option 54), else `addr`: who sent it.
+    pub from: Ipv4Addr,
+}
+
+/// The boot server of a proxy offer (an OFFER without an address): its `siaddr`, else its
+/// server identifier. Offers with an address, other types and offers naming no server: `None`.
+pub fn proxy_boot_server(m: &Message) -> Option<BootServer> {
+    if m.opts().msg_type() != Some(MessageType::Offer) || !m.yiaddr().is_unspecified() {
+        return None;
+    }
+    let sid = match m.opts().get(v4::OptionCode::ServerIdentifier) {
+        Some(v4::DhcpOption::ServerIdentifier(s)) if !s.is_unspecified() => Some(*s),
+        _ => None,
+    };
+    let (addr, field) = match (Some(m.siaddr()).filter(|a| !a.is_unspecified()), sid) {
+        (Some(a), _) => (a, "siaddr"),
+        (None, Some(s)) => (s, "option 54"),
+        (None, None) => return None,
+    };
+    Some(BootServer { addr, field, from: sid.unwrap_or(addr) })
+}
+
+/// The offers of one DISCOVER round, collected until [`Offers::listen_until`] says stop.
+#[derive(Debug, Default)]
+pub struct Offers {
+    /// The first offer with an address: the one to REQUEST.
+    pub address: Option<(Message, Instant)>,
+    /// From the first proxy offer that named one.
+    pub boot_server: Option<BootServer>,
+}
+
+impl Offers {
+    /// Take one reply to our DISCOVER (already checked for xid and MAC by [`reply_for`]):
+    /// the first address offer and the first proxy offer's boot server; the rest is ignored.
+    pub fn add(&mut self, m: Message, at: Instant) {
+        if m.opts().msg_type() != Some(MessageType::Offer) {
+            return;
+        }
+        if m.yiaddr().is_unspecified() {
+            if self.boot_server.is_none() {
+                self.boot_server = proxy_boot_server(&m);
+            }
+        } else if self.address.is_none() {
+            self.address = Some((m, at));
+        }
+    }
+
+    /// Until when to keep listening in a round that ends at `round_end`; `None`: stop now.
+    /// Without an address offer, to the round's end (a proxy offer alone makes no lease);
+    /// with one, at once, unless the boot server is wanted and not yet named: then until
+    /// [`PROXY_WINDOW`] after the address offer.
+    pub fn listen_until(&self, round_end: Instant, want_boot_server: bool) -> Option<Instant> {
+        match &self.address {
+            None => Some(round_end),
+            Some(_) if !want_boot_server || self.boot_server.is_some() => None,
+            Some((_, at)) => Some(*at + PROXY_WINDOW),
+        }
+    }
 }
 
 pub fn request(mac: &[u8; 6], xid: u32, ip: Ipv4Addr, server: Ipv4Addr) -> Message {
@@ -207,6 +288,25 @@ pub(super) fn wait(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want: Me
     }
 }
 
+/// Collect the offers to `xid` for up to `d` (see [`Offers::listen_until`]).
+fn collect_offers(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want_boot_server: bool) -> Offers {
+    let round_end = Instant::now() + d;
+    let mut offers = Offers::default();
+    let mut buf = [0u8; 1500];
+    while let Some(end) = offers.listen_until(round_end, want_boot_server) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = s.set_read_timeout(Some(left));
+        let Ok((n, _)) = s.recv_from(&mut buf) else { continue };
+        if let Some(m) = reply_for(&buf[..n], mac, xid) {
+            offers.add(m, Instant::now());
+        }
+    }
+    offers
+}
+
 fn send(s: &UdpSocket, m: &Message, nic: &Nic) -> Result<()> {
     send_to(s, m, nic, SocketAddr::from((Ipv4Addr::BROADCAST, 67)))
 }
@@ -229,18 +329,31 @@ pub(super) fn send_to(s: &UdpSocket, m: &Message, nic: &Nic, dst: SocketAddr) ->
 
 /// Get a lease on `nic`.
 pub fn obtain(nic: &Nic) -> Result<Lease> {
+    obtain_rounds(nic, false).map(|(l, _)| l)
+}
+
+/// Get a lease on `nic` and ask `oa serve` to name the boot server: the lease comes from
+/// whichever server offered an address, the boot server (when one answered within
+/// [`PROXY_WINDOW`]) from a proxy offer.
+pub fn obtain_with_boot_server(nic: &Nic) -> Result<(Lease, Option<BootServer>)> {
+    obtain_rounds(nic, true)
+}
+
+fn obtain_rounds(nic: &Nic, want_boot_server: bool) -> Result<(Lease, Option<BootServer>)> {
     let s = socket(nic)?;
     let mut timeout = Duration::from_secs(2);
     for round in 1..=ROUNDS {
         let x = xid(&nic.mac);
-        send(&s, &discover(&nic.mac, x), nic)?;
-        if let Some(offer) = wait(&s, &nic.mac, x, timeout, MessageType::Offer) {
-            let Some(l) = lease_of(&offer) else { continue };
+        let d = if want_boot_server { discover_asking_boot_server(&nic.mac, x) } else { discover(&nic.mac, x) };
+        send(&s, &d, nic)?;
+        let offers = collect_offers(&s, &nic.mac, x, timeout, want_boot_server);
+        if let Some((offer, _)) = &offers.address {
+            let Some(l) = lease_of(offer) else { continue };
             send(&s, &request(&nic.mac, x, l.ip, l.server), nic)?;
             match wait(&s, &nic.mac, x, timeout, MessageType::Ack) {
                 Some(ack) if ack.opts().msg_type() == Some(MessageType::Ack) => {
                     if let Some(l) = lease_of(&ack) {
-                        return Ok(l);
+                        return Ok((l, offers.boot_server));
                     }
                 }
                 Some(_) => console::warn(&format!("DHCP: {} refused {} (NAK); starting over", l.server, l.ip)),
@@ -337,5 +450,86 @@ mod tests {
         // A proxyDHCP offer carries no address.
         let p = reply(MessageType::Offer, Ipv4Addr::UNSPECIFIED);
         assert!(lease_of(&reply_for(&p, &MAC, 7).unwrap()).is_none());
+    }
+
+    /// A reply to xid 7 for [`MAC`] as [`reply_for`] gives it: `yiaddr`, `siaddr`, option 54.
+    fn offer(mt: MessageType, yiaddr: [u8; 4], siaddr: [u8; 4], sid: Option<[u8; 4]>) -> Message {
+        let mut m =
+            Message::new_with_id(7, Ipv4Addr::UNSPECIFIED, yiaddr.into(), siaddr.into(), Ipv4Addr::UNSPECIFIED, &MAC);
+        m.set_opcode(Opcode::BootReply);
+        m.opts_mut().insert(v4::DhcpOption::MessageType(mt));
+        if let Some(s) = sid {
+            m.opts_mut().insert(v4::DhcpOption::ServerIdentifier(s.into()));
+        }
+        reply_for(&m.to_vec().unwrap(), &MAC, 7).unwrap()
+    }
+
+    const NONE: [u8; 4] = [0, 0, 0, 0];
+    const DNSMASQ: [u8; 4] = [10, 99, 0, 2];
+    const OA_SERVE: [u8; 4] = [10, 99, 0, 1];
+
+    #[test]
+    fn only_the_asking_discover_carries_the_boot_server_class() {
+        let class = oa_contract::dhcp::boot_server_user_class();
+        let d = discover_asking_boot_server(&MAC, 7);
+        assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
+        assert!(matches!(d.opts().get(v4::OptionCode::UserClass), Some(v4::DhcpOption::UserClass(u)) if *u == class));
+        let back = Message::decode(&mut Decoder::new(&d.to_vec().unwrap())).unwrap();
+        assert!(
+            matches!(back.opts().get(v4::OptionCode::UserClass), Some(v4::DhcpOption::UserClass(u)) if oa_contract::dhcp::asks_boot_server(u))
+        );
+        assert!(discover(&MAC, 7).opts().get(v4::OptionCode::UserClass).is_none());
+    }
+
+    #[test]
+    fn a_proxy_offer_names_the_boot_server_by_siaddr_else_option_54() {
+        let b = proxy_boot_server(&offer(MessageType::Offer, NONE, OA_SERVE, Some([10, 99, 0, 9]))).unwrap();
+        assert_eq!((b.addr, b.field, b.from), (OA_SERVE.into(), "siaddr", [10, 99, 0, 9].into()));
+        let b = proxy_boot_server(&offer(MessageType::Offer, NONE, NONE, Some(OA_SERVE))).unwrap();
+        assert_eq!((b.addr, b.field, b.from), (OA_SERVE.into(), "option 54", OA_SERVE.into()));
+        // An address offer, an ACK, or an offer naming nobody: no boot server.
+        assert!(proxy_boot_server(&offer(MessageType::Offer, [10, 99, 0, 50], OA_SERVE, Some(DNSMASQ))).is_none());
+        assert!(proxy_boot_server(&offer(MessageType::Ack, NONE, OA_SERVE, Some(OA_SERVE))).is_none());
+        assert!(proxy_boot_server(&offer(MessageType::Offer, NONE, NONE, None)).is_none());
+    }
+
+    #[test]
+    fn offers_wait_for_the_proxy_only_when_asked_and_only_briefly() {
+        let t0 = Instant::now();
+        let round_end = t0 + Duration::from_secs(2);
+        let address = || offer(MessageType::Offer, [10, 99, 0, 50], NONE, Some(DNSMASQ));
+        let proxy = || offer(MessageType::Offer, NONE, OA_SERVE, Some(OA_SERVE));
+        let mut o = Offers::default();
+        assert_eq!(o.listen_until(round_end, true), Some(round_end));
+        o.add(address(), t0);
+        // Not asked: the address offer ends the round at once, as before.
+        assert_eq!(o.listen_until(round_end, false), None);
+        // Asked: a short window after the address offer, then the proxy offer ends it.
+        assert_eq!(o.listen_until(round_end, true), Some(t0 + PROXY_WINDOW));
+        o.add(proxy(), t0 + Duration::from_millis(3));
+        assert_eq!(o.listen_until(round_end, true), None);
+        let (m, _) = o.address.as_ref().unwrap();
+        assert_eq!(lease_of(m).map(|l| (l.ip, l.server)), Some(([10, 99, 0, 50].into(), DNSMASQ.into())));
+        assert_eq!(o.boot_server.map(|b| b.addr), Some(OA_SERVE.into()));
+    }
+
+    #[test]
+    fn a_proxy_offer_alone_makes_no_lease_and_the_first_of_each_kind_counts() {
+        let t0 = Instant::now();
+        let round_end = t0 + Duration::from_secs(2);
+        let mut o = Offers::default();
+        o.add(offer(MessageType::Offer, NONE, OA_SERVE, Some(OA_SERVE)), t0);
+        assert!(o.address.is_none());
+        assert_eq!(o.listen_until(round_end, true), Some(round_end), "still waiting for an address");
+        // A later proxy offer from another server, an ACK out of turn: ignored.
+        o.add(offer(MessageType::Offer, NONE, [10, 99, 0, 7], None), t0);
+        o.add(offer(MessageType::Ack, [10, 99, 0, 66], NONE, Some(DNSMASQ)), t0);
+        assert!(o.address.is_none());
+        assert_eq!(o.boot_server.map(|b| b.addr), Some(OA_SERVE.into()));
+        // The first address offer is the one requested; it ends the round (the proxy came first).
+        o.add(offer(MessageType::Offer, [10, 99, 0, 50], NONE, Some(DNSMASQ)), t0);
+        o.add(offer(MessageType::Offer, [10, 99, 0, 51], NONE, Some([10, 99, 0, 3])), t0);
+        assert_eq!(o.address.as_ref().map(|(m, _)| m.yiaddr()), Some([10, 99, 0, 50].into()));
+        assert_eq!(o.listen_until(round_end, true), None);
     }
 }

@@ -31,6 +31,13 @@ static UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(fa
 /// Bring the first Ethernet interface up and configure it by DHCP, once: later calls (the root
 /// image, then `oa.config=`) find it up and return at once.
 pub fn up(coldplug: &mut Coldplug) -> Result<()> {
+    up_with(coldplug, false)
+}
+
+/// [`up`]; `ask_boot_server`: the DHCP DISCOVER also asks `oa serve` to name the boot server
+/// (a root URL on [`oa_contract::cmdline::NEXT_SERVER_HOST`]), which a proxyDHCP server
+/// answers while another server leases the address.
+fn up_with(coldplug: &mut Coldplug, ask_boot_server: bool) -> Result<()> {
     if UP.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(());
     }
@@ -40,7 +47,8 @@ pub fn up(coldplug: &mut Coldplug) -> Result<()> {
     nl.link_up(nic.index).map_err(|e| net_err(&nic.name, "set link up", e))?;
     link::wait_carrier(&nic.name);
     let asked = lease::now();
-    let lease = dhcp::obtain(&nic)?;
+    let (lease, proxy) =
+        if ask_boot_server { dhcp::obtain_with_boot_server(&nic)? } else { (dhcp::obtain(&nic)?, None) };
     lease::configure(&mut nl, &nic, &lease).map_err(|(op, e)| net_err(&nic.name, op, e))?;
     console::stage(
         "network",
@@ -56,7 +64,7 @@ pub fn up(coldplug: &mut Coldplug) -> Result<()> {
             t.elapsed().as_millis()
         ),
     );
-    let _ = BOOT_SERVER.set(lease.next_server.unwrap_or(lease.server));
+    let _ = BOOT_SERVER.set(boot_server(&lease, proxy, ask_boot_server));
     lease::start(lease::Held { nic, lease, acked_at: asked });
     UP.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
@@ -64,6 +72,25 @@ pub fn up(coldplug: &mut Coldplug) -> Result<()> {
 
 /// The boot server of the lease [`up`] got: next-server (`siaddr`), else the DHCP server.
 static BOOT_SERVER: std::sync::OnceLock<std::net::Ipv4Addr> = std::sync::OnceLock::new();
+
+/// The boot server for `next-server`: the one a proxy offer named, else the lease's
+/// next-server (`siaddr`), else its DHCP server; said on the console when it was asked for.
+fn boot_server(lease: &dhcp::Lease, proxy: Option<dhcp::BootServer>, asked: bool) -> std::net::Ipv4Addr {
+    let (addr, how) = match (proxy, lease.next_server) {
+        (Some(p), _) => (p.addr, format!("{} of the proxyDHCP offer from {}", p.field, p.from)),
+        (None, Some(n)) => (n, format!("siaddr of the lease from {} (no proxyDHCP offer)", lease.server)),
+        (None, None) => (lease.server, "the DHCP server itself (no proxyDHCP offer, no siaddr)".to_string()),
+    };
+    if asked {
+        console::info(&format!("boot server {addr}: {how}"));
+    }
+    addr
+}
+
+/// Does `url` name the boot server by [`oa_contract::cmdline::NEXT_SERVER_HOST`]?
+pub fn uses_boot_server(url: &str) -> bool {
+    with_boot_server(url, std::net::Ipv4Addr::UNSPECIFIED) != url
+}
 
 /// `url` with the host [`oa_contract::cmdline::NEXT_SERVER_HOST`] replaced by `server`
 /// (`http://next-server/x` -> `http://10.0.0.1/x`); other URLs as they are.
@@ -82,7 +109,7 @@ pub fn fetch_root(url: &str, sha256: Option<&str>, coldplug: &mut Coldplug) -> R
     let bad = |why| Error::Unexpected { what: oa_contract::cmdline::word(oa_contract::cmdline::ROOT, url), why };
     // Checked before the network is up, with a stand-in for the boot server's address.
     http::Url::parse(&with_boot_server(url, std::net::Ipv4Addr::UNSPECIFIED)).map_err(bad)?;
-    up(coldplug)?;
+    up_with(coldplug, uses_boot_server(url))?;
     let resolved = match BOOT_SERVER.get() {
         Some(s) => with_boot_server(url, *s),
         None => url.to_string(),
@@ -137,5 +164,10 @@ mod tests {
         // Only the whole host: another host that starts the same way stays.
         assert_eq!(super::with_boot_server("http://next-serverx/y", s), "http://next-serverx/y");
         assert_eq!(super::with_boot_server("http://10.0.0.9/y", s), "http://10.0.0.9/y");
+        // Only URLs on next-server make oa-init ask oa serve for the boot server.
+        assert!(super::uses_boot_server(&url));
+        assert!(super::uses_boot_server("http://next-server:8080/x"));
+        assert!(!super::uses_boot_server("http://next-serverx/y"));
+        assert!(!super::uses_boot_server("http://10.0.0.9/y"));
     }
 }

@@ -149,6 +149,7 @@ pub fn classify(msg: &Message, mac: Mac) -> Client {
         http: class.starts_with(b"HTTPClient"),
         ipxe,
         rpi,
+        asks_boot_server: oa_contract::dhcp::asks_boot_server(&user_class),
     }
 }
 

@@ -3,8 +3,9 @@
 //! stay silent. The chain for a configuration is built once ([`Chain::for_config`]):
 //!
 //! `Overrides` (per-MAC file; `ignore = true` silences a machine) -> `BootFile` (option 93,
-//! user class iPXE) -> `ProxyDhcp` or `FullDhcp` (which messages are answered, and the
-//! address from the lease table) -> the reply is built from the context ([`build_reply`]).
+//! user class iPXE) -> in proxy mode `BootServer` (oa-init asking who its boot server is)
+//! -> `ProxyDhcp` or `FullDhcp` (which messages are answered, and the address from the lease
+//! table) -> the reply is built from the context ([`build_reply`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -50,6 +51,8 @@ pub struct Ctx<'a> {
     pub leases: Option<&'a std::sync::Mutex<super::leases::Leases>>,
     /// The ACK's lease record: the reply waits for it to be on disk.
     pub durable: Option<super::leases::Durable>,
+    /// The reply names this server as the boot server (`siaddr`) and nothing else.
+    pub names_boot_server: bool,
 }
 
 pub trait Step: Send + Sync {
@@ -115,6 +118,34 @@ impl Step for ProxyDhcp {
                 Action::NoResponse("DHCPREQUEST on port 67 is for the network's DHCP server".into())
             }
             (_, k) => Action::NoResponse(format!("{k:?} is not answered in proxy mode")),
+        }
+    }
+}
+
+/// proxyDHCP for oa-init: a DISCOVER with [`oa_contract::dhcp::BOOT_SERVER_USER_CLASS`]
+/// (its root URL is on `next-server`, the boot server) gets an OFFER with no address and no
+/// boot file, only this server as `siaddr`; the network's DHCP server leases the address.
+/// Answered whatever the output is: the answer only says which host serves it, which is true
+/// for a secure netboot UKI and for any other command line naming `next-server` alike, and
+/// only an oa-init that needs the boot server sends the class. In full DHCP mode the address offer already names
+/// this server, so the step is not in that chain.
+pub struct BootServer;
+impl Step for BootServer {
+    fn name(&self) -> &'static str {
+        "boot-server"
+    }
+    fn run(&self, ctx: &mut Ctx<'_>) -> Action {
+        if !ctx.client.asks_boot_server || ctx.boot.is_some() {
+            return Action::Continue;
+        }
+        match (ctx.port, ctx.kind) {
+            (Port::Dhcp, MessageType::Discover) => {
+                ctx.names_boot_server = true;
+                Action::Respond(MessageType::Offer)
+            }
+            (_, k) => Action::NoResponse(format!(
+                "{k:?} from oa-init asking for its boot server: only its DISCOVER is answered, the lease is the network's DHCP server's"
+            )),
         }
     }
 }
@@ -196,7 +227,10 @@ impl Chain {
         let mut steps: Vec<Box<dyn Step>> = vec![Box::new(Overrides), Box::new(BootFile)];
         match cfg.mode {
             Mode::Dhcp(_) => steps.push(Box::new(FullDhcp)),
-            _ => steps.push(Box::new(ProxyDhcp)),
+            _ => {
+                steps.push(Box::new(BootServer));
+                steps.push(Box::new(ProxyDhcp));
+            }
         }
         Chain(steps)
     }
@@ -248,6 +282,11 @@ pub fn build_reply(ctx: &Ctx<'_>, kind: MessageType) -> Message {
         if let Mode::Dhcp(pool) = &ctx.cfg.mode {
             m.opts_mut().insert(v4::DhcpOption::SubnetMask(pool.netmask));
         }
+    }
+    if ctx.names_boot_server {
+        // As proxy offers carry it; no file: oa-init is past the firmware.
+        m.set_siaddr(ctx.cfg.address);
+        m.opts_mut().insert(v4::DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
     if let Some(b) = &ctx.boot {
         match b {
@@ -339,11 +378,12 @@ pub fn handle_with(state: &State, cfg: &Config, buf: &[u8], src: SocketAddr, por
         nak: None,
         leases: state.leases.as_ref(),
         durable: None,
+        names_boot_server: false,
     };
     let (action, step) = state.chain.run(&mut ctx);
     let what = || {
         format!(
-            "{mac} {kind:?} on {} arch={} class={}{}",
+            "{mac} {kind:?} on {} arch={} class={}{}{}",
             if port == Port::Dhcp { cfg.dhcp_port } else { cfg.proxy_port },
             ctx.client.arch.map(|a| format!("{a} ({})", boot::arch::name(a))).unwrap_or_else(|| "-".into()),
             if ctx.client.http {
@@ -354,6 +394,11 @@ pub fn handle_with(state: &State, cfg: &Config, buf: &[u8], src: SocketAddr, por
                 "-"
             },
             if ctx.client.ipxe { " user-class=iPXE" } else { "" },
+            if ctx.client.asks_boot_server {
+                format!(" user-class={}", oa_contract::dhcp::BOOT_SERVER_USER_CLASS)
+            } else {
+                String::new()
+            },
         ) + match ctx.client.rpi {
             Some(m) => format!(" Raspberry Pi ({m:?})"),
             None => String::new(),
@@ -373,6 +418,9 @@ pub fn handle_with(state: &State, cfg: &Config, buf: &[u8], src: SocketAddr, por
                     (Some(g), Some(b)) => format!("address {} lease {} s, boot {b}", g.ip, g.lease_secs),
                     (Some(g), None) => format!("address {} lease {} s", g.ip, g.lease_secs),
                     (None, Some(b)) => format!("boot {b}"),
+                    (None, None) if ctx.names_boot_server => {
+                        format!("boot server {} (proxy offer, no address, no boot file)", cfg.address)
+                    }
                     (None, None) => ctx.nak.clone().map(|n| format!("refused: {n}")).unwrap_or_default(),
                 };
                 format!("{}: {t:?} {given}", what())
@@ -469,6 +517,67 @@ mod tests {
             m.fname_str().unwrap().unwrap().trim_end_matches(char::from(0)),
             "http://10.0.0.1:8080/boot/52-54-00-01-02-03.ipxe"
         );
+    }
+
+    /// oa-init's DISCOVER when its root URL is on `next-server`: class `oa-init`, option 77.
+    fn asking(mt: MessageType) -> Vec<u8> {
+        request(mt, MAC, Some("oa-init"), None, Some(&oa_contract::dhcp::boot_server_user_class()))
+    }
+
+    #[test]
+    fn proxy_names_itself_the_boot_server_for_oa_init() {
+        let c = cfg();
+        let s = state(&c);
+        let m = reply(handle(&s, &c, &asking(MessageType::Discover), zero(), Port::Dhcp));
+        assert_eq!(m.opts().msg_type(), Some(MessageType::Offer));
+        assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED, "the address is the network's DHCP server's");
+        assert_eq!(m.siaddr(), c.address);
+        assert!(
+            matches!(m.opts().get(v4::OptionCode::ServerIdentifier), Some(v4::DhcpOption::ServerIdentifier(a)) if *a == c.address)
+        );
+        assert!(
+            matches!(m.opts().get(v4::OptionCode::ClassIdentifier), Some(v4::DhcpOption::ClassIdentifier(c)) if c == b"PXEClient")
+        );
+        assert!(m.fname().is_none_or(|f| f.iter().all(|&b| b == 0)), "no boot file: oa-init is not firmware");
+        assert!(m.opts().get(v4::OptionCode::VendorExtensions).is_none());
+        match handle(&s, &c, &asking(MessageType::Discover), zero(), Port::Dhcp) {
+            Outcome::Reply { log, .. } => {
+                assert!(log.contains("user-class=oa-boot-server: Offer boot server 10.0.0.1"), "{log}")
+            }
+            o => panic!("{o:?}"),
+        }
+        // Its REQUEST goes to the network's DHCP server; on 4011 it has nothing to ask.
+        for port in [Port::Dhcp, Port::Proxy] {
+            match handle(&s, &c, &asking(MessageType::Request), zero(), port) {
+                Outcome::Drop { log } => assert!(log.contains("boot-server"), "{log}"),
+                o => panic!("{o:?}"),
+            }
+        }
+        // Without the user class oa-init is left alone, as before.
+        let plain = request(MessageType::Discover, MAC, Some("oa-init"), None, None);
+        assert!(matches!(handle(&s, &c, &plain, zero(), Port::Dhcp), Outcome::Drop { .. }));
+    }
+
+    #[test]
+    fn full_dhcp_answers_oa_init_asking_for_the_boot_server_as_before() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = cfg();
+        c.mode = Mode::Dhcp(Pool {
+            start: "10.0.0.100".parse().unwrap(),
+            end: "10.0.0.101".parse().unwrap(),
+            netmask: "255.255.255.0".parse().unwrap(),
+            router: None,
+            dns: vec![],
+            lease: Duration::from_secs(600),
+            leases_file: t.path().join("l.json"),
+        });
+        let s = state(&c);
+        let m = reply(handle(&s, &c, &asking(MessageType::Discover), zero(), Port::Dhcp));
+        assert_eq!(m.yiaddr(), "10.0.0.100".parse::<Ipv4Addr>().unwrap());
+        assert!(
+            matches!(m.opts().get(v4::OptionCode::ServerIdentifier), Some(v4::DhcpOption::ServerIdentifier(a)) if *a == c.address)
+        );
+        assert!(m.opts().get(v4::OptionCode::ClassIdentifier).is_none());
     }
 
     #[test]
