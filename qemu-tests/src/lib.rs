@@ -79,6 +79,27 @@ pub fn oa_build(profile: &std::ffi::OsStr, out: &Path) -> Duration {
     took
 }
 
+/// A key set from `oa keys init` (db.key, db.crt, PK/KEK, minisign.key, minisign.pub) named
+/// `name`, made once per test process under `target/qemu-tests/keys/<name>`: tests running in
+/// parallel that ask for the same set share it instead of racing to create it.
+pub fn keys(name: &str) -> PathBuf {
+    static MADE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = workspace().join("target/qemu-tests/keys").join(name);
+    if !made.iter().any(|n| n == name) {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.parent().expect("keys dir has a parent")).expect("creating target/qemu-tests/keys");
+        let out = std::process::Command::new(oa_bin())
+            .args(["keys", "init"])
+            .arg(&dir)
+            .output()
+            .expect("running oa keys init");
+        assert!(out.status.success(), "oa keys init {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+        made.push(name.to_string());
+    }
+    dir
+}
+
 /// Build `profile` once per test process into `target/qemu-tests/<name>` and return the folder.
 pub fn built(profile: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<std::collections::BTreeMap<String, PathBuf>>> = OnceLock::new();

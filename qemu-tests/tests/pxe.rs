@@ -8,7 +8,7 @@
 
 use oa_contract::{Arch, ConsoleLine};
 use oa_qemu_tests::netns::{Netns, Proc};
-use oa_qemu_tests::{built, built_variant, oa_bin, virt_fw_vars, workspace, Machine};
+use oa_qemu_tests::{built, built_variant, keys, oa_bin, virt_fw_vars, workspace, Machine};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -188,16 +188,7 @@ fn bios_netboot_applies_the_machines_oa_config() {
 /// per test process: `(dir A, dir B)`, each holding minisign.key and minisign.pub.
 fn config_keys() -> &'static (PathBuf, PathBuf) {
     static KEYS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
-    KEYS.get_or_init(|| {
-        let dir = tmp("config-keys");
-        let make = |name: &str| {
-            let d = dir.join(name);
-            let out = std::process::Command::new(oa_bin()).args(["keys", "init"]).arg(&d).output().unwrap();
-            assert!(out.status.success(), "oa keys init: {}", String::from_utf8_lossy(&out.stderr));
-            d
-        };
-        (make("operator"), make("other"))
-    })
+    KEYS.get_or_init(|| (keys("config-operator"), keys("config-other")))
 }
 
 /// The key id minisign prints for the public key in `dir` (last word of its first line).
@@ -326,9 +317,7 @@ fn secure_netboot_image(name: &str, base: &str) -> (PathBuf, PathBuf) {
     if let Some((_, out, keys)) = built.iter().find(|(n, _, _)| n == name) {
         return (out.clone(), keys.clone());
     }
-    let keys = tmp(&format!("{name}-keys")).join("keys");
-    let out = std::process::Command::new(oa_bin()).args(["keys", "init"]).arg(&keys).output().unwrap();
-    assert!(out.status.success(), "oa keys init: {}", String::from_utf8_lossy(&out.stderr));
+    let keys = keys(name);
     let profile = format!(
         "[image]\nnetboot = true\n[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\n",
         keys.join("db.key").display().to_string(),

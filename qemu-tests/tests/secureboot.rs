@@ -15,7 +15,7 @@
 use oa_builder::qemu::{detect_accel, DiskBoot, Firmware, SecureVars, Spec, UefiFiles, VarsCopy, SECURE_BOOT_ARGS};
 use oa_contract::manifest::artifact;
 use oa_contract::{Arch, READY_LINE};
-use oa_qemu_tests::{built, built_variant, oa_bin, workspace, Machine};
+use oa_qemu_tests::{built, built_variant, keys, workspace, Machine};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -228,8 +228,7 @@ fn firmware_refuses_a_changed_uki_another_key_and_an_unsigned_loader() {
         expect_refused(&format!("sb_changed{}", sec.replace('.', "_")), &tampered(&good, sec, &dir));
     }
     // A UKI signed by a key the machine has not enrolled.
-    let keys = dir.join("other-keys");
-    run(Command::new(oa_bin()).args(["keys", "init"]).arg(&keys));
+    let keys = keys("sb-other");
     let other = built_variant("tiny-sb-other", "tiny", &uki_profile(&keys.join("db.key"), &keys.join("db.crt")));
     expect_refused("sb_other_key", &other.join(artifact::DISK_IMAGE));
     // Today's image: unsigned systemd-boot.

@@ -7,7 +7,7 @@
 
 use oa_contract::cmdline::{self, BootArgs};
 use oa_contract::{FATAL_PREFIX, READY_LINE};
-use oa_qemu_tests::{built_variant, oa_bin, workspace, Machine};
+use oa_qemu_tests::{built_variant, keys, workspace, Machine};
 use std::time::Duration;
 
 mod common;
@@ -16,13 +16,7 @@ use common::output_spec;
 const BOOT: Duration = Duration::from_secs(90);
 
 fn verity_build() -> std::path::PathBuf {
-    let keys = workspace().join("target/qemu-tests/verity-keys");
-    if !keys.join("db.crt").exists() {
-        let _ = std::fs::remove_dir_all(&keys);
-        let st =
-            std::process::Command::new(oa_bin()).arg("keys").arg("init").arg(&keys).status().expect("oa keys init");
-        assert!(st.success(), "oa keys init failed: {st}");
-    }
+    let keys = keys("verity");
     let extra = format!(
         "[image]\ndisk = true\n\n[secure_boot]\nmode = \"uki\"\nkey = {:?}\ncert = {:?}\nverity = true\n",
         keys.join("db.key").display().to_string(),
