@@ -388,12 +388,12 @@ fn secure_lab(name: &str, keys: &Path, arch: Arch) -> SecureLab {
 }
 
 /// shim asks for its neighbours relative to its own path, GRUB from the root of the server:
-/// each of `files` was sent to `mac` over TFTP.
-fn assert_sent_over_tftp(log: &str, mac: &str, files: &[&str]) {
+/// each of `files` was sent over TFTP to the client the log names as `client` (`"<mac>
+/// (10.99.0.1"` where the server saw the lease; by address alone where it did not).
+fn assert_sent_over_tftp(log: &str, client: &str, files: &[&str]) {
     for f in files {
-        let sent = log.lines().any(|x| {
-            x.contains(&format!("{mac} (10.99.0.1")) && x.contains(&format!("RRQ {f} (octet)")) && x.contains(": sent ")
-        });
+        let sent =
+            log.lines().any(|x| x.contains(client) && x.contains(&format!("RRQ {f} (octet)")) && x.contains(": sent "));
         assert!(sent, "{f} sent over TFTP:\n{log}");
     }
 }
@@ -412,15 +412,23 @@ fn secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
     vm.expect("oa: loading /sb/oa.efi", BOOT);
     // The command line is the signed one (the boot server's address found by oa-init).
     vm.expect_stage("cmdline", "profile=tiny-net-sb oa.root=http://next-server/rootfs.squashfs oa.verity=", BOOT);
+    // oa serve leases the address itself and says so in its offer: no proxy offer awaited.
+    vm.expect_info("boot server 10.99.0.1: siaddr of the address offer (oa serve leasing) from 10.99.0.1", BOOT);
     vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
     vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
     assert_eq!(vm.expect_ready(BOOT), "tiny-net");
     vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1)");
     vm.expect("SB=Secure boot enabled", Duration::from_secs(30));
     let l = server_log(&log);
-    assert_sent_over_tftp(&l, mac, &["sb/shimx64.efi", "sb/grubx64.efi", "/grub/grub.cfg", "/sb/oa.efi"]);
+    assert_sent_over_tftp(
+        &l,
+        &format!("{mac} (10.99.0.1"),
+        &["sb/shimx64.efi", "sb/grubx64.efi", "/grub/grub.cfg", "/sb/oa.efi"],
+    );
     assert!(l.contains(&format!("{mac} Discover on 67 arch=7 (UEFI x64) class=PXEClient")), "{l}");
     assert!(l.contains("secure netboot: x86_64 UEFI clients get sb/shimx64.efi"), "{l}");
+    let named = |x: &&str| x.contains(mac) && x.contains("user-class=oa-boot-server: Offer address 10.99.0.");
+    assert!(l.lines().filter(named).any(|x| x.contains(", boot server 10.99.0.1")), "{l}");
     // What shim and GRUB probe for and go on without is not a warning.
     assert!(!l.lines().any(|x| x.contains(" WARN ") && x.contains("tftp")), "{l}");
 }
@@ -442,7 +450,11 @@ fn arm64_secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
     vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) arch=$(uname -m)");
     vm.expect("SB=Secure boot enabled arch=aarch64", Duration::from_secs(30));
     let l = server_log(&log);
-    assert_sent_over_tftp(&l, mac, &["sb/shimaa64.efi", "sb/grubaa64.efi", "/grub/grub.cfg", "/sb/oa.efi"]);
+    assert_sent_over_tftp(
+        &l,
+        &format!("{mac} (10.99.0.1"),
+        &["sb/shimaa64.efi", "sb/grubaa64.efi", "/grub/grub.cfg", "/sb/oa.efi"],
+    );
     assert!(l.contains(&format!("{mac} Discover on 67 arch=11 (UEFI arm64) class=PXEClient")), "{l}");
     assert!(l.contains("secure netboot: aarch64 UEFI clients get sb/shimaa64.efi"), "{l}");
     assert!(!l.lines().any(|x| x.contains(" WARN ") && x.contains("tftp")), "{l}");
@@ -546,12 +558,7 @@ fn secure_netboot_in_proxy_mode_finds_oa_serve_next_to_another_dhcp_server() {
     let l = server_log(&log);
     assert!(l.contains(&format!("{mac} Discover on 67 arch=7 (UEFI x64) class=PXEClient")), "{l}");
     // A proxy does not see the ACK, so its TFTP lines name the client by address only.
-    for f in ["sb/shimx64.efi", "sb/grubx64.efi", "/grub/grub.cfg", "/sb/oa.efi"] {
-        let sent = l
-            .lines()
-            .any(|x| x.contains("(10.99.0.1") && x.contains(&format!("RRQ {f} (octet)")) && x.contains(": sent "));
-        assert!(sent, "{f} sent over TFTP:\n{l}");
-    }
+    assert_sent_over_tftp(&l, "(10.99.0.1", &["sb/shimx64.efi", "sb/grubx64.efi", "/grub/grub.cfg", "/sb/oa.efi"]);
     let asked = format!("user-class={}: Offer boot server 10.99.0.1", oa_contract::dhcp::BOOT_SERVER_USER_CLASS);
     assert!(l.lines().any(|x| x.contains(mac) && x.contains(&asked)), "oa serve named itself to oa-init:\n{l}");
 }

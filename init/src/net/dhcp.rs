@@ -2,7 +2,8 @@
 //! address (proxyDHCP offers carry none), REQUEST it, wait for the ACK. Asked for the boot
 //! server too ([`obtain_with_boot_server`], for a root URL on `next-server`), the DISCOVER
 //! carries [`oa_contract::dhcp::BOOT_SERVER_USER_CLASS`] and the client listens a little
-//! longer ([`PROXY_WINDOW`]) for the proxy offer of `oa serve` that names it ([`Offers`]).
+//! longer ([`PROXY_WINDOW`]) for the proxy offer of `oa serve` that names it ([`Offers`]),
+//! unless the address offer came from `oa serve` itself (it echoes the class).
 //! UDP on port 68 bound
 //! to the interface (SO_BINDTODEVICE), broadcast flag set so replies come as broadcasts
 //! before the interface has an address. Bounded: 5 rounds with growing timeouts.
@@ -98,7 +99,7 @@ pub fn discover_asking_boot_server(mac: &[u8; 6], xid: u32) -> Message {
 /// answers to the same broadcast and normally arrive within milliseconds of each other.
 pub const PROXY_WINDOW: Duration = Duration::from_secs(1);
 
-/// The boot server a proxyDHCP offer named.
+/// The boot server an offer named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootServer {
     pub addr: Ipv4Addr,
@@ -106,12 +107,33 @@ pub struct BootServer {
     pub field: &'static str,
     /// The offer's server identifier (option 54), else `addr`: who sent it.
     pub from: Ipv4Addr,
+    /// A proxy offer (no address); else the address offer of `oa serve --mode dhcp`.
+    pub proxy: bool,
 }
 
-/// The boot server of a proxy offer (an OFFER without an address): its `siaddr`, else its
-/// server identifier. Offers with an address, other types and offers naming no server: `None`.
-pub fn proxy_boot_server(m: &Message) -> Option<BootServer> {
-    if m.opts().msg_type() != Some(MessageType::Offer) || !m.yiaddr().is_unspecified() {
+impl BootServer {
+    /// Which offer it came from, for the console.
+    pub fn offer(&self) -> &'static str {
+        if self.proxy {
+            "proxyDHCP offer"
+        } else {
+            "address offer (oa serve leasing)"
+        }
+    }
+}
+
+/// The boot server an OFFER names: a proxy offer (no address) by its `siaddr`, else its
+/// server identifier; an address offer only when it echoes
+/// [`oa_contract::dhcp::BOOT_SERVER_USER_CLASS`] (`oa serve` leasing addresses itself: the
+/// `siaddr` of any other DHCP server says nothing about oa serve). Otherwise `None`.
+pub fn offered_boot_server(m: &Message) -> Option<BootServer> {
+    if m.opts().msg_type() != Some(MessageType::Offer) {
+        return None;
+    }
+    let proxy = m.yiaddr().is_unspecified();
+    let echoed = matches!(m.opts().get(v4::OptionCode::UserClass),
+        Some(v4::DhcpOption::UserClass(u)) if oa_contract::dhcp::asks_boot_server(u));
+    if !proxy && !echoed {
         return None;
     }
     let sid = match m.opts().get(v4::OptionCode::ServerIdentifier) {
@@ -123,7 +145,7 @@ pub fn proxy_boot_server(m: &Message) -> Option<BootServer> {
         (None, Some(s)) => (s, "option 54"),
         (None, None) => return None,
     };
-    Some(BootServer { addr, field, from: sid.unwrap_or(addr) })
+    Some(BootServer { addr, field, from: sid.unwrap_or(addr), proxy })
 }
 
 /// The offers of one DISCOVER round, collected until [`Offers::listen_until`] says stop.
@@ -137,16 +159,16 @@ pub struct Offers {
 
 impl Offers {
     /// Take one reply to our DISCOVER (already checked for xid and MAC by [`reply_for`]):
-    /// the first address offer and the first proxy offer's boot server; the rest is ignored.
+    /// the first address offer and the first boot server an offer names
+    /// ([`offered_boot_server`]); the rest is ignored.
     pub fn add(&mut self, m: Message, at: Instant) {
         if m.opts().msg_type() != Some(MessageType::Offer) {
             return;
         }
-        if m.yiaddr().is_unspecified() {
-            if self.boot_server.is_none() {
-                self.boot_server = proxy_boot_server(&m);
-            }
-        } else if self.address.is_none() {
+        if self.boot_server.is_none() {
+            self.boot_server = offered_boot_server(&m);
+        }
+        if !m.yiaddr().is_unspecified() && self.address.is_none() {
             self.address = Some((m, at));
         }
     }
@@ -265,9 +287,9 @@ pub(super) fn xid(mac: &[u8; 6]) -> u32 {
     t ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])
 }
 
-/// Wait up to `d` for a reply of type `want` (or NAK) to `xid`.
-pub(super) fn wait(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want: MessageType) -> Option<Message> {
-    let end = Instant::now() + d;
+/// The next reply to `xid` for `mac` that comes before `end` (anything else on the socket is
+/// skipped); `None` once `end` has passed.
+fn next_reply(s: &UdpSocket, mac: &[u8; 6], xid: u32, end: Instant) -> Option<Message> {
     let mut buf = [0u8; 1500];
     loop {
         let left = end.saturating_duration_since(Instant::now());
@@ -276,33 +298,30 @@ pub(super) fn wait(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want: Me
         }
         let _ = s.set_read_timeout(Some(left));
         let Ok((n, _)) = s.recv_from(&mut buf) else { continue };
-        let Some(m) = reply_for(&buf[..n], mac, xid) else { continue };
-        let mt = m.opts().msg_type();
-        if mt == Some(MessageType::Nak) && want == MessageType::Ack {
+        if let Some(m) = reply_for(&buf[..n], mac, xid) {
             return Some(m);
         }
-        if mt == Some(want) && (want != MessageType::Offer || !m.yiaddr().is_unspecified()) {
-            return Some(m);
-        }
-        // A proxyDHCP offer (no address) or another type: keep waiting.
     }
+}
+
+/// Wait up to `d` for the ACK or NAK to `xid`; offers (late or proxy ones) are skipped.
+pub(super) fn wait_ack(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration) -> Option<Message> {
+    let end = Instant::now() + d;
+    while let Some(m) = next_reply(s, mac, xid, end) {
+        if matches!(m.opts().msg_type(), Some(MessageType::Ack | MessageType::Nak)) {
+            return Some(m);
+        }
+    }
+    None
 }
 
 /// Collect the offers to `xid` for up to `d` (see [`Offers::listen_until`]).
 fn collect_offers(s: &UdpSocket, mac: &[u8; 6], xid: u32, d: Duration, want_boot_server: bool) -> Offers {
     let round_end = Instant::now() + d;
     let mut offers = Offers::default();
-    let mut buf = [0u8; 1500];
     while let Some(end) = offers.listen_until(round_end, want_boot_server) {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let _ = s.set_read_timeout(Some(left));
-        let Ok((n, _)) = s.recv_from(&mut buf) else { continue };
-        if let Some(m) = reply_for(&buf[..n], mac, xid) {
-            offers.add(m, Instant::now());
-        }
+        let Some(m) = next_reply(s, mac, xid, end) else { break };
+        offers.add(m, Instant::now());
     }
     offers
 }
@@ -350,7 +369,7 @@ fn obtain_rounds(nic: &Nic, want_boot_server: bool) -> Result<(Lease, Option<Boo
         if let Some((offer, _)) = &offers.address {
             let Some(l) = lease_of(offer) else { continue };
             send(&s, &request(&nic.mac, x, l.ip, l.server), nic)?;
-            match wait(&s, &nic.mac, x, timeout, MessageType::Ack) {
+            match wait_ack(&s, &nic.mac, x, timeout) {
                 Some(ack) if ack.opts().msg_type() == Some(MessageType::Ack) => {
                     if let Some(l) = lease_of(&ack) {
                         return Ok((l, offers.boot_server));
@@ -481,16 +500,37 @@ mod tests {
         assert!(discover(&MAC, 7).opts().get(v4::OptionCode::UserClass).is_none());
     }
 
+    /// `m` as `oa serve` sends it to oa-init asking for the boot server: the class echoed.
+    fn echoing(mut m: Message) -> Message {
+        m.opts_mut().insert(v4::DhcpOption::UserClass(oa_contract::dhcp::boot_server_user_class()));
+        m
+    }
+
     #[test]
     fn a_proxy_offer_names_the_boot_server_by_siaddr_else_option_54() {
-        let b = proxy_boot_server(&offer(MessageType::Offer, NONE, OA_SERVE, Some([10, 99, 0, 9]))).unwrap();
-        assert_eq!((b.addr, b.field, b.from), (OA_SERVE.into(), "siaddr", [10, 99, 0, 9].into()));
-        let b = proxy_boot_server(&offer(MessageType::Offer, NONE, NONE, Some(OA_SERVE))).unwrap();
+        let b = offered_boot_server(&offer(MessageType::Offer, NONE, OA_SERVE, Some([10, 99, 0, 9]))).unwrap();
+        assert_eq!((b.addr, b.field, b.from, b.proxy), (OA_SERVE.into(), "siaddr", [10, 99, 0, 9].into(), true));
+        let b = offered_boot_server(&offer(MessageType::Offer, NONE, NONE, Some(OA_SERVE))).unwrap();
         assert_eq!((b.addr, b.field, b.from), (OA_SERVE.into(), "option 54", OA_SERVE.into()));
-        // An address offer, an ACK, or an offer naming nobody: no boot server.
-        assert!(proxy_boot_server(&offer(MessageType::Offer, [10, 99, 0, 50], OA_SERVE, Some(DNSMASQ))).is_none());
-        assert!(proxy_boot_server(&offer(MessageType::Ack, NONE, OA_SERVE, Some(OA_SERVE))).is_none());
-        assert!(proxy_boot_server(&offer(MessageType::Offer, NONE, NONE, None)).is_none());
+        // Another server's address offer (its siaddr is its own next-server), an ACK, or an
+        // offer naming nobody: no boot server.
+        assert!(offered_boot_server(&offer(MessageType::Offer, [10, 99, 0, 50], OA_SERVE, Some(DNSMASQ))).is_none());
+        assert!(offered_boot_server(&offer(MessageType::Ack, NONE, OA_SERVE, Some(OA_SERVE))).is_none());
+        assert!(offered_boot_server(&offer(MessageType::Offer, NONE, NONE, None)).is_none());
+        // oa serve's own address offer, the class echoed.
+        let b = offered_boot_server(&echoing(offer(MessageType::Offer, [10, 99, 0, 50], OA_SERVE, Some(OA_SERVE))));
+        assert_eq!(b.map(|b| (b.addr, b.proxy)), Some((OA_SERVE.into(), false)));
+    }
+
+    #[test]
+    fn an_address_offer_from_oa_serve_ends_the_round_at_once() {
+        let t0 = Instant::now();
+        let round_end = t0 + Duration::from_secs(2);
+        let mut o = Offers::default();
+        o.add(echoing(offer(MessageType::Offer, [10, 99, 0, 50], OA_SERVE, Some(OA_SERVE))), t0);
+        assert_eq!(o.listen_until(round_end, true), None, "no proxy window to wait out");
+        assert_eq!(o.address.as_ref().map(|(m, _)| m.yiaddr()), Some([10, 99, 0, 50].into()));
+        assert_eq!(o.boot_server.map(|b| b.addr), Some(OA_SERVE.into()));
     }
 
     #[test]

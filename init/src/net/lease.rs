@@ -246,7 +246,7 @@ fn ask(h: &Held, dst: SocketAddr, secs: u64) -> crate::error::Result<Answer> {
     let s = dhcp::socket(&h.nic)?;
     let x = dhcp::xid(&h.nic.mac);
     dhcp::send_to(&s, &dhcp::renewal(&h.nic.mac, x, h.lease.ip), &h.nic, dst)?;
-    let Some(m) = dhcp::wait(&s, &h.nic.mac, x, Duration::from_secs(secs), MessageType::Ack) else {
+    let Some(m) = dhcp::wait_ack(&s, &h.nic.mac, x, Duration::from_secs(secs)) else {
         return Ok(Answer::None);
     };
     let server = dhcp::lease_of(&m).map(|l| l.server).unwrap_or(m.siaddr());

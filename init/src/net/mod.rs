@@ -77,7 +77,7 @@ static BOOT_SERVER: std::sync::OnceLock<std::net::Ipv4Addr> = std::sync::OnceLoc
 /// next-server (`siaddr`), else its DHCP server; said on the console when it was asked for.
 fn boot_server(lease: &dhcp::Lease, proxy: Option<dhcp::BootServer>, asked: bool) -> std::net::Ipv4Addr {
     let (addr, how) = match (proxy, lease.next_server) {
-        (Some(p), _) => (p.addr, format!("{} of the proxyDHCP offer from {}", p.field, p.from)),
+        (Some(p), _) => (p.addr, format!("{} of the {} from {}", p.field, p.offer(), p.from)),
         (None, Some(n)) => (n, format!("siaddr of the lease from {} (no proxyDHCP offer)", lease.server)),
         (None, None) => (lease.server, "the DHCP server itself (no proxyDHCP offer, no siaddr)".to_string()),
     };

@@ -127,8 +127,8 @@ impl Step for ProxyDhcp {
 /// boot file, only this server as `siaddr`; the network's DHCP server leases the address.
 /// Answered whatever the output is: the answer only says which host serves it, which is true
 /// for a secure netboot UKI and for any other command line naming `next-server` alike, and
-/// only an oa-init that needs the boot server sends the class. In full DHCP mode the address offer already names
-/// this server, so the step is not in that chain.
+/// only an oa-init that needs the boot server sends the class. In full DHCP mode the step is
+/// not in the chain: [`FullDhcp`] names this server in the address offer and ACK instead.
 pub struct BootServer;
 impl Step for BootServer {
     fn name(&self) -> &'static str {
@@ -175,6 +175,10 @@ impl Step for FullDhcp {
             Mode::Dhcp(p) => p.lease.as_secs().min(u32::MAX as u64) as u32,
             _ => 0,
         };
+        // oa-init asking for its boot server learns from the address offer itself that this
+        // server is the one (siaddr and the class echoed), so it need not wait for a proxy offer.
+        ctx.names_boot_server =
+            ctx.client.asks_boot_server && matches!(ctx.kind, MessageType::Discover | MessageType::Request);
         match ctx.kind {
             MessageType::Discover => match l.offer(ctx.mac, requested) {
                 Some(ip) => {
@@ -283,10 +287,16 @@ pub fn build_reply(ctx: &Ctx<'_>, kind: MessageType) -> Message {
             m.opts_mut().insert(v4::DhcpOption::SubnetMask(pool.netmask));
         }
     }
-    if ctx.names_boot_server {
-        // As proxy offers carry it; no file: oa-init is past the firmware.
+    if ctx.names_boot_server && kind != MessageType::Nak {
+        // No file: oa-init is past the firmware. The user class echoed says this server is
+        // the boot server oa-init asked for (another DHCP server's siaddr says nothing of it).
         m.set_siaddr(ctx.cfg.address);
-        m.opts_mut().insert(v4::DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        let o = m.opts_mut();
+        o.insert(v4::DhcpOption::UserClass(oa_contract::dhcp::boot_server_user_class()));
+        if ctx.grant.is_none() {
+            // A proxy offer, as PXE's carry it.
+            o.insert(v4::DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        }
     }
     if let Some(b) = &ctx.boot {
         match b {
@@ -416,6 +426,9 @@ pub fn handle_with(state: &State, cfg: &Config, buf: &[u8], src: SocketAddr, por
             let log = if debug {
                 let given = match (&ctx.grant, &ctx.boot) {
                     (Some(g), Some(b)) => format!("address {} lease {} s, boot {b}", g.ip, g.lease_secs),
+                    (Some(g), None) if ctx.names_boot_server => {
+                        format!("address {} lease {} s, boot server {}", g.ip, g.lease_secs, cfg.address)
+                    }
                     (Some(g), None) => format!("address {} lease {} s", g.ip, g.lease_secs),
                     (None, Some(b)) => format!("boot {b}"),
                     (None, None) if ctx.names_boot_server => {
@@ -445,12 +458,25 @@ mod tests {
     use crate::boot::tests::cfg;
     use crate::config::Pool;
     use crate::dhcp::tests::request;
-    use dhcproto::{Decodable, Decoder};
+    use dhcproto::{Decodable, Decoder, Encodable};
     use std::sync::Mutex;
     use std::time::Duration;
 
     const PXE: Option<&str> = Some("PXEClient:Arch:00000:UNDI:002001");
     const MAC: [u8; 6] = [0x52, 0x54, 0, 1, 2, 3];
+
+    /// A pool from `start` to `end` with a ten-minute lease, its lease file in `dir`.
+    fn pool(start: &str, end: &str, netmask: &str, dir: &std::path::Path) -> Pool {
+        Pool {
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+            netmask: netmask.parse().unwrap(),
+            router: None,
+            dns: vec![],
+            lease: Duration::from_secs(600),
+            leases_file: dir.join("l.json"),
+        }
+    }
 
     fn state(c: &Config) -> State {
         let leases = match &c.mode {
@@ -559,25 +585,30 @@ mod tests {
     }
 
     #[test]
-    fn full_dhcp_answers_oa_init_asking_for_the_boot_server_as_before() {
+    fn full_dhcp_names_itself_the_boot_server_in_the_address_offer_for_oa_init() {
         let t = tempfile::tempdir().unwrap();
         let mut c = cfg();
-        c.mode = Mode::Dhcp(Pool {
-            start: "10.0.0.100".parse().unwrap(),
-            end: "10.0.0.101".parse().unwrap(),
-            netmask: "255.255.255.0".parse().unwrap(),
-            router: None,
-            dns: vec![],
-            lease: Duration::from_secs(600),
-            leases_file: t.path().join("l.json"),
-        });
+        c.mode = Mode::Dhcp(pool("10.0.0.100", "10.0.0.101", "255.255.255.0", t.path()));
         let s = state(&c);
-        let m = reply(handle(&s, &c, &asking(MessageType::Discover), zero(), Port::Dhcp));
-        assert_eq!(m.yiaddr(), "10.0.0.100".parse::<Ipv4Addr>().unwrap());
-        assert!(
-            matches!(m.opts().get(v4::OptionCode::ServerIdentifier), Some(v4::DhcpOption::ServerIdentifier(a)) if *a == c.address)
-        );
-        assert!(m.opts().get(v4::OptionCode::ClassIdentifier).is_none());
+        let echoed = oa_contract::dhcp::boot_server_user_class();
+        let mut req = Message::decode(&mut Decoder::new(&asking(MessageType::Request))).unwrap();
+        req.opts_mut().insert(v4::DhcpOption::RequestedIpAddress("10.0.0.100".parse().unwrap()));
+        for b in [asking(MessageType::Discover), req.to_vec().unwrap()] {
+            let m = reply(handle(&s, &c, &b, zero(), Port::Dhcp));
+            assert_eq!(m.yiaddr(), "10.0.0.100".parse::<Ipv4Addr>().unwrap());
+            assert_eq!(m.siaddr(), c.address);
+            assert!(
+                matches!(m.opts().get(v4::OptionCode::ServerIdentifier), Some(v4::DhcpOption::ServerIdentifier(a)) if *a == c.address)
+            );
+            assert!(
+                matches!(m.opts().get(v4::OptionCode::UserClass), Some(v4::DhcpOption::UserClass(u)) if *u == echoed)
+            );
+            assert!(m.opts().get(v4::OptionCode::ClassIdentifier).is_none(), "an address offer, not a proxy one");
+        }
+        // Without the class: a plain lease, no boot server named.
+        let plain = request(MessageType::Discover, MAC, Some("oa-init"), None, None);
+        let m = reply(handle(&s, &c, &plain, zero(), Port::Dhcp));
+        assert!(m.opts().get(v4::OptionCode::UserClass).is_none() && m.siaddr().is_unspecified());
     }
 
     #[test]
@@ -604,13 +635,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut c = cfg();
         c.mode = Mode::Dhcp(Pool {
-            start: "10.0.0.100".parse().unwrap(),
-            end: "10.0.0.101".parse().unwrap(),
-            netmask: "255.255.255.0".parse().unwrap(),
             router: Some("10.0.0.1".parse().unwrap()),
-            dns: vec![],
-            lease: Duration::from_secs(600),
-            leases_file: t.path().join("l.json"),
+            ..pool("10.0.0.100", "10.0.0.101", "255.255.255.0", t.path())
         });
         let s = state(&c);
         // A plain (non-PXE) client gets an address and no boot file.
@@ -677,13 +703,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut c = cfg();
         c.mode = Mode::Dhcp(Pool {
-            start: "10.1.0.1".parse().unwrap(),
-            end: "10.1.255.250".parse().unwrap(),
-            netmask: "255.255.0.0".parse().unwrap(),
-            router: None,
-            dns: vec![],
             lease: Duration::from_secs(3600),
-            leases_file: t.path().join("l.json"),
+            ..pool("10.1.0.1", "10.1.255.250", "255.255.0.0", t.path())
         });
         c.address = "10.1.255.254".parse().unwrap();
         let s = state(&c);
