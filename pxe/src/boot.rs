@@ -139,9 +139,12 @@ pub fn select(cfg: &Config, client: &Client) -> Result<Answer, String> {
         };
         return Ok(Answer::Http(script));
     }
-    // Secure netboot (a signed-UKI output): every UEFI client of the output's architecture gets
-    // Debian's Microsoft-signed shim, which firmware with Secure Boot accepts (and one with it
-    // off runs too); iPXE, which Debian does not sign, only for BIOS.
+    // Secure netboot (a signed-UKI output): every UEFI PXE client of the output's architecture
+    // gets Debian's Microsoft-signed shim, which firmware with Secure Boot accepts (and one with
+    // it off runs too); iPXE, which Debian does not sign, only for BIOS. UEFI HTTP boot clients
+    // get the signed UKI itself, checked by the firmware against db: shim runs over HTTP, but
+    // Debian 12's network GRUB (2.06) finds no network after an HTTP boot (it reads the PXE
+    // base code's DHCP packet, which HTTP boot does not fill) and stops at its prompt.
     if let Some(sb) = cfg.secure_netboot() {
         let (pxe, http) = match cfg.manifest.arch {
             oa_contract::Arch::X86_64 => (&[arch::EFI_BC, arch::EFI_X64][..], arch::EFI_X64_HTTP),
@@ -149,7 +152,9 @@ pub fn select(cfg: &Config, client: &Client) -> Result<Answer, String> {
         };
         match client.arch {
             Some(a) if pxe.contains(&a) => return Ok(Answer::Tftp(sb.shim.into())),
-            Some(a) if a == http => return Ok(Answer::Http(format!("{base}/{}", sb.shim))),
+            Some(a) if a == http => {
+                return Ok(Answer::Http(format!("{base}/{}", oa_contract::manifest::artifact::SB_UKI)))
+            }
             _ => {}
         }
     }
@@ -288,7 +293,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_signed_uki_output_gives_uefi_clients_shim_and_bios_clients_ipxe() {
+    fn a_signed_uki_output_gives_uefi_pxe_clients_shim_http_clients_the_uki_and_bios_clients_ipxe() {
         let c = with_artifact(cfg(), artifact::SB_X64.shim);
         assert_eq!(c.secure_netboot(), Some(artifact::SB_X64));
         for a in [arch::EFI_BC, arch::EFI_X64] {
@@ -296,7 +301,7 @@ pub(crate) mod tests {
         }
         assert_eq!(
             select(&c, &client(Some(arch::EFI_X64_HTTP), false)),
-            Ok(Answer::Http("http://10.0.0.1:8080/sb/shimx64.efi".into()))
+            Ok(Answer::Http("http://10.0.0.1:8080/sb/oa.efi".into()))
         );
         assert_eq!(select(&c, &client(Some(arch::BIOS), false)), Ok(Answer::Tftp("undionly.kpxe".into())));
         assert!(select(&c, &client(Some(arch::EFI_ARM64), false)).is_err());
@@ -312,7 +317,7 @@ pub(crate) mod tests {
         assert_eq!(select(&c, &client(Some(arch::EFI_ARM64), false)), Ok(Answer::Tftp("sb/shimaa64.efi".into())));
         assert_eq!(
             select(&c, &client(Some(arch::EFI_ARM64_HTTP), false)),
-            Ok(Answer::Http("http://10.0.0.1:8080/sb/shimaa64.efi".into()))
+            Ok(Answer::Http("http://10.0.0.1:8080/sb/oa.efi".into()))
         );
         // An x86-64 shim listed in an arm64 manifest is not this output's chain.
         let mut x = cfg();

@@ -150,11 +150,11 @@ impl Server {
         }
         if let Some(sb) = cfg.secure_netboot() {
             tracing::info!(
-                "secure netboot: {} UEFI clients get {} -> {} -> {} (signed UKI, root checked by dm-verity); BIOS clients iPXE",
+                "secure netboot: {} UEFI clients get {} -> {} -> {uki} (signed UKI, root checked by dm-verity), UEFI HTTP boot clients {uki} itself; BIOS clients iPXE",
                 cfg.manifest.arch,
                 sb.shim,
                 sb.grub,
-                oa_contract::manifest::artifact::SB_UKI
+                uki = oa_contract::manifest::artifact::SB_UKI
             );
         }
         let mut tasks = tokio::task::JoinSet::new();

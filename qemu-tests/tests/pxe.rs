@@ -562,3 +562,29 @@ fn secure_netboot_in_proxy_mode_finds_oa_serve_next_to_another_dhcp_server() {
     let asked = format!("user-class={}: Offer boot server 10.99.0.1", oa_contract::dhcp::BOOT_SERVER_USER_CLASS);
     assert!(l.lines().any(|x| x.contains(mac) && x.contains(&asked)), "oa serve named itself to oa-init:\n{l}");
 }
+
+/// UEFI HTTP boot under Secure Boot: the firmware's PXE is off (fw_cfg), so it boots the
+/// URL oa serve's DHCP answer names for an `HTTPClient`: the signed UKI itself, checked against
+/// db by the firmware, over HTTP (no shim, no GRUB: see `pxe::boot::select`).
+#[test]
+fn secure_boot_netboots_over_uefi_http_boot_to_the_signed_uki() {
+    let (out, keys) = secure_netboot_image("tiny-net-sb", "tiny-net");
+    let mac = "52:54:00:0a:00:0d";
+    let lab = secure_lab("pxe-sb-http", &keys, Arch::X86_64);
+    let (_srv, log) = serve_dhcp(&lab.ns, "pxe_sb_http", &out, &lab.dir.join("leases.json"), &[]);
+    let mut q = qemu_secure(&lab.ns, &lab.vars, mac, Arch::X86_64);
+    q.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
+    q.args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+    let mut vm = Machine::start("pxe_sb_http", q);
+    vm.expect("URI: http://10.99.0.1/sb/oa.efi", BOOT);
+    vm.expect_stage("cmdline", "profile=tiny-net-sb oa.root=http://next-server/rootfs.squashfs oa.verity=", BOOT);
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
+    assert_eq!(vm.expect_ready(BOOT), "tiny-net");
+    vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1)");
+    vm.expect("SB=Secure boot enabled", Duration::from_secs(30));
+    let l = server_log(&log);
+    assert!(l.contains(&format!("{mac} Discover on 67 arch=16 (UEFI x64 HTTP) class=HTTPClient")), "{l}");
+    assert!(l.contains(&format!("{mac} (10.99.0.1")) && l.contains("\"GET /sb/oa.efi\" 200"), "{l}");
+    assert!(!l.contains("RRQ"), "nothing over TFTP: {l}");
+}
