@@ -237,11 +237,13 @@ fn firmware_refuses_a_changed_uki_another_key_and_an_unsigned_loader() {
 }
 
 /// The stock chain: Debian's Microsoft-signed shim, Debian's GRUB and kernel, under the
-/// Microsoft keys every PC has. One changed byte of the kernel: GRUB (asking shim) refuses it.
+/// Microsoft keys every PC has, from disk.img and from oa.iso (as a CD). One changed byte of
+/// the kernel: GRUB (asking shim) refuses it.
 #[test]
 fn microsoft_keys_boot_the_shim_chain_and_refuse_a_changed_kernel() {
-    let disk = built_variant("tiny-sb-shim", "tiny", "[image]\ndisk = true\n[secure_boot]\nmode = \"shim\"\n")
-        .join(artifact::DISK_IMAGE);
+    let out =
+        built_variant("tiny-sb-shim", "tiny", "[image]\ndisk = true\niso = true\n[secure_boot]\nmode = \"shim\"\n");
+    let disk = out.join(artifact::DISK_IMAGE);
     let boot_ms = |name: &str, image: &Path| {
         boot_with(SecureVars::Microsoft, name, DiskBoot::detect(image, true).expect("disk image"))
     };
@@ -251,6 +253,14 @@ fn microsoft_keys_boot_the_shim_chain_and_refuse_a_changed_kernel() {
         "echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
     );
     vm.expect("SB=Secure boot enabled ROOT=oa.root=PARTLABEL=oa-root", SHORT);
+    drop(vm);
+    // oa.iso's ESP holds the same chain, GRUB's entry naming the ISO's root.
+    let (mut vm, _vars) = boot_with(SecureVars::Microsoft, "sb_shim_iso", DiskBoot::cdrom(&out.join(artifact::ISO)));
+    vm.expect(READY_LINE, BOOT);
+    vm.send_line(
+        "echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) ROOT=$(grep -o 'oa.root=[^ ]*' /proc/cmdline)",
+    );
+    vm.expect("SB=Secure boot enabled ROOT=oa.root=LABEL=", SHORT);
     drop(vm);
 
     let dir = scratch("shim");

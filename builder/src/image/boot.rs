@@ -140,6 +140,67 @@ pub enum UefiLoader<'a> {
     Shim { shim: &'a Path, grub: &'a Path, mok_manager: &'a Path },
 }
 
+/// What a [`UefiLoader`] puts on an ESP, disk.img's and oa.iso's alike.
+#[derive(Debug)]
+pub struct UefiFiles<'a> {
+    /// Folders beyond [`esp::DIRS`], parents first.
+    pub dirs: &'static [&'static str],
+    /// Generated texts: (path on the ESP, content).
+    pub texts: Vec<(&'static str, String)>,
+    /// EFI binaries: (file, path on the ESP).
+    pub efi: Vec<(&'a Path, &'static str)>,
+    /// The loader reads the kernel and initramfs from the ESP (a UKI carries its own).
+    pub needs_kernel: bool,
+}
+
+impl<'a> UefiLoader<'a> {
+    /// The loader of a build: the signed UKI and signed systemd-boot (`mode = "uki"`), else
+    /// shim's chain (`mode = "shim"`), else plain systemd-boot.
+    pub fn of(uki: Option<(&'a Path, &'a Path)>, shim: Option<&'a crate::stages::shim::ShimOut>) -> UefiLoader<'a> {
+        match (uki, shim) {
+            (Some((uki, systemd_boot)), _) => UefiLoader::Uki { uki, systemd_boot },
+            (None, Some(s)) => {
+                UefiLoader::Shim { shim: &s.shim.path, grub: &s.grub.path, mok_manager: &s.mok_manager.path }
+            }
+            (None, None) => UefiLoader::SystemdBoot,
+        }
+    }
+
+    /// For progress lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UefiLoader::SystemdBoot => "systemd-boot",
+            UefiLoader::Uki { .. } => "signed UKI + systemd-boot",
+            UefiLoader::Shim { .. } => "shim + GRUB",
+        }
+    }
+
+    /// The files for this loader; `systemd_boot` is the unsigned one of [`Self::SystemdBoot`],
+    /// `title` and `cmdline` go into its entry or GRUB's.
+    pub fn files(&self, systemd_boot: &'a Path, title: &str, cmdline: &[String]) -> UefiFiles<'a> {
+        match *self {
+            UefiLoader::SystemdBoot => UefiFiles {
+                dirs: &[],
+                texts: vec![(esp::LOADER_CONF, loader_conf()), (esp::ENTRY, loader_entry(title, cmdline))],
+                efi: vec![(systemd_boot, esp::EFI_BOOT)],
+                needs_kernel: true,
+            },
+            UefiLoader::Uki { uki, systemd_boot } => UefiFiles {
+                dirs: esp::SYSTEMD_DIRS,
+                texts: vec![(esp::LOADER_CONF, uki_loader_conf()), (esp::ENTRY, uki_loader_entry(title))],
+                efi: vec![(uki, esp::EFI_BOOT), (systemd_boot, esp::SYSTEMD_BOOT)],
+                needs_kernel: false,
+            },
+            UefiLoader::Shim { shim, grub, mok_manager } => UefiFiles {
+                dirs: esp::GRUB_DIRS,
+                texts: vec![(esp::GRUB_CFG, grub_cfg(title, cmdline))],
+                efi: vec![(shim, esp::EFI_BOOT), (grub, esp::GRUB), (mok_manager, esp::MOK_MANAGER)],
+                needs_kernel: true,
+            },
+        }
+    }
+}
+
 /// A word of a GRUB command, quoted when GRUB would read it otherwise (`'...'`, with `'\''`
 /// for a quote): GRUB's script syntax treats `$ ; { } " ' \ #` and blanks specially.
 fn grub_word(w: &str) -> String {
@@ -155,14 +216,19 @@ fn grub_word(w: &str) -> String {
 /// check the kernel's signature (Secure Boot lockdown), the initramfs and this file are not
 /// checked by anything.
 pub fn grub_cfg(title: &str, cmdline: &[String]) -> String {
+    grub_cfg_for(title, cmdline, esp::KERNEL, esp::INITRD)
+}
+
+/// [`grub_cfg`] with the kernel and initramfs at `kernel` and `initrd` (paths on GRUB's root).
+pub fn grub_cfg_for(title: &str, cmdline: &[String], kernel: &str, initrd: &str) -> String {
     let words: Vec<String> = cmdline.iter().map(|w| grub_word(w)).collect();
     [
         "# Written by `oa build`. UEFI Secure Boot: shim -> this GRUB -> the kernel, each signed; BIOS boots syslinux.",
         "set timeout=0",
         "set default=0",
         &format!("menuentry {} {{", grub_word(title)),
-        &format!("  linux /{} {}", esp::KERNEL, words.join(" ")),
-        &format!("  initrd /{}", esp::INITRD),
+        &format!("  linux /{kernel} {}", words.join(" ")),
+        &format!("  initrd /{initrd}"),
         "}",
         "",
     ]

@@ -14,7 +14,10 @@
 //! LBA 1..        GPT: 1 the ISO filesystem (Linux data, from 16 sectors on), 2 the ESP
 //! appended       GPT partition 2 = El Torito UEFI boot image: a FAT with systemd-boot as
 //!                EFI/BOOT/BOOTX64.EFI, loader/loader.conf, loader/entries/oa.conf, vmlinuz,
-//!                initramfs.img (systemd-boot reads only its own volume)
+//!                initramfs.img (systemd-boot reads only its own volume); with Secure Boot
+//!                the same layout as disk.img's ESP ([`boot::UefiLoader`]): the signed UKI
+//!                as BOOTX64.EFI and signed systemd-boot beside it, or shim, GRUB (reading
+//!                EFI/debian/grub.cfg), the MOK manager, vmlinuz and initramfs.img
 //! ```
 //!
 //! Both boot loaders pass the manifest's command line with `oa.root=LABEL=<volume id>`:
@@ -50,6 +53,11 @@ pub mod paths {
     pub const KERNEL: &str = "oa/vmlinuz";
     pub const INITRD: &str = "oa/initrd.img";
     pub const ROOT_IMAGE: &str = oa_contract::media_paths::ROOT_IMAGE;
+    /// `mode = "shim"`: booted from a CD, Debian's signed GRUB finds no configuration on the
+    /// El Torito image it came from; its built-in one then looks for the volume holding
+    /// `/.disk/info` (as on Debian's own CDs) and reads `/boot/grub/grub.cfg` from it.
+    pub const DISK_INFO: &str = ".disk/info";
+    pub const GRUB_CFG: &str = "boot/grub/grub.cfg";
 }
 
 /// Host files the ISO needs, found under a root (`/` in use; a test root in tests).
@@ -126,8 +134,9 @@ pub struct IsoSpec<'a> {
     pub seed: &'a [u8],
     /// Seconds since 1970 for every date in the ISO and the FAT (SOURCE_DATE_EPOCH).
     pub epoch: u64,
-    /// `[secure_boot] mode = "uki"`: the signed UKI, the ESP's only file (`EFI/BOOT/BOOTX64.EFI`).
-    pub uki: Option<&'a Path>,
+    /// What UEFI boots from the ESP: systemd-boot, the signed UKI (built for the ISO's
+    /// command line) with signed systemd-boot, or shim with GRUB.
+    pub uefi: boot::UefiLoader<'a>,
 }
 
 /// A written ISO.
@@ -198,6 +207,8 @@ fn graft_escape(p: &Path) -> String {
 #[derive(Debug, Clone)]
 pub struct XorrisoInputs<'a> {
     pub isolinux_cfg: &'a Path,
+    /// `mode = "shim"`: [`paths::DISK_INFO`] and [`paths::GRUB_CFG`] for GRUB booted from a CD.
+    pub grub_cd: Option<(&'a Path, &'a Path)>,
     pub efiboot: &'a Path,
     pub out: &'a Path,
 }
@@ -239,6 +250,10 @@ pub fn xorriso_args(spec: &IsoSpec<'_>, files: &IsoFiles, io: &XorrisoInputs<'_>
     ] {
         a.push(format!("/{dst}={}", graft_escape(src)).into());
     }
+    if let Some((info, cfg)) = io.grub_cd {
+        a.push(format!("/{}={}", paths::DISK_INFO, graft_escape(info)).into());
+        a.push(format!("/{}={}", paths::GRUB_CFG, graft_escape(cfg)).into());
+    }
     a
 }
 
@@ -252,20 +267,34 @@ pub fn write_iso(spec: &IsoSpec<'_>, files: &IsoFiles, out: &Path, work: &Path) 
     std::fs::write(&cfg, isolinux_cfg(spec.title, spec.cmdline)).ctx("writing", &cfg)?;
     let efiboot = tmp.path().join("efiboot.img");
     let esp_bytes = write_esp_image(spec, files, &efiboot, tmp.path())?;
-    let args = xorriso_args(spec, files, &XorrisoInputs { isolinux_cfg: &cfg, efiboot: &efiboot, out });
+    let (info, grub_cfg) = (tmp.path().join("disk-info"), tmp.path().join("grub.cfg"));
+    let grub_cd = match spec.uefi {
+        boot::UefiLoader::Shim { .. } => {
+            std::fs::write(&info, format!("oa {} ({})\n", spec.title, spec.volume_id)).ctx("writing", &info)?;
+            let text = boot::grub_cfg_for(spec.title, spec.cmdline, paths::KERNEL, paths::INITRD);
+            std::fs::write(&grub_cfg, text).ctx("writing", &grub_cfg)?;
+            Some((info.as_path(), grub_cfg.as_path()))
+        }
+        _ => None,
+    };
+    let args = xorriso_args(spec, files, &XorrisoInputs { isolinux_cfg: &cfg, grub_cd, efiboot: &efiboot, out });
     run_xorriso(&args, spec.epoch)?;
     let size = std::fs::metadata(out).ctx("reading size of", out)?.len();
     Ok(Iso { size, esp_bytes })
 }
 
-/// The ESP image: FAT with systemd-boot, its configuration, the kernel and the initramfs.
+/// The ESP image: FAT with the UEFI boot loader ([`IsoSpec::uefi`]), its configuration, and
+/// the kernel and initramfs where the loader reads them (a signed UKI carries its own).
 fn write_esp_image(spec: &IsoSpec<'_>, files: &IsoFiles, img: &Path, tmp: &Path) -> Result<u64> {
     let len = |p: &Path| -> Result<u64> { Ok(std::fs::metadata(p).ctx("reading size of", p)?.len()) };
-    // A signed UKI carries its kernel, initramfs and command line: it is all the ESP holds.
-    let sizes = match spec.uki {
-        Some(uki) => vec![len(uki)?],
-        None => vec![len(spec.kernel)?, len(spec.initrd)?, len(&files.systemd_boot)?, 4096, 4096],
-    };
+    let uefi = spec.uefi.files(&files.systemd_boot, spec.title, spec.cmdline);
+    let mut sizes = vec![4096; uefi.texts.len()];
+    for (f, _) in &uefi.efi {
+        sizes.push(len(f)?);
+    }
+    if uefi.needs_kernel {
+        sizes.extend([len(spec.kernel)?, len(spec.initrd)?]);
+    }
     let mib = super::esp_mib_for(&sizes) as u64;
     let bytes = mib << 20;
     let f = std::fs::File::create(img).ctx("creating", img)?;
@@ -276,19 +305,19 @@ fn write_esp_image(spec: &IsoSpec<'_>, files: &IsoFiles, img: &Path, tmp: &Path)
     let fat = fat::Fat::new(img, 0, spec.epoch);
     fat.format(bytes / 512, 0, "OA-ESP", serial)?;
     fat.mkdirs(esp::DIRS)?;
-    if let Some(uki) = spec.uki {
-        fat.copy(uki, esp::EFI_BOOT)?;
-        return Ok(bytes);
-    }
-    let texts = [(esp::LOADER_CONF, boot::loader_conf()), (esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline))];
-    for (i, (dst, text)) in texts.iter().enumerate() {
+    fat.mkdirs(uefi.dirs)?;
+    for (i, (dst, text)) in uefi.texts.iter().enumerate() {
         let t = tmp.join(format!("esp-{i}.conf"));
         std::fs::write(&t, text).ctx("writing", &t)?;
         fat.copy(&t, dst)?;
     }
-    fat.copy(spec.kernel, esp::KERNEL)?;
-    fat.copy(spec.initrd, esp::INITRD)?;
-    fat.copy(&files.systemd_boot, esp::EFI_BOOT)?;
+    if uefi.needs_kernel {
+        fat.copy(spec.kernel, esp::KERNEL)?;
+        fat.copy(spec.initrd, esp::INITRD)?;
+    }
+    for (src, dst) in uefi.efi {
+        fat.copy(src, dst)?;
+    }
     Ok(bytes)
 }
 
@@ -367,10 +396,11 @@ mod tests {
             cmdline: &cl,
             seed: b"s",
             epoch: 1_700_000_000,
-            uki: None,
+            uefi: boot::UefiLoader::SystemdBoot,
         };
         let io = XorrisoInputs {
             isolinux_cfg: Path::new("/w/isolinux.cfg"),
+            grub_cd: None,
             efiboot: Path::new("/w/efiboot.img"),
             out: Path::new("/o/oa.iso"),
         };
@@ -406,6 +436,13 @@ mod tests {
                 "/oa/initrd.img=/c/initramfs.img",
                 "/oa/rootfs.squashfs=/c/a\\=b/rootfs.squashfs",
             ]
+        ); // Shim's GRUB booted from a CD reads its configuration from the ISO filesystem.
+        let shim_io = XorrisoInputs { grub_cd: Some((Path::new("/w/info"), Path::new("/w/grub.cfg"))), ..io };
+        let a: Vec<String> =
+            xorriso_args(&spec, &files(), &shim_io).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        assert!(
+            a.ends_with(&["/.disk/info=/w/info".to_string(), "/boot/grub/grub.cfg=/w/grub.cfg".to_string()]),
+            "{a:?}"
         );
     }
 

@@ -251,26 +251,10 @@ fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Pa
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let cfg_dir =
         tempfile::Builder::new().prefix(".oa-esp-").tempdir_in(parent).ctx("creating a temporary folder in", parent)?;
+    let uefi = spec.uefi.files(&files.systemd_boot, spec.title, spec.cmdline);
+    fat.mkdirs(uefi.dirs)?;
     let mut texts = vec![(esp::SYSLINUX_CFG, boot::syslinux_cfg(spec.title, spec.cmdline))];
-    let mut efi: Vec<(&Path, &str)> = Vec::new();
-    match spec.uefi {
-        UefiLoader::SystemdBoot => {
-            texts.push((esp::LOADER_CONF, boot::loader_conf()));
-            texts.push((esp::ENTRY, boot::loader_entry(spec.title, spec.cmdline)));
-            efi.push((&files.systemd_boot, esp::EFI_BOOT));
-        }
-        UefiLoader::Uki { uki, systemd_boot } => {
-            fat.mkdirs(esp::SYSTEMD_DIRS)?;
-            texts.push((esp::LOADER_CONF, boot::uki_loader_conf()));
-            texts.push((esp::ENTRY, boot::uki_loader_entry(spec.title)));
-            efi.extend([(uki, esp::EFI_BOOT), (systemd_boot, esp::SYSTEMD_BOOT)]);
-        }
-        UefiLoader::Shim { shim, grub, mok_manager } => {
-            fat.mkdirs(esp::GRUB_DIRS)?;
-            texts.push((esp::GRUB_CFG, boot::grub_cfg(spec.title, spec.cmdline)));
-            efi.extend([(shim, esp::EFI_BOOT), (grub, esp::GRUB), (mok_manager, esp::MOK_MANAGER)]);
-        }
-    }
+    texts.extend(uefi.texts);
     for (i, (dst, text)) in texts.iter().enumerate() {
         let tmp = cfg_dir.path().join(format!("{i}.conf"));
         std::fs::write(&tmp, text).ctx("writing", &tmp)?;
@@ -278,7 +262,7 @@ fn write_esp(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path, esp_p: &gpt::Pa
     }
     fat.copy(spec.kernel, esp::KERNEL)?;
     fat.copy(spec.initrd, esp::INITRD)?;
-    for (src, dst) in efi {
+    for (src, dst) in uefi.efi {
         fat.copy(src, dst)?;
     }
     Ok(())

@@ -605,11 +605,8 @@ fn finalize_secure_boot(
         if merged.base == Some(Base::Arch) {
             return Err(bad("[secure_boot] mode = \"shim\" boots Debian's signed kernel, which base = \"arch\" does not have (its kernel is the Arch base's, unsigned): use mode = \"uki\" with your own key, or base = \"busybox\"/\"debian\"".into()));
         }
-        if merged.image.iso == Some(true) {
-            return Err(bad("[secure_boot] mode = \"shim\" is built for disk.img only; oa.iso with shim is not built yet: set [image] iso = false, or use mode = \"uki\" (which signs oa.iso's boot too)".into()));
-        }
-        if !merged.image.disk.unwrap_or(false) {
-            return Err(bad("[secure_boot] mode = \"shim\" is the boot chain of disk.img, which this profile does not make: set [image] disk = true, or mode = \"off\"".into()));
+        if !merged.image.disk.unwrap_or(false) && !merged.image.iso.unwrap_or(false) {
+            return Err(bad("[secure_boot] mode = \"shim\" is the boot chain of disk.img and oa.iso, and this profile makes neither: set [image] disk = true (and/or iso = true), or mode = \"off\"".into()));
         }
     }
     if mode == SecureBootMode::Uki && (s.key.is_none() || s.cert.is_none()) {

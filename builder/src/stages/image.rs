@@ -64,13 +64,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             persistence_mib: p.image.persistence_mib,
             esp_mib: p.image.esp_mib,
             seed: key.as_bytes(),
-            uefi: match (uki, shim) {
-                (Some((u, sd)), _) => UefiLoader::Uki { uki: &u.path, systemd_boot: &sd.path },
-                (None, Some(s)) => {
-                    UefiLoader::Shim { shim: &s.shim.path, grub: &s.grub.path, mok_manager: &s.mok_manager.path }
-                }
-                (None, None) => UefiLoader::SystemdBoot,
-            },
+            uefi: UefiLoader::of(uki.map(|(u, sd)| (u.path.as_path(), sd.path.as_path())), shim),
         };
         let img = scratch.join(artifact::DISK_IMAGE);
         let disk = image::write_disk(&spec, &files, &img)?;

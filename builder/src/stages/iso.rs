@@ -23,7 +23,8 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     let initrd = need(&cx.initramfs, "iso", "the initramfs")?;
     let rootfs = need(&cx.rootfs, "iso", "the root image")?;
     let files = iso::IsoFiles::locate(p.arch)?;
-    let uki = cx.uki.as_ref().and_then(|u| u.iso.as_ref());
+    let uki = cx.uki.as_ref().and_then(|u| Some((u.iso.as_ref()?, u.systemd_boot.as_ref()?)));
+    let shim = cx.shim.as_ref().filter(|_| p.secure_boot.mode == crate::profile::SecureBootMode::Shim);
     let volume_id = iso_volume_id(&p.name);
     let boot_cmdline = iso::iso_cmdline(&cx.manifest_cmdline("iso")?, &volume_id);
     let epoch = image::epoch();
@@ -37,9 +38,17 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
     for f in files.all() {
         key.add("bootfile", hash::sha256_file(f)?.as_bytes());
     }
-    if let Some(u) = uki {
-        key.add("uki", u.sha256.as_bytes());
+    if let Some((u, sd)) = uki {
+        key.add("uki", u.sha256.as_bytes()).add("systemd-boot", sd.sha256.as_bytes());
     }
+    if let Some(s) = shim {
+        for f in [&s.shim, &s.grub, &s.mok_manager] {
+            key.add("shim", f.sha256.as_bytes());
+        }
+    }
+    // What the stage lays out beyond its inputs; changed with the layout so older entries of
+    // the same inputs are not reused (2: signed systemd-boot beside the UKI, shim's chain).
+    key.add("layout", b"2");
     key.add("xorriso", xorriso_version().as_bytes());
     key.add("epoch", std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default().as_bytes());
     let key = key.hex();
@@ -53,7 +62,7 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
             cmdline: &boot_cmdline,
             seed: key.as_bytes(),
             epoch,
-            uki: uki.map(|u| u.path.as_path()),
+            uefi: image::boot::UefiLoader::of(uki.map(|(u, sd)| (u.path.as_path(), sd.path.as_path())), shim),
         };
         let out = scratch.join(artifact::ISO);
         if crate::stages::initramfs::carries_key(p) {
@@ -63,8 +72,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         let written = iso::write_iso(&spec, &files, &out, scratch.path())?;
         scratch.seal(artifact::ISO)?;
         Ok(format!(
-            "{} (volume {volume_id}; BIOS isolinux + UEFI systemd-boot ESP {}; root image {} as {})",
+            "{} (volume {volume_id}; BIOS isolinux + UEFI {} ESP {}; root image {} as {})",
             image::bmap::human(written.size),
+            spec.uefi.name(),
             image::bmap::human(written.esp_bytes),
             image::bmap::human(std::fs::metadata(&rootfs.path).map(|m| m.len()).unwrap_or(0)),
             iso::paths::ROOT_IMAGE,

@@ -25,7 +25,8 @@ pub struct UkiOut {
     /// For secure netboot (`image.netboot`): the root over HTTP from the boot server
     /// ([`oa_contract::cmdline::netboot_root`]), checked by `oa.verity=`.
     pub net: Option<Stored>,
-    /// systemd-boot signed with the same key, for disk.img's ESP (its entry starts the UKI).
+    /// systemd-boot signed with the same key, for the ESPs of disk.img and oa.iso (its entry
+    /// starts the UKI).
     pub systemd_boot: Option<Stored>,
 }
 
@@ -59,8 +60,9 @@ pub fn run(cx: &mut Context) -> Result<Outcome> {
         media.push((NET, cl.into_words()));
     }
     let osrel = uki::os_release(&p.name, &p.hostname);
-    // disk.img's ESP also gets the host's systemd-boot (the one unsigned disks boot), signed.
-    let systemd_boot = match p.image.disk {
+    // The ESPs of disk.img and oa.iso also get the host's systemd-boot (the one unsigned disks
+    // boot), signed.
+    let systemd_boot = match p.image.disk || p.image.iso {
         true => Some(image::boot::BootFiles::locate(p.arch)?.systemd_boot),
         false => None,
     };
