@@ -387,6 +387,16 @@ fn secure_lab(name: &str, keys: &Path, arch: Arch) -> SecureLab {
     SecureLab { ns, dir, vars }
 }
 
+/// The end of every secure netboot: the root fetched from the boot server and mapped through
+/// dm-verity, ready as `host`, the kernel saying Secure Boot is on.
+fn expect_verified_ready_under_secure_boot(vm: &mut Machine, host: &str) {
+    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
+    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
+    assert_eq!(vm.expect_ready(BOOT), host);
+    vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1)");
+    vm.expect("SB=Secure boot enabled", Duration::from_secs(30));
+}
+
 /// shim asks for its neighbours relative to its own path, GRUB from the root of the server:
 /// each of `files` was sent over TFTP to the client the log names as `client` (`"<mac>
 /// (10.99.0.1"` where the server saw the lease; by address alone where it did not).
@@ -414,11 +424,7 @@ fn secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
     vm.expect_stage("cmdline", "profile=tiny-net-sb oa.root=http://next-server/rootfs.squashfs oa.verity=", BOOT);
     // oa serve leases the address itself and says so in its offer: no proxy offer awaited.
     vm.expect_info("boot server 10.99.0.1: siaddr of the address offer (oa serve leasing) from 10.99.0.1", BOOT);
-    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
-    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
-    assert_eq!(vm.expect_ready(BOOT), "tiny-net");
-    vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1)");
-    vm.expect("SB=Secure boot enabled", Duration::from_secs(30));
+    expect_verified_ready_under_secure_boot(&mut vm, "tiny-net");
     let l = server_log(&log);
     assert_sent_over_tftp(
         &l,
@@ -444,11 +450,9 @@ fn arm64_secure_boot_netboots_through_shim_and_grub_to_a_signed_uki() {
     let mut vm = Machine::start("pxe_sb_a64", qemu_secure(&lab.ns, &lab.vars, mac, Arch::Aarch64));
     vm.expect("oa: loading /sb/oa.efi", BOOT);
     vm.expect_stage("cmdline", "profile=tiny-arm64-sb oa.root=http://next-server/rootfs.squashfs oa.verity=", BOOT);
-    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
-    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
-    assert_eq!(vm.expect_ready(BOOT), "tiny-arm64");
-    vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1) arch=$(uname -m)");
-    vm.expect("SB=Secure boot enabled arch=aarch64", Duration::from_secs(30));
+    expect_verified_ready_under_secure_boot(&mut vm, "tiny-arm64");
+    vm.send_line("echo arch=$(uname -m)");
+    vm.expect("arch=aarch64", Duration::from_secs(30));
     let l = server_log(&log);
     assert_sent_over_tftp(
         &l,
@@ -548,9 +552,7 @@ fn secure_netboot_in_proxy_mode_finds_oa_serve_next_to_another_dhcp_server() {
     let net = vm.expect_stage("network", &format!("eth0 ({mac}) 10.99.0."), BOOT);
     assert!(net.contains("from DHCP server 10.99.0.2"), "the address is dnsmasq's: {net}");
     vm.expect_info("boot server 10.99.0.1: siaddr of the proxyDHCP offer from 10.99.0.1", BOOT);
-    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
-    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
-    assert_eq!(vm.expect_ready(BOOT), "tiny-net");
+    expect_verified_ready_under_secure_boot(&mut vm, "tiny-net");
     let d = server_log(&dlog);
     assert!(d.lines().any(|x| x.contains("DHCPACK(vo0)") && x.contains(mac)), "dnsmasq leased the address:\n{d}");
     // oa-init's own lease names dnsmasq as next-server: only the proxy offer says 10.99.0.1.
@@ -578,11 +580,7 @@ fn secure_boot_netboots_over_uefi_http_boot_to_the_signed_uki() {
     let mut vm = Machine::start("pxe_sb_http", q);
     vm.expect("URI: http://10.99.0.1/sb/oa.efi", BOOT);
     vm.expect_stage("cmdline", "profile=tiny-net-sb oa.root=http://next-server/rootfs.squashfs oa.verity=", BOOT);
-    vm.expect_stage("fetch", "http://10.99.0.1/rootfs.squashfs", BOOT);
-    vm.expect_stage("verify", oa_contract::console::VERITY_STAGE_TEXT, BOOT);
-    assert_eq!(vm.expect_ready(BOOT), "tiny-net");
-    vm.send_line("echo SB=$(dmesg | grep -o 'Secure boot enabled' | head -n1)");
-    vm.expect("SB=Secure boot enabled", Duration::from_secs(30));
+    expect_verified_ready_under_secure_boot(&mut vm, "tiny-net");
     let l = server_log(&log);
     assert!(l.contains(&format!("{mac} Discover on 67 arch=16 (UEFI x64 HTTP) class=HTTPClient")), "{l}");
     assert!(l.contains(&format!("{mac} (10.99.0.1")) && l.contains("\"GET /sb/oa.efi\" 200"), "{l}");
