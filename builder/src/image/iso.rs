@@ -436,7 +436,8 @@ mod tests {
                 "/oa/initrd.img=/c/initramfs.img",
                 "/oa/rootfs.squashfs=/c/a\\=b/rootfs.squashfs",
             ]
-        ); // Shim's GRUB booted from a CD reads its configuration from the ISO filesystem.
+        );
+        // Shim's GRUB booted from a CD reads its configuration from the ISO filesystem.
         let shim_io = XorrisoInputs { grub_cd: Some((Path::new("/w/info"), Path::new("/w/grub.cfg"))), ..io };
         let a: Vec<String> =
             xorriso_args(&spec, &files(), &shim_io).iter().map(|s| s.to_string_lossy().into_owned()).collect();

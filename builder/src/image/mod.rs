@@ -161,11 +161,10 @@ pub fn write_disk(spec: &DiskSpec<'_>, files: &BootFiles, out: &Path) -> Result<
 /// The ESP's size in MiB (the profile's, checked, or fitted to its files) and the bytes of the
 /// kernel, initramfs and systemd-boot it holds.
 fn esp_size(spec: &DiskSpec<'_>, files: &BootFiles) -> Result<(u32, u64)> {
-    let loaders: u64 = match spec.uefi {
-        UefiLoader::SystemdBoot => len(&files.systemd_boot)?,
-        UefiLoader::Uki { uki, systemd_boot } => len(uki)? + len(systemd_boot)?,
-        UefiLoader::Shim { shim, grub, mok_manager } => len(shim)? + len(grub)? + len(mok_manager)?,
-    };
+    let mut loaders = 0;
+    for (f, _) in spec.uefi.files(&files.systemd_boot, spec.title, spec.cmdline).efi {
+        loaders += len(f)?;
+    }
     let (kernel_len, initrd_len) = (len(spec.kernel)?, len(spec.initrd)?);
     let esp_files = [kernel_len, initrd_len, loaders, 4096, 4096, 4096, 4096];
     let needed = esp_mib_for(&esp_files);
